@@ -1,0 +1,109 @@
+// a3fta core: status codes with file:line context, rank-aware logging,
+// counter-based RNG. The lowest layer: it includes nothing of a3fta.
+#ifndef A3FTA_CORE_H
+#define A3FTA_CORE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+// ---------------------------------------------------------------- status
+// Every fallible function returns an a3_status. On failure the callee has
+// recorded a message (a3_error_set) and each caller on the way up appends its
+// file:line (A3_TRY), so the top level prints one line saying what went
+// wrong, where, and how to fix it, plus the call trail with --verbose.
+typedef enum {
+  A3_OK = 0,
+  A3_ERR_USAGE,    // bad command line                        -> exit 2
+  A3_ERR_CONFIG,   // bad YAML config or override             -> exit 2
+  A3_ERR_INPUT,    // malformed input file (IDX, PNG, HDF5..)  -> exit 2
+  A3_ERR_IO,       // cannot open/read/write a file           -> exit 1
+  A3_ERR_NOMEM,    // allocation failed                       -> exit 1
+  A3_ERR_MPI,      // MPI call failed or ranks disagree       -> exit 1
+  A3_ERR_HDF5,     // HDF5 call failed                        -> exit 1
+  A3_ERR_CUDA,     // CUDA / cuBLAS / NCCL failure            -> exit 1
+  A3_ERR_INTERNAL, // broken invariant (a bug in a3fta)       -> exit 1
+  A3_ERR_UNIMPLEMENTED, // feature not built yet              -> exit 1
+} a3_status;
+
+#if defined(__GNUC__)
+#define A3_PRINTF(fmt_index, first_arg) __attribute__((format(printf, fmt_index, first_arg)))
+#define A3_WARN_UNUSED __attribute__((warn_unused_result))
+#else
+#define A3_PRINTF(fmt_index, first_arg)
+#define A3_WARN_UNUSED
+#endif
+
+// Records the error (replacing any earlier one) and returns `code`.
+a3_status a3_error_set(a3_status code, const char *file, int line, const char *fmt, ...)
+    A3_PRINTF(4, 5);
+a3_status a3_error_setv(a3_status code, const char *file, int line, const char *fmt, va_list ap);
+// Appends "file:line" of a caller to the trail of the current error.
+void a3_error_trace(const char *file, int line);
+const char *a3_error_message(void); // "" when no error was recorded
+const char *a3_error_trail(void);   // "src/io/config.c:120 <- src/cli/main.c:88"
+void a3_error_clear(void);
+const char *a3_status_name(a3_status s); // "config error", "I/O error", ...
+int a3_status_exit_code(a3_status s);    // 0, 1 or 2 (see the enum)
+
+// Fail with a message: `return A3_FAIL(A3_ERR_INPUT, "%s: bad magic", path);`
+#define A3_FAIL(code, ...) a3_error_set((code), __FILE__, __LINE__, __VA_ARGS__)
+// Propagate a failure up the stack, adding this file:line to the trail.
+#define A3_TRY(expr)                                                                               \
+  do {                                                                                             \
+    a3_status a3_try_status_ = (expr);                                                             \
+    if (a3_try_status_ != A3_OK) {                                                                 \
+      a3_error_trace(__FILE__, __LINE__);                                                          \
+      return a3_try_status_;                                                                       \
+    }                                                                                              \
+  } while (0)
+// Same, but jump to a cleanup label with `status` set instead of returning.
+#define A3_TRY_GOTO(status, expr, label)                                                           \
+  do {                                                                                             \
+    (status) = (expr);                                                                             \
+    if ((status) != A3_OK) {                                                                       \
+      a3_error_trace(__FILE__, __LINE__);                                                          \
+      goto label;                                                                                  \
+    }                                                                                              \
+  } while (0)
+
+// ---------------------------------------------------------------- memory
+// malloc/calloc that record A3_ERR_NOMEM with the requested size on failure.
+a3_status a3_alloc(void **out, size_t count, size_t size) A3_WARN_UNUSED;
+#define A3_ALLOC(ptr, count) a3_alloc((void **)&(ptr), (count), sizeof(*(ptr)))
+// Reads a whole file (at most max_bytes, else A3_ERR_INPUT) into a NUL-terminated buffer.
+a3_status a3_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len) A3_WARN_UNUSED;
+
+// ---------------------------------------------------------------- logging
+typedef enum { A3_LOG_ERROR = 0, A3_LOG_WARN, A3_LOG_INFO, A3_LOG_DEBUG } a3_log_level;
+void a3_log_set_level(a3_log_level level); // --quiet: WARN, default: INFO, --verbose: DEBUG
+a3_log_level a3_log_get_level(void);
+// Once MPI is up: lines get a "[rank r/n] " prefix when n > 1.
+void a3_log_set_rank(int rank, int size);
+void a3_log(a3_log_level level, const char *fmt, ...) A3_PRINTF(2, 3);
+#define a3_info(...) a3_log(A3_LOG_INFO, __VA_ARGS__)
+#define a3_warn(...) a3_log(A3_LOG_WARN, __VA_ARGS__)
+#define a3_debug(...) a3_log(A3_LOG_DEBUG, __VA_ARGS__)
+// Prints the current error as "a3fta: <kind>: <message>" (+ trail with --verbose).
+void a3_log_error_status(a3_status s);
+
+// ---------------------------------------------------------------- RNG
+// Philox4x32-10: counter-based, so the same (key, counter) gives the same
+// numbers on any rank, machine or backend (cuRAND uses the same generator).
+typedef struct {
+  uint32_t v[4];
+} a3_philox_block;
+a3_philox_block a3_philox4x32(uint64_t key, uint64_t counter_hi, uint64_t counter_lo);
+// A uniform 64-bit value for (seed, stream, index); stream separates uses.
+uint64_t a3_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
+// Uniform integer in [0, n) without modulo bias (n > 0).
+uint64_t a3_rng_below(uint64_t seed, uint64_t stream, uint64_t index, uint64_t n);
+// Streams in use (one per purpose, so adding a use never shifts another's numbers).
+enum { A3_STREAM_SUBSET = 1, A3_STREAM_SHUFFLE = 2 };
+
+// ---------------------------------------------------------------- hashing
+// FNV-1a 64: stable across runs and machines (used for config hashes).
+uint64_t a3_hash64(const void *data, size_t len, uint64_t seed);
+#define A3_HASH_SEED 0xcbf29ce484222325ULL
+
+#endif

@@ -1,0 +1,18 @@
+// The a3fta subcommands. Each takes argv with argv[0] = the command name
+// (global flags such as --verbose already removed) and returns a status that
+// main() turns into the exit code. MPI is initialised before a command runs
+// when its entry in main.c says it needs MPI.
+#ifndef A3FTA_CLI_COMMANDS_H
+#define A3FTA_CLI_COMMANDS_H
+
+#include "a3fta/core.h"
+
+a3_status a3_cmd_import(int argc, char **argv); // src/cli/cmd_import.c
+a3_status a3_cmd_info(int argc, char **argv);   // src/cli/cmd_info.c
+a3_status a3_cmd_config(int argc, char **argv); // src/cli/cmd_config.c
+a3_status a3_cmd_train(int argc, char **argv);  // src/cli/cmd_placeholders.c
+a3_status a3_cmd_sweep(int argc, char **argv);
+a3_status a3_cmd_sample(int argc, char **argv);
+a3_status a3_cmd_eval(int argc, char **argv);
+
+#endif
