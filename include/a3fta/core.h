@@ -14,15 +14,15 @@
 // wrong, where, and how to fix it, plus the call trail with --verbose.
 typedef enum {
   A3_OK = 0,
-  A3_ERR_USAGE,    // bad command line                        -> exit 2
-  A3_ERR_CONFIG,   // bad YAML config or override             -> exit 2
-  A3_ERR_INPUT,    // malformed input file (IDX, PNG, HDF5..)  -> exit 2
-  A3_ERR_IO,       // cannot open/read/write a file           -> exit 1
-  A3_ERR_NOMEM,    // allocation failed                       -> exit 1
-  A3_ERR_MPI,      // MPI call failed or ranks disagree       -> exit 1
-  A3_ERR_HDF5,     // HDF5 call failed                        -> exit 1
-  A3_ERR_CUDA,     // CUDA / cuBLAS / NCCL failure            -> exit 1
-  A3_ERR_INTERNAL, // broken invariant (a bug in a3fta)       -> exit 1
+  A3_ERR_USAGE,         // bad command line                        -> exit 2
+  A3_ERR_CONFIG,        // bad YAML config or override             -> exit 2
+  A3_ERR_INPUT,         // malformed input file (IDX, PNG, HDF5..)  -> exit 2
+  A3_ERR_IO,            // cannot open/read/write a file           -> exit 1
+  A3_ERR_NOMEM,         // allocation failed                       -> exit 1
+  A3_ERR_MPI,           // MPI call failed or ranks disagree       -> exit 1
+  A3_ERR_HDF5,          // HDF5 call failed                        -> exit 1
+  A3_ERR_CUDA,          // CUDA / cuBLAS / NCCL failure            -> exit 1
+  A3_ERR_INTERNAL,      // broken invariant (a bug in a3fta)       -> exit 1
   A3_ERR_UNIMPLEMENTED, // feature not built yet              -> exit 1
 } a3_status;
 
@@ -72,7 +72,8 @@ int a3_status_exit_code(a3_status s);    // 0, 1 or 2 (see the enum)
 a3_status a3_alloc(void **out, size_t count, size_t size) A3_WARN_UNUSED;
 #define A3_ALLOC(ptr, count) a3_alloc((void **)&(ptr), (count), sizeof(*(ptr)))
 // Reads a whole file (at most max_bytes, else A3_ERR_INPUT) into a NUL-terminated buffer.
-a3_status a3_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len) A3_WARN_UNUSED;
+a3_status a3_read_file(const char *path, size_t max_bytes, char **out,
+                       size_t *out_len) A3_WARN_UNUSED;
 
 // ---------------------------------------------------------------- logging
 typedef enum { A3_LOG_ERROR = 0, A3_LOG_WARN, A3_LOG_INFO, A3_LOG_DEBUG } a3_log_level;

@@ -58,8 +58,8 @@ static a3_status parse_option(const a3_cli_command *cmd, int argc, char **argv, 
     opt = arg[2] == '\0' ? find_short(cmd, arg[1]) : NULL;
   }
   if (!opt)
-    return A3_FAIL(A3_ERR_USAGE, "a3fta %s: unknown option '%s' (see 'a3fta %s --help')",
-                   cmd->name, arg, cmd->name);
+    return A3_FAIL(A3_ERR_USAGE, "a3fta %s: unknown option '%s' (see 'a3fta %s --help')", cmd->name,
+                   arg, cmd->name);
   if (opt->kind == A3_OPT_FLAG) {
     if (inline_value)
       return A3_FAIL(A3_ERR_USAGE, "a3fta %s: --%s takes no value", cmd->name, opt->long_name);

@@ -1,0 +1,33 @@
+// a3fta dist: the MPI world, and how a job ends when a rank fails.
+// Later issues add group communicators, scheduling and gradient reduction here.
+#ifndef A3FTA_DIST_H
+#define A3FTA_DIST_H
+
+#include "a3fta/core.h"
+
+#include <mpi.h>
+
+typedef struct {
+  MPI_Comm comm;   // MPI_COMM_WORLD
+  int rank, size;  // in comm
+  int local_rank;  // rank among the ranks on this node (GPU binding uses it)
+  int local_size;  // ranks on this node
+  int initialized; // we called MPI_Init (and must finalize)
+} a3_world;
+
+// Starts MPI (thread level FUNNELED), fills `w`, and tells the logger the rank.
+a3_status a3_world_init(int *argc, char ***argv, a3_world *w);
+
+// Ends a command. Every rank passes its own status. Ranks that failed print
+// their error (with their rank). If all ranks reach this point within the
+// grace period, they agree on the worst exit code and finalize MPI cleanly;
+// if some rank is stuck (e.g. waiting in a collective the failed rank never
+// joined), the job is aborted with MPI_Abort instead of hanging.
+// Returns the process exit code (0, 1 or 2).
+int a3_world_finish(a3_world *w, a3_status s);
+
+// Seconds a failed rank waits for the others before MPI_Abort (env
+// A3FTA_ABORT_GRACE_S overrides; default 30).
+double a3_world_abort_grace_s(void);
+
+#endif

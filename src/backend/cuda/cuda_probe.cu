@@ -1,0 +1,34 @@
+// Asks the CUDA runtime and NCCL what is there (for --version, info, and
+// `backend: auto`). A machine without a driver answers
+// cudaErrorInsufficientDriver here instead of failing to start.
+#include "a3fta/cuda_probe.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+#include <stdio.h>
+#include <string.h>
+
+static void copy_name(char *dst, size_t cap, const char *src) {
+  snprintf(dst, cap, "%s", src ? src : "");
+}
+
+extern "C" void a3_cuda_probe(a3_cuda_info *out) {
+  memset(out, 0, sizeof *out);
+  cudaRuntimeGetVersion(&out->runtime_version);
+  ncclGetVersion(&out->nccl_version);
+  int count = 0;
+  cudaError_t err = cudaGetDeviceCount(&count);
+  out->error_code = (int)err;
+  copy_name(out->error_name, sizeof out->error_name, cudaGetErrorName(err));
+  if (err != cudaSuccess) {
+    cudaGetLastError(); // clear the sticky-free error so later calls start clean
+    return;
+  }
+  out->device_count = count;
+  cudaDeviceProp prop;
+  if (count > 0 && cudaGetDeviceProperties(&prop, 0) == cudaSuccess) {
+    copy_name(out->device_name, sizeof out->device_name, prop.name);
+    out->cc_major = prop.major;
+    out->cc_minor = prop.minor;
+  }
+}

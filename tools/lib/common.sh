@@ -1,0 +1,43 @@
+# Shared by tools/test.sh and tools/demo.sh: find the repository, say what we
+# do, install the Debian packages a3fta needs (only the missing ones), build.
+
+A3FTA_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# Build and test dependencies, one list (Debian 12 package names).
+A3FTA_DEBIAN_PACKAGES=(
+  build-essential cmake pkg-config git clang-format
+  libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
+  libyaml-dev libopenblas-dev zlib1g-dev libpng-dev
+  dataset-fashion-mnist python3 python3-numpy python3-h5py
+)
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+# Installs what is missing; silent when everything is there.
+ensure_debian_packages() {
+  local missing=() p
+  for p in "${A3FTA_DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  step "installing missing Debian packages: ${missing[*]}"
+  local sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# mpirun as root needs explicit consent; CI and containers run as root.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+# configure_and_build BUILD_DIR [cmake options...]
+configure_and_build() {
+  local dir=$1; shift
+  step "configure $dir ($*)"
+  cmake -S "$A3FTA_ROOT" -B "$dir" "$@" >"$dir.configure.log" 2>&1 || {
+    cat "$dir.configure.log" >&2; return 1; }
+  step "build $dir"
+  cmake --build "$dir" -j"$(nproc)" >"$dir.build.log" 2>&1 || {
+    grep -E -B2 -A6 'error|Error' "$dir.build.log" | head -80 >&2; return 1; }
+}
