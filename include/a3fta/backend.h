@@ -1,0 +1,248 @@
+// a3fta backend: tensor ops on one device, forward and backward, fp32.
+//
+// Model code calls ops only through an op table (a3_backend_ops), so the CPU
+// backend (the reference, src/backend/cpu/) and the CUDA backend (later,
+// src/backend/cuda/) are interchangeable op for op.
+//
+// Conventions shared by every op (a backend must keep them):
+// - Tensors are plain float pointers into the backend's memory (host memory on
+//   the CPU, device memory on CUDA), dense, row-major, in the layout given by
+//   the shape comment next to each argument: `// (B, C, H, W)` means W is the
+//   fastest-moving index. Shapes are plain ints; element counts are size_t.
+// - Ops never allocate. An op that needs scratch memory takes `workspace`,
+//   sized in bytes by its *_workspace_size query for the same shape. One
+//   workspace of the largest size over a model's ops can serve them all.
+// - Backward ops OVERWRITE activation gradients (dinp, da, ...) and ACCUMULATE
+//   (+=) into parameter gradients (dweight, dbias), so that gradient
+//   accumulation over micro-batches only needs the parameter gradients zeroed
+//   once per step. Any gradient pointer may be NULL: that gradient is not
+//   computed (a frozen parameter, or an activation below the lowest trainable
+//   parameter, where the backward pass can stop early).
+//   A tensor that feeds two consumers gets its gradient from one backward
+//   (overwrite) plus `accumulate` of the other.
+// - Inputs and outputs of one call must not overlap unless an op says so.
+// - Ops return nothing: the CPU backend cannot fail on valid shapes, and a
+//   device backend records its first asynchronous error, which `synchronize`
+//   reports (and clears). Shapes are the caller's contract; check them once
+//   when planning a model (a3_conv2d_check), not per call.
+#ifndef A3FTA_BACKEND_H
+#define A3FTA_BACKEND_H
+
+#include "a3fta/core.h"
+
+#include <stddef.h>
+
+typedef struct a3_backend a3_backend;
+typedef struct a3_backend_ops a3_backend_ops;
+
+struct a3_backend {
+  const char *name;          // "cpu", "cuda"
+  const a3_backend_ops *ops; // the op table
+  void *impl;                // backend-private state (stream, handles); NULL for the CPU
+};
+
+// A 2-D convolution: input (B, C, H, W), weight (OC, C, KH, KW), output
+// (B, OC, OH, OW) with OH = (H + pad_top + pad_bottom - KH) / stride + 1.
+// Padding is zeros and may be asymmetric: diffusers' Downsample2D with
+// downsample_padding 0 pads (left 0, right 1, top 0, bottom 1) then runs a
+// 3x3 stride-2 conv with no padding of its own; that is one conv here with
+// pad_top 0, pad_bottom 1, pad_left 0, pad_right 1.
+typedef struct {
+  int B, C, H, W; // input
+  int OC, KH, KW; // output channels, kernel
+  int stride;     // same in both directions
+  int pad_top, pad_bottom, pad_left, pad_right;
+} a3_conv2d_shape;
+
+static inline int a3_conv2d_out_h(const a3_conv2d_shape *s) {
+  return (s->H + s->pad_top + s->pad_bottom - s->KH) / s->stride + 1;
+}
+static inline int a3_conv2d_out_w(const a3_conv2d_shape *s) {
+  return (s->W + s->pad_left + s->pad_right - s->KW) / s->stride + 1;
+}
+// A3_ERR_INTERNAL with the shape in the message unless every size is positive,
+// pads are non-negative and the output is at least 1x1.
+a3_status a3_conv2d_check(const a3_conv2d_shape *s);
+
+struct a3_backend_ops {
+  // ------------------------------------------------------------ memory
+  a3_status (*alloc)(const a3_backend *be, void **out, size_t bytes); // zeroed
+  void (*release)(const a3_backend *be, void *ptr);                   // NULL is fine
+  a3_status (*upload)(const a3_backend *be, void *dst, const void *host_src, size_t bytes);
+  a3_status (*download)(const a3_backend *be, void *host_dst, const void *src, size_t bytes);
+  // Waits for queued work; returns (and clears) the first error since the last call.
+  a3_status (*synchronize)(const a3_backend *be);
+
+  // ------------------------------------------------------------ elementwise helpers
+  void (*zero)(const a3_backend *be, float *x, size_t n); // x = 0
+  // dst += src (a tensor with two consumers collects its second gradient).
+  void (*accumulate)(const a3_backend *be, float *dst, const float *src, size_t n);
+
+  // ------------------------------------------------------------ conv2d (im2col + GEMM on the CPU)
+  size_t (*conv2d_workspace_size)(const a3_backend *be, const a3_conv2d_shape *s); // bytes
+  void (*conv2d_forward)(const a3_backend *be, const a3_conv2d_shape *s,
+                         float *out,          // (B, OC, OH, OW)
+                         const float *inp,    // (B, C, H, W)
+                         const float *weight, // (OC, C, KH, KW)
+                         const float *bias,   // (OC), or NULL for none
+                         void *workspace);
+  void (*conv2d_backward)(const a3_backend *be, const a3_conv2d_shape *s,
+                          float *dinp,         // (B, C, H, W) overwritten, or NULL
+                          float *dweight,      // (OC, C, KH, KW) +=, or NULL
+                          float *dbias,        // (OC) +=, or NULL
+                          const float *dout,   // (B, OC, OH, OW)
+                          const float *inp,    // (B, C, H, W), read only when dweight
+                          const float *weight, // (OC, C, KH, KW), read only when dinp
+                          void *workspace);
+
+  // ------------------------------------------------------------ GroupNorm
+  // G groups of C/G consecutive channels; statistics over (C/G, HW) per (b, g),
+  // biased variance, y = (x - mean) * rstd * weight[c] + bias[c],
+  // rstd = 1 / sqrt(var + eps). mean and rstd are saved for the backward.
+  void (*groupnorm_forward)(const a3_backend *be,
+                            float *out,          // (B, C, HW)
+                            float *mean,         // (B, G) saved
+                            float *rstd,         // (B, G) saved
+                            const float *inp,    // (B, C, HW)
+                            const float *weight, // (C)
+                            const float *bias,   // (C)
+                            int B, int C, int HW, int G, float eps);
+  void (*groupnorm_backward)(const a3_backend *be,
+                             float *dinp,         // (B, C, HW) overwritten, or NULL
+                             float *dweight,      // (C) +=, or NULL
+                             float *dbias,        // (C) +=, or NULL
+                             const float *dout,   // (B, C, HW)
+                             const float *inp,    // (B, C, HW)
+                             const float *weight, // (C)
+                             const float *mean,   // (B, G)
+                             const float *rstd,   // (B, G)
+                             int B, int C, int HW, int G);
+
+  // ------------------------------------------------------------ SiLU x * sigmoid(x)
+  // out may equal inp (in place) when the backward is not needed.
+  void (*silu_forward)(const a3_backend *be, float *out, const float *inp, size_t n);
+  // dinp overwritten; dinp may equal dout.
+  void (*silu_backward)(const a3_backend *be, float *dinp, const float *dout, const float *inp,
+                        size_t n);
+
+  // ------------------------------------------------------------ linear y = x W^T + b
+  void (*linear_forward)(const a3_backend *be,
+                         float *out,          // (N, OUT)
+                         const float *inp,    // (N, IN)
+                         const float *weight, // (OUT, IN) PyTorch layout
+                         const float *bias,   // (OUT), or NULL
+                         int N, int IN, int OUT);
+  void (*linear_backward)(const a3_backend *be,
+                          float *dinp,         // (N, IN) overwritten, or NULL
+                          float *dweight,      // (OUT, IN) +=, or NULL
+                          float *dbias,        // (OUT) +=, or NULL
+                          const float *dout,   // (N, OUT)
+                          const float *inp,    // (N, IN), read only when dweight
+                          const float *weight, // (OUT, IN), read only when dinp
+                          int N, int IN, int OUT);
+
+  // ------------------------------------------------------------ attention
+  // NH heads of d = C / NH channels each: head h owns channels [h*d, (h+1)*d)
+  // of q, k, v and out (diffusers' head_to_batch_dim split). For each (b, h):
+  // P = softmax(Q K^T / sqrt(d)) over keys (max subtracted), O = P V, and the
+  // heads are merged back into (B, T, C). P is saved for the backward; probs
+  // may be NULL for inference (then the workspace holds one (T, T) block).
+  size_t (*attention_workspace_size)(const a3_backend *be, int B, int T, int C, int NH);
+  void (*attention_forward)(const a3_backend *be,
+                            float *out,     // (B, T, C)
+                            float *probs,   // (B, NH, T, T) saved, or NULL
+                            const float *q, // (B, T, C)
+                            const float *k, // (B, T, C)
+                            const float *v, // (B, T, C)
+                            int B, int T, int C, int NH, void *workspace);
+  void (*attention_backward)(const a3_backend *be,
+                             float *dq,          // (B, T, C) overwritten, or NULL
+                             float *dk,          // (B, T, C) overwritten, or NULL
+                             float *dv,          // (B, T, C) overwritten, or NULL
+                             const float *dout,  // (B, T, C)
+                             const float *q,     // (B, T, C)
+                             const float *k,     // (B, T, C)
+                             const float *v,     // (B, T, C)
+                             const float *probs, // (B, NH, T, T) from the forward
+                             int B, int T, int C, int NH, void *workspace);
+
+  // ------------------------------------------------------------ layout (B, C, H*W) <-> (B, H*W, C)
+  // Each is the other's backward: d(inp) = the other transpose of d(out).
+  void (*to_tokens)(const a3_backend *be, float *out, // (B, HW, C)
+                    const float *inp,                 // (B, C, HW)
+                    int B, int C, int HW);
+  void (*from_tokens)(const a3_backend *be, float *out, // (B, C, HW)
+                      const float *inp,                 // (B, HW, C)
+                      int B, int C, int HW);
+
+  // ------------------------------------------------------------ nearest x2 upsampling
+  void (*upsample2x_forward)(const a3_backend *be, float *out, // (B, C, 2H, 2W)
+                             const float *inp,                 // (B, C, H, W)
+                             int B, int C, int H, int W);
+  void (*upsample2x_backward)(const a3_backend *be, float *dinp, // (B, C, H, W) overwritten
+                              const float *dout,                 // (B, C, 2H, 2W)
+                              int B, int C, int H, int W);
+
+  // ------------------------------------------------------------ channel concat [a, b]
+  void (*concat_forward)(const a3_backend *be, float *out, // (B, C1 + C2, HW)
+                         const float *a,                   // (B, C1, HW)
+                         const float *b,                   // (B, C2, HW)
+                         int B, int C1, int C2, int HW);
+  void (*concat_backward)(const a3_backend *be,
+                          float *da,         // (B, C1, HW) overwritten, or NULL
+                          float *db,         // (B, C2, HW) overwritten, or NULL
+                          const float *dout, // (B, C1 + C2, HW)
+                          int B, int C1, int C2, int HW);
+
+  // ------------------------------------------------------------ residual add
+  // out = (a + b) * scale; scale = 1 / output_scale_factor. out may equal a or b.
+  void (*add_forward)(const a3_backend *be, float *out, const float *a, const float *b, float scale,
+                      size_t n);
+  // da = db = dout * scale, overwritten, either may be NULL or equal dout.
+  void (*add_backward)(const a3_backend *be, float *da, float *db, const float *dout, float scale,
+                       size_t n);
+  // Per-(b, c) broadcast add (a resnet adds its time embedding projection):
+  // out[b, c, :] = inp[b, c, :] + t[b, c]. out may equal inp. The input
+  // gradient is dout itself; the backward gives dt.
+  void (*add_channel_forward)(const a3_backend *be, float *out, // (B, C, HW)
+                              const float *inp,                 // (B, C, HW)
+                              const float *t,                   // (B, C)
+                              int B, int C, int HW);
+  void (*add_channel_backward)(const a3_backend *be, float *dt, // (B, C) overwritten
+                               const float *dout,               // (B, C, HW)
+                               int B, int C, int HW);
+
+  // ------------------------------------------------------------ timestep embedding (forward only)
+  // diffusers get_timestep_embedding with scale 1: half = dim / 2,
+  // freq[i] = exp(-ln(max_period) * i / (half - freq_shift)), arg = t * freq[i]
+  // (both rounded to fp32 as PyTorch does, so outputs match it), out = [sin,
+  // cos] or [cos, sin] when flip_sin_to_cos; an odd dim gets a zero last column.
+  void (*timestep_embedding)(const a3_backend *be, float *out, // (N, dim)
+                             const float *t,                   // (N) timesteps
+                             int N, int dim, int flip_sin_to_cos, float freq_shift,
+                             float max_period);
+
+  // ------------------------------------------------------------ mean-squared error
+  // *loss = mean((pred - target)^2), one float in backend memory.
+  void (*mse_forward)(const a3_backend *be, float *loss, const float *pred, const float *target,
+                      size_t n);
+  // dpred = dloss * 2 (pred - target) / n, overwritten. dloss is dL/d(loss)
+  // (1, or 1 / micro-batches when accumulating).
+  void (*mse_backward)(const a3_backend *be, float *dpred, const float *pred, const float *target,
+                       size_t n, float dloss);
+};
+
+// ---------------------------------------------------------------- the CPU backend
+// The reference backend: plain loops (sums in double where they reduce) and
+// OpenBLAS sgemm. The first call also picks OpenBLAS's kernels for this CPU
+// (see src/backend/cpu/blas_setup.c). Thread-safe to call; never NULL.
+const a3_backend *a3_backend_cpu(void);
+// Threads for the CPU backend's GEMMs (OpenBLAS); n <= 0 keeps the current
+// count, which OpenBLAS took from OPENBLAS_NUM_THREADS / OMP_NUM_THREADS or
+// the core count. Under MPI, call with the cores per rank.
+void a3_backend_cpu_set_threads(int n);
+int a3_backend_cpu_threads(void);
+// What the GEMM library runs on, for logs: "OpenBLAS 0.3.21 Cooperlake (picked by a3fta)".
+const char *a3_backend_cpu_blas_info(void);
+
+#endif

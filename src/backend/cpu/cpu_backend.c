@@ -1,0 +1,72 @@
+// The CPU backend's op table and its memory functions (host memory).
+#define _POSIX_C_SOURCE 200809L
+#include "cpu_ops.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+static a3_status cpu_alloc(const a3_backend *be, void **out, size_t bytes) {
+  (void)be;
+  return a3_alloc(out, bytes ? bytes : 1, 1); // zeroed
+}
+
+static void cpu_release(const a3_backend *be, void *ptr) {
+  (void)be;
+  free(ptr);
+}
+
+static a3_status cpu_copy(const a3_backend *be, void *dst, const void *src, size_t bytes) {
+  (void)be;
+  if (bytes) memmove(dst, src, bytes);
+  return A3_OK;
+}
+
+static a3_status cpu_synchronize(const a3_backend *be) {
+  (void)be;
+  return A3_OK; // every CPU op has finished when it returns
+}
+
+static const a3_backend_ops cpu_ops = {
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .synchronize = cpu_synchronize,
+    .zero = cpu_zero,
+    .accumulate = cpu_accumulate,
+    .conv2d_workspace_size = cpu_conv2d_workspace_size,
+    .conv2d_forward = cpu_conv2d_forward,
+    .conv2d_backward = cpu_conv2d_backward,
+    .groupnorm_forward = cpu_groupnorm_forward,
+    .groupnorm_backward = cpu_groupnorm_backward,
+    .silu_forward = cpu_silu_forward,
+    .silu_backward = cpu_silu_backward,
+    .linear_forward = cpu_linear_forward,
+    .linear_backward = cpu_linear_backward,
+    .attention_workspace_size = cpu_attention_workspace_size,
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .to_tokens = cpu_to_tokens,
+    .from_tokens = cpu_from_tokens,
+    .upsample2x_forward = cpu_upsample2x_forward,
+    .upsample2x_backward = cpu_upsample2x_backward,
+    .concat_forward = cpu_concat_forward,
+    .concat_backward = cpu_concat_backward,
+    .add_forward = cpu_add_forward,
+    .add_backward = cpu_add_backward,
+    .add_channel_forward = cpu_add_channel_forward,
+    .add_channel_backward = cpu_add_channel_backward,
+    .timestep_embedding = cpu_timestep_embedding,
+    .mse_forward = cpu_mse_forward,
+    .mse_backward = cpu_mse_backward,
+};
+
+static const a3_backend cpu_backend = {.name = "cpu", .ops = &cpu_ops, .impl = NULL};
+
+static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
+
+const a3_backend *a3_backend_cpu(void) {
+  pthread_once(&cpu_once, cpu_blas_setup);
+  return &cpu_backend;
+}

@@ -1,0 +1,92 @@
+// Data movement on the CPU: (B, C, HW) <-> (B, HW, C) tokens, nearest x2
+// upsampling, channel concatenation.
+#include "cpu_ops.h"
+
+#include <string.h>
+
+// out (R, S) = inp (S, R)^T for each of B images, in 32x32 tiles so that both
+// sides stay in cache for large planes.
+static void transpose_batched(float *out, const float *inp, int B, int S, int R) {
+  enum { TILE = 32 };
+  for (int b = 0; b < B; b++) {
+    const float *src = inp + (size_t)b * S * R;
+    float *dst = out + (size_t)b * S * R;
+    for (int s0 = 0; s0 < S; s0 += TILE) {
+      for (int r0 = 0; r0 < R; r0 += TILE) {
+        const int s1 = s0 + TILE < S ? s0 + TILE : S, r1 = r0 + TILE < R ? r0 + TILE : R;
+        for (int s = s0; s < s1; s++)
+          for (int r = r0; r < r1; r++) dst[(size_t)r * S + s] = src[(size_t)s * R + r];
+      }
+    }
+  }
+}
+
+void cpu_to_tokens(const a3_backend *be, float *out, // (B, HW, C)
+                   const float *inp,                 // (B, C, HW)
+                   int B, int C, int HW) {
+  (void)be;
+  transpose_batched(out, inp, B, C, HW);
+}
+
+void cpu_from_tokens(const a3_backend *be, float *out, // (B, C, HW)
+                     const float *inp,                 // (B, HW, C)
+                     int B, int C, int HW) {
+  (void)be;
+  transpose_batched(out, inp, B, HW, C);
+}
+
+void cpu_upsample2x_forward(const a3_backend *be, float *out, // (B, C, 2H, 2W)
+                            const float *inp,                 // (B, C, H, W)
+                            int B, int C, int H, int W) {
+  (void)be;
+  for (size_t plane = 0; plane < (size_t)B * C; plane++) {
+    const float *x = inp + plane * H * W;
+    float *y = out + plane * 4 * H * W;
+    for (int i = 0; i < H; i++) {
+      float *row0 = y + (size_t)(2 * i) * 2 * W, *row1 = row0 + 2 * W;
+      for (int j = 0; j < W; j++) row0[2 * j] = row0[2 * j + 1] = x[(size_t)i * W + j];
+      memcpy(row1, row0, (size_t)2 * W * sizeof(float));
+    }
+  }
+}
+
+// Each input pixel was copied to a 2x2 block: its gradient is the block's sum.
+void cpu_upsample2x_backward(const a3_backend *be, float *dinp, // (B, C, H, W)
+                             const float *dout,                 // (B, C, 2H, 2W)
+                             int B, int C, int H, int W) {
+  (void)be;
+  for (size_t plane = 0; plane < (size_t)B * C; plane++) {
+    const float *dy = dout + plane * 4 * H * W;
+    float *dx = dinp + plane * H * W;
+    for (int i = 0; i < H; i++) {
+      const float *row0 = dy + (size_t)(2 * i) * 2 * W, *row1 = row0 + 2 * W;
+      for (int j = 0; j < W; j++)
+        dx[(size_t)i * W + j] = (row0[2 * j] + row0[2 * j + 1]) + (row1[2 * j] + row1[2 * j + 1]);
+    }
+  }
+}
+
+void cpu_concat_forward(const a3_backend *be, float *out, // (B, C1 + C2, HW)
+                        const float *a,                   // (B, C1, HW)
+                        const float *b,                   // (B, C2, HW)
+                        int B, int C1, int C2, int HW) {
+  (void)be;
+  const size_t na = (size_t)C1 * HW, nb = (size_t)C2 * HW;
+  for (int i = 0; i < B; i++) {
+    memcpy(out + i * (na + nb), a + i * na, na * sizeof(float));
+    memcpy(out + i * (na + nb) + na, b + i * nb, nb * sizeof(float));
+  }
+}
+
+void cpu_concat_backward(const a3_backend *be,
+                         float *da,         // (B, C1, HW) or NULL
+                         float *db,         // (B, C2, HW) or NULL
+                         const float *dout, // (B, C1 + C2, HW)
+                         int B, int C1, int C2, int HW) {
+  (void)be;
+  const size_t na = (size_t)C1 * HW, nb = (size_t)C2 * HW;
+  for (int i = 0; i < B; i++) {
+    if (da) memcpy(da + i * na, dout + i * (na + nb), na * sizeof(float));
+    if (db) memcpy(db + i * nb, dout + i * (na + nb) + na, nb * sizeof(float));
+  }
+}
