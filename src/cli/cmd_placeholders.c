@@ -27,8 +27,8 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
 }
 
 a3_status a3_cmd_sample(int argc, char **argv) {
-  return not_yet("sample", "CHECKPOINT",
-                 "Sample images from a checkpoint (not implemented yet).", argc, argv);
+  return not_yet("sample", "CHECKPOINT", "Sample images from a checkpoint (not implemented yet).",
+                 argc, argv);
 }
 
 a3_status a3_cmd_eval(int argc, char **argv) {

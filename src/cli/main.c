@@ -1,13 +1,13 @@
 // a3fta: the command-line entry point. Parses the global flags, picks the
 // subcommand, starts MPI when the command needs it, and turns the command's
 // status into the exit code (0 ok, 1 runtime failure, 2 usage/config error).
+#include "a3fta/backend.h"
 #include "a3fta/build_info.h"
 #include "a3fta/core.h"
 #include "a3fta/dist.h"
 #include "cli/commands.h"
 
 #include <H5public.h>
-#include <cblas.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -81,7 +81,7 @@ static void print_version(void) {
          A3FTA_BUILD_TYPE, strcmp(A3FTA_SANITIZED, "ON") ? "" : ", ASan+UBSan");
   printf("hdf5:     %u.%u.%u (parallel)\n", h5_major, h5_minor, h5_release);
   printf("mpi:      %s\n", mpi_version);
-  printf("math:     %s (%s)\n", A3FTA_MATH_LIBRARY, openblas_get_config());
+  printf("math:     %s\n", a3_backend_cpu_blas_info());
   print_cuda_line();
 }
 
