@@ -140,7 +140,7 @@ a3_status a3_dataset_read(a3_dataset *ds, const char *split, const int64_t *indi
 // communicator (collective; every rank gets the result).
 typedef struct {
   int channels;
-  double mean, std;                       // over all channels, 0..255 scale
+  double mean, std;                             // over all channels, 0..255 scale
   double channel_mean[A3_DATASET_MAX_CHANNELS]; // per channel
   double channel_std[A3_DATASET_MAX_CHANNELS];
 } a3_pixel_stats;
@@ -150,9 +150,10 @@ a3_status a3_dataset_pixel_stats(a3_dataset *ds, const char *split, a3_pixel_sta
 // and pixel statistics, per-class counts) to `f` on rank 0. Collective.
 a3_status a3_dataset_print_summary(a3_dataset *ds, FILE *f);
 
-// Checks, on the calling rank alone, that `path` is an a3fta dataset file
-// before a collective open: A3_ERR_IO if it cannot be read, A3_ERR_INPUT if
-// it is not HDF5 or has no (or another) `format` attribute.
-a3_status a3_dataset_probe(const char *path);
+// The root attribute `format` of an HDF5 file ("a3fta-dataset", later
+// checkpoints and results), read by the calling rank alone without MPI-IO:
+// "" when the file has none. A3_ERR_IO if the file cannot be read,
+// A3_ERR_INPUT if it is not HDF5.
+a3_status a3_file_format(const char *path, char *format, size_t cap);
 
 #endif
