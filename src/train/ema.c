@@ -1,0 +1,34 @@
+// Exponential moving average of the trainable weights, as diffusers' EMAModel
+// with use_ema_warmup (see a3fta/optim.h).
+#include "a3fta/optim.h"
+
+#include <math.h>
+
+enum { A3_EMA_PARALLEL_MIN = 1 << 16 };
+
+double a3_ema_decay(int64_t optimization_step, double max_decay) {
+  // update_after_step 0, inv_gamma 1, power 3/4: the first update copies the
+  // weights, and the average then lengthens as 1 - (1 + k)^(-3/4).
+  const int64_t k = optimization_step - 1;
+  if (k <= 0) return 0.0;
+  double decay = 1.0 - pow(1.0 + (double)k / 1.0, -0.75);
+  if (decay > max_decay) decay = max_decay;
+  return decay > 0.0 ? decay : 0.0;
+}
+
+void a3_ema_update(const a3_param_segment *segs, int n_segs, const float *params, float *ema,
+                   double decay) {
+  const float one_minus_decay = (float)(1.0 - decay);
+  for (int k = 0; k < n_segs; k++) {
+    const float *p = params + segs[k].offset;
+    const int64_t n = segs[k].count;
+    // s.sub_(one_minus_decay * (s - p)): three fp32 roundings, as in torch.
+#pragma omp parallel for schedule(static) if (n >= A3_EMA_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) {
+      const float diff = ema[i] - p[i];
+      const float step = one_minus_decay * diff;
+      ema[i] = ema[i] - step;
+    }
+    ema += n;
+  }
+}
