@@ -100,7 +100,7 @@ uint64_t a3_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
 // Uniform integer in [0, n) without modulo bias (n > 0).
 uint64_t a3_rng_below(uint64_t seed, uint64_t stream, uint64_t index, uint64_t n);
 // Streams in use (one per purpose, so adding a use never shifts another's numbers).
-enum { A3_STREAM_SUBSET = 1, A3_STREAM_SHUFFLE = 2 };
+enum { A3_STREAM_SUBSET = 1, A3_STREAM_SHUFFLE = 2, A3_STREAM_INIT = 3 };
 
 // ---------------------------------------------------------------- hashing
 // FNV-1a 64: stable across runs and machines (used for config hashes).
