@@ -118,6 +118,36 @@ struct a3_backend_ops {
                              const float *rstd,   // (B, G)
                              int B, int C, int HW, int G);
 
+  // ------------------------------------------------------------ GroupNorm + SiLU, fused
+  // out = silu(groupnorm(inp)), the resnets' norm -> act pair in one pass
+  // (same arguments, statistics and saved mean/rstd as groupnorm_forward).
+  // The GroupNorm output is not stored: the backward recomputes it from inp,
+  // mean, rstd, weight and bias, so a model that keeps inp (which it does for
+  // the GroupNorm backward anyway) need not keep the normalised tensor.
+  // To get silu(groupnorm(inp)) again in the backward (a conv's input, for
+  // its dweight), call the forward again.
+  void (*groupnorm_silu_forward)(const a3_backend *be,
+                                 float *out,          // (B, C, HW)
+                                 float *mean,         // (B, G) saved
+                                 float *rstd,         // (B, G) saved
+                                 const float *inp,    // (B, C, HW)
+                                 const float *weight, // (C)
+                                 const float *bias,   // (C)
+                                 int B, int C, int HW, int G, float eps);
+  // Gradients of out = silu(groupnorm(inp)); dinp overwritten, dweight and
+  // dbias +=, any may be NULL (the groupnorm_backward contract).
+  void (*groupnorm_silu_backward)(const a3_backend *be,
+                                  float *dinp,         // (B, C, HW) overwritten, or NULL
+                                  float *dweight,      // (C) +=, or NULL
+                                  float *dbias,        // (C) +=, or NULL
+                                  const float *dout,   // (B, C, HW)
+                                  const float *inp,    // (B, C, HW)
+                                  const float *weight, // (C)
+                                  const float *bias,   // (C)
+                                  const float *mean,   // (B, G) from the forward
+                                  const float *rstd,   // (B, G) from the forward
+                                  int B, int C, int HW, int G);
+
   // ------------------------------------------------------------ SiLU x * sigmoid(x)
   // out may equal inp (in place) when the backward is not needed.
   void (*silu_forward)(const a3_backend *be, float *out, const float *inp, size_t n);
@@ -233,13 +263,15 @@ struct a3_backend_ops {
 };
 
 // ---------------------------------------------------------------- the CPU backend
-// The reference backend: plain loops (sums in double where they reduce) and
-// OpenBLAS sgemm. The first call also picks OpenBLAS's kernels for this CPU
-// (see src/backend/cpu/blas_setup.c). Thread-safe to call; never NULL.
+// The reference backend: loops threaded with OpenMP (sums in double where
+// they reduce), oneDNN convolutions, OpenBLAS sgemm elsewhere. The first
+// call also picks OpenBLAS's kernels for this CPU (see
+// src/backend/cpu/blas_setup.c). Thread-safe to call; never NULL.
 const a3_backend *a3_backend_cpu(void);
-// Threads for the CPU backend's GEMMs (OpenBLAS); n <= 0 keeps the current
-// count, which OpenBLAS took from OPENBLAS_NUM_THREADS / OMP_NUM_THREADS or
-// the core count. Under MPI, call with the cores per rank.
+// Threads for the CPU backend: OpenBLAS's GEMMs and the OpenMP loops and
+// oneDNN convolutions of the calling thread; n <= 0 keeps the current counts,
+// taken from OMP_NUM_THREADS (OPENBLAS_NUM_THREADS for OpenBLAS) or the core
+// count. Under MPI, call with the cores per rank.
 void a3_backend_cpu_set_threads(int n);
 int a3_backend_cpu_threads(void);
 // What the GEMM library runs on, for logs: "OpenBLAS 0.3.21 Cooperlake (picked by a3fta)".

@@ -36,6 +36,7 @@
 #include "test_util.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,6 +226,39 @@ static const op_def OP_GN = {.name = "groupnorm",
                              .fwd = gn_fwd,
                              .bwd = gn_bwd,
                              .naive = gn_naive};
+
+// ---------------------------------------------------------------- GroupNorm + SiLU (fused)
+static void gns_fwd(const test_row *r, float *const in[], float *out, float *saved, void *ws) {
+  (void)ws;
+  const gn_p *g = &r->p.gn;
+  be->ops->groupnorm_silu_forward(be, out, saved, saved + g->B * g->G, in[0], in[1], in[2], g->B,
+                                  g->C, g->HW, g->G, g->eps);
+}
+static void gns_bwd(const test_row *r, float *const in[], const float *saved, const float *dout,
+                    float *din[], void *ws) {
+  (void)ws;
+  const gn_p *g = &r->p.gn;
+  be->ops->groupnorm_silu_backward(be, din[0], din[1], din[2], dout, in[0], in[1], in[2], saved,
+                                   saved + g->B * g->G, g->B, g->C, g->HW, g->G);
+}
+static void gns_naive(const test_row *r, double *const in[], double *out) {
+  const gn_p *g = &r->p.gn;
+  gn_naive(r, in, out);
+  for (size_t i = 0; i < (size_t)g->B * g->C * g->HW; i++) out[i] = out[i] / (1.0 + exp(-out[i]));
+}
+// Weights up to 4 and biases up to +-3 spread the pre-activations over
+// SiLU's curved range (about +-10).
+static const op_def OP_GN_SILU = {.name = "gn_silu",
+                                  .n_in = 3,
+                                  .in_names = {"x", "w", "b"},
+                                  .is_param = {0, 1, 1},
+                                  .has_grad = {1, 1, 1},
+                                  .in_scale = {1, 2, 3},
+                                  .in_offset = {0.5f, 2, 0},
+                                  .shape = gn_shape,
+                                  .fwd = gns_fwd,
+                                  .bwd = gns_bwd,
+                                  .naive = gns_naive};
 
 // ---------------------------------------------------------------- SiLU
 static void ew_shape(const test_row *r, row_shape *s) {
@@ -653,17 +687,22 @@ static const op_def OP_MSE = {.name = "mse",
     &OP_CONV, .p.conv = { {B, C, H, W, OC, K, K, S, PT, PB, PL, PR}, BIAS }                        \
   }
 static const test_row rows[] = {
-    CONV(2, 3, 5, 5, 4, 3, 1, 1, 1, 1, 1, 1), // resnet conv: 3x3, same padding
-    CONV(1, 2, 7, 6, 3, 3, 2, 0, 1, 0, 1, 1), // diffusers downsampler: pad (0,1,0,1), odd H
-    CONV(2, 3, 8, 8, 2, 3, 2, 0, 1, 0, 1, 1), // ... even H
-    CONV(2, 4, 5, 3, 3, 1, 1, 0, 0, 0, 0, 1), // 1x1 shortcut (no im2col)
-    CONV(1, 3, 4, 5, 2, 1, 2, 0, 0, 0, 0, 0), // 1x1 stride 2, no bias
-    CONV(1, 2, 6, 6, 2, 3, 1, 2, 0, 1, 0, 0), // lopsided padding
-    CONV(1, 2, 5, 7, 3, 3, 2, 1, 1, 1, 1, 1), // stride 2 with same padding, odd sizes
+    CONV(2, 3, 5, 5, 4, 3, 1, 1, 1, 1, 1, 1),   // resnet conv: 3x3, same padding
+    CONV(1, 2, 7, 6, 3, 3, 2, 0, 1, 0, 1, 1),   // diffusers downsampler: pad (0,1,0,1), odd H
+    CONV(2, 3, 8, 8, 2, 3, 2, 0, 1, 0, 1, 1),   // ... even H
+    CONV(2, 4, 5, 3, 3, 1, 1, 0, 0, 0, 0, 1),   // 1x1 shortcut (no im2col)
+    CONV(1, 3, 4, 5, 2, 1, 2, 0, 0, 0, 0, 0),   // 1x1 stride 2, no bias
+    CONV(1, 2, 6, 6, 2, 3, 1, 2, 0, 1, 0, 0),   // lopsided padding
+    CONV(1, 2, 5, 7, 3, 3, 2, 1, 1, 1, 1, 1),   // stride 2 with same padding, odd sizes
+    CONV(3, 16, 4, 4, 16, 3, 1, 1, 1, 1, 1, 1), // 16-channel blocks (oneDNN's blocked kernels)
     {&OP_GN, .p.gn = {2, 4, 9, 2, 1e-5f}},
     {&OP_GN, .p.gn = {2, 6, 5, 1, 1e-6f}}, // one group
     {&OP_GN, .p.gn = {1, 5, 7, 5, 1e-6f}}, // one channel per group
     {&OP_GN, .p.gn = {2, 8, 4, 4, 1e-3f}},
+    {&OP_GN_SILU, .p.gn = {2, 4, 9, 2, 1e-5f}},
+    {&OP_GN_SILU, .p.gn = {3, 6, 5, 1, 1e-6f}},   // one group
+    {&OP_GN_SILU, .p.gn = {1, 5, 7, 5, 1e-6f}},   // one channel per group
+    {&OP_GN_SILU, .p.gn = {2, 16, 20, 8, 1e-5f}}, // long enough to run threaded
     {&OP_SILU, .p.ew = {37, 1}},
     {&OP_SILU, .p.ew = {300, 1}},
     {&OP_LIN, .p.lin = {3, 5, 4, 1}},
@@ -942,6 +981,77 @@ static void test_accumulation(void) {
   a3_error_clear();
 }
 
+// Threaded ops give bitwise the same results on 1 thread as on several
+// (the FD rows are too small to run threaded), and the fused GroupNorm+SiLU
+// matches GroupNorm then SiLU at a size that runs threaded.
+static void test_threads(void) {
+  enum { B = 4, C = 32, HW = 1024, G = 8, N = B * C * HW };
+  float *x = xmalloc(sizeof(float) * N), *dy = xmalloc(sizeof(float) * N);
+  float *y[2], *dx[2], *dw[2], *db[2], *st[2], w[C], bias[C];
+  fill(x, N, 11), fill(dy, N, 12), fill(w, C, 13), fill(bias, C, 14);
+  for (int c = 0; c < C; c++) w[c] = 1.0f + 2.0f * w[c], bias[c] *= 3.0f;
+  const int threads = omp_get_max_threads() > 1 ? omp_get_max_threads() : 2;
+  for (int t = 0; t < 2; t++) {
+    y[t] = xmalloc(sizeof(float) * N), dx[t] = xmalloc(sizeof(float) * N);
+    dw[t] = calloc(C, sizeof(float)), db[t] = calloc(C, sizeof(float));
+    st[t] = xmalloc(sizeof(float) * 2 * B * G);
+  }
+  const char *what[] = {"groupnorm", "gn_silu", "silu", "add"};
+  for (int op = 0; op < 4; op++) {
+    for (int t = 0; t < 2; t++) {
+      omp_set_num_threads(t ? threads : 1);
+      memset(dw[t], 0, sizeof(float) * C), memset(db[t], 0, sizeof(float) * C);
+      if (op == 0) {
+        be->ops->groupnorm_forward(be, y[t], st[t], st[t] + B * G, x, w, bias, B, C, HW, G, 1e-5f);
+        be->ops->groupnorm_backward(be, dx[t], dw[t], db[t], dy, x, w, st[t], st[t] + B * G, B, C,
+                                    HW, G);
+      } else if (op == 1) {
+        be->ops->groupnorm_silu_forward(be, y[t], st[t], st[t] + B * G, x, w, bias, B, C, HW, G,
+                                        1e-5f);
+        be->ops->groupnorm_silu_backward(be, dx[t], dw[t], db[t], dy, x, w, bias, st[t],
+                                         st[t] + B * G, B, C, HW, G);
+      } else if (op == 2) {
+        be->ops->silu_forward(be, y[t], x, N);
+        be->ops->silu_backward(be, dx[t], dy, x, N);
+      } else {
+        be->ops->add_forward(be, y[t], x, dy, 0.5f, N);
+        be->ops->add_backward(be, dx[t], NULL, dy, 0.5f, N);
+      }
+    }
+    CHECK_MSG(memcmp(y[0], y[1], sizeof(float) * N) == 0 &&
+                  memcmp(dx[0], dx[1], sizeof(float) * N) == 0 &&
+                  memcmp(dw[0], dw[1], sizeof(float) * C) == 0 &&
+                  memcmp(db[0], db[1], sizeof(float) * C) == 0,
+              "%s: 1 thread and %d threads differ", what[op], threads);
+  }
+  omp_set_num_threads(threads);
+  // Fused vs unfused: forward, and dx (via the SiLU backward at the GroupNorm output).
+  float *z = xmalloc(sizeof(float) * N), *dz = xmalloc(sizeof(float) * N);
+  be->ops->groupnorm_forward(be, z, st[0], st[0] + B * G, x, w, bias, B, C, HW, G, 1e-5f);
+  be->ops->silu_forward(be, y[0], z, N);
+  be->ops->silu_backward(be, dz, dy, z, N);
+  memset(dw[0], 0, sizeof(float) * C), memset(db[0], 0, sizeof(float) * C);
+  be->ops->groupnorm_backward(be, dx[0], dw[0], db[0], dz, x, w, st[0], st[0] + B * G, B, C, HW, G);
+  be->ops->groupnorm_silu_forward(be, y[1], st[1], st[1] + B * G, x, w, bias, B, C, HW, G, 1e-5f);
+  memset(dw[1], 0, sizeof(float) * C), memset(db[1], 0, sizeof(float) * C);
+  be->ops->groupnorm_silu_backward(be, dx[1], dw[1], db[1], dy, x, w, bias, st[1], st[1] + B * G, B,
+                                   C, HW, G);
+  double ey = 0, edx = 0, sy = 0, sdx = 0, edw = 0, sdw = 0;
+  for (size_t i = 0; i < N; i++) {
+    ey = fmax(ey, fabs(y[0][i] - y[1][i])), sy = fmax(sy, fabs(y[0][i]));
+    edx = fmax(edx, fabs(dx[0][i] - dx[1][i])), sdx = fmax(sdx, fabs(dx[0][i]));
+  }
+  for (int c = 0; c < C; c++) {
+    edw = fmax(edw, fmax(fabs(dw[0][c] - dw[1][c]), fabs(db[0][c] - db[1][c])));
+    sdw = fmax(sdw, fmax(fabs(dw[0][c]), fabs(db[0][c])));
+  }
+  CHECK_MSG(ey <= 1e-5 * sy && edx <= 1e-4 * sdx && edw <= 1e-4 * sdw,
+            "gn_silu fused vs unfused: out %.2e of %.2e, dx %.2e of %.2e, dw/db %.2e of %.2e", ey,
+            sy, edx, sdx, edw, sdw);
+  for (int t = 0; t < 2; t++) free(y[t]), free(dx[t]), free(dw[t]), free(db[t]), free(st[t]);
+  free(x), free(dy), free(z), free(dz);
+}
+
 // The memory functions: zeroed allocation, upload/download round trip.
 static void test_memory(void) {
   float host[5] = {1, 2, 3, 4, 5}, back[5] = {0};
@@ -977,5 +1087,6 @@ int main(void) {
   test_attention_no_probs();
   test_accumulation();
   test_memory();
+  test_threads();
   return TEST_DONE("test_ops");
 }

@@ -36,6 +36,7 @@
 #include "cpu_ops.h"
 
 #include <cblas.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,7 +110,10 @@ const char *a3_backend_cpu_blas_info(void) {
 
 void a3_backend_cpu_set_threads(int n) {
   (void)a3_backend_cpu();
-  if (n > 0) openblas_set_num_threads(n);
+  if (n > 0) {
+    openblas_set_num_threads(n);
+    omp_set_num_threads(n); // the OpenMP loops and oneDNN (its OpenMP runtime)
+  }
 }
 
 int a3_backend_cpu_threads(void) { return openblas_get_num_threads(); }

@@ -5,6 +5,47 @@
 
 #include "a3fta/backend.h"
 
+#include <stdint.h>
+#include <string.h>
+
+// Hot loops are compiled for AVX-512 and AVX2 as well as the baseline x86-64
+// (the library is built without -march): the loader picks the best clone for
+// the CPU it runs on (GCC function multi-versioning, an ifunc).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CPU_CLONES
+#endif
+
+// 1 / (1 + e^-x), branch-free so that loops over it vectorise: e^-x by
+// Cody-Waite range reduction and Cephes' degree-6 polynomial (about 1 ulp),
+// the argument clamped to [-87, 88] so that 2^k stays a normal float. For
+// x < -88 it returns 1 / (1 + e^88) ~ 6e-39 instead of ~0: SiLU's value
+// x * sigmoid(x) and its derivative are then below 1e-36, i.e. zero at any
+// tolerance. Relative error against the double-precision sigmoid: < 3e-7.
+static inline float cpu_sigmoidf(float x) {
+  float t = -x;
+  t = t < -87.0f ? -87.0f : t;
+  t = t > 88.0f ? 88.0f : t;
+  const float k = (t * 1.44269504088896341f + 12582912.0f) - 12582912.0f; // round(t / ln 2)
+  const float r = (t - k * 0.693359375f) + k * 2.12194440e-4f;            // t - k ln 2
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f; // e^r
+  const int32_t bits = ((int32_t)k + 127) * (1 << 23);
+  float two_k;
+  memcpy(&two_k, &bits, sizeof two_k);
+  return 1.0f / (1.0f + p * two_k);
+}
+
+// Elementwise ops split [0, n) over OpenMP threads only above this many
+// floats (below it a parallel region costs more than it saves).
+enum { CPU_PAR_MIN = 1 << 15 };
+
 // blas_setup.c: picks OpenBLAS's kernels once, before the first GEMM.
 void cpu_blas_setup(void);
 
@@ -23,6 +64,14 @@ void cpu_groupnorm_forward(const a3_backend *be, float *out, float *mean, float 
 void cpu_groupnorm_backward(const a3_backend *be, float *dinp, float *dweight, float *dbias,
                             const float *dout, const float *inp, const float *weight,
                             const float *mean, const float *rstd, int B, int C, int HW, int G);
+
+void cpu_groupnorm_silu_forward(const a3_backend *be, float *out, float *mean, float *rstd,
+                                const float *inp, const float *weight, const float *bias, int B,
+                                int C, int HW, int G, float eps);
+void cpu_groupnorm_silu_backward(const a3_backend *be, float *dinp, float *dweight, float *dbias,
+                                 const float *dout, const float *inp, const float *weight,
+                                 const float *bias, const float *mean, const float *rstd, int B,
+                                 int C, int HW, int G);
 
 // linear.c
 void cpu_linear_forward(const a3_backend *be, float *out, const float *inp, const float *weight,

@@ -1,0 +1,111 @@
+// a3fta model: the UNet2D of diffusers' UNet2DModel, over one flat parameter
+// buffer described by a table {name, shape, offset, numel, trainable}.
+//
+// - Names are exactly diffusers' state-dict keys ("down_blocks.1.attentions.0.to_q.weight"),
+//   in diffusers' registration order (conv_in, time_embedding, down_blocks, up_blocks,
+//   mid_block, conv_norm_out, conv_out: diffusers registers up_blocks before mid_block).
+// - Gradients live in a second buffer with the same layout. A frozen parameter
+//   (trainable false) gets no gradient at all: the backward passes NULL for it
+//   and never writes its slot.
+// - Activation memory is planned once per batch size (a3_unet_plan): one arena
+//   holds every saved activation, the skip gradients and the scratch of the
+//   backward; forward and backward allocate nothing.
+// - Tensors (params, grads, x, out, ...) are in the backend's memory: host
+//   memory with the CPU backend, the only one so far.
+#ifndef A3FTA_MODEL_H
+#define A3FTA_MODEL_H
+
+#include "a3fta/backend.h"
+#include "a3fta/config.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum {
+  A3_PARAM_NAME_MAX = 96, // bytes of a parameter name, NUL included
+  A3_PARAM_MAX_DIMS = 4,
+};
+
+// One tensor of the flat parameter buffer.
+typedef struct {
+  char name[A3_PARAM_NAME_MAX]; // diffusers state-dict key
+  int ndim;                     // 1 (bias, norm), 2 (linear), 4 (conv)
+  int shape[A3_PARAM_MAX_DIMS]; // PyTorch layout: (OC, C, KH, KW), (OUT, IN), (C)
+  size_t offset;                // in floats, from the start of params (and of grads)
+  size_t numel;
+  bool trainable;    // the backward computes its gradient (else leaves it untouched)
+  bool in_attention; // belongs to an attention block (group_norm, to_q/k/v, to_out.0)
+  bool is_bias;      // the name ends in ".bias" (GroupNorm biases included, as in BitFit)
+} a3_param;
+
+typedef struct a3_unet a3_unet;
+
+// ---------------------------------------------------------------- build
+// Validates the architecture (A3_ERR_CONFIG: block counts, channels divisible by
+// norm_num_groups and attention_head_dim, sample_size by 2^(blocks-1);
+// A3_ERR_UNIMPLEMENTED: Fourier time embedding, act_fn other than silu, dropout > 0),
+// registers every parameter (zero-filled, all trainable) on the CPU backend.
+a3_status a3_unet_build(const a3_arch_config *arch, a3_unet **out) A3_WARN_UNUSED;
+void a3_unet_free(a3_unet *m); // NULL is fine
+
+const a3_arch_config *a3_unet_arch(const a3_unet *m);
+
+// ---------------------------------------------------------------- parameter table
+int a3_unet_param_count(const a3_unet *m);
+const a3_param *a3_unet_param_at(const a3_unet *m, int i);              // 0 <= i < count
+int a3_unet_param_index(const a3_unet *m, const char *name);            // -1 when absent
+const a3_param *a3_unet_param_find(const a3_unet *m, const char *name); // NULL when absent
+size_t a3_unet_num_floats(const a3_unet *m); // length of params and of grads
+float *a3_unet_params(a3_unet *m);           // (num_floats)
+float *a3_unet_grads(a3_unet *m);            // (num_floats), same layout
+void a3_unet_set_trainable(a3_unet *m, int i, bool trainable);
+void a3_unet_set_all_trainable(a3_unet *m, bool trainable);
+void a3_unet_zero_grads(a3_unet *m);
+// PyTorch's default initialisation, drawn from Philox with `seed`: conv and
+// linear weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), GroupNorm
+// weight 1 and bias 0. The same seed gives the same weights everywhere.
+void a3_unet_init_random(a3_unet *m, uint64_t seed);
+
+// ---------------------------------------------------------------- memory plan
+// Plans (and allocates) all activation memory for `batch` images of
+// sample_size x sample_size. Call again to change the batch size.
+a3_status a3_unet_plan(a3_unet *m, int batch) A3_WARN_UNUSED;
+int a3_unet_batch(const a3_unet *m); // 0 before a3_unet_plan
+typedef struct {
+  size_t saved;   // activations kept from the forward for the backward
+  size_t skips;   // gradients of the skip connections
+  size_t scratch; // temporaries of forward and backward, op workspace
+  size_t total;   // one allocation: the sum
+} a3_unet_memory;
+a3_unet_memory a3_unet_planned_bytes(const a3_unet *m);
+
+// ---------------------------------------------------------------- forward / backward
+// out = unet(x, timesteps) for the planned batch B; x is copied, so the caller
+// may reuse it before the backward.
+a3_status a3_unet_forward(a3_unet *m,
+                          const float *x,             // (B, in_channels, H, W)
+                          const float *timesteps,     // (B)
+                          float *out) A3_WARN_UNUSED; // (B, out_channels, H, W)
+// Backpropagates dout through the last forward: parameter gradients are
+// ACCUMULATED (+=) into grads for trainable parameters only (zero them with
+// a3_unet_zero_grads once per step). Nothing below the lowest trainable
+// parameter is computed. dx: the input gradient (overwritten), or NULL when
+// not wanted (then no input gradient is computed at all).
+a3_status a3_unet_backward(a3_unet *m,
+                           const float *dout,         // (B, out_channels, H, W)
+                           float *dx) A3_WARN_UNUSED; // (B, in_channels, H, W) or NULL
+
+// ---------------------------------------------------------------- summary
+typedef struct {
+  size_t params, attention_params, bias_params, trainable_params;
+  int tensors, attention_tensors, bias_tensors, trainable_tensors;
+  int attention_blocks;
+} a3_unet_stats;
+a3_unet_stats a3_unet_get_stats(const a3_unet *m); // computed from the table
+// Totals, attention share, biases, trainable, and the planned activation
+// memory per batch (when planned), as a few human-readable lines.
+void a3_unet_summary(const a3_unet *m, FILE *f);
+
+#endif

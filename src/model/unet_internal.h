@@ -1,0 +1,178 @@
+// Private structure of the U-Net (src/model/ only).
+//
+// The network is a flat list of layers in execution order (resnet, attention,
+// downsample, upsample), between the stem (time embedding, conv_in) and the
+// head (conv_norm_out, SiLU, conv_out). Blocks exist only while building: they
+// decide the layers, the skip connections and the parameter names. Each module
+// keeps indices into the parameter table, resolved once at build time; the
+// pointers come from the table at call time, so a parameter frozen after the
+// build simply gets a NULL gradient.
+#ifndef A3FTA_UNET_INTERNAL_H
+#define A3FTA_UNET_INTERNAL_H
+
+#include "a3fta/model.h"
+
+typedef struct {
+  int weight, bias;  // parameter indices (bias -1: none)
+  a3_conv2d_shape s; // s.B is set by the plan
+} unet_conv;
+
+typedef struct {
+  int weight, bias;
+  int C, G;
+  float eps;
+} unet_norm;
+
+typedef struct {
+  int weight, bias;
+  int IN, OUT;
+} unet_linear;
+
+typedef struct {
+  unet_norm norm1, norm2;
+  unet_conv conv1, conv2, shortcut; // shortcut.weight -1: identity
+  unet_linear temb_proj;
+  float scale; // 1 / output_scale_factor
+  // saved by the forward (planned); the input x is the previous layer's output
+  float *h;             // (B, C_out, HW) conv1 output + time projection
+  float *mean1, *rstd1; // (B, G)
+  float *mean2, *rstd2; // (B, G)
+} unet_resnet;
+
+typedef struct {
+  unet_norm norm;
+  unet_linear q, k, v, out; // to_q, to_k, to_v, to_out.0
+  int heads;
+  float scale; // 1 / rescale_output_factor
+  // saved by the forward (planned):
+  float *tok;                   // (B, T, C) group_norm output as tokens
+  float *q_act, *k_act, *v_act; // (B, T, C)
+  float *probs;                 // (B, heads, T, T)
+  float *merged;      // (B, T, C) softmax(QK^T/sqrt(d))V, heads merged: the input of to_out.0
+  float *mean, *rstd; // (B, G)
+} unet_attn;
+
+typedef enum { UNET_RESNET, UNET_ATTN, UNET_DOWNSAMPLE, UNET_UPSAMPLE } unet_kind;
+
+typedef struct {
+  unet_kind kind;
+  int C_in;           // input channels (a resnet's include its concatenated skip)
+  int C_out, H, W;    // output channels; input height and width
+  int skip_in;        // up-block resnet: index of the skip concatenated to its input, else -1
+  int skip_out;       // this layer's output is skip #k, else -1
+  int p_begin, p_end; // its parameters: table indices [p_begin, p_end)
+  union {
+    unet_resnet res;
+    unet_attn attn;
+    unet_conv conv; // downsample / upsample
+  } u;
+  const float *in; // (B, C_in - C_skip, H, W) the previous layer's output (planned)
+  float *cat;      // (B, C_in, H, W) [in, skip] when skip_in >= 0 (planned)
+  float *out;      // (B, C_out, OH, OW) saved (planned)
+  // set at the start of each backward:
+  bool req_main; // the gradient of `in` is needed
+  bool req_in;   // the gradient of the layer input (in, or cat) is needed
+  bool req_out;  // the gradient of out is needed (else the backward skips the layer)
+} unet_layer;
+
+typedef struct {
+  int C, H, W;
+  float *act;  // (B, C, H, W) the producing layer's out
+  float *grad; // (B, C, H, W) written by the concat backward (planned)
+  bool req;    // its gradient is needed (set each backward)
+} unet_skip;
+
+// Temporaries of one forward or backward (planned).
+typedef struct {
+  float *s[5];      // (max_act) general temporaries, one layer at a time
+  float *d[2];      // (max_act) the main-path gradient and a concat gradient
+  float *dtemb_act; // (B, T4) gradient of silu(temb), summed over resnets
+  float *dtemb_tmp; // (B, T4) one resnet's share of it
+  float *dtemb;     // (B, T4)
+  float *dt;        // (B, C_max) a time projection or its gradient
+  void *work;       // op workspace (im2col, attention scores)
+} unet_scratch;
+
+struct a3_unet {
+  a3_arch_config arch;
+  const a3_backend *be;
+  // parameter table
+  a3_param *table;
+  float *fan_in; // (n_params) init scale: > 0 conv/linear, 0 norm weight, -1 norm bias
+  int n_params, cap_params;
+  size_t n_floats;
+  float *params, *grads;
+  // stem
+  int C0, T4;               // block_out_channels[0] and the time embedding width 4 * C0
+  unet_linear time1, time2; // time_embedding.linear_1, linear_2
+  unet_conv conv_in;
+  // body
+  unet_layer *layers;
+  int n_layers, cap_layers;
+  unet_skip *skips;
+  int n_skips, cap_skips;
+  int attention_blocks;
+  // head
+  unet_norm norm_out;
+  unet_conv conv_out;
+  // plan
+  int B, H, W;
+  size_t max_act; // floats of the largest (B, C, H, W) tensor any layer touches
+  size_t max_c;   // largest channel count
+  void *arena;
+  a3_unet_memory mem;
+  float *x_in;                          // (B, Cin, H, W) the (centred) input
+  float *minus_one;                     // (B, Cin) all -1: centring is 2x + (-1)
+  float *t_sin;                         // (B, C0) sinusoidal embedding
+  float *t_l1, *t_a1, *temb, *temb_act; // (B, T4) linear_1, SiLU, linear_2, SiLU
+  float *h0;                            // (B, C0, H, W) conv_in output = skip 0
+  float *n_out, *mean_out, *rstd_out;   // head: (B, C0, HW), (B, G), (B, G)
+  unet_scratch sc;
+  bool forward_done;
+  bool temb_req; // the time embedding gets a gradient (set each backward)
+};
+
+// ---------------------------------------------------------------- parameters
+static inline float *unet_p(const a3_unet *m, int i) {
+  return i < 0 ? NULL : m->params + m->table[i].offset;
+}
+// NULL for a frozen (or absent) parameter: the ops then skip its gradient.
+static inline float *unet_g(const a3_unet *m, int i) {
+  return (i < 0 || !m->table[i].trainable) ? NULL : m->grads + m->table[i].offset;
+}
+static inline bool unet_trains(const a3_unet *m, int i) { return i >= 0 && m->table[i].trainable; }
+bool unet_range_trains(const a3_unet *m, int begin, int end);
+
+// ---------------------------------------------------------------- module ops (unet_modules.c)
+// Thin wrappers that fetch parameter pointers from the table. A backward
+// whose outputs are all unneeded (din NULL, parameters frozen) does nothing.
+void unet_conv_fwd(const a3_unet *m, const unet_conv *c, float *out, const float *in);
+void unet_conv_bwd(const a3_unet *m, const unet_conv *c, float *din, const float *dout,
+                   const float *in);
+bool unet_conv_trains(const a3_unet *m, const unet_conv *c);
+void unet_norm_fwd(const a3_unet *m, const unet_norm *n, float *out, float *mean, float *rstd,
+                   const float *in, int HW);
+void unet_norm_bwd(const a3_unet *m, const unet_norm *n, float *din, const float *dout,
+                   const float *in, const float *mean, const float *rstd, int HW);
+bool unet_norm_trains(const a3_unet *m, const unet_norm *n);
+// silu(groupnorm(in)) fused: the normalised tensor is never stored; the
+// backward recomputes it from `in` and the statistics.
+void unet_norm_silu_fwd(const a3_unet *m, const unet_norm *n, float *out, float *mean, float *rstd,
+                        const float *in, int HW);
+void unet_norm_silu_bwd(const a3_unet *m, const unet_norm *n, float *din, const float *dout,
+                        const float *in, const float *mean, const float *rstd, int HW);
+void unet_linear_fwd(const a3_unet *m, const unet_linear *l, float *out, const float *in, int N);
+void unet_linear_bwd(const a3_unet *m, const unet_linear *l, float *din, const float *dout,
+                     const float *in, int N);
+bool unet_linear_trains(const a3_unet *m, const unet_linear *l);
+
+// ---------------------------------------------------------------- layers
+void unet_resnet_fwd(a3_unet *m, unet_layer *L, const float *x); // x: (B, C_in, H, W)
+void unet_resnet_bwd(a3_unet *m, unet_layer *L, const float *x, const float *dout, float *dx);
+void unet_attn_fwd(a3_unet *m, unet_layer *L);
+void unet_attn_bwd(a3_unet *m, unet_layer *L, const float *dout, float *dx);
+
+// ---------------------------------------------------------------- plan (unet_plan.c)
+void unet_release_plan(a3_unet *m);
+
+#endif

@@ -1,0 +1,292 @@
+// The U-Net against PyTorch: tests/model/golden_unet.h5, written by
+// tools/unet_reference.py (an independent PyTorch implementation of diffusers'
+// UNet2DModel, run in float64), holds for each config (/tiny, /multi) the
+// architecture, random weights by diffusers name, inputs, the output, the MSE
+// loss and every gradient. This test builds the model from the stored config,
+// loads the weights by name (any missing, extra, reordered or reshaped name
+// fails: that checks the parameter naming), runs forward + MSE + backward in
+// fp32 and compares every tensor with |a - b| <= atol + rtol |b|:
+//
+// - output: rtol 1e-4, atol 1e-5 * max|b|; loss: rtol 1e-5. A forward of ~40
+//   fp32 layers accumulates rounding of a few 1e-7 relative per element
+//   (fp32 epsilon 6e-8, sums of a few hundred terms); 1e-4 leaves a margin of
+//   ~100 while any semantic slip (a wrong pad, head split or eps) is O(1e-2)
+//   or more.
+// - gradients (dx and every parameter): rtol 1e-3, atol 1e-4 * max|b| over
+//   that tensor, plus 1e-6 * the largest gradient of the case. The backward
+//   goes through twice as many ops and subtracts nearly equal terms (GroupNorm
+//   and softmax backward), so elements much smaller than their tensor's
+//   largest lose relative accuracy: they are judged on the tensor's scale.
+//   The global floor covers tensors whose exact gradient is zero: the bias of
+//   to_k cannot change softmax(q k^T) (it adds the same q.b to a whole row),
+//   so PyTorch's float64 gives ~1e-17 and fp32 ~1e-9.
+#include "model_test_util.h"
+#include "test_util.h"
+
+#include <hdf5.h>
+
+enum { MAX_NAME = 256 };
+static const double OUT_RTOL = 1e-4, OUT_ATOL_REL = 1e-5, LOSS_RTOL = 1e-5;
+static const double GRAD_RTOL = 1e-3, GRAD_ATOL_REL = 1e-4, GRAD_ATOL_GLOBAL = 1e-6;
+
+// ---------------------------------------------------------------- HDF5 reading
+// A fixed-length string attribute as an owned NUL-terminated string, or NULL.
+static char *read_string_attr(hid_t loc, const char *name) {
+  hid_t attr = H5Aopen(loc, name, H5P_DEFAULT);
+  if (attr < 0) return NULL;
+  hid_t type = H5Aget_type(attr);
+  char *buf = NULL;
+  if (H5Tget_class(type) == H5T_STRING && !H5Tis_variable_str(type)) {
+    size_t size = H5Tget_size(type);
+    buf = calloc(size + 1, 1);
+    if (buf && H5Aread(attr, type, buf) < 0) {
+      free(buf);
+      buf = NULL;
+    }
+  }
+  H5Tclose(type);
+  H5Aclose(attr);
+  return buf;
+}
+
+static int read_scalar_attr(hid_t loc, const char *name, hid_t memtype, void *out) {
+  hid_t attr = H5Aopen(loc, name, H5P_DEFAULT);
+  if (attr < 0) return -1;
+  herr_t e = H5Aread(attr, memtype, out);
+  H5Aclose(attr);
+  return e < 0 ? -1 : 0;
+}
+
+// Reads dataset `path` into an owned float buffer; *n gets its element count
+// and dims/ndim its shape (dims may be NULL).
+static float *read_floats(hid_t loc, const char *path, size_t *n, hsize_t *dims, int *ndim) {
+  hid_t d = H5Dopen2(loc, path, H5P_DEFAULT);
+  if (d < 0) return NULL;
+  hid_t space = H5Dget_space(d);
+  hsize_t shape[8] = {0};
+  int nd = H5Sget_simple_extent_ndims(space);
+  float *buf = NULL;
+  if (nd >= 0 && nd <= 8 && H5Sget_simple_extent_dims(space, shape, NULL) >= 0) {
+    *n = 1;
+    for (int i = 0; i < nd; i++) *n *= (size_t)shape[i];
+    buf = malloc(*n * sizeof(float) + 1);
+    if (buf && H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
+      free(buf);
+      buf = NULL;
+    }
+    if (dims)
+      for (int i = 0; i < nd; i++) dims[i] = shape[i];
+    if (ndim) *ndim = nd;
+  }
+  H5Sclose(space);
+  H5Dclose(d);
+  return buf;
+}
+
+// ---------------------------------------------------------------- comparison
+typedef struct {
+  char name[MAX_NAME];
+  size_t n;
+  double max_b, max_err, ratio; // ratio: max |a-b| / (atol + rtol |b|); <= 1 passes
+  size_t worst_index;
+} cmp_row;
+
+static cmp_row compare(const char *name, const float *a, const float *b, size_t n, double rtol,
+                       double atol) {
+  cmp_row r = {.n = n};
+  snprintf(r.name, sizeof r.name, "%s", name);
+  for (size_t i = 0; i < n; i++) {
+    const double err = fabs((double)a[i] - b[i]), ratio = err / (atol + rtol * fabs(b[i]));
+    r.max_b = fmax(r.max_b, fabs(b[i]));
+    r.max_err = fmax(r.max_err, err);
+    if (ratio > r.ratio || i == 0) {
+      r.ratio = ratio;
+      r.worst_index = i;
+    }
+  }
+  return r;
+}
+
+static double max_abs(const float *b, size_t n) {
+  double s = 0.0;
+  for (size_t i = 0; i < n; i++) s = fmax(s, fabs(b[i]));
+  return s;
+}
+
+static void print_row(const cmp_row *r) {
+  printf("  %-46s %8zu %11.4e %11.4e %8.4f %s\n", r->name, r->n, r->max_b, r->max_err, r->ratio,
+         r->ratio <= 1.0 ? "ok" : "FAIL");
+}
+
+static int by_ratio_desc(const void *pa, const void *pb) {
+  const cmp_row *a = pa, *b = pb;
+  return (a->ratio < b->ratio) - (a->ratio > b->ratio);
+}
+
+// ---------------------------------------------------------------- one config
+typedef struct {
+  hid_t g;
+  a3_unet *m;
+  int batch;
+  float *x, *t, *noise, *out_ref, *dx_ref; // from the file
+  size_t nx, nout;
+} golden_case;
+
+// The model's table must list exactly the file's names, in the file's order
+// (diffusers' registration order), with the same shapes; then weights load.
+static int load_weights(golden_case *c) {
+  char *order = read_string_attr(c->g, "param_order");
+  CHECK_MSG(order != NULL, "param_order attribute missing");
+  if (!order) return -1;
+  int i = 0, bad = 0;
+  float *params = a3_unet_params(c->m);
+  char path[MAX_NAME + 8];
+  for (char *name = strtok(order, "\n"); name; name = strtok(NULL, "\n"), i++) {
+    const a3_param *p = i < a3_unet_param_count(c->m) ? a3_unet_param_at(c->m, i) : NULL;
+    if (!p || strcmp(p->name, name) != 0) {
+      fprintf(stderr, "parameter %d: file has %s, model has %s\n", i, name, p ? p->name : "none");
+      bad++;
+      continue;
+    }
+    hsize_t dims[8];
+    int nd = 0;
+    size_t n = 0;
+    snprintf(path, sizeof path, "param/%s", name);
+    float *w = read_floats(c->g, path, &n, dims, &nd);
+    int same = w && nd == p->ndim && n == p->numel;
+    for (int d = 0; same && d < nd; d++) same = dims[d] == (hsize_t)p->shape[d];
+    if (!same) {
+      fprintf(stderr, "%s: shape differs from the file's (or unreadable)\n", name);
+      bad++;
+    } else {
+      memcpy(params + p->offset, w, n * sizeof(float));
+    }
+    free(w);
+  }
+  if (i != a3_unet_param_count(c->m)) {
+    fprintf(stderr, "file has %d parameters, model %d\n", i, a3_unet_param_count(c->m));
+    bad++;
+  }
+  free(order);
+  CHECK_MSG(bad == 0, "%d naming/shape mismatches", bad);
+  return bad ? -1 : 0;
+}
+
+static int load_case(golden_case *c, const char *group) {
+  char *yaml = read_string_attr(c->g, "config_yaml");
+  CHECK_MSG(yaml != NULL, "%s: config_yaml missing", group);
+  if (!yaml) return -1;
+  printf("%s: config\n%s", group, yaml);
+  c->m = mt_build_yaml(group, yaml);
+  free(yaml);
+  CHECK(c->m != NULL);
+  if (!c->m || read_scalar_attr(c->g, "batch", H5T_NATIVE_INT, &c->batch) < 0) return -1;
+  CHECK(a3_unet_plan(c->m, c->batch) == A3_OK);
+  size_t nt = 0, nn = 0, nd = 0;
+  c->x = read_floats(c->g, "x", &c->nx, NULL, NULL);
+  c->t = read_floats(c->g, "timesteps", &nt, NULL, NULL);
+  c->noise = read_floats(c->g, "noise", &nn, NULL, NULL);
+  c->out_ref = read_floats(c->g, "out", &c->nout, NULL, NULL);
+  c->dx_ref = read_floats(c->g, "dx", &nd, NULL, NULL);
+  int ok = c->x && c->t && c->noise && c->out_ref && c->dx_ref && c->nx == mt_numel_in(c->m) &&
+           nt == (size_t)c->batch && nn == c->nout && c->nout == mt_numel_out(c->m) && nd == c->nx;
+  CHECK_MSG(ok, "%s: inputs missing or of the wrong size", group);
+  return ok ? load_weights(c) : -1;
+}
+
+// Every gradient tensor of the case, compared; returns the number failing.
+static int compare_grads(golden_case *c, cmp_row *rows, double floor_atol) {
+  const float *grads = a3_unet_grads(c->m);
+  char path[MAX_NAME + 8];
+  int failed = 0;
+  for (int i = 0; i < a3_unet_param_count(c->m); i++) {
+    const a3_param *p = a3_unet_param_at(c->m, i);
+    size_t n = 0;
+    snprintf(path, sizeof path, "grad/%s", p->name);
+    float *ref = read_floats(c->g, path, &n, NULL, NULL);
+    CHECK_MSG(ref && n == p->numel, "%s missing", path);
+    if (!ref || n != p->numel) {
+      free(ref);
+      failed++;
+      continue;
+    }
+    const double atol = GRAD_ATOL_REL * max_abs(ref, n) + floor_atol;
+    rows[i] = compare(p->name, grads + p->offset, ref, n, GRAD_RTOL, atol);
+    failed += rows[i].ratio > 1.0;
+    free(ref);
+  }
+  return failed;
+}
+
+// The largest |gradient| over every parameter tensor of the reference.
+static double largest_grad(golden_case *c) {
+  char path[MAX_NAME + 8];
+  double s = 0.0;
+  for (int i = 0; i < a3_unet_param_count(c->m); i++) {
+    size_t n = 0;
+    snprintf(path, sizeof path, "grad/%s", a3_unet_param_at(c->m, i)->name);
+    float *ref = read_floats(c->g, path, &n, NULL, NULL);
+    if (ref) s = fmax(s, max_abs(ref, n));
+    free(ref);
+  }
+  return s;
+}
+
+static void run_case(hid_t file, const char *group) {
+  golden_case c = {.g = H5Gopen2(file, group, H5P_DEFAULT)};
+  CHECK_MSG(c.g >= 0, "group %s missing", group);
+  if (c.g < 0) return;
+  if (load_case(&c, group) == 0) {
+    float *out = calloc(c.nout, sizeof(float)), *dout = calloc(c.nout, sizeof(float));
+    float *dx = calloc(c.nx, sizeof(float));
+    float loss = 0.0f;
+    double loss_ref = 0.0;
+    read_scalar_attr(c.g, "loss", H5T_NATIVE_DOUBLE, &loss_ref);
+    CHECK(mt_step(c.m, c.x, c.t, c.noise, out, dout, dx, &loss) == A3_OK);
+    const int np = a3_unet_param_count(c.m);
+    cmp_row *rows = calloc((size_t)np, sizeof(cmp_row));
+    cmp_row head[3];
+    head[0] =
+        compare("out", out, c.out_ref, c.nout, OUT_RTOL, OUT_ATOL_REL * max_abs(c.out_ref, c.nout));
+    const float loss_ref_f = (float)loss_ref;
+    head[1] = compare("loss", &loss, &loss_ref_f, 1, LOSS_RTOL, 0.0);
+    const double floor_atol = GRAD_ATOL_GLOBAL * largest_grad(&c);
+    head[2] = compare("dx", dx, c.dx_ref, c.nx, GRAD_RTOL,
+                      GRAD_ATOL_REL * max_abs(c.dx_ref, c.nx) + floor_atol);
+    const int failed = compare_grads(&c, rows, floor_atol);
+    printf("%s: %d parameters, batch %d; |a-b| <= atol + rtol|b| (ratio <= 1 passes)\n", group, np,
+           c.batch);
+    printf("  %-46s %8s %11s %11s %8s\n", "tensor", "numel", "max|ref|", "max|a-b|", "ratio");
+    for (int i = 0; i < 3; i++) print_row(&head[i]);
+    qsort(rows, (size_t)np, sizeof *rows, by_ratio_desc);
+    printf("  -- the 8 worst of %d gradient tensors:\n", np);
+    for (int i = 0; i < np && (i < 8 || rows[i].ratio > 1.0); i++) print_row(&rows[i]);
+    CHECK_MSG(head[0].ratio <= 1.0 && head[1].ratio <= 1.0 && head[2].ratio <= 1.0,
+              "%s: output, loss or dx mismatch", group);
+    CHECK_MSG(failed == 0, "%s: %d gradient tensors mismatch (worst %s, ratio %.3f)", group, failed,
+              rows[0].name, rows[0].ratio);
+    free(rows), free(out), free(dout), free(dx);
+  }
+  free(c.x), free(c.t), free(c.noise), free(c.out_ref), free(c.dx_ref);
+  a3_unet_free(c.m);
+  H5Gclose(c.g);
+}
+
+int main(int argc, char **argv) {
+  char path[4096];
+  const char *src = getenv("A3FTA_SOURCE_DIR");
+  if (argc > 1) {
+    snprintf(path, sizeof path, "%s", argv[1]);
+  } else {
+    snprintf(path, sizeof path, "%s/tests/model/golden_unet.h5", src ? src : ".");
+  }
+  // Tiny GEMMs: extra BLAS threads only spin against a parallel ctest.
+  a3_backend_cpu_set_threads(1);
+  hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  CHECK_MSG(file >= 0, "cannot open %s (regenerate: tools/unet_reference.py --golden)", path);
+  if (file < 0) return TEST_DONE("test_unet_golden");
+  run_case(file, "tiny");
+  run_case(file, "multi");
+  H5Fclose(file);
+  return TEST_DONE("test_unet_golden");
+}

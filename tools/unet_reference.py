@@ -1,0 +1,480 @@
+#!/usr/bin/python3
+"""Reference U-Net in PyTorch, written independently of a3fta's C code from the
+semantics of diffusers' UNet2DModel (diffusers itself is not imported), and the
+writer of the golden-file fixture the C tests compare against.
+
+Regenerate the fixture (deterministic: fixed seeds, CPU, float64 math):
+
+    /usr/bin/python3 tools/unet_reference.py --golden tests/model/golden_unet.h5
+
+(Debian's /usr/bin/python3 with python3-torch 1.13 and python3-h5py.) Other uses:
+
+    /usr/bin/python3 tools/unet_reference.py --count-cifar      # parameter counts of ddpm-cifar10-32
+    /usr/bin/python3 tools/unet_reference.py --export DIR [--old-names] [--config tiny|multi]
+        # DIR/config.json + DIR/diffusion_pytorch_model.safetensors of a random model, with
+        # the new (to_q/to_k/to_v/to_out.0) or old (query/key/value/proj_attn) attention names;
+        # the weights are the fixture's /CONFIG/param, so its x, timesteps, out apply
+
+Fixture layout, one group per config (/tiny, /multi):
+  attrs  config_yaml   a3fta YAML (model.arch), loadable with a3_config_load_string
+         config_json   the same architecture as a diffusers config.json
+         param_order   the parameter names in diffusers' registration order, one per line
+         batch, loss
+  x (B, Cin, H, W), timesteps (B), noise (B, Cout, H, W), out (B, Cout, H, W), dx (like x)
+  param/<diffusers key>, grad/<diffusers key>  (float32)
+
+The model runs in float64 on float32-representable weights and inputs, so the stored
+outputs and gradients are the exact values (to float32 rounding) of what an fp32
+implementation approximates. Only the sinusoidal timestep embedding is computed in
+float32, as diffusers does before casting to the model's dtype.
+Loss: mean((out - noise)^2); every gradient is of that loss.
+"""
+import argparse
+import json
+import math
+import os
+import struct
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------- configs
+# Architectures with diffusers' UNet2DModel argument names.
+CONFIGS = {
+    # Tiny: one plain and one attention level, 2 heads, padding-0 downsampler
+    # (pad (0,1,0,1)), freq_shift 1, sin first: the google/ddpm-cifar10-32 choices.
+    "tiny": dict(
+        sample_size=8, in_channels=3, out_channels=3, block_out_channels=[8, 16],
+        layers_per_block=1, down_block_types=["DownBlock2D", "AttnDownBlock2D"],
+        up_block_types=["AttnUpBlock2D", "UpBlock2D"], norm_num_groups=4, norm_eps=1e-6,
+        attention_head_dim=8, downsample_padding=0, flip_sin_to_cos=False, freq_shift=1,
+        center_input_sample=False, mid_block_scale_factor=1.0),
+    # Multi: several heads (2 at 4 channels, 4 at 8), several channels per group (2, 4),
+    # attention at 16x16 and 4x4 (down, mid, up), 2 resnets per down block, padding-1
+    # downsampler, cos first, centred input, a mid-block scale factor, Cin != Cout.
+    # (Channels are small to keep the fixture under 1 MB.)
+    "multi": dict(
+        sample_size=16, in_channels=1, out_channels=2, block_out_channels=[4, 8, 8],
+        layers_per_block=2,
+        down_block_types=["AttnDownBlock2D", "DownBlock2D", "AttnDownBlock2D"],
+        up_block_types=["AttnUpBlock2D", "UpBlock2D", "AttnUpBlock2D"], norm_num_groups=2,
+        norm_eps=1e-5, attention_head_dim=2, downsample_padding=1, flip_sin_to_cos=True,
+        freq_shift=0, center_input_sample=True, mid_block_scale_factor=1.5),
+}
+
+# Seeds of each config's weights and inputs (the fixture and --export use the same, so an
+# exported model reproduces the fixture's output).
+SEEDS = {"tiny": 1234, "multi": 5678}
+
+CIFAR = dict(
+    sample_size=32, in_channels=3, out_channels=3, block_out_channels=[128, 256, 256, 256],
+    layers_per_block=2,
+    down_block_types=["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
+    up_block_types=["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"], norm_num_groups=32,
+    norm_eps=1e-6, attention_head_dim=None, downsample_padding=0, flip_sin_to_cos=False,
+    freq_shift=1, center_input_sample=False, mid_block_scale_factor=1.0)
+
+
+# ---------------------------------------------------------------- the model
+def timestep_embedding(t, dim, flip_sin_to_cos, freq_shift, max_period=10000):
+    """diffusers get_timestep_embedding, in float32 as diffusers computes it."""
+    half = dim // 2
+    exponent = -math.log(max_period) * torch.arange(0, half, dtype=torch.float32)
+    exponent = exponent / (half - freq_shift)
+    args = t.float()[:, None] * torch.exp(exponent)[None, :]
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+    if flip_sin_to_cos:
+        emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
+    if dim % 2 == 1:
+        emb = F.pad(emb, (0, 1, 0, 0))
+    return emb
+
+
+class TimestepEmbedding(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.linear_1 = nn.Linear(cin, cout)
+        self.linear_2 = nn.Linear(cout, cout)
+
+    def forward(self, e):
+        return self.linear_2(F.silu(self.linear_1(e)))
+
+
+class ResnetBlock2D(nn.Module):
+    def __init__(self, cin, cout, temb, groups, eps, output_scale_factor=1.0):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, cin, eps=eps)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.time_emb_proj = nn.Linear(temb, cout)
+        self.norm2 = nn.GroupNorm(groups, cout, eps=eps)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.conv_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
+        self.output_scale_factor = output_scale_factor
+
+    def forward(self, x, temb):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))  # dropout 0
+        if self.conv_shortcut is not None:
+            x = self.conv_shortcut(x)
+        return (x + h) / self.output_scale_factor
+
+
+class Attention(nn.Module):
+    """diffusers Attention(residual_connection=True, norm_num_groups, bias=True)."""
+
+    def __init__(self, c, head_dim, groups, eps, rescale_output_factor=1.0):
+        super().__init__()
+        self.heads = c // head_dim if head_dim else 1
+        self.group_norm = nn.GroupNorm(groups, c, eps=eps)
+        self.to_q = nn.Linear(c, c)
+        self.to_k = nn.Linear(c, c)
+        self.to_v = nn.Linear(c, c)
+        self.to_out = nn.ModuleList([nn.Linear(c, c)])
+        self.rescale_output_factor = rescale_output_factor
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        T, nh = H * W, self.heads
+        d = C // nh
+        tok = self.group_norm(x).view(B, C, T).transpose(1, 2)  # (B, T, C)
+
+        def heads(t):  # (B, T, C) -> (B, nh, T, d): head h owns channels [h*d, (h+1)*d)
+            return t.reshape(B, T, nh, d).permute(0, 2, 1, 3)
+
+        q, k, v = heads(self.to_q(tok)), heads(self.to_k(tok)), heads(self.to_v(tok))
+        p = torch.softmax((q @ k.transpose(-1, -2)) * d ** -0.5, dim=-1)
+        merged = (p @ v).permute(0, 2, 1, 3).reshape(B, T, C)
+        o = self.to_out[0](merged).transpose(1, 2).reshape(B, C, H, W)
+        return (o + x) / self.rescale_output_factor
+
+
+class Downsample2D(nn.Module):
+    def __init__(self, c, padding):
+        super().__init__()
+        self.padding = padding
+        self.conv = nn.Conv2d(c, c, 3, stride=2, padding=padding)
+
+    def forward(self, x):
+        if self.padding == 0:
+            x = F.pad(x, (0, 1, 0, 1))
+        return self.conv(x)
+
+
+class Upsample2D(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class DownBlock(nn.Module):
+    """DownBlock2D / AttnDownBlock2D (attentions registered before resnets, as diffusers)."""
+
+    def __init__(self, cin, cout, cfg, temb, attn, add_down):
+        super().__init__()
+        L, g, eps = cfg["layers_per_block"], cfg["norm_num_groups"], cfg["norm_eps"]
+        head_dim = cfg["attention_head_dim"] or cout
+        if attn:
+            self.attentions = nn.ModuleList([Attention(cout, head_dim, g, eps) for _ in range(L)])
+        else:
+            self.attentions = None
+        self.resnets = nn.ModuleList(
+            [ResnetBlock2D(cin if j == 0 else cout, cout, temb, g, eps) for j in range(L)])
+        if add_down:
+            self.downsamplers = nn.ModuleList([Downsample2D(cout, cfg["downsample_padding"])])
+        else:
+            self.downsamplers = None
+
+    def forward(self, h, temb):
+        outs = []
+        for j, resnet in enumerate(self.resnets):
+            h = resnet(h, temb)
+            if self.attentions is not None:
+                h = self.attentions[j](h)
+            outs.append(h)
+        if self.downsamplers is not None:
+            h = self.downsamplers[0](h)
+            outs.append(h)
+        return h, outs
+
+
+class UpBlock(nn.Module):
+    """UpBlock2D / AttnUpBlock2D: layers_per_block + 1 resnets on [h, popped skip]."""
+
+    def __init__(self, cin, prev, cout, cfg, temb, attn, add_up):
+        super().__init__()
+        n, g, eps = cfg["layers_per_block"] + 1, cfg["norm_num_groups"], cfg["norm_eps"]
+        head_dim = cfg["attention_head_dim"] or cout
+        if attn:
+            self.attentions = nn.ModuleList([Attention(cout, head_dim, g, eps) for _ in range(n)])
+        else:
+            self.attentions = None
+        resnets = []
+        for j in range(n):
+            skip = cin if j == n - 1 else cout
+            resnets.append(ResnetBlock2D((prev if j == 0 else cout) + skip, cout, temb, g, eps))
+        self.resnets = nn.ModuleList(resnets)
+        self.upsamplers = nn.ModuleList([Upsample2D(cout)]) if add_up else None
+
+    def forward(self, h, skips, temb):
+        for j, resnet in enumerate(self.resnets):
+            h = resnet(torch.cat([h, skips.pop()], dim=1), temb)
+            if self.attentions is not None:
+                h = self.attentions[j](h)
+        if self.upsamplers is not None:
+            h = self.upsamplers[0](h)
+        return h
+
+
+class MidBlock(nn.Module):
+    def __init__(self, c, cfg, temb):
+        super().__init__()
+        g, eps, s = cfg["norm_num_groups"], cfg["norm_eps"], cfg["mid_block_scale_factor"]
+        self.attentions = nn.ModuleList(
+            [Attention(c, cfg["attention_head_dim"] or c, g, eps, rescale_output_factor=s)])
+        self.resnets = nn.ModuleList(
+            [ResnetBlock2D(c, c, temb, g, eps, s), ResnetBlock2D(c, c, temb, g, eps, s)])
+
+    def forward(self, h, temb):
+        h = self.resnets[0](h, temb)
+        h = self.attentions[0](h)
+        return self.resnets[1](h, temb)
+
+
+class UNet2D(nn.Module):
+    """UNet2DModel semantics; modules registered in diffusers' order (up_blocks before
+    mid_block), so state_dict() lists the keys as a diffusers checkpoint does."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        ch = cfg["block_out_channels"]
+        n, c0 = len(ch), ch[0]
+        temb = 4 * c0
+        self.conv_in = nn.Conv2d(cfg["in_channels"], c0, 3, padding=1)
+        self.time_embedding = TimestepEmbedding(c0, temb)
+        self.down_blocks = nn.ModuleList()
+        cout = c0
+        for i, kind in enumerate(cfg["down_block_types"]):
+            cin, cout = cout, ch[i]
+            self.down_blocks.append(
+                DownBlock(cin, cout, cfg, temb, kind == "AttnDownBlock2D", i < n - 1))
+        rev = list(reversed(ch))
+        self.up_blocks = nn.ModuleList()
+        cout = rev[0]
+        for i, kind in enumerate(cfg["up_block_types"]):
+            prev, cout, cin = cout, rev[i], rev[min(i + 1, n - 1)]
+            self.up_blocks.append(
+                UpBlock(cin, prev, cout, cfg, temb, kind == "AttnUpBlock2D", i < n - 1))
+        self.mid_block = MidBlock(ch[-1], cfg, temb)
+        self.conv_norm_out = nn.GroupNorm(cfg["norm_num_groups"], c0, eps=cfg["norm_eps"])
+        self.conv_out = nn.Conv2d(c0, cfg["out_channels"], 3, padding=1)
+
+    def forward(self, x, t):
+        cfg = self.cfg
+        if cfg["center_input_sample"]:
+            x = 2 * x - 1.0
+        e = timestep_embedding(t, cfg["block_out_channels"][0], cfg["flip_sin_to_cos"],
+                               cfg["freq_shift"]).to(x.dtype)
+        temb = self.time_embedding(e)
+        h = self.conv_in(x)
+        skips = [h]
+        for block in self.down_blocks:
+            h, outs = block(h, temb)
+            skips += outs
+        h = self.mid_block(h, temb)
+        for block in self.up_blocks:
+            h = block(h, skips, temb)
+        assert not skips
+        return self.conv_out(F.silu(self.conv_norm_out(h)))
+
+
+# ---------------------------------------------------------------- weights
+def randomize(model, seed):
+    """Non-zero random weights everywhere (so every gradient is non-trivial), float32 values:
+    conv/linear weights U(-1, 1) * sqrt(3 / fan_in) (unit-variance outputs, so attention
+    logits are O(1) and the softmax is far from uniform), biases U(-0.2, 0.2), GroupNorm
+    weights U(0.5, 1.5) and biases U(-0.2, 0.2)."""
+    gen = torch.Generator().manual_seed(seed)
+    norms = {id(m.weight) for m in model.modules() if isinstance(m, nn.GroupNorm)}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            u = torch.rand(p.shape, generator=gen, dtype=torch.float32) * 2 - 1
+            if id(p) in norms:
+                val = 1.0 + 0.5 * u
+            elif name.endswith(".bias"):
+                val = 0.2 * u
+            else:
+                val = u * math.sqrt(3.0 / (p[0].numel()))
+            p.copy_(val.to(p.dtype))
+
+
+# ---------------------------------------------------------------- config texts
+def config_yaml(cfg):
+    def val(v):
+        if v is None:
+            return "null"
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, list):
+            return "[" + ", ".join(str(x) for x in v) + "]"
+        if isinstance(v, float):
+            return repr(v)
+        return str(v)
+
+    lines = ["model:", "  arch:"] + [f"    {k}: {val(v)}" for k, v in cfg.items()]
+    return "\n".join(lines) + "\n"
+
+
+def config_json(cfg):
+    d = {"_class_name": "UNet2DModel", "act_fn": "silu", "add_attention": True,
+         "time_embedding_type": "positional", "dropout": 0.0, "resnet_time_scale_shift": "default"}
+    d.update(cfg)
+    return json.dumps(d, indent=2, sort_keys=True)
+
+
+# ---------------------------------------------------------------- golden file
+def golden_case(name, cfg, seed, batch=2):
+    torch.manual_seed(seed)
+    model = UNet2D(cfg)
+    randomize(model, seed)
+    model = model.double()
+    S, cin, cout = cfg["sample_size"], cfg["in_channels"], cfg["out_channels"]
+    gen = torch.Generator().manual_seed(seed + 1)
+    if cfg["center_input_sample"]:  # images in [0, 1]
+        x32 = torch.rand((batch, cin, S, S), generator=gen)
+    else:
+        x32 = torch.randn((batch, cin, S, S), generator=gen)
+    noise32 = torch.randn((batch, cout, S, S), generator=gen)
+    t32 = torch.tensor([3.0, 517.0, 999.0, 250.5][:batch], dtype=torch.float32)
+    x = x32.double().requires_grad_(True)
+    out = model(x, t32)
+    loss = ((out - noise32.double()) ** 2).mean()
+    loss.backward()
+    params = {k: p.detach().float().numpy() for k, p in model.named_parameters()}
+    grads = {k: p.grad.detach().float().numpy() for k, p in model.named_parameters()}
+    return dict(name=name, cfg=cfg, batch=batch, x=x32.numpy(), t=t32.numpy(),
+                noise=noise32.numpy(), out=out.detach().float().numpy(), loss=float(loss),
+                dx=x.grad.float().numpy(), params=params, grads=grads,
+                order=[k for k, _ in model.named_parameters()])
+
+
+def put(group, name, data):
+    group.create_dataset(name, data=np.ascontiguousarray(data, dtype=np.float32),
+                         track_times=False)
+
+
+def write_golden(path):
+    import h5py
+
+    cases = [golden_case(name, CONFIGS[name], SEEDS[name]) for name in ("tiny", "multi")]
+    # v108 object headers are ~10% smaller; HDF5 1.10.8 (the C side) reads them.
+    # No object timestamps anywhere, so regenerating gives a byte-identical file.
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_obj_track_times(False)
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_V18, h5py.h5f.LIBVER_V110)
+    fid = h5py.h5f.create(path.encode(), h5py.h5f.ACC_TRUNC, fcpl=fcpl, fapl=fapl)
+
+    def group(parent, name):
+        gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+        gcpl.set_obj_track_times(False)
+        return h5py.Group(h5py.h5g.create(parent.id, name.encode(), gcpl=gcpl))
+
+    with h5py.File(fid) as f:
+        f.attrs["generator"] = np.bytes_("tools/unet_reference.py --golden (torch %s)" %
+                                         torch.__version__)
+        for c in cases:
+            g = group(f, c["name"])
+            g.attrs["config_yaml"] = np.bytes_(config_yaml(c["cfg"]))
+            g.attrs["config_json"] = np.bytes_(config_json(c["cfg"]))
+            g.attrs["param_order"] = np.bytes_("\n".join(c["order"]))
+            g.attrs["batch"] = np.int32(c["batch"])
+            g.attrs["loss"] = np.float64(c["loss"])
+            for k in ("x", "t", "noise", "out", "dx"):
+                put(g, "timesteps" if k == "t" else k, c[k])
+            pg, gg = group(g, "param"), group(g, "grad")
+            for k in c["order"]:
+                put(pg, k, c["params"][k])
+                put(gg, k, c["grads"][k])
+            n = sum(v.size for v in c["params"].values())
+            print(f"{c['name']}: {n} parameters in {len(c['order'])} tensors, loss {c['loss']:.6f}")
+    print(f"{path}: {os.path.getsize(path)} bytes")
+
+
+# ---------------------------------------------------------------- safetensors export
+OLD_NAMES = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+
+
+def write_safetensors(path, tensors):
+    """The safetensors format: u64 header length, JSON header, raw little-endian data."""
+    header, blobs, off = {}, [], 0
+    for k, v in tensors.items():
+        b = np.ascontiguousarray(v, dtype="<f4").tobytes()
+        header[k] = {"dtype": "F32", "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    header["__metadata__"] = {"format": "pt"}
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def export(dirname, cfg_name, old_names):
+    c = golden_case(cfg_name, CONFIGS[cfg_name], SEEDS[cfg_name])
+    tensors = {}
+    for k in c["order"]:
+        key = k
+        if old_names:
+            for new, old in OLD_NAMES.items():
+                key = key.replace(f".{new}.", f".{old}.")
+        tensors[key] = c["params"][k]
+    os.makedirs(dirname, exist_ok=True)
+    write_safetensors(os.path.join(dirname, "diffusion_pytorch_model.safetensors"), tensors)
+    with open(os.path.join(dirname, "config.json"), "w") as f:
+        f.write(config_json(c["cfg"]) + "\n")
+    print(f"{dirname}: {len(tensors)} tensors ({'old' if old_names else 'new'} attention names)")
+
+
+def count(cfg):
+    model = UNet2D(cfg)
+    named = list(model.named_parameters())
+    total = sum(p.numel() for _, p in named)
+    attn = sum(p.numel() for k, p in named if ".attentions." in k)
+    bias = sum(p.numel() for k, p in named if k.endswith(".bias"))
+    print(f"{total} parameters in {len(named)} tensors; attention {attn}; biases {bias}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--golden", metavar="H5", help="write the golden fixture")
+    ap.add_argument("--count-cifar", action="store_true", help="count ddpm-cifar10-32 params")
+    ap.add_argument("--export", metavar="DIR", help="write config.json + safetensors")
+    ap.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
+    ap.add_argument("--old-names", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(1)  # reproducible summation order
+    if a.golden:
+        write_golden(a.golden)
+    if a.count_cifar:
+        count(CIFAR)
+    if a.export:
+        export(a.export, a.config, a.old_names)
+    if not (a.golden or a.count_cifar or a.export):
+        ap.print_help()
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
