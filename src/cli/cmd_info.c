@@ -1,10 +1,15 @@
 // a3fta info FILE: recognise the file by its root `format` attribute and
 // summarise it. Datasets only so far; checkpoints and results come later.
+// a3fta info --model CONFIG: the parameter table of the U-Net a config builds.
+#include "a3fta/config.h"
 #include "a3fta/dataset.h"
+#include "a3fta/diffusers.h"
+#include "a3fta/model.h"
 #include "cli/commands.h"
 #include "cli/options.h"
 
 #include <string.h>
+#include <sys/stat.h>
 
 // Rank 0 looks at the file alone (no MPI-IO) and tells the others, so that a
 // wrong file gives one message, not one per rank.
@@ -29,24 +34,96 @@ static a3_status check_kind(const char *path, int rank) {
   return rank == 0 ? s : (a3_status)code;
 }
 
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && !strcmp(s + n - k, suffix);
+}
+
+// A model config is an a3fta YAML file, a diffusers config.json, or a
+// diffusers model folder holding one.
+static a3_status load_model_config(const char *path, const a3_cli_list *overrides, a3_config *cfg) {
+  struct stat st;
+  const int is_dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+  if (!is_dir && !ends_with(path, ".json"))
+    return a3_config_load(path, overrides->items, overrides->count, cfg);
+  a3_config_init_defaults(cfg);
+  a3_diffusers_files files;
+  if (is_dir) A3_TRY(a3_diffusers_find_files(path, &files));
+  A3_TRY(a3_diffusers_load_config(is_dir ? files.config_json : path, cfg));
+  for (int i = 0; i < overrides->count; i++)
+    A3_TRY(a3_config_apply_override(cfg, overrides->items[i]));
+  return a3_config_validate(cfg);
+}
+
+static void print_param_table(const a3_unet *m, FILE *f) {
+  fprintf(f, "\n%-64s %-18s %10s %s\n", "name", "shape", "numel", "flags");
+  for (int i = 0; i < a3_unet_param_count(m); i++) {
+    const a3_param *p = a3_unet_param_at(m, i);
+    char shape[64] = "(";
+    for (int d = 0; d < p->ndim; d++) {
+      size_t used = strlen(shape);
+      snprintf(shape + used, sizeof shape - used, "%s%lld", d ? ", " : "", (long long)p->shape[d]);
+    }
+    strncat(shape, ")", sizeof shape - strlen(shape) - 1);
+    fprintf(f, "%-64s %-18s %10lld %s%s\n", p->name, shape, (long long)p->numel,
+            p->in_attention ? "attention " : "", p->is_bias ? "bias" : "");
+  }
+}
+
+static a3_status model_info(const char *path, const a3_cli_list *overrides, int all_params,
+                            long batch, int rank) {
+  a3_config cfg;
+  A3_TRY(load_model_config(path, overrides, &cfg));
+  a3_unet *m = NULL;
+  a3_status s = a3_unet_build(&cfg.model.arch, &m);
+  if (s == A3_OK && batch > 0) s = a3_unet_plan(m, (int)batch);
+  if (s == A3_OK && rank == 0) {
+    printf("config: %s\n", path);
+    a3_unet_summary(m, stdout);
+    if (all_params) print_param_table(m, stdout);
+  }
+  a3_unet_free(m);
+  a3_config_free(&cfg);
+  return s;
+}
+
 a3_status a3_cmd_info(int argc, char **argv) {
+  const char *model = NULL;
+  int all_params = 0;
+  long batch = 0;
+  a3_cli_list overrides = {0};
+  const a3_cli_option options[] = {
+      {"model", 'm', A3_OPT_STRING, "CONFIG",
+       "summarise the U-Net a config builds (a3fta YAML, config.json or diffusers folder)", &model,
+       0, 0},
+      {"override", 'o', A3_OPT_LIST, "KEY=VALUE", "override a config key (with --model)",
+       &overrides, 0, 0},
+      {"params", 0, A3_OPT_FLAG, NULL, "with --model: list every parameter tensor", &all_params, 0,
+       0},
+      {"batch", 'b', A3_OPT_INT, "N", "with --model: plan and report activation memory for batch N",
+       &batch, 1, 1 << 20},
+  };
   const a3_cli_command cmd = {
       "info",
-      "FILE",
-      "Summarise an a3fta file (datasets; checkpoints and results later).",
+      "FILE | --model CONFIG [--params] [--batch N]",
+      "Summarise an a3fta file (datasets; checkpoints and results later), or a model config.",
       "For a dataset: its source, classes, and per split the image count and shape, pixel\n"
       "mean and standard deviation (a parallel read when run under mpirun) and the number of\n"
-      "images of each class. Printed to stdout by rank 0.",
-      NULL,
+      "images of each class. With --model: parameter count, tensors, attention and bias\n"
+      "shares by diffusers name. Printed to stdout by rank 0.",
+      options,
+      (int)(sizeof options / sizeof options[0]),
       0,
-      1,
       1};
   a3_cli_args args;
   A3_TRY(a3_cli_parse(&cmd, argc, argv, &args));
   if (args.help_requested) return A3_OK;
-  const char *path = args.positional[0];
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (model) return model_info(model, &overrides, all_params, batch, rank);
+  if (args.n_positional != 1)
+    return A3_FAIL(A3_ERR_USAGE, "a3fta info: give a FILE or --model CONFIG (see --help)");
+  const char *path = args.positional[0];
   // Only rank 0 reports a wrong file; the others end quietly (exit code is agreed).
   const a3_status kind = check_kind(path, rank);
   if (kind != A3_OK && rank != 0) return A3_OK;
