@@ -9,6 +9,7 @@ A3FTA_DEBIAN_PACKAGES=(
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
   libyaml-dev libopenblas-dev libdnnl-dev libcjson-dev zlib1g-dev libpng-dev
   dataset-fashion-mnist python3 python3-numpy python3-h5py
+  slurm-wlm munge libpmix-dev
 )
 
 step() { printf '\n== %s\n' "$*" >&2; }
