@@ -9,7 +9,7 @@ Regenerate the fixture (deterministic: fixed seeds, CPU, float64 math):
 
 (Debian's /usr/bin/python3 with python3-torch 1.13 and python3-h5py.) Other uses:
 
-    /usr/bin/python3 tools/unet_reference.py --count-cifar      # parameter counts of ddpm-cifar10-32
+    /usr/bin/python3 tools/unet_reference.py --count-cifar  # ddpm-cifar10-32 counts (+ extras)
     /usr/bin/python3 tools/unet_reference.py --export DIR [--old-names] [--config tiny|multi]
         # DIR/config.json + DIR/diffusion_pytorch_model.safetensors of a random model, with
         # the new (to_q/to_k/to_v/to_out.0) or old (query/key/value/proj_attn) attention names;
@@ -22,6 +22,31 @@ Fixture layout, one group per config (/tiny, /multi):
          batch, loss
   x (B, Cin, H, W), timesteps (B), noise (B, Cout, H, W), out (B, Cout, H, W), dx (like x)
   param/<diffusers key>, grad/<diffusers key>  (float32)
+and one group per case of strategy-added modules (/tiny_pre, /tiny_post, /tiny_lora,
+/tiny_relu): the
+base config's model (same base weights, x, timesteps and noise) with an adapter or LoRA in
+every attention block, the added weights random and non-zero (so every path is exercised):
+  attrs  base          the base config's group ("tiny")
+         adapter_rank, adapter_activation, adapter_placement, adapter_gate, lora_rank,
+         lora_alpha    the extras (a3_unet_extras)
+         added_params  "index name d0xd1..." per line: each added parameter with its index
+                       in a3fta's table (the base ones fill the other indices in
+                       /<base>'s param_order), in table order
+         loss
+  out, dx; added (float32: the added parameters' values, concatenated in table order);
+  grad (float32: the added parameters' gradients, likewise).
+  (Flat arrays and no per-case param_order: one dataset per tensor costs ~400 bytes of HDF5
+  header, and the fixture stays under 1 MB. The base weights are /<base>/param; the base
+  gradients with added modules present are the finite-difference test's, and dx checks the
+  whole backward through the added modules.)
+
+Added modules (a3fta's semantics, include/a3fta/model.h):
+  LoRA (PEFT): y = W x + b + (alpha / r) B (A x) on to_q, to_k, to_v, to_out.0, named
+    <linear>.lora_A.weight (r, in), <linear>.lora_B.weight (out, r), listed right after
+    the linear's weight and bias;
+  adapter: h + g * up(act(down(h))) on the merged heads before to_out.0 (pre_out) or on
+    to_out.0's output before the residual add (post_out); <block>.adapter.down.weight,
+    .down.bias, .up.weight, .up.bias, [.gate], listed after the block's own parameters.
 
 The model runs in float64 on float32-representable weights and inputs, so the stored
 outputs and gradients are the exact values (to float32 rounding) of what an fp32
@@ -68,6 +93,17 @@ CONFIGS = {
 # Seeds of each config's weights and inputs (the fixture and --export use the same, so an
 # exported model reproduces the fixture's output).
 SEEDS = {"tiny": 1234, "multi": 5678}
+
+# Strategy-added modules on the tiny config: (base config, extras, seed of the added weights).
+EXTRA_CASES = {
+    "tiny_pre": ("tiny", dict(adapter_rank=4, adapter_activation="gelu",
+                              adapter_placement="pre_out", adapter_gate=True), 91),
+    "tiny_post": ("tiny", dict(adapter_rank=3, adapter_activation="silu",
+                               adapter_placement="post_out", adapter_gate=False), 92),
+    "tiny_lora": ("tiny", dict(lora_rank=2, lora_alpha=3.0), 93),
+    "tiny_relu": ("tiny", dict(adapter_rank=2, adapter_activation="relu",
+                               adapter_placement="post_out", adapter_gate=True), 94),
+}
 
 CIFAR = dict(
     sample_size=32, in_channels=3, out_channels=3, block_out_channels=[128, 256, 256, 256],
@@ -123,18 +159,63 @@ class ResnetBlock2D(nn.Module):
         return (x + h) / self.output_scale_factor
 
 
-class Attention(nn.Module):
-    """diffusers Attention(residual_connection=True, norm_num_groups, bias=True)."""
+ACTIVATIONS = {"gelu": F.gelu, "silu": F.silu, "relu": F.relu, "identity": lambda x: x}
 
-    def __init__(self, c, head_dim, groups, eps, rescale_output_factor=1.0):
+
+class LoRALinear(nn.Linear):
+    """PEFT's LoRA Linear: base(x) + lora_B(lora_A(x)) * (alpha / r), dropout 0."""
+
+    def __init__(self, cin, cout, r, alpha):
+        super().__init__(cin, cout)
+        self.lora_A = nn.Linear(cin, r, bias=False)
+        self.lora_B = nn.Linear(r, cout, bias=False)
+        self.scaling = alpha / r
+
+    def forward(self, x):
+        return super().forward(x) + self.lora_B(self.lora_A(x)) * self.scaling
+
+
+class Adapter(nn.Module):
+    """Bottleneck with residual: h + g * up(act(down(h))), g a scalar parameter or 1."""
+
+    def __init__(self, c, r, activation, gate):
         super().__init__()
+        self.down = nn.Linear(c, r)
+        self.up = nn.Linear(r, c)
+        self.gate = nn.Parameter(torch.ones(1)) if gate else None
+        self.act = ACTIVATIONS[activation]
+
+    def forward(self, h):
+        u = self.up(self.act(self.down(h)))
+        return h + (self.gate * u if self.gate is not None else u)
+
+
+def linear(c, extras):
+    if extras and extras.get("lora_rank", 0):
+        return LoRALinear(c, c, extras["lora_rank"], extras["lora_alpha"])
+    return nn.Linear(c, c)
+
+
+class Attention(nn.Module):
+    """diffusers Attention(residual_connection=True, norm_num_groups, bias=True), with the
+    strategy-added modules of `extras` (None: none)."""
+
+    def __init__(self, c, head_dim, groups, eps, rescale_output_factor=1.0, extras=None):
+        super().__init__()
+        extras = extras or {}
         self.heads = c // head_dim if head_dim else 1
         self.group_norm = nn.GroupNorm(groups, c, eps=eps)
-        self.to_q = nn.Linear(c, c)
-        self.to_k = nn.Linear(c, c)
-        self.to_v = nn.Linear(c, c)
-        self.to_out = nn.ModuleList([nn.Linear(c, c)])
+        self.to_q = linear(c, extras)
+        self.to_k = linear(c, extras)
+        self.to_v = linear(c, extras)
+        self.to_out = nn.ModuleList([linear(c, extras)])
         self.rescale_output_factor = rescale_output_factor
+        self.placement = extras.get("adapter_placement")
+        if extras.get("adapter_rank", 0):
+            self.adapter = Adapter(c, extras["adapter_rank"], extras["adapter_activation"],
+                                   extras["adapter_gate"])
+        else:
+            self.adapter = None
 
     def forward(self, x):
         B, C, H, W = x.shape
@@ -148,7 +229,12 @@ class Attention(nn.Module):
         q, k, v = heads(self.to_q(tok)), heads(self.to_k(tok)), heads(self.to_v(tok))
         p = torch.softmax((q @ k.transpose(-1, -2)) * d ** -0.5, dim=-1)
         merged = (p @ v).permute(0, 2, 1, 3).reshape(B, T, C)
-        o = self.to_out[0](merged).transpose(1, 2).reshape(B, C, H, W)
+        if self.adapter is not None and self.placement == "pre_out":
+            merged = self.adapter(merged)
+        o = self.to_out[0](merged)
+        if self.adapter is not None and self.placement == "post_out":
+            o = self.adapter(o)
+        o = o.transpose(1, 2).reshape(B, C, H, W)
         return (o + x) / self.rescale_output_factor
 
 
@@ -176,12 +262,13 @@ class Upsample2D(nn.Module):
 class DownBlock(nn.Module):
     """DownBlock2D / AttnDownBlock2D (attentions registered before resnets, as diffusers)."""
 
-    def __init__(self, cin, cout, cfg, temb, attn, add_down):
+    def __init__(self, cin, cout, cfg, temb, attn, add_down, extras=None):
         super().__init__()
         L, g, eps = cfg["layers_per_block"], cfg["norm_num_groups"], cfg["norm_eps"]
         head_dim = cfg["attention_head_dim"] or cout
         if attn:
-            self.attentions = nn.ModuleList([Attention(cout, head_dim, g, eps) for _ in range(L)])
+            self.attentions = nn.ModuleList(
+                [Attention(cout, head_dim, g, eps, extras=extras) for _ in range(L)])
         else:
             self.attentions = None
         self.resnets = nn.ModuleList(
@@ -207,12 +294,13 @@ class DownBlock(nn.Module):
 class UpBlock(nn.Module):
     """UpBlock2D / AttnUpBlock2D: layers_per_block + 1 resnets on [h, popped skip]."""
 
-    def __init__(self, cin, prev, cout, cfg, temb, attn, add_up):
+    def __init__(self, cin, prev, cout, cfg, temb, attn, add_up, extras=None):
         super().__init__()
         n, g, eps = cfg["layers_per_block"] + 1, cfg["norm_num_groups"], cfg["norm_eps"]
         head_dim = cfg["attention_head_dim"] or cout
         if attn:
-            self.attentions = nn.ModuleList([Attention(cout, head_dim, g, eps) for _ in range(n)])
+            self.attentions = nn.ModuleList(
+                [Attention(cout, head_dim, g, eps, extras=extras) for _ in range(n)])
         else:
             self.attentions = None
         resnets = []
@@ -233,11 +321,12 @@ class UpBlock(nn.Module):
 
 
 class MidBlock(nn.Module):
-    def __init__(self, c, cfg, temb):
+    def __init__(self, c, cfg, temb, extras=None):
         super().__init__()
         g, eps, s = cfg["norm_num_groups"], cfg["norm_eps"], cfg["mid_block_scale_factor"]
-        self.attentions = nn.ModuleList(
-            [Attention(c, cfg["attention_head_dim"] or c, g, eps, rescale_output_factor=s)])
+        self.attentions = nn.ModuleList([
+            Attention(c, cfg["attention_head_dim"] or c, g, eps, rescale_output_factor=s,
+                      extras=extras)])
         self.resnets = nn.ModuleList(
             [ResnetBlock2D(c, c, temb, g, eps, s), ResnetBlock2D(c, c, temb, g, eps, s)])
 
@@ -251,7 +340,7 @@ class UNet2D(nn.Module):
     """UNet2DModel semantics; modules registered in diffusers' order (up_blocks before
     mid_block), so state_dict() lists the keys as a diffusers checkpoint does."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, extras=None):
         super().__init__()
         self.cfg = cfg
         ch = cfg["block_out_channels"]
@@ -264,15 +353,15 @@ class UNet2D(nn.Module):
         for i, kind in enumerate(cfg["down_block_types"]):
             cin, cout = cout, ch[i]
             self.down_blocks.append(
-                DownBlock(cin, cout, cfg, temb, kind == "AttnDownBlock2D", i < n - 1))
+                DownBlock(cin, cout, cfg, temb, kind == "AttnDownBlock2D", i < n - 1, extras))
         rev = list(reversed(ch))
         self.up_blocks = nn.ModuleList()
         cout = rev[0]
         for i, kind in enumerate(cfg["up_block_types"]):
             prev, cout, cin = cout, rev[i], rev[min(i + 1, n - 1)]
             self.up_blocks.append(
-                UpBlock(cin, prev, cout, cfg, temb, kind == "AttnUpBlock2D", i < n - 1))
-        self.mid_block = MidBlock(ch[-1], cfg, temb)
+                UpBlock(cin, prev, cout, cfg, temb, kind == "AttnUpBlock2D", i < n - 1, extras))
+        self.mid_block = MidBlock(ch[-1], cfg, temb, extras)
         self.conv_norm_out = nn.GroupNorm(cfg["norm_num_groups"], c0, eps=cfg["norm_eps"])
         self.conv_out = nn.Conv2d(c0, cfg["out_channels"], 3, padding=1)
 
@@ -340,11 +429,23 @@ def config_json(cfg):
 
 
 # ---------------------------------------------------------------- golden file
-def golden_case(name, cfg, seed, batch=2):
-    torch.manual_seed(seed)
-    model = UNet2D(cfg)
-    randomize(model, seed)
-    model = model.double()
+def is_added(key):
+    return ".lora_" in key or ".adapter." in key
+
+
+def table_order(model):
+    """Parameter names in a3fta's table order: named_parameters() but with each adapter's
+    gate (a module's own parameter, which PyTorch lists before its children's) moved after
+    its up.bias."""
+    order = [k for k, _ in model.named_parameters()]
+    gates = [k for k in order if k.endswith(".adapter.gate")]
+    for g in gates:
+        order.remove(g)
+        order.insert(order.index(g[: -len("gate")] + "up.bias") + 1, g)
+    return order
+
+
+def inputs(cfg, seed, batch):
     S, cin, cout = cfg["sample_size"], cfg["in_channels"], cfg["out_channels"]
     gen = torch.Generator().manual_seed(seed + 1)
     if cfg["center_input_sample"]:  # images in [0, 1]
@@ -353,6 +454,13 @@ def golden_case(name, cfg, seed, batch=2):
         x32 = torch.randn((batch, cin, S, S), generator=gen)
     noise32 = torch.randn((batch, cout, S, S), generator=gen)
     t32 = torch.tensor([3.0, 517.0, 999.0, 250.5][:batch], dtype=torch.float32)
+    return x32, t32, noise32
+
+
+def run_case(name, cfg, model, seed, batch):
+    """Forward, MSE and backward of `model` (float32 weights) in float64."""
+    model = model.double()
+    x32, t32, noise32 = inputs(cfg, seed, batch)
     x = x32.double().requires_grad_(True)
     out = model(x, t32)
     loss = ((out - noise32.double()) ** 2).mean()
@@ -361,8 +469,49 @@ def golden_case(name, cfg, seed, batch=2):
     grads = {k: p.grad.detach().float().numpy() for k, p in model.named_parameters()}
     return dict(name=name, cfg=cfg, batch=batch, x=x32.numpy(), t=t32.numpy(),
                 noise=noise32.numpy(), out=out.detach().float().numpy(), loss=float(loss),
-                dx=x.grad.float().numpy(), params=params, grads=grads,
-                order=[k for k, _ in model.named_parameters()])
+                dx=x.grad.float().numpy(), params=params, grads=grads, order=table_order(model))
+
+
+def golden_case(name, cfg, seed, batch=2):
+    torch.manual_seed(seed)
+    model = UNet2D(cfg)
+    randomize(model, seed)
+    return run_case(name, cfg, model, seed, batch)
+
+
+def randomize_added(model, seed):
+    """The added parameters, non-zero (a trained state, so every path is exercised): weights
+    U(-1, 1) * sqrt(3 / fan_in), biases U(-0.2, 0.2), gates U(0.5, 1.5)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name in table_order(model):
+            if not is_added(name):
+                continue
+            p = model.get_parameter(name)
+            u = torch.rand(p.shape, generator=gen, dtype=torch.float32) * 2 - 1
+            if name.endswith(".gate"):
+                val = 1.0 + 0.5 * u
+            elif name.endswith(".bias"):
+                val = 0.2 * u
+            else:
+                val = u * math.sqrt(3.0 / p[0].numel())
+            p.copy_(val)
+
+
+def golden_extra_case(name, batch=2):
+    """The base config's model and inputs, plus added modules with random weights."""
+    base, extras, extra_seed = EXTRA_CASES[name]
+    cfg, seed = CONFIGS[base], SEEDS[base]
+    torch.manual_seed(seed)
+    plain = UNet2D(cfg)
+    randomize(plain, seed)
+    model = UNet2D(cfg, extras)
+    res = model.load_state_dict(plain.state_dict(), strict=False)
+    assert not res.unexpected_keys and all(is_added(k) for k in res.missing_keys)
+    randomize_added(model, extra_seed)
+    c = run_case(name, cfg, model, seed, batch)
+    c.update(base=base, extras=extras)
+    return c
 
 
 def put(group, name, data):
@@ -370,10 +519,19 @@ def put(group, name, data):
                          track_times=False)
 
 
+EXTRA_ATTRS = dict(adapter_rank=0, adapter_activation="gelu", adapter_placement="pre_out",
+                   adapter_gate=False, lora_rank=0, lora_alpha=0.0)
+
+
+def flat(arrays):
+    return np.concatenate([np.ascontiguousarray(a, dtype=np.float32).ravel() for a in arrays])
+
+
 def write_golden(path):
     import h5py
 
     cases = [golden_case(name, CONFIGS[name], SEEDS[name]) for name in ("tiny", "multi")]
+    extra_cases = [golden_extra_case(name) for name in EXTRA_CASES]
     # v108 object headers are ~10% smaller; HDF5 1.10.8 (the C side) reads them.
     # No object timestamps anywhere, so regenerating gives a byte-identical file.
     fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
@@ -405,6 +563,29 @@ def write_golden(path):
                 put(gg, k, c["grads"][k])
             n = sum(v.size for v in c["params"].values())
             print(f"{c['name']}: {n} parameters in {len(c['order'])} tensors, loss {c['loss']:.6f}")
+        for c in extra_cases:
+            g = group(f, c["name"])
+            g.attrs["base"] = np.bytes_(c["base"])
+            for k, default in EXTRA_ATTRS.items():
+                v = c["extras"].get(k, default)
+                if isinstance(v, str):
+                    g.attrs[k] = np.bytes_(v)
+                elif isinstance(v, float):
+                    g.attrs[k] = np.float64(v)
+                else:
+                    g.attrs[k] = np.int32(v)
+            added = [k for k in c["order"] if is_added(k)]
+            g.attrs["added_params"] = np.bytes_("\n".join(
+                f"{c['order'].index(k)} {k} " + "x".join(str(d) for d in c["params"][k].shape)
+                for k in added))
+            g.attrs["loss"] = np.float64(c["loss"])
+            for k in ("out", "dx"):
+                put(g, k, c[k])
+            put(g, "added", flat(c["params"][k] for k in added))
+            put(g, "grad", flat(c["grads"][k] for k in added))
+            n = sum(c["params"][k].size for k in added)
+            print(f"{c['name']}: {c['extras']}: {n} added parameters in {len(added)} tensors "
+                  f"of {len(c['order'])}, loss {c['loss']:.6f}")
     print(f"{path}: {os.path.getsize(path)} bytes")
 
 
@@ -453,6 +634,16 @@ def count(cfg):
     attn = sum(p.numel() for k, p in named if ".attentions." in k)
     bias = sum(p.numel() for k, p in named if k.endswith(".bias"))
     print(f"{total} parameters in {len(named)} tensors; attention {attn}; biases {bias}")
+    for label, extras in (
+            ("adapter r=8", dict(adapter_rank=8, adapter_activation="gelu",
+                                 adapter_placement="pre_out", adapter_gate=False)),
+            ("adapter r=16", dict(adapter_rank=16, adapter_activation="gelu",
+                                  adapter_placement="pre_out", adapter_gate=False)),
+            ("adapter r=8 gated", dict(adapter_rank=8, adapter_activation="gelu",
+                                       adapter_placement="pre_out", adapter_gate=True)),
+            ("LoRA r=4", dict(lora_rank=4, lora_alpha=4.0))):
+        added = sum(p.numel() for k, p in UNet2D(cfg, extras).named_parameters() if is_added(k))
+        print(f"  {label}: {added} added parameters")
 
 
 def main():

@@ -260,6 +260,39 @@ struct a3_backend_ops {
   // (1, or 1 / micro-batches when accumulating).
   void (*mse_backward)(const a3_backend *be, float *dpred, const float *pred, const float *target,
                        size_t n, float dloss);
+
+  // ------------------------------------------------------------ adapter activations
+  // (SiLU is above; identity needs no op.) out may equal inp; dinp may equal dout.
+  // GELU, exact: x * (1 + erf(x / sqrt 2)) / 2 (PyTorch's approximate="none").
+  void (*gelu_forward)(const a3_backend *be, float *out, // (n)
+                       const float *inp,                 // (n)
+                       size_t n);
+  // dinp = dout * (Phi(x) + x phi(x)), overwritten.
+  void (*gelu_backward)(const a3_backend *be, float *dinp, // (n)
+                        const float *dout,                 // (n)
+                        const float *inp,                  // (n) the forward's input
+                        size_t n);
+  // ReLU max(x, 0); the backward passes dout where inp > 0, else 0 (0 at 0, as PyTorch).
+  void (*relu_forward)(const a3_backend *be, float *out, const float *inp, size_t n); // (n)
+  void (*relu_backward)(const a3_backend *be, float *dinp, const float *dout, const float *inp,
+                        size_t n); // (n) each
+
+  // ------------------------------------------------------------ gated residual (adapter gate)
+  // out = a + gate[0] * b; gate is one float in backend memory (a parameter).
+  // out may equal a or b.
+  void (*gated_add_forward)(const a3_backend *be, float *out, // (n)
+                            const float *a,                   // (n)
+                            const float *b,                   // (n)
+                            const float *gate,                // (1)
+                            size_t n);
+  // db = gate[0] * dout (overwritten, or NULL; may equal dout); dgate[0] +=
+  // sum(dout * b) (or NULL). The gradient of a is dout itself.
+  void (*gated_add_backward)(const a3_backend *be, float *db, // (n)
+                             float *dgate,                    // (1)
+                             const float *dout,               // (n)
+                             const float *b,                  // (n) the forward's b
+                             const float *gate,               // (1)
+                             size_t n);
 };
 
 // ---------------------------------------------------------------- the CPU backend

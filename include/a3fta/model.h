@@ -12,6 +12,30 @@
 //   backward; forward and backward allocate nothing.
 // - Tensors (params, grads, x, out, ...) are in the backend's memory: host
 //   memory with the CPU backend, the only one so far.
+//
+// Modules added by a strategy (a3_unet_extras, built by a3_unet_build_ex), in
+// EVERY attention block (down, mid, up), named under the block:
+// - LoRA (PEFT semantics) on to_q, to_k, to_v and to_out.0:
+//     <block>.to_q.lora_A.weight (r, C), <block>.to_q.lora_B.weight (C, r), ...
+//     y = W x + b + (alpha / r) * B (A x)  (computed as B ((alpha / r) A x))
+//   registered right after their linear's weight and bias (the order a
+//   PEFT-wrapped module lists them). A: kaiming_uniform(a = sqrt 5), i.e.
+//   U(-1/sqrt(C), 1/sqrt(C)); B: zeros.
+// - A bottleneck adapter h' = h + g * up(act(down(h))) over the block's
+//   (B*T, C) tokens, act in {gelu (exact, erf), silu, relu, identity}:
+//     <block>.adapter.down.weight (r, C), .adapter.down.bias (r),
+//     <block>.adapter.up.weight (C, r), .adapter.up.bias (C), [.adapter.gate (1)]
+//   registered right after the block's own parameters (and their LoRA), in
+//   that order. Placement pre_out (A3FTA): h = the merged heads, before
+//   to_out.0; post_out (Houlsby): h = to_out.0's output, before the block's
+//   residual add. down: PyTorch Linear's default init, U(-1/sqrt(C),
+//   1/sqrt(C)) for weight and bias; up: zeros; the gate (when enabled): 1.
+// Step 0 is the pretrained model EXACTLY (bitwise on the CPU): with up (or
+// lora_B) all zeros the added term is 0 * finite = +-0 exactly, and
+// h + (+-0) == h for every finite h (the one exception, h = -0.0 becoming
+// +0.0, compares equal and changes no later value). The input gradients are
+// unchanged at step 0 for the same reason. Were an activation inf or NaN, the
+// zero product would not be zero: the base model's activations are finite.
 #ifndef A3FTA_MODEL_H
 #define A3FTA_MODEL_H
 
@@ -36,21 +60,44 @@ typedef struct {
   size_t offset;                // in floats, from the start of params (and of grads)
   size_t numel;
   bool trainable;    // the backward computes its gradient (else leaves it untouched)
-  bool in_attention; // belongs to an attention block (group_norm, to_q/k/v, to_out.0)
+  bool in_attention; // a base parameter of an attention block (group_norm, to_q/k/v, to_out.0)
   bool is_bias;      // the name ends in ".bias" (GroupNorm biases included, as in BitFit)
+  bool added;        // added by a3_unet_extras (adapter or LoRA), not in diffusers' UNet2DModel
 } a3_param;
 
 typedef struct a3_unet a3_unet;
+
+// Modules a strategy adds to every attention block (see above).
+typedef struct {
+  int adapter_rank; // 0 = no adapter
+  a3_activation adapter_activation;
+  a3_adapter_placement adapter_placement;
+  bool adapter_gate; // a learnable scalar gate (initialised to 1)
+  int lora_rank;     // 0 = no LoRA
+  double lora_alpha; // the update is scaled by lora_alpha / lora_rank
+} a3_unet_extras;
+
+// The extras of a strategy: the adapter for a3fta and adapter, LoRA for
+// lora, none for full, attention and bitfit.
+a3_unet_extras a3_unet_extras_from_strategy(const a3_strategy_config *s);
 
 // ---------------------------------------------------------------- build
 // Validates the architecture (A3_ERR_CONFIG: block counts, channels divisible by
 // norm_num_groups and attention_head_dim, sample_size by 2^(blocks-1);
 // A3_ERR_UNIMPLEMENTED: Fourier time embedding, act_fn other than silu, dropout > 0),
 // registers every parameter (zero-filled, all trainable) on the CPU backend.
+// = a3_unet_build_ex(arch, NULL, out).
 a3_status a3_unet_build(const a3_arch_config *arch, a3_unet **out) A3_WARN_UNUSED;
+// The U-Net with the modules of `extras` (NULL = none) in every attention
+// block. A3_ERR_CONFIG for a negative rank, an unknown activation or
+// placement, or a non-finite lora_alpha.
+a3_status a3_unet_build_ex(const a3_arch_config *arch,
+                           const a3_unet_extras *extras, // NULL = none
+                           a3_unet **out) A3_WARN_UNUSED;
 void a3_unet_free(a3_unet *m); // NULL is fine
 
 const a3_arch_config *a3_unet_arch(const a3_unet *m);
+const a3_unet_extras *a3_unet_get_extras(const a3_unet *m); // all zero when none
 
 // ---------------------------------------------------------------- parameter table
 int a3_unet_param_count(const a3_unet *m);
@@ -63,10 +110,17 @@ float *a3_unet_grads(a3_unet *m);            // (num_floats), same layout
 void a3_unet_set_trainable(a3_unet *m, int i, bool trainable);
 void a3_unet_set_all_trainable(a3_unet *m, bool trainable);
 void a3_unet_zero_grads(a3_unet *m);
-// PyTorch's default initialisation, drawn from Philox with `seed`: conv and
-// linear weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), GroupNorm
-// weight 1 and bias 0. The same seed gives the same weights everywhere.
+// PyTorch's default initialisation, drawn from Philox (stream A3_STREAM_INIT)
+// with `seed`: conv and linear weights and biases U(-1/sqrt(fan_in),
+// 1/sqrt(fan_in)), GroupNorm weight 1 and bias 0; the added modules as
+// described above. The same seed gives the same weights everywhere, and the
+// base parameters the same values with or without extras (their draws are
+// indexed by their position among the base parameters; the added ones draw
+// from a separate range).
 void a3_unet_init_random(a3_unet *m, uint64_t seed);
+// Initialises the added parameters only (as a3_unet_init_random would), for
+// fine-tuning: load the base weights, then call this.
+void a3_unet_init_extras(a3_unet *m, uint64_t seed);
 
 // ---------------------------------------------------------------- memory plan
 // Plans (and allocates) all activation memory for `batch` images of
@@ -99,8 +153,8 @@ a3_status a3_unet_backward(a3_unet *m,
 
 // ---------------------------------------------------------------- summary
 typedef struct {
-  size_t params, attention_params, bias_params, trainable_params;
-  int tensors, attention_tensors, bias_tensors, trainable_tensors;
+  size_t params, attention_params, bias_params, trainable_params, added_params;
+  int tensors, attention_tensors, bias_tensors, trainable_tensors, added_tensors;
   int attention_blocks;
 } a3_unet_stats;
 a3_unet_stats a3_unet_get_stats(const a3_unet *m); // computed from the table

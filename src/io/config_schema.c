@@ -155,7 +155,8 @@ static const a3_config_key schema[] = {
     ENUM("strategy.adapter.placement", strategy.adapter.placement, "pre_out", placement_names,
          "Where the adapter sits in an attention block: before or after its output projection."),
     BOOL("strategy.adapter.gate", strategy.adapter.gate, "false",
-         "Scale the adapter's output by a learned scalar gate that starts at 0."),
+         "Scale the adapter's output by a learned scalar gate that starts at 1 (the zero "
+         "up-projection makes step 0 exact)."),
     SECTION("strategy.lora", "Low-rank adaptation of attention projections (strategy lora)."),
     INT("strategy.lora.rank", strategy.lora.rank, "4", 1, 4096, "Rank of each update."),
     FLOAT("strategy.lora.alpha", strategy.lora.alpha, "4.0", 0.0, 1.0e6, OPEN,

@@ -1,9 +1,11 @@
 // Building the U-Net from its diffusers config: the layer list in execution
 // order, the skip connections, and the parameter table in diffusers'
 // registration order (which differs: blocks register their attentions before
-// their resnets, and UNet2DModel registers up_blocks before mid_block).
+// their resnets, and UNet2DModel registers up_blocks before mid_block), and
+// the modules a strategy adds (a3_unet_extras) in every attention block.
 #include "unet_internal.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +44,8 @@ static a3_status add_param(a3_unet *m, const char *prefix, const char *leaf, int
   p->offset = m->n_floats;
   p->trainable = true;
   p->in_attention = attn;
-  p->is_bias = strcmp(leaf, "bias") == 0;
+  p->is_bias = strcmp(leaf, "bias") == 0 || (n > 5 && !strcmp(p->name + n - 5, ".bias"));
+  p->added = false;
   m->fan_in[m->n_params] = fan_in;
   m->n_floats += p->numel;
   *idx = m->n_params++;
@@ -107,7 +110,7 @@ static unet_norm norm_def(const a3_unet *m, int C) {
 }
 
 static unet_linear linear_def(int IN, int OUT) {
-  return (unet_linear){.weight = -1, .bias = -1, .IN = IN, .OUT = OUT};
+  return (unet_linear){.weight = -1, .bias = -1, .IN = IN, .OUT = OUT, .lora_a = -1, .lora_b = -1};
 }
 
 // ---------------------------------------------------------------- layers
@@ -180,7 +183,53 @@ static a3_status reg_resnet(a3_unet *m, const char *prefix, int idx) {
   return A3_OK;
 }
 
-// diffusers' Attention: group_norm, to_q, to_k, to_v, to_out.0.
+// An added parameter: never a base attention parameter, flagged `added`.
+static a3_status add_extra(a3_unet *m, const char *prefix, const char *leaf, int ndim,
+                           const int *shape, float fan_in, int *idx) {
+  A3_TRY(add_param(m, prefix, leaf, ndim, shape, fan_in, false, idx));
+  m->table[*idx].added = true;
+  return A3_OK;
+}
+
+// A linear "prefix.weight", "prefix.bias", then with LoRA (PEFT's names and
+// order) "prefix.lora_A.weight" (R, IN), kaiming_uniform(a = sqrt 5) =
+// U(+-1/sqrt(IN)), and "prefix.lora_B.weight" (OUT, R), zeros.
+static a3_status reg_linear_lora(a3_unet *m, const char *prefix, unet_linear *l) {
+  A3_TRY(reg_linear(m, prefix, true, l));
+  const int R = m->extras.lora_rank;
+  if (R <= 0) return A3_OK;
+  const int a_shape[2] = {R, l->IN}, b_shape[2] = {l->OUT, R};
+  A3_TRY(add_extra(m, prefix, "lora_A.weight", 2, a_shape, (float)l->IN, &l->lora_a));
+  A3_TRY(add_extra(m, prefix, "lora_B.weight", 2, b_shape, -1.0f, &l->lora_b));
+  l->R = R;
+  l->lora_scale = (float)(m->extras.lora_alpha / R);
+  return A3_OK;
+}
+
+// "prefix.adapter.{down.weight, down.bias, up.weight, up.bias[, gate]}":
+// down as PyTorch's Linear default, up zeros, the gate 1.
+static a3_status reg_adapter(a3_unet *m, const char *prefix, unet_attn *a, int C) {
+  const int r = m->extras.adapter_rank;
+  unet_adapter *ad = &a->ad;
+  *ad = (unet_adapter){.down = linear_def(C, r),
+                       .up = linear_def(r, C),
+                       .gate = -1,
+                       .act = m->extras.adapter_activation,
+                       .r = r};
+  a->has_adapter = true;
+  a->place = m->extras.adapter_placement;
+  const int down_w[2] = {r, C}, up_w[2] = {C, r}, one = 1;
+  A3_TRY(add_extra(m, prefix, "adapter.down.weight", 2, down_w, (float)C, &ad->down.weight));
+  A3_TRY(add_extra(m, prefix, "adapter.down.bias", 1, &r, (float)C, &ad->down.bias));
+  A3_TRY(add_extra(m, prefix, "adapter.up.weight", 2, up_w, -1.0f, &ad->up.weight));
+  A3_TRY(add_extra(m, prefix, "adapter.up.bias", 1, &C, -1.0f, &ad->up.bias));
+  if (m->extras.adapter_gate)
+    A3_TRY(add_extra(m, prefix, "adapter.gate", 1, &one, 0.0f, &ad->gate));
+  return A3_OK;
+}
+
+// diffusers' Attention: group_norm, to_q, to_k, to_v, to_out.0 (each linear
+// followed by its LoRA, if any), then the adapter, if any.
 static a3_status reg_attn(a3_unet *m, const char *prefix, int idx) {
   unet_layer *L = &m->layers[idx];
   unet_attn *a = &L->u.attn;
@@ -189,13 +238,14 @@ static a3_status reg_attn(a3_unet *m, const char *prefix, int idx) {
   fmt(name, sizeof name, "%s.group_norm", prefix);
   A3_TRY(reg_norm(m, name, true, &a->norm));
   fmt(name, sizeof name, "%s.to_q", prefix);
-  A3_TRY(reg_linear(m, name, true, &a->q));
+  A3_TRY(reg_linear_lora(m, name, &a->q));
   fmt(name, sizeof name, "%s.to_k", prefix);
-  A3_TRY(reg_linear(m, name, true, &a->k));
+  A3_TRY(reg_linear_lora(m, name, &a->k));
   fmt(name, sizeof name, "%s.to_v", prefix);
-  A3_TRY(reg_linear(m, name, true, &a->v));
+  A3_TRY(reg_linear_lora(m, name, &a->v));
   fmt(name, sizeof name, "%s.to_out.0", prefix);
-  A3_TRY(reg_linear(m, name, true, &a->out));
+  A3_TRY(reg_linear_lora(m, name, &a->out));
+  if (m->extras.adapter_rank > 0) A3_TRY(reg_adapter(m, prefix, a, L->C_in));
   L->p_end = m->n_params;
   return A3_OK;
 }
@@ -356,6 +406,44 @@ static a3_status check_arch(const a3_arch_config *a) {
   return A3_OK;
 }
 
+static a3_status check_extras(const a3_unet_extras *e) {
+  if (e->adapter_rank < 0 || e->lora_rank < 0)
+    return A3_FAIL(A3_ERR_CONFIG, "model extras: adapter rank %d and LoRA rank %d must be >= 0",
+                   e->adapter_rank, e->lora_rank);
+  if (e->adapter_rank > 0 &&
+      ((int)e->adapter_activation < 0 || (int)e->adapter_activation > (int)A3_ACT_IDENTITY))
+    return A3_FAIL(A3_ERR_CONFIG, "model extras: unknown adapter activation %d",
+                   (int)e->adapter_activation);
+  if (e->adapter_rank > 0 && (int)e->adapter_placement != (int)A3_PLACEMENT_PRE_OUT &&
+      (int)e->adapter_placement != (int)A3_PLACEMENT_POST_OUT)
+    return A3_FAIL(A3_ERR_CONFIG, "model extras: unknown adapter placement %d",
+                   (int)e->adapter_placement);
+  if (e->lora_rank > 0 && !isfinite(e->lora_alpha))
+    return A3_FAIL(A3_ERR_CONFIG, "model extras: LoRA alpha must be finite");
+  return A3_OK;
+}
+
+a3_unet_extras a3_unet_extras_from_strategy(const a3_strategy_config *s) {
+  a3_unet_extras e = {0};
+  switch (s->name) {
+  case A3_STRATEGY_A3FTA:
+  case A3_STRATEGY_ADAPTER:
+    e.adapter_rank = (int)s->adapter.rank;
+    e.adapter_activation = s->adapter.activation;
+    e.adapter_placement = s->adapter.placement;
+    e.adapter_gate = s->adapter.gate;
+    break;
+  case A3_STRATEGY_LORA:
+    e.lora_rank = (int)s->lora.rank;
+    e.lora_alpha = s->lora.alpha;
+    break;
+  case A3_STRATEGY_FULL:
+  case A3_STRATEGY_ATTENTION:
+  case A3_STRATEGY_BITFIT: break;
+  }
+  return e;
+}
+
 // ---------------------------------------------------------------- build
 static a3_status build_body(a3_unet *m) {
   const a3_arch_config *a = &m->arch;
@@ -390,11 +478,28 @@ done:
 }
 
 a3_status a3_unet_build(const a3_arch_config *arch, a3_unet **out) {
+  return a3_unet_build_ex(arch, NULL, out);
+}
+
+a3_status a3_unet_build_ex(const a3_arch_config *arch, const a3_unet_extras *extras,
+                           a3_unet **out) {
   *out = NULL;
   A3_TRY(check_arch(arch));
+  if (extras) A3_TRY(check_extras(extras));
   a3_unet *m;
   A3_TRY(A3_ALLOC(m, 1));
   m->arch = *arch;
+  if (extras) m->extras = *extras;
+  if (m->extras.adapter_rank <= 0) { // keep "none" canonical: all zero
+    m->extras.adapter_rank = 0;
+    m->extras.adapter_activation = 0;
+    m->extras.adapter_placement = 0;
+    m->extras.adapter_gate = false;
+  }
+  if (m->extras.lora_rank <= 0) {
+    m->extras.lora_rank = 0;
+    m->extras.lora_alpha = 0.0;
+  }
   m->be = a3_backend_cpu();
   m->C0 = (int)arch->block_out_channels[0];
   m->T4 = 4 * m->C0;
@@ -423,6 +528,7 @@ void a3_unet_free(a3_unet *m) {
 
 // ---------------------------------------------------------------- table access
 const a3_arch_config *a3_unet_arch(const a3_unet *m) { return &m->arch; }
+const a3_unet_extras *a3_unet_get_extras(const a3_unet *m) { return &m->extras; }
 int a3_unet_param_count(const a3_unet *m) { return m->n_params; }
 const a3_param *a3_unet_param_at(const a3_unet *m, int i) { return &m->table[i]; }
 size_t a3_unet_num_floats(const a3_unet *m) { return m->n_floats; }

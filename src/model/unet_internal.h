@@ -23,10 +23,27 @@ typedef struct {
   float eps;
 } unet_norm;
 
+// A linear layer, optionally with LoRA: y = W x + b + B (scale * A x).
 typedef struct {
   int weight, bias;
   int IN, OUT;
+  int lora_a, lora_b; // lora_A.weight (R, IN), lora_B.weight (OUT, R); -1: no LoRA
+  int R;
+  float lora_scale; // alpha / R
+  float *lora_z;    // (N, R) saved: scale * A x, lora_B's input (planned)
 } unet_linear;
+
+// The bottleneck adapter y = x + g * up(act(down(x))) over N tokens (N, C).
+typedef struct {
+  unet_linear down, up; // adapter.down (C -> r), adapter.up (r -> C)
+  int gate;             // adapter.gate (1), or -1: none (g = 1)
+  a3_activation act;
+  int r;
+  // saved by the forward (planned):
+  float *d; // (N, r) down's output
+  float *z; // (N, r) act(d), up's input (d itself for identity)
+  float *u; // (N, C) up's output, kept only with a gate (for its gradient)
+} unet_adapter;
 
 typedef struct {
   unet_norm norm1, norm2;
@@ -50,6 +67,12 @@ typedef struct {
   float *probs;                 // (B, heads, T, T)
   float *merged;      // (B, T, C) softmax(QK^T/sqrt(d))V, heads merged: the input of to_out.0
   float *mean, *rstd; // (B, G)
+  // the adapter (has_adapter):
+  bool has_adapter;
+  a3_adapter_placement place;
+  unet_adapter ad;
+  float *adapted; // (B, T, C) saved, pre_out: adapter(merged), to_out.0's input
+  float *proj;    // (B, T, C) saved, post_out: to_out.0's output, the adapter's input
 } unet_attn;
 
 typedef enum { UNET_RESNET, UNET_ATTN, UNET_DOWNSAMPLE, UNET_UPSAMPLE } unet_kind;
@@ -91,14 +114,18 @@ typedef struct {
   float *dtemb;     // (B, T4)
   float *dt;        // (B, C_max) a time projection or its gradient
   void *work;       // op workspace (im2col, attention scores)
+  // with extras only (else NULL):
+  float *x_tmp; // (max_act) LoRA's B output / input gradient, the adapter's up output
+  float *x_r;   // (max N * rank) a LoRA or adapter bottleneck gradient
 } unet_scratch;
 
 struct a3_unet {
   a3_arch_config arch;
+  a3_unet_extras extras; // all zero: none
   const a3_backend *be;
   // parameter table
   a3_param *table;
-  float *fan_in; // (n_params) init scale: > 0 conv/linear, 0 norm weight, -1 norm bias
+  float *fan_in; // (n_params) init: > 0 U(+-1/sqrt(fan_in)), 0 ones (norm weight, gate), -1 zeros
   int n_params, cap_params;
   size_t n_floats;
   float *params, *grads;
@@ -146,6 +173,7 @@ bool unet_range_trains(const a3_unet *m, int begin, int end);
 // ---------------------------------------------------------------- module ops (unet_modules.c)
 // Thin wrappers that fetch parameter pointers from the table. A backward
 // whose outputs are all unneeded (din NULL, parameters frozen) does nothing.
+// A linear with LoRA adds it (using sc.x_tmp and sc.x_r as temporaries).
 void unet_conv_fwd(const a3_unet *m, const unet_conv *c, float *out, const float *in);
 void unet_conv_bwd(const a3_unet *m, const unet_conv *c, float *din, const float *dout,
                    const float *in);
@@ -171,6 +199,7 @@ void unet_resnet_fwd(a3_unet *m, unet_layer *L, const float *x); // x: (B, C_in,
 void unet_resnet_bwd(a3_unet *m, unet_layer *L, const float *x, const float *dout, float *dx);
 void unet_attn_fwd(a3_unet *m, unet_layer *L);
 void unet_attn_bwd(a3_unet *m, unet_layer *L, const float *dout, float *dx);
+bool unet_adapter_trains(const a3_unet *m, const unet_adapter *ad);
 
 // ---------------------------------------------------------------- plan (unet_plan.c)
 void unet_release_plan(a3_unet *m);

@@ -5,7 +5,10 @@
 //
 // What is kept (per batch):
 // - saved: every tensor a backward reads (layer outputs, GroupNorm outputs
-//   and statistics, attention tokens, q, k, v, probabilities, merged heads);
+//   and statistics, attention tokens, q, k, v, probabilities, merged heads;
+//   with extras: each LoRA's (N, r) bottleneck, the adapter's (N, r)
+//   pre- and post-activation, its (N, C) output (pre_out) or input
+//   (post_out), and its up output when gated);
 // - skips: one gradient buffer per skip connection (the concat's share waits
 //   there until the down path's backward reaches the skip's producer);
 // - scratch: five general temporaries and two main-path gradients of the
@@ -58,6 +61,17 @@ static void layout_attn(a3_unet *m, unet_layer *L, cursor *c) {
   a->probs = take(c, (size_t)m->B * a->heads * T * T);
   a->mean = take(c, G);
   a->rstd = take(c, G);
+  const size_t N = (size_t)m->B * T;
+  unet_linear *lin[4] = {&a->q, &a->k, &a->v, &a->out};
+  for (int i = 0; i < 4; i++)
+    if (lin[i]->lora_a >= 0) lin[i]->lora_z = take(c, N * lin[i]->R);
+  if (!a->has_adapter) return;
+  unet_adapter *ad = &a->ad;
+  ad->d = take(c, N * ad->r);
+  ad->z = ad->act == A3_ACT_IDENTITY ? ad->d : take(c, N * ad->r);
+  ad->u = ad->gate >= 0 ? take(c, n) : NULL;
+  a->adapted = a->place == A3_PLACEMENT_PRE_OUT ? take(c, n) : NULL;
+  a->proj = a->place == A3_PLACEMENT_POST_OUT ? take(c, n) : NULL;
 }
 
 static size_t work_bytes(const a3_unet *m, const unet_layer *L) {
@@ -166,6 +180,16 @@ static void layout_scratch(a3_unet *m, cursor *c, size_t work) {
   sc->dtemb = take(c, BT);
   sc->dt = take(c, (size_t)m->B * (m->max_c > (size_t)m->T4 ? m->max_c : (size_t)m->T4));
   sc->work = take(c, (work + sizeof(float) - 1) / sizeof(float));
+  // the extras' temporaries: sized by the largest attention block
+  size_t nr = 0;
+  const int rank =
+      m->extras.adapter_rank > m->extras.lora_rank ? m->extras.adapter_rank : m->extras.lora_rank;
+  for (int i = 0; rank > 0 && i < m->n_layers; i++) {
+    const unet_layer *L = &m->layers[i];
+    if (L->kind == UNET_ATTN) nr = max_size(nr, (size_t)m->B * L->H * L->W * rank);
+  }
+  sc->x_tmp = nr ? take(c, m->max_act) : NULL;
+  sc->x_r = nr ? take(c, nr) : NULL;
 }
 
 // One walk: returns the bytes of each part.

@@ -4,9 +4,8 @@
 #include <math.h>
 #include <stdlib.h>
 
-// Philox stream of parameter initialisation (core.h's A3_STREAM_* are 1 and 2;
-// this one is private to the model until core lists it).
-enum { UNET_STREAM_INIT = 0x494e4954 }; // "INIT"
+// The added parameters draw their init from counters above every base one.
+#define UNET_ADDED_INIT_BASE ((uint64_t)1 << 48)
 
 a3_unet_stats a3_unet_get_stats(const a3_unet *m) {
   a3_unet_stats st = {.tensors = m->n_params, .attention_blocks = m->attention_blocks};
@@ -24,6 +23,10 @@ a3_unet_stats a3_unet_get_stats(const a3_unet *m) {
     if (p->trainable) {
       st.trainable_params += p->numel;
       st.trainable_tensors++;
+    }
+    if (p->added) {
+      st.added_params += p->numel;
+      st.added_tensors++;
     }
   }
   return st;
@@ -64,6 +67,20 @@ void a3_unet_summary(const a3_unet *m, FILE *f) {
           st.attention_tensors);
   fprintf(f, "  biases: %s (%.2f%%) in %d tensors\n", grouped(st.bias_params, b1, sizeof b1),
           pct(st.bias_params, st.params), st.bias_tensors);
+  if (st.added_tensors) {
+    static const char *const acts[] = {"silu", "gelu", "relu", "identity"};
+    const a3_unet_extras *e = &m->extras;
+    fprintf(f,
+            "  added modules: %s (%.2f%%) in %d tensors:", grouped(st.added_params, b1, sizeof b1),
+            pct(st.added_params, st.params), st.added_tensors);
+    if (e->adapter_rank)
+      fprintf(f, " adapter r=%d %s %s%s", e->adapter_rank, acts[e->adapter_activation],
+              e->adapter_placement == A3_PLACEMENT_PRE_OUT ? "pre_out" : "post_out",
+              e->adapter_gate ? " gated" : "");
+    if (e->lora_rank)
+      fprintf(f, "%s LoRA r=%d alpha=%g", e->adapter_rank ? "," : "", e->lora_rank, e->lora_alpha);
+    fprintf(f, "\n");
+  }
   fprintf(f, "  trainable: %s (%.2f%%) in %d tensors\n",
           grouped(st.trainable_params, b1, sizeof b1), pct(st.trainable_params, st.params),
           st.trainable_tensors);
@@ -81,20 +98,31 @@ void a3_unet_summary(const a3_unet *m, FILE *f) {
 
 // Uniform in [-1, 1) from 24 random bits (exact in a float).
 static float uniform_pm1(uint64_t seed, uint64_t index) {
-  uint64_t r = a3_rng_u64(seed, UNET_STREAM_INIT, index);
+  uint64_t r = a3_rng_u64(seed, A3_STREAM_INIT, index);
   return (float)((double)(r >> 40) * (1.0 / 8388608.0) - 1.0);
 }
 
-void a3_unet_init_random(a3_unet *m, uint64_t seed) {
+// Element j of a base parameter draws counter (its offset among the base
+// parameters) + j, of an added one UNET_ADDED_INIT_BASE + (its offset among
+// the added ones) + j: the base weights do not depend on the extras.
+static void init_params(a3_unet *m, uint64_t seed, bool added_only) {
+  uint64_t base_pos = 0, added_pos = UNET_ADDED_INIT_BASE;
   for (int i = 0; i < m->n_params; i++) {
     const a3_param *p = &m->table[i];
+    uint64_t *pos = p->added ? &added_pos : &base_pos;
+    const uint64_t first = *pos;
+    *pos += p->numel;
+    if (added_only && !p->added) continue;
     float *w = m->params + p->offset;
     const float fan_in = m->fan_in[i];
-    if (fan_in <= 0.0f) { // GroupNorm: weight 1, bias 0
+    if (fan_in <= 0.0f) { // GroupNorm weight, gate: 1; GroupNorm bias, adapter up, lora_B: 0
       for (size_t j = 0; j < p->numel; j++) w[j] = fan_in == 0.0f ? 1.0f : 0.0f;
       continue;
     }
     const float bound = 1.0f / sqrtf(fan_in);
-    for (size_t j = 0; j < p->numel; j++) w[j] = bound * uniform_pm1(seed, p->offset + j);
+    for (size_t j = 0; j < p->numel; j++) w[j] = bound * uniform_pm1(seed, first + j);
   }
 }
+
+void a3_unet_init_random(a3_unet *m, uint64_t seed) { init_params(m, seed, false); }
+void a3_unet_init_extras(a3_unet *m, uint64_t seed) { init_params(m, seed, true); }

@@ -11,17 +11,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Prints the error and returns NULL on failure.
-static inline a3_unet *mt_build_yaml(const char *name, const char *yaml) {
+// The model of a YAML text's model.arch with `extras` (NULL = none). Prints
+// the error and returns NULL on failure.
+static inline a3_unet *mt_build_yaml_ex(const char *name, const char *yaml,
+                                        const a3_unet_extras *extras) {
   a3_config cfg;
   a3_unet *m = NULL;
   a3_status s = a3_config_load_string(name, yaml, strlen(yaml), NULL, 0, &cfg);
   if (s == A3_OK) {
-    s = a3_unet_build(&cfg.model.arch, &m);
+    s = a3_unet_build_ex(&cfg.model.arch, extras, &m);
     a3_config_free(&cfg);
   }
   if (s != A3_OK) fprintf(stderr, "%s: %s (%s)\n", name, a3_error_message(), a3_error_trail());
   return m;
+}
+
+static inline a3_unet *mt_build_yaml(const char *name, const char *yaml) {
+  return mt_build_yaml_ex(name, yaml, NULL);
 }
 
 // Uniform in [-1, 1) from (seed, index): reproducible without global state.

@@ -20,6 +20,14 @@
 //   The global floor covers tensors whose exact gradient is zero: the bias of
 //   to_k cannot change softmax(q k^T) (it adds the same q.b to a whole row),
 //   so PyTorch's float64 gives ~1e-17 and fp32 ~1e-9.
+//
+// The strategy-added modules (/tiny_pre: adapter pre_out, gelu, gated;
+// /tiny_post: adapter post_out, silu; /tiny_lora: LoRA r 2, alpha 3;
+// /tiny_relu: adapter post_out, relu, gated): the
+// tiny model with its weights and inputs plus random non-zero added weights.
+// The table must list the base names in /tiny's order with each added
+// parameter at the file's index; output, loss, dx and the added parameters'
+// gradients are compared with the same tolerances.
 #include "model_test_util.h"
 #include "test_util.h"
 
@@ -114,7 +122,7 @@ static double max_abs(const float *b, size_t n) {
 }
 
 static void print_row(const cmp_row *r) {
-  printf("  %-46s %8zu %11.4e %11.4e %8.4f %s\n", r->name, r->n, r->max_b, r->max_err, r->ratio,
+  printf("  %-50s %8zu %11.4e %11.4e %8.4f %s\n", r->name, r->n, r->max_b, r->max_err, r->ratio,
          r->ratio <= 1.0 ? "ok" : "FAIL");
 }
 
@@ -256,7 +264,7 @@ static void run_case(hid_t file, const char *group) {
     const int failed = compare_grads(&c, rows, floor_atol);
     printf("%s: %d parameters, batch %d; |a-b| <= atol + rtol|b| (ratio <= 1 passes)\n", group, np,
            c.batch);
-    printf("  %-46s %8s %11s %11s %8s\n", "tensor", "numel", "max|ref|", "max|a-b|", "ratio");
+    printf("  %-50s %8s %11s %11s %8s\n", "tensor", "numel", "max|ref|", "max|a-b|", "ratio");
     for (int i = 0; i < 3; i++) print_row(&head[i]);
     qsort(rows, (size_t)np, sizeof *rows, by_ratio_desc);
     printf("  -- the 8 worst of %d gradient tensors:\n", np);
@@ -270,6 +278,194 @@ static void run_case(hid_t file, const char *group) {
   free(c.x), free(c.t), free(c.noise), free(c.out_ref), free(c.dx_ref);
   a3_unet_free(c.m);
   H5Gclose(c.g);
+}
+
+// ---------------------------------------------------------------- added modules
+static int read_int_attr(hid_t g, const char *name) {
+  int v = 0;
+  CHECK_MSG(read_scalar_attr(g, name, H5T_NATIVE_INT, &v) == 0, "attribute %s missing", name);
+  return v;
+}
+
+static int enum_attr(hid_t g, const char *name, const char *const *names, int n) {
+  char *v = read_string_attr(g, name);
+  int found = -1;
+  for (int i = 0; v && i < n; i++)
+    if (!strcmp(v, names[i])) found = i;
+  CHECK_MSG(found >= 0, "attribute %s: unknown value %s", name, v ? v : "(missing)");
+  free(v);
+  return found < 0 ? 0 : found;
+}
+
+static a3_unet_extras read_extras(hid_t g) {
+  static const char *const acts[] = {"silu", "gelu", "relu", "identity"};
+  static const char *const places[] = {"pre_out", "post_out"};
+  a3_unet_extras e = {0};
+  e.adapter_rank = read_int_attr(g, "adapter_rank");
+  e.adapter_activation = (a3_activation)enum_attr(g, "adapter_activation", acts, 4);
+  e.adapter_placement = (a3_adapter_placement)enum_attr(g, "adapter_placement", places, 2);
+  e.adapter_gate = read_int_attr(g, "adapter_gate") != 0;
+  e.lora_rank = read_int_attr(g, "lora_rank");
+  CHECK(read_scalar_attr(g, "lora_alpha", H5T_NATIVE_DOUBLE, &e.lora_alpha) == 0);
+  return e;
+}
+
+typedef struct {
+  int index;
+  char name[MAX_NAME];
+  char shape[64];
+} added_entry;
+
+// "index name d0xd1" lines -> entries; returns the count (-1 on a parse error).
+static int parse_added(char *text, added_entry *out, int cap) {
+  int n = 0;
+  for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+    if (n == cap) return -1;
+    if (sscanf(line, "%d %255s %63s", &out[n].index, out[n].name, out[n].shape) != 3) return -1;
+    n++;
+  }
+  return n;
+}
+
+static void shape_text(const a3_param *p, char *buf, size_t size) {
+  int o = 0;
+  for (int d = 0; d < p->ndim && o < (int)size; d++)
+    o += snprintf(buf + o, size - (size_t)o, "%s%d", d ? "x" : "", p->shape[d]);
+}
+
+// Checks the table order (base names in the base group's order, added ones at
+// their indices) and loads the base weights from the base group's param/ and
+// the added ones from the case's flat `added`. Returns the added entries'
+// count, or -1.
+static int load_extra_weights(a3_unet *m, hid_t base, hid_t g, added_entry *added, int cap) {
+  char *order = read_string_attr(base, "param_order");
+  char *text = read_string_attr(g, "added_params");
+  size_t n_flat = 0;
+  float *flat = read_floats(g, "added", &n_flat, NULL, NULL);
+  const int n_added = text ? parse_added(text, added, cap) : -1;
+  CHECK_MSG(order && n_added > 0 && flat, "param_order, added_params or added missing");
+  int bad = 0, a = 0;
+  size_t used = 0;
+  char *save = NULL, *name = order ? strtok_r(order, "\n", &save) : NULL;
+  float *params = a3_unet_params(m);
+  char path[MAX_NAME + 8], shape[64];
+  for (int i = 0; n_added > 0 && flat && i < a3_unet_param_count(m); i++) {
+    const a3_param *p = a3_unet_param_at(m, i);
+    if (a < n_added && added[a].index == i) { // an added parameter, from the flat array
+      shape_text(p, shape, sizeof shape);
+      if (strcmp(p->name, added[a].name) || strcmp(shape, added[a].shape) || !p->added ||
+          used + p->numel > n_flat) {
+        fprintf(stderr, "parameter %d: file has added %s (%s), model has %s (%s)\n", i,
+                added[a].name, added[a].shape, p->name, shape);
+        bad++;
+      } else {
+        memcpy(params + p->offset, flat + used, p->numel * sizeof(float));
+      }
+      used += p->numel;
+      a++;
+      continue;
+    }
+    if (!name || strcmp(name, p->name) || p->added) {
+      fprintf(stderr, "parameter %d: file has %s, model has %s\n", i, name ? name : "none",
+              p->name);
+      bad++;
+    } else {
+      size_t n = 0;
+      snprintf(path, sizeof path, "param/%s", name);
+      float *w = read_floats(base, path, &n, NULL, NULL);
+      if (!w || n != p->numel) {
+        fprintf(stderr, "%s: missing or of the wrong size\n", path);
+        bad++;
+      } else {
+        memcpy(params + p->offset, w, n * sizeof(float));
+      }
+      free(w);
+    }
+    name = strtok_r(NULL, "\n", &save);
+  }
+  CHECK_MSG(a == n_added && !name && used == n_flat, "table and file differ in length");
+  CHECK_MSG(bad == 0, "%d naming/shape mismatches", bad);
+  const int ok = n_added > 0 && bad == 0 && a == n_added && !name && used == n_flat;
+  free(order), free(text), free(flat);
+  return ok ? n_added : -1;
+}
+
+static void run_extra_case(hid_t file, const char *group) {
+  hid_t g = H5Gopen2(file, group, H5P_DEFAULT);
+  CHECK_MSG(g >= 0, "group %s missing", group);
+  if (g < 0) return;
+  char *base_name = read_string_attr(g, "base");
+  hid_t base = base_name ? H5Gopen2(file, base_name, H5P_DEFAULT) : -1;
+  char *yaml = base >= 0 ? read_string_attr(base, "config_yaml") : NULL;
+  CHECK_MSG(yaml != NULL, "%s: base group or its config missing", group);
+  const a3_unet_extras e = read_extras(g);
+  printf("%s: %s + adapter r=%d act=%d placement=%d gate=%d, LoRA r=%d alpha=%g\n", group,
+         base_name ? base_name : "?", e.adapter_rank, (int)e.adapter_activation,
+         (int)e.adapter_placement, (int)e.adapter_gate, e.lora_rank, e.lora_alpha);
+  a3_unet *m = yaml ? mt_build_yaml_ex(group, yaml, &e) : NULL;
+  CHECK(m != NULL);
+  int batch = 0;
+  if (m) CHECK(read_scalar_attr(base, "batch", H5T_NATIVE_INT, &batch) == 0);
+  added_entry *added = calloc(1024, sizeof(added_entry));
+  const int n_added = m && batch > 0 && a3_unet_plan(m, batch) == A3_OK
+                          ? load_extra_weights(m, base, g, added, 1024)
+                          : -1;
+  size_t nx = 0, nt = 0, nn = 0, nout = 0, nd = 0, ng = 0;
+  float *x = read_floats(base, "x", &nx, NULL, NULL),
+        *t = read_floats(base, "timesteps", &nt, NULL, NULL);
+  float *noise = read_floats(base, "noise", &nn, NULL, NULL);
+  float *out_ref = read_floats(g, "out", &nout, NULL, NULL),
+        *dx_ref = read_floats(g, "dx", &nd, NULL, NULL);
+  float *grad_ref = read_floats(g, "grad", &ng, NULL, NULL);
+  const int ok = n_added > 0 && x && t && noise && out_ref && dx_ref && grad_ref &&
+                 nx == mt_numel_in(m) && nout == mt_numel_out(m) && nn == nout && nd == nx;
+  CHECK_MSG(ok, "%s: weights or inputs missing or of the wrong size", group);
+  if (ok) {
+    float *out = calloc(nout, sizeof(float)), *dout = calloc(nout, sizeof(float));
+    float *dx = calloc(nx, sizeof(float));
+    float loss = 0.0f;
+    double loss_ref = 0.0;
+    read_scalar_attr(g, "loss", H5T_NATIVE_DOUBLE, &loss_ref);
+    CHECK(mt_step(m, x, t, noise, out, dout, dx, &loss) == A3_OK);
+    const double floor_atol = GRAD_ATOL_GLOBAL * fmax(max_abs(grad_ref, ng), max_abs(dx_ref, nx));
+    cmp_row head[3];
+    head[0] = compare("out", out, out_ref, nout, OUT_RTOL, OUT_ATOL_REL * max_abs(out_ref, nout));
+    const float loss_ref_f = (float)loss_ref;
+    head[1] = compare("loss", &loss, &loss_ref_f, 1, LOSS_RTOL, 0.0);
+    head[2] =
+        compare("dx", dx, dx_ref, nx, GRAD_RTOL, GRAD_ATOL_REL * max_abs(dx_ref, nx) + floor_atol);
+    cmp_row *rows = calloc((size_t)n_added, sizeof(cmp_row));
+    const float *grads = a3_unet_grads(m);
+    size_t used = 0;
+    int failed = 0;
+    for (int a = 0; a < n_added; a++) {
+      const a3_param *p = a3_unet_param_at(m, added[a].index);
+      const float *ref = grad_ref + used;
+      used += p->numel;
+      if (used > ng) break;
+      rows[a] = compare(p->name, grads + p->offset, ref, p->numel, GRAD_RTOL,
+                        GRAD_ATOL_REL * max_abs(ref, p->numel) + floor_atol);
+      failed += rows[a].ratio > 1.0;
+    }
+    CHECK_MSG(used == ng, "%s: grad holds %zu floats, the added parameters %zu", group, ng, used);
+    printf("%s: %d added tensors, batch %d; |a-b| <= atol + rtol|b| (ratio <= 1 passes)\n", group,
+           n_added, batch);
+    printf("  %-50s %8s %11s %11s %8s\n", "tensor", "numel", "max|ref|", "max|a-b|", "ratio");
+    for (int i = 0; i < 3; i++) print_row(&head[i]);
+    qsort(rows, (size_t)n_added, sizeof *rows, by_ratio_desc);
+    printf("  -- the 6 worst of %d added gradient tensors:\n", n_added);
+    for (int i = 0; i < n_added && (i < 6 || rows[i].ratio > 1.0); i++) print_row(&rows[i]);
+    CHECK_MSG(head[0].ratio <= 1.0 && head[1].ratio <= 1.0 && head[2].ratio <= 1.0,
+              "%s: output, loss or dx mismatch", group);
+    CHECK_MSG(failed == 0, "%s: %d added gradient tensors mismatch (worst %s, ratio %.3f)", group,
+              failed, rows[0].name, rows[0].ratio);
+    free(rows), free(out), free(dout), free(dx);
+  }
+  free(x), free(t), free(noise), free(out_ref), free(dx_ref), free(grad_ref), free(added);
+  free(yaml), free(base_name);
+  a3_unet_free(m);
+  if (base >= 0) H5Gclose(base);
+  H5Gclose(g);
 }
 
 int main(int argc, char **argv) {
@@ -287,6 +483,10 @@ int main(int argc, char **argv) {
   if (file < 0) return TEST_DONE("test_unet_golden");
   run_case(file, "tiny");
   run_case(file, "multi");
+  run_extra_case(file, "tiny_pre");
+  run_extra_case(file, "tiny_post");
+  run_extra_case(file, "tiny_lora");
+  run_extra_case(file, "tiny_relu");
   H5Fclose(file);
   return TEST_DONE("test_unet_golden");
 }

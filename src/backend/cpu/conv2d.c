@@ -73,9 +73,11 @@ static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 // ====================================================================== oneDNN path
 
-// A3FTA_CONV=gemm forces the im2col path; A3FTA_CONV_CHUNK=n sets the
+// A3FTA_CONV=gemm forces the im2col path, A3FTA_CONV=dnnl oneDNN also where the
+// direct loops would run (below); A3FTA_CONV_CHUNK=n sets the
 // images per chunk (benchmarks). Read once.
 static int conv_force_gemm = 0;
+static int conv_no_direct = 0; // A3FTA_CONV=dnnl: oneDNN also for the direct path's shapes
 static int conv_chunk_env = 0;
 static dnnl_engine_t conv_engine = NULL;
 static pthread_once_t conv_once = PTHREAD_ONCE_INIT;
@@ -83,6 +85,7 @@ static pthread_once_t conv_once = PTHREAD_ONCE_INIT;
 static void conv_init(void) {
   const char *e = getenv("A3FTA_CONV");
   conv_force_gemm = e && strcmp(e, "gemm") == 0;
+  conv_no_direct = e && strcmp(e, "dnnl") == 0;
   const char *c = getenv("A3FTA_CONV_CHUNK");
   if (c) conv_chunk_env = atoi(c);
   if (!conv_force_gemm && dnnl_engine_create(&conv_engine, dnnl_cpu, 0) != dnnl_success)
@@ -523,6 +526,146 @@ static void im2col_backward(const a3_conv2d_shape *s, float *dinp, float *dweigh
   }
 }
 
+// ====================================================================== direct path
+
+// Stride-1 convolutions with at most DIRECT_MAX_C input or output channels
+// and a kernel larger than 1x1: the U-Net's conv_in (1 or 3 channels in) and
+// conv_out (1 or 3 out). oneDNN's blocked kernels pad the channels to 16 and
+// ran them at 4-20 GFLOP/s (conv_in's forward 10 ms, its weight gradient 7.7
+// ms per call at B = 64, 32x32, 2 threads); these loops do each output row
+// as a few vector FMAs per kernel tap. Every output (a pixel row, a plane, a
+// weight tap) is computed by one thread in a fixed order, so the results do
+// not depend on the thread count. No workspace.
+enum { DIRECT_MAX_C = 4, DIRECT_MAX_TAPS = 49 };
+
+static int use_direct(const a3_conv2d_shape *s) {
+  return !conv_force_gemm && !conv_no_direct && s->stride == 1 && s->KH * s->KW > 1 &&
+         s->KH * s->KW <= DIRECT_MAX_TAPS && (s->C <= DIRECT_MAX_C || s->OC <= DIRECT_MAX_C);
+}
+
+// [lo, hi): the positions o in [0, n_out) whose input o + shift lies in [0, n_in).
+static void valid_range(int shift, int n_in, int n_out, int *lo, int *hi) {
+  *lo = -shift > 0 ? -shift : 0;
+  *hi = n_in - shift < n_out ? n_in - shift : n_out;
+  if (*hi < *lo) *hi = *lo;
+}
+
+// One output plane (OH, OW) of image img (C, H, W) for the weights w (C, KH, KW) of one oc.
+CPU_CLONES static void direct_fwd_plane(float *out, const float *img, const float *w, float bias,
+                                        const a3_conv2d_shape *s, int OH, int OW) {
+  for (int oh = 0; oh < OH; oh++) {
+    float *o = out + (size_t)oh * OW;
+    for (int ow = 0; ow < OW; ow++) o[ow] = bias;
+    for (int c = 0; c < s->C; c++) {
+      for (int kh = 0; kh < s->KH; kh++) {
+        const int ih = oh - s->pad_top + kh;
+        if (ih < 0 || ih >= s->H) continue;
+        const float *row = img + ((size_t)c * s->H + ih) * s->W;
+        for (int kw = 0; kw < s->KW; kw++) {
+          const float wv = w[(c * s->KH + kh) * s->KW + kw];
+          const int shift = kw - s->pad_left; // iw = ow + shift
+          int lo, hi;
+          valid_range(shift, s->W, OW, &lo, &hi);
+#pragma omp simd
+          for (int ow = lo; ow < hi; ow++) o[ow] += wv * row[ow + shift];
+        }
+      }
+    }
+  }
+}
+
+static void direct_forward(const a3_conv2d_shape *s, float *out, const float *inp,
+                           const float *weight, const float *bias) {
+  const int OH = a3_conv2d_out_h(s), OW = a3_conv2d_out_w(s);
+  const long planes = (long)s->B * s->OC;
+  const size_t wsz = (size_t)s->C * s->KH * s->KW;
+#pragma omp parallel for schedule(static)
+  for (long bo = 0; bo < planes; bo++) {
+    const int b = (int)(bo / s->OC), oc = (int)(bo % s->OC);
+    direct_fwd_plane(out + (size_t)bo * OH * OW, inp + (size_t)b * s->C * s->H * s->W,
+                     weight + oc * wsz, bias ? bias[oc] : 0.0f, s, OH, OW);
+  }
+}
+
+// One input-gradient plane (H, W) of channel c: the sum over oc and taps of
+// w[oc, c, kh, kw] * dout[oc, ih + pad_top - kh, iw + pad_left - kw].
+CPU_CLONES static void direct_bwd_data_plane(float *din, const float *dout_b, const float *weight,
+                                             int c, const a3_conv2d_shape *s, int OH, int OW) {
+  const size_t taps = (size_t)s->KH * s->KW;
+  for (int ih = 0; ih < s->H; ih++) {
+    float *d = din + (size_t)ih * s->W;
+    for (int iw = 0; iw < s->W; iw++) d[iw] = 0.0f;
+    for (int oc = 0; oc < s->OC; oc++) {
+      const float *w = weight + ((size_t)oc * s->C + c) * taps;
+      for (int kh = 0; kh < s->KH; kh++) {
+        const int oh = ih + s->pad_top - kh;
+        if (oh < 0 || oh >= OH) continue;
+        const float *row = dout_b + ((size_t)oc * OH + oh) * OW;
+        for (int kw = 0; kw < s->KW; kw++) {
+          const float wv = w[kh * s->KW + kw];
+          const int shift = s->pad_left - kw; // ow = iw + shift
+          int lo, hi;
+          valid_range(shift, OW, s->W, &lo, &hi);
+#pragma omp simd
+          for (int iw = lo; iw < hi; iw++) d[iw] += wv * row[iw + shift];
+        }
+      }
+    }
+  }
+}
+
+// dweight[oc, c, :, :] += the correlation of dout's plane oc with the input's
+// plane c over all images: a float sum per image and tap, those summed in
+// double in image order.
+CPU_CLONES static void direct_bwd_weight_pair(float *dw, const float *dout, const float *inp,
+                                              int oc, int c, const a3_conv2d_shape *s, int OH,
+                                              int OW) {
+  double acc[DIRECT_MAX_TAPS] = {0};
+  for (int b = 0; b < s->B; b++) {
+    const float *dplane = dout + ((size_t)b * s->OC + oc) * OH * OW;
+    const float *iplane = inp + ((size_t)b * s->C + c) * s->H * s->W;
+    for (int kh = 0; kh < s->KH; kh++) {
+      for (int kw = 0; kw < s->KW; kw++) {
+        const int shift = kw - s->pad_left; // iw = ow + shift
+        int lo, hi;
+        valid_range(shift, s->W, OW, &lo, &hi);
+        float sum = 0.0f;
+        for (int oh = 0; oh < OH; oh++) {
+          const int ih = oh - s->pad_top + kh;
+          if (ih < 0 || ih >= s->H) continue;
+          const float *drow = dplane + (size_t)oh * OW, *irow = iplane + (size_t)ih * s->W;
+#pragma omp simd reduction(+ : sum)
+          for (int ow = lo; ow < hi; ow++) sum += drow[ow] * irow[ow + shift];
+        }
+        acc[kh * s->KW + kw] += sum;
+      }
+    }
+  }
+  for (int t = 0; t < s->KH * s->KW; t++) dw[t] += (float)acc[t];
+}
+
+static void direct_backward(const a3_conv2d_shape *s, float *dinp, float *dweight,
+                            const float *dout, const float *inp, const float *weight) {
+  const int OH = a3_conv2d_out_h(s), OW = a3_conv2d_out_w(s);
+  const size_t taps = (size_t)s->KH * s->KW;
+  if (dweight) {
+    const long pairs = (long)s->OC * s->C;
+#pragma omp parallel for schedule(static)
+    for (long p = 0; p < pairs; p++)
+      direct_bwd_weight_pair(dweight + (size_t)p * taps, dout, inp, (int)(p / s->C),
+                             (int)(p % s->C), s, OH, OW);
+  }
+  if (dinp) {
+    const long planes = (long)s->B * s->C;
+#pragma omp parallel for schedule(static)
+    for (long bc = 0; bc < planes; bc++) {
+      const int b = (int)(bc / s->C), c = (int)(bc % s->C);
+      direct_bwd_data_plane(dinp + (size_t)bc * s->H * s->W, dout + (size_t)b * s->OC * OH * OW,
+                            weight, c, s, OH, OW);
+    }
+  }
+}
+
 // ====================================================================== the ops
 
 // Zeroed bias for a forward without one: the last OC floats of the workspace.
@@ -531,8 +674,10 @@ static size_t bias_slot(const a3_conv2d_shape *s) { return align64((size_t)s->OC
 size_t cpu_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s) {
   (void)be;
   pthread_once(&atexit_once, register_atexit);
+  pthread_once(&conv_once, conv_init);
+  if (use_direct(s)) return 0;
   size_t ws = im2col_workspace_size(s);
-  const int nb = (pthread_once(&conv_once, conv_init), chunk_images(s));
+  const int nb = chunk_images(s);
   const int sizes[2] = {nb, s->B % nb};
   for (int i = 0; i < 2; i++) {
     if (!sizes[i]) continue;
@@ -553,6 +698,10 @@ void cpu_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
   (void)be;
   pthread_once(&atexit_once, register_atexit);
   pthread_once(&conv_once, conv_init);
+  if (use_direct(s)) {
+    direct_forward(s, out, inp, weight, bias);
+    return;
+  }
   const int nb = chunk_images(s);
   const size_t in_img = (size_t)s->C * s->H * s->W;
   const size_t out_img = (size_t)s->OC * a3_conv2d_out_h(s) * a3_conv2d_out_w(s);
@@ -613,6 +762,10 @@ void cpu_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s,
   const int P = a3_conv2d_out_h(s) * a3_conv2d_out_w(s);
   if (dbias) bias_grad(dbias, dout, s->B, s->OC, P);
   if (!dinp && !dweight) return;
+  if (use_direct(s)) {
+    direct_backward(s, dinp, dweight, dout, inp, weight);
+    return;
+  }
   const int nb = chunk_images(s);
   const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)s->OC * P;
   int done = 0;

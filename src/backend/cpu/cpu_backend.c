@@ -62,13 +62,25 @@ static const a3_backend_ops cpu_ops = {
     .timestep_embedding = cpu_timestep_embedding,
     .mse_forward = cpu_mse_forward,
     .mse_backward = cpu_mse_backward,
+    .gelu_forward = cpu_gelu_forward,
+    .gelu_backward = cpu_gelu_backward,
+    .relu_forward = cpu_relu_forward,
+    .relu_backward = cpu_relu_backward,
+    .gated_add_forward = cpu_gated_add_forward,
+    .gated_add_backward = cpu_gated_add_backward,
 };
 
 static const a3_backend cpu_backend = {.name = "cpu", .ops = &cpu_ops, .impl = NULL};
 
 static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
+static const a3_backend *cpu_active = &cpu_backend; // the table, or its profiled copy
+
+static void cpu_setup(void) {
+  cpu_blas_setup();
+  cpu_active = cpu_profiled(&cpu_backend); // A3FTA_PROFILE=1: per-op timers (profile.c)
+}
 
 const a3_backend *a3_backend_cpu(void) {
-  pthread_once(&cpu_once, cpu_blas_setup);
-  return &cpu_backend;
+  pthread_once(&cpu_once, cpu_setup);
+  return cpu_active;
 }

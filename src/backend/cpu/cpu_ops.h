@@ -48,6 +48,9 @@ enum { CPU_PAR_MIN = 1 << 15 };
 
 // blas_setup.c: picks OpenBLAS's kernels once, before the first GEMM.
 void cpu_blas_setup(void);
+// profile.c: with A3FTA_PROFILE set, a copy of `real` whose compute ops are
+// timed (report at exit, on stderr); else `real`. Called once.
+const a3_backend *cpu_profiled(const a3_backend *real);
 
 // conv2d.c
 size_t cpu_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s);
@@ -124,5 +127,17 @@ void cpu_mse_forward(const a3_backend *be, float *loss, const float *pred, const
                      size_t n);
 void cpu_mse_backward(const a3_backend *be, float *dpred, const float *pred, const float *target,
                       size_t n, float dloss);
+
+// activation.c (the adapter's activations and gate)
+void cpu_gelu_forward(const a3_backend *be, float *out, const float *inp, size_t n);
+void cpu_gelu_backward(const a3_backend *be, float *dinp, const float *dout, const float *inp,
+                       size_t n);
+void cpu_relu_forward(const a3_backend *be, float *out, const float *inp, size_t n);
+void cpu_relu_backward(const a3_backend *be, float *dinp, const float *dout, const float *inp,
+                       size_t n);
+void cpu_gated_add_forward(const a3_backend *be, float *out, const float *a, const float *b,
+                           const float *gate, size_t n);
+void cpu_gated_add_backward(const a3_backend *be, float *db, float *dgate, const float *dout,
+                            const float *b, const float *gate, size_t n);
 
 #endif

@@ -95,6 +95,19 @@ void cpu_add_backward(const a3_backend *be, float *da, float *db, const float *d
   PAR_CHUNKS(n, add_bwd_range(da, db, dout, scale, lo, hi));
 }
 
+CPU_CLONES static void add_scalar_range(float *y, const float *x, float t, int n) {
+#pragma omp simd
+  for (int i = 0; i < n; i++) y[i] = x[i] + t;
+}
+
+// The sum of x[0, n) in double (vectorised: a fixed lane order, the same on every call).
+CPU_CLONES static double sum_range(const float *x, int n) {
+  double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+  for (int i = 0; i < n; i++) sum += x[i];
+  return sum;
+}
+
 void cpu_add_channel_forward(const a3_backend *be,
                              float *out,       // (B, C, HW)
                              const float *inp, // (B, C, HW)
@@ -103,11 +116,7 @@ void cpu_add_channel_forward(const a3_backend *be,
   (void)be;
   const long planes = (long)B * C;
 #pragma omp parallel for schedule(static) if (planes * HW >= CPU_PAR_MIN)
-  for (long bc = 0; bc < planes; bc++) {
-    const float *x = inp + bc * HW;
-    float *y = out + bc * HW;
-    for (int i = 0; i < HW; i++) y[i] = x[i] + t[bc];
-  }
+  for (long bc = 0; bc < planes; bc++) add_scalar_range(out + bc * HW, inp + bc * HW, t[bc], HW);
 }
 
 void cpu_add_channel_backward(const a3_backend *be,
@@ -117,9 +126,5 @@ void cpu_add_channel_backward(const a3_backend *be,
   (void)be;
   const long planes = (long)B * C;
 #pragma omp parallel for schedule(static) if (planes * HW >= CPU_PAR_MIN)
-  for (long bc = 0; bc < planes; bc++) {
-    double sum = 0.0;
-    for (int i = 0; i < HW; i++) sum += dout[bc * HW + i];
-    dt[bc] = (float)sum;
-  }
+  for (long bc = 0; bc < planes; bc++) dt[bc] = (float)sum_range(dout + bc * HW, HW);
 }

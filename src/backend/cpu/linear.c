@@ -1,7 +1,22 @@
 // linear y = x W^T + b on the CPU: one sgemm each way, W in PyTorch's (OUT, IN) layout.
+//
+// The GEMMs are oneDNN's sgemm (dnnl_sgemm, row-major), not OpenBLAS's: it
+// threads with the same OpenMP pool as every other op (OpenBLAS keeps a
+// pthread pool of its own, whose spinning threads fought OpenMP's for the
+// cores), runs single-threaded when called inside a parallel region, and has
+// little per-call overhead on the model's small shapes. Measured in the
+// training step of the default Fashion-MNIST U-Net (B = 64, 2 threads, 2-core
+// AMD EPYC Zen 5; tools/bench, A3FTA_PROFILE=1), ms per call before (OpenBLAS,
+// threaded) -> after:
+//   attention projections 4096x64->64   forward 0.97 -> see tools/bench/README.md
+//   time_emb_proj          64x128->64   forward 1.0
 #include "cpu_ops.h"
 
-#include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <string.h>
+
+// Columns per parallel block of the bias gradient (one cache line of floats).
+enum { LIN_COLS = 16 };
 
 void cpu_linear_forward(const a3_backend *be,
                         float *out,          // (N, OUT)
@@ -11,10 +26,32 @@ void cpu_linear_forward(const a3_backend *be,
                         int N, int IN, int OUT) {
   (void)be;
   // The bias is preloaded so the GEMM adds onto it (beta = 1).
-  for (int n = 0; n < N && bias; n++)
-    for (int o = 0; o < OUT; o++) out[(size_t)n * OUT + o] = bias[o];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, IN, 1.0f, inp, IN, weight, IN,
-              bias ? 1.0f : 0.0f, out, OUT);
+  if (bias) {
+#pragma omp parallel for schedule(static) if ((size_t)N * OUT >= CPU_PAR_MIN)
+    for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OUT, bias, (size_t)OUT * sizeof(float));
+  }
+  dnnl_sgemm('N', 'T', N, OUT, IN, 1.0f, inp, IN, weight, IN, bias ? 1.0f : 0.0f, out, OUT);
+}
+
+// dbias (OUT) += column sums of dout (N, OUT), in double and in row order
+// (the same sums whatever the thread count): blocks of LIN_COLS columns in
+// parallel, each walking all rows.
+CPU_CLONES static void bias_grad_block(float *dbias, const float *dout, int N, int OUT, int o0,
+                                       int o1) {
+  double acc[LIN_COLS] = {0};
+  for (int n = 0; n < N; n++) {
+    const float *row = dout + (size_t)n * OUT;
+    for (int o = o0; o < o1; o++) acc[o - o0] += row[o];
+  }
+  for (int o = o0; o < o1; o++) dbias[o] += (float)acc[o - o0];
+}
+
+static void bias_grad(float *dbias, const float *dout, int N, int OUT) {
+  const int blocks = (OUT + LIN_COLS - 1) / LIN_COLS;
+#pragma omp parallel for schedule(static) if ((size_t)N * OUT >= CPU_PAR_MIN && blocks > 1)
+  for (int k = 0; k < blocks; k++)
+    bias_grad_block(dbias, dout, N, OUT, k * LIN_COLS,
+                    (k + 1) * LIN_COLS < OUT ? (k + 1) * LIN_COLS : OUT);
 }
 
 void cpu_linear_backward(const a3_backend *be,
@@ -27,16 +64,8 @@ void cpu_linear_backward(const a3_backend *be,
                          int N, int IN, int OUT) {
   (void)be;
   if (dinp) // dinp (N, IN) = dout (N, OUT) @ W (OUT, IN)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IN, OUT, 1.0f, dout, OUT, weight, IN,
-                0.0f, dinp, IN);
+    dnnl_sgemm('N', 'N', N, IN, OUT, 1.0f, dout, OUT, weight, IN, 0.0f, dinp, IN);
   if (dweight) // dW (OUT, IN) += dout^T (OUT, N) @ inp (N, IN)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, N, 1.0f, dout, OUT, inp, IN, 1.0f,
-                dweight, IN);
-  if (dbias) {
-    for (int o = 0; o < OUT; o++) {
-      double sum = 0.0; // N can be a whole batch of tokens: sum in double
-      for (int n = 0; n < N; n++) sum += dout[(size_t)n * OUT + o];
-      dbias[o] += (float)sum;
-    }
-  }
+    dnnl_sgemm('T', 'N', OUT, IN, N, 1.0f, dout, OUT, inp, IN, 1.0f, dweight, IN);
+  if (dbias) bias_grad(dbias, dout, N, OUT);
 }
