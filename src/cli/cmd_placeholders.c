@@ -14,20 +14,10 @@ static a3_status not_yet(const char *name, const char *usage, const char *summar
                  name);
 }
 
-a3_status a3_cmd_train(int argc, char **argv) {
-  return not_yet("train", "CONFIG [-o key.path=value]...",
-                 "Train or fine-tune one model with one config (not implemented yet).", argc, argv);
-}
-
 a3_status a3_cmd_sweep(int argc, char **argv) {
   return not_yet("sweep", "CONFIG [-o key.path=value]...",
                  "Run every point of a config's sweep grid across MPI rank groups (not "
                  "implemented yet).",
-                 argc, argv);
-}
-
-a3_status a3_cmd_sample(int argc, char **argv) {
-  return not_yet("sample", "CHECKPOINT", "Sample images from a checkpoint (not implemented yet).",
                  argc, argv);
 }
 

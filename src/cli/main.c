@@ -27,10 +27,10 @@ static const command_entry commands[] = {
      a3_cmd_import, 1},
     {"info", "summarise a dataset file (checkpoints and results files later)", a3_cmd_info, 1},
     {"config", "show, check or hash a resolved config; print the config schema", a3_cmd_config, 0},
-    {"train", "train or fine-tune one model (not implemented yet)", a3_cmd_train, 0},
+    {"train", "train or fine-tune one model (data-parallel over the MPI ranks)", a3_cmd_train, 1},
     {"sweep", "run a hyperparameter sweep over MPI rank groups (not implemented yet)", a3_cmd_sweep,
      0},
-    {"sample", "sample images from a checkpoint (not implemented yet)", a3_cmd_sample, 0},
+    {"sample", "sample images from a checkpoint (DDPM or DDIM)", a3_cmd_sample, 1},
     {"eval", "evaluate samples: FID, KID, diversity, memorization (not implemented yet)",
      a3_cmd_eval, 0},
 };

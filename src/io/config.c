@@ -683,6 +683,11 @@ static a3_status check_steps(const a3_config *cfg, const a3_mark *marks) {
                     "train.warmup = %lld exceeds train.steps = %lld; the warmup must fit in "
                     "the run",
                     (long long)cfg->train.warmup, (long long)cfg->train.steps);
+  if (cfg->train.batch_size % cfg->train.grad_accum)
+    return fail_key(marks, later(marks, "train.grad_accum", "train.batch_size"),
+                    "train.batch_size = %lld is not a multiple of train.grad_accum = %lld; each "
+                    "accumulated micro-batch must hold the same number of images",
+                    (long long)cfg->train.batch_size, (long long)cfg->train.grad_accum);
   if (cfg->eval.sampler_steps > cfg->train.num_train_timesteps)
     return fail_key(marks, later(marks, "eval.sampler_steps", "train.num_train_timesteps"),
                     "sampler_steps = %lld exceeds train.num_train_timesteps = %lld; a sampler "

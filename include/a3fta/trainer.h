@@ -1,0 +1,226 @@
+// a3fta training: the loop that fine-tunes (or pretrains) one U-Net with one
+// resolved config, data-parallel over a communicator; its checkpoints; and
+// sampling from a trained model.
+//
+// Determinism. Everything random is counter-based (core's Philox) and keyed
+// by train.seed: the images of step s's batch, their flips, timesteps and
+// noise are pure functions of (seed, s, global sample index). Resuming from a
+// checkpoint at step k (params, AdamW moments, EMA, step) therefore gives
+// bit-identical losses to a run that never stopped, and any number of ranks
+// draws the same numbers (only the gradient sum's order differs).
+//
+// Batches. train.batch_size images per optimizer step over all ranks and
+// micro-batches: grad_accum micro-batches of batch_size / grad_accum images;
+// rank r of R takes the contiguous slice a3_shard_range(micro, r, R) of each.
+// Global sample i of step s is image perm_e[g mod n] of the subset (n
+// images), g = s * batch_size + i, e = g / n, where perm_e is a Fisher-Yates
+// shuffle keyed by (seed, e) (stream A3_STREAM_SHUFFLE): every image once per
+// epoch, in a fresh order each epoch. With data.hflip it is mirrored when
+// bit 0 of a3_rng_u64(seed, A3_STREAM_HFLIP, g) is set.
+//
+// Images. uint8 (C, H, W) -> x = p / 127.5 - 1 in [-1, 1], brought to
+// model.arch.sample_size S: centred padding with -1 (black) when H, W <= S
+// (Fashion-MNIST 28x28 -> 2 pixels each side -> 32x32), area/bilinear
+// resampling (a3_image_fit A3_FIT_RESIZE) when larger.
+//
+// Loss. mse(model(x_t, t), noise) over the whole global batch: each rank's
+// backward is weighted by its share of the batch (n_r / micro / grad_accum),
+// gradients are summed over the ranks, so the update equals the 1-rank one
+// up to the summation order of fp32 gradients.
+//
+// Files in output.dir: checkpoint.h5 (rewritten atomically every
+// train.checkpoint_every steps and at the end), losses.csv ("step,loss,lr",
+// one row per step; on resume, rows after the checkpoint's step are
+// dropped), config.yaml (the resolved config).
+#ifndef A3FTA_TRAINER_H
+#define A3FTA_TRAINER_H
+
+#include "a3fta/config.h"
+#include "a3fta/core.h"
+#include "a3fta/diffusion.h"
+#include "a3fta/model.h"
+#include "a3fta/optim.h"
+
+#include <mpi.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+// RNG stream of the flip augmentation (diffusion owns 16..19).
+enum { A3_STREAM_HFLIP = 24 };
+
+// ---------------------------------------------------------------- data
+typedef struct {
+  int64_t n;          // images in the subset
+  int channels, size; // C and S = model.arch.sample_size
+  uint8_t *images;    // (n, C, S, S) fitted to the model's size, 0 = black
+  int64_t *indices;   // (n) their indices in the dataset split (ascending)
+} a3_train_data;
+
+// Opens cfg->data.path on `comm` (collective), selects the subset
+// (data.classes, data.shots drawn with data.subset_seed) and reads all of it
+// on every rank (few-shot subsets are small; each rank needs any image).
+a3_status a3_train_data_load(MPI_Comm comm, const a3_config *cfg,
+                             a3_train_data *out) A3_WARN_UNUSED;
+void a3_train_data_free(a3_train_data *d); // safe on a zeroed struct
+
+// Subset image of global sample g (see "Batches"); `perm` (n) and `*epoch`
+// (-1 initially) cache the current epoch's permutation.
+int64_t a3_train_sample_image(uint64_t seed, int64_t n, int64_t g, int64_t *perm, int64_t *epoch);
+// x (count, C, S, S) in [-1, 1]: global samples [g0, g0 + count).
+void a3_train_batch_images(const a3_train_data *d, uint64_t seed, bool hflip, int64_t g0,
+                           int64_t count, int64_t *perm, int64_t *epoch, float *x);
+
+// ---------------------------------------------------------------- gradients
+// Sums the gradients of the segments over `comm` (MPI_Allreduce, SUM) in
+// place; scratch holds a3_segments_numel floats (the segments are packed
+// into it so that the reduction is one call). Callers weight their loss by
+// their share of the batch beforehand, so no 1/size scaling is applied: a
+// batch that does not split evenly (5 images on 2 ranks) is still exact.
+a3_status a3_grad_allreduce(MPI_Comm comm, const a3_param_segment *segs, int n_segs, float *grads,
+                            float *scratch) A3_WARN_UNUSED;
+
+// One AdamW segment per trainable parameter, in table order (so compact
+// optimizer/EMA arrays list the trainable tensors in table order); weight
+// decay only on tensors of 2+ dimensions (not on biases or norm scales).
+a3_status a3_trainable_segments(const a3_unet *m, a3_param_segment **segs,
+                                int *n_segs) A3_WARN_UNUSED;
+
+// ---------------------------------------------------------------- checkpoints
+// A training checkpoint (on a3fta/checkpoint.h's generic file):
+//   /                        format, format_version, config (resolved YAML),
+//                            config_hash ("%016llx" of a3_config_hash), step
+//   /params/<name>           every parameter of the model, strategy modules included
+//   /ema/<name>              EMA of each trainable parameter (when train.ema)
+//   /optimizer/m/<name>      AdamW first moments of each trainable parameter
+//   /optimizer/v/<name>      second moments; /optimizer has attribute step
+//   /rng                     attributes seed and step (the RNG is counter-based:
+//                            (seed, step) is its whole state)
+typedef struct {
+  const char *config_yaml; // stored verbatim
+  uint64_t config_hash;
+  int64_t step;                 // optimizer steps done
+  uint64_t seed;                // train.seed
+  const float *adam_m, *adam_v; // compact over the trainable tensors in table order, or NULL
+  const float *ema;             // same layout, or NULL
+} a3_model_ckpt;
+
+// Writes a checkpoint atomically (serial: call on one rank).
+a3_status a3_model_checkpoint_write(const char *path, a3_unet *m,
+                                    const a3_model_ckpt *st) A3_WARN_UNUSED;
+
+// model.init: loads parameters by name from an a3fta checkpoint's /params,
+// or a diffusers model folder (config.json + safetensors; older attention
+// names accepted). Parameters the strategy added (adapter, LoRA) may be
+// absent and keep their initialisation; any other absent name or a shape
+// mismatch is an error naming it; tensors the model lacks are logged.
+a3_status a3_model_load_init(a3_unet *m, const char *path) A3_WARN_UNUSED;
+
+// Resume state: /params into the model, moments and EMA (compact, as above;
+// NULL to skip), the step. The checkpoint's stored config must equal `cfg`
+// in every key that changes the numbers: A3_ERR_CONFIG naming the keys that
+// differ otherwise. output.*, eval.*, sweep.*, parallel.*, model.init,
+// train.log_every and train.checkpoint_every may differ (a resumed run may
+// log more often or live in a copied folder).
+a3_status a3_model_checkpoint_read_state(const char *path, a3_unet *m, const a3_config *cfg,
+                                         float *adam_m, float *adam_v, float *ema,
+                                         int64_t *step) A3_WARN_UNUSED;
+
+// For sampling: the config stored in the checkpoint (*cfg owns its sweep
+// lists: a3_config_free), the model built from it with /params loaded and,
+// when use_ema and /ema exist, the EMA weights over the trained tensors.
+// *used_ema says whether they were.
+a3_status a3_model_checkpoint_load(const char *path, bool use_ema, a3_config *cfg, a3_unet **out,
+                                   bool *used_ema) A3_WARN_UNUSED;
+
+// ---------------------------------------------------------------- the trainer
+typedef struct a3_trainer a3_trainer;
+
+// Collective over comm: loads the data, builds the model (strategy modules
+// included), initialises it (train.seed or model.init), marks the strategy's
+// trainable set, plans memory for this rank's slice, sets up AdamW and EMA.
+a3_status a3_trainer_create(const a3_config *cfg, MPI_Comm comm, a3_trainer **out) A3_WARN_UNUSED;
+void a3_trainer_free(a3_trainer *t); // NULL is fine
+
+// Continues from a checkpoint (collective; every rank reads it).
+a3_status a3_trainer_resume(a3_trainer *t, const char *path) A3_WARN_UNUSED;
+
+// One optimizer step (collective): *loss is the mean loss of the global
+// batch (every rank gets it), *lr the learning rate the update used.
+a3_status a3_trainer_step(a3_trainer *t, double *loss, double *lr) A3_WARN_UNUSED;
+
+// Writes a checkpoint of the current state (collective: rank 0 writes, all
+// ranks return its status).
+a3_status a3_trainer_save(a3_trainer *t, const char *path) A3_WARN_UNUSED;
+
+int64_t a3_trainer_steps_done(const a3_trainer *t);
+a3_unet *a3_trainer_model(a3_trainer *t);
+// The EMA (compact over the trainable tensors in table order), or NULL without train.ema.
+const float *a3_trainer_ema(const a3_trainer *t);
+
+// ---------------------------------------------------------------- the whole run
+typedef struct {
+  bool resume;        // continue from output.dir/checkpoint.h5 when it exists
+  int64_t stop_after; // > 0: stop once this many steps are done (simulates a kill:
+                      // no final checkpoint); 0: run to train.steps
+  // Called on every rank after each step (may be NULL).
+  void (*on_step)(void *ctx, int64_t step, double loss, double lr);
+  void *ctx;
+} a3_train_options;
+
+typedef struct {
+  int64_t first_step; // steps already done when the loop began (0, or the resumed step)
+  int64_t steps_done; // at the end
+  double last_loss;
+  double seconds; // wall time of the loop
+} a3_train_result;
+
+// a3fta train: trainer + loop + log lines + losses.csv + checkpoints, in
+// cfg->output.dir (created). Collective over comm. result may be NULL.
+a3_status a3_train(const a3_config *cfg, MPI_Comm comm, const a3_train_options *opt,
+                   a3_train_result *result) A3_WARN_UNUSED;
+
+// ---------------------------------------------------------------- sampling
+typedef struct {
+  a3_sampler sampler;
+  int64_t steps; // sampler steps (1..T)
+  double eta;    // DDIM only
+  uint64_t seed;
+  int64_t first; // global index of the first sample (noise is addressed by it)
+  int64_t count; // samples to draw
+  int max_batch; // images per forward pass (the model is planned for it)
+} a3_sample_options;
+
+// Samples with the diffusion layer's noise convention: x_T and each step's
+// noise addressed by the global sample index, so a shard across ranks gives
+// the same images. out (count, C, S, S) uint8 = clamp(round((x + 1) * 127.5)).
+// Re-plans the model's memory for the batch.
+a3_status a3_sample_images(a3_unet *m, const a3_noise_schedule_table *sched,
+                           const a3_sample_options *o, uint8_t *out) A3_WARN_UNUSED;
+
+// a3fta sample: loads a checkpoint (EMA weights when use_ema and present),
+// draws num images split across the ranks of comm (the same images for any
+// rank count, see a3_sample_images), gathers them on rank 0, which writes
+// out_h5 and/or out_png (NULL: not written). Collective.
+typedef struct {
+  int64_t num;
+  a3_sampler sampler;
+  int64_t steps; // 0: the checkpoint config's eval.sampler_steps
+  double eta;    // DDIM
+  uint64_t seed;
+  bool use_ema;
+  int max_batch;       // images per forward pass (0: 16)
+  const char *out_h5;  // /samples (N, C, H, W) uint8
+  const char *out_png; // a grid
+} a3_sample_request;
+a3_status a3_sample_checkpoint(MPI_Comm comm, const char *checkpoint,
+                               const a3_sample_request *req) A3_WARN_UNUSED;
+
+// /samples (N, C, H, W) uint8 with attributes layout and source (serial; atomic).
+a3_status a3_write_samples_h5(const char *path, const uint8_t *images, int64_t n, int channels,
+                              int height, int width, const char *source) A3_WARN_UNUSED;
+// A PNG grid of n images (C = 1 grey or 3 RGB), ceil(sqrt(n)) columns, 2-pixel
+// gaps (black), written atomically.
+a3_status a3_write_png_grid(const char *path, const uint8_t *images, int64_t n, int channels,
+                            int height, int width) A3_WARN_UNUSED;
+
+#endif

@@ -1,0 +1,284 @@
+// The trainer: one run's data, model, optimizer and EMA, and its step
+// (a3fta/trainer.h explains the batch, RNG and loss conventions).
+#include "a3fta/trainer.h"
+
+#include "a3fta/dataset.h"
+#include "a3fta/strategy.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct a3_trainer {
+  a3_config cfg; // a deep copy
+  char *config_yaml;
+  uint64_t config_hash;
+  MPI_Comm comm;
+  int rank, size;
+  a3_train_data data;
+  a3_unet *m;
+  const a3_backend *be;
+  a3_noise_schedule_table sched;
+  // optimizer over the trainable segments; m, v, ema compact (n_train)
+  a3_param_segment *segs;
+  int n_segs;
+  int64_t n_train;
+  float *adam_m, *adam_v, *ema, *scratch;
+  a3_adamw_hparams hp;
+  // batch: micro global images per micro-batch, this rank's slice of it
+  int64_t micro, r_begin, r_count, per_sample;
+  float *x0, *noise, *x_t, *tf, *out, *dout; // (r_count, per_sample) or (r_count)
+  int32_t *t;                                // (r_count)
+  int64_t *perm, epoch;                      // batch permutation cache (n subset images)
+  int64_t step;                              // optimizer steps done
+};
+
+int64_t a3_trainer_steps_done(const a3_trainer *t) { return t->step; }
+a3_unet *a3_trainer_model(a3_trainer *t) { return t->m; }
+const float *a3_trainer_ema(const a3_trainer *t) { return t->ema; }
+
+void a3_trainer_free(a3_trainer *t) {
+  if (!t) return;
+  a3_unet_free(t->m);
+  a3_train_data_free(&t->data);
+  a3_schedule_free(&t->sched);
+  free(t->segs);
+  free(t->adam_m);
+  free(t->adam_v);
+  free(t->ema);
+  free(t->scratch);
+  free(t->x0);
+  free(t->noise);
+  free(t->x_t);
+  free(t->tf);
+  free(t->out);
+  free(t->dout);
+  free(t->t);
+  free(t->perm);
+  free(t->config_yaml);
+  a3_config_free(&t->cfg);
+  free(t);
+}
+
+// ---------------------------------------------------------------- create
+
+// Ranks sharing a node share its cores: unless OMP_NUM_THREADS says
+// otherwise, each of L local ranks gets cores / L threads (2 ranks with 2
+// threads each on 2 cores run ~3x slower than with 1 each).
+static void split_threads(MPI_Comm comm) {
+  static int cores = 0; // the default count, before any split
+  if (getenv("OMP_NUM_THREADS")) return;
+  if (!cores) cores = a3_backend_cpu_threads();
+  MPI_Comm local;
+  int local_size = 1;
+  if (MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local) == MPI_SUCCESS) {
+    MPI_Comm_size(local, &local_size);
+    MPI_Comm_free(&local);
+  }
+  const int threads = cores / local_size > 0 ? cores / local_size : 1;
+  a3_backend_cpu_set_threads(threads);
+  a3_debug("trainer: %d rank(s) on this node, %d CPU thread(s) each", local_size, threads);
+}
+
+static a3_status check_batch(const a3_config *cfg) {
+  const a3_train_config *tc = &cfg->train;
+  if (tc->batch_size % tc->grad_accum)
+    return A3_FAIL(A3_ERR_CONFIG,
+                   "train.batch_size = %lld is not a multiple of train.grad_accum = %lld; the "
+                   "micro-batches must be equal",
+                   (long long)tc->batch_size, (long long)tc->grad_accum);
+  return A3_OK;
+}
+
+static a3_status alloc_batch(a3_trainer *t) {
+  const size_t n = (size_t)(t->r_count > 0 ? t->r_count : 1), per = (size_t)t->per_sample;
+  A3_TRY(A3_ALLOC(t->x0, n * per));
+  A3_TRY(A3_ALLOC(t->noise, n * per));
+  A3_TRY(A3_ALLOC(t->x_t, n * per));
+  A3_TRY(A3_ALLOC(t->out, n * per));
+  A3_TRY(A3_ALLOC(t->dout, n * per));
+  A3_TRY(A3_ALLOC(t->tf, n));
+  A3_TRY(A3_ALLOC(t->t, n));
+  A3_TRY(A3_ALLOC(t->perm, (size_t)t->data.n));
+  t->epoch = -1;
+  return A3_OK;
+}
+
+static a3_status init_weights(a3_trainer *t) {
+  // Random first, so that modules a checkpoint lacks (the strategy's) keep
+  // their own initialisation (zero up-projections, ...).
+  a3_unet_init_random(t->m, (uint64_t)t->cfg.train.seed);
+  if (strcmp(t->cfg.model.init, "random") != 0) A3_TRY(a3_model_load_init(t->m, t->cfg.model.init));
+  return A3_OK;
+}
+
+static a3_status setup_optimizer(a3_trainer *t) {
+  A3_TRY(a3_trainable_segments(t->m, &t->segs, &t->n_segs));
+  t->n_train = a3_segments_numel(t->segs, t->n_segs);
+  const size_t n = (size_t)t->n_train + 1;
+  A3_TRY(A3_ALLOC(t->adam_m, n));
+  A3_TRY(A3_ALLOC(t->adam_v, n));
+  A3_TRY(A3_ALLOC(t->scratch, n));
+  if (t->cfg.train.ema) {
+    A3_TRY(A3_ALLOC(t->ema, n));
+    a3_segments_gather(t->segs, t->n_segs, a3_unet_params(t->m), t->ema);
+  }
+  t->hp = a3_adamw_from_config(&t->cfg.train);
+  return A3_OK;
+}
+
+static a3_status setup_model(a3_trainer *t) {
+  A3_TRY(a3_strategy_build_model(&t->cfg, &t->m));
+  t->be = a3_backend_cpu();
+  A3_TRY(init_weights(t));
+  a3_strategy_stats st;
+  A3_TRY(a3_strategy_apply(t->m, t->cfg.strategy.name, &st));
+  if (t->rank == 0)
+    a3_info("model: %zu parameters in %d tensors; strategy %s trains %zu (%.2f%%) in %d tensors",
+            st.params, st.tensors, a3_strategy_label(t->cfg.strategy.name), st.trainable_params,
+            100.0 * (double)st.trainable_params / (double)(st.params ? st.params : 1),
+            st.trainable_tensors);
+  if (t->r_count > 0) A3_TRY(a3_unet_plan(t->m, (int)t->r_count));
+  return A3_OK;
+}
+
+static a3_status setup(a3_trainer *t) {
+  A3_TRY(check_batch(&t->cfg));
+  A3_TRY(a3_config_to_yaml(&t->cfg, &t->config_yaml, NULL));
+  t->config_hash = a3_config_hash(&t->cfg);
+  MPI_Comm_rank(t->comm, &t->rank);
+  MPI_Comm_size(t->comm, &t->size);
+  split_threads(t->comm);
+  A3_TRY(a3_train_data_load(t->comm, &t->cfg, &t->data));
+  if (t->rank == 0) a3_info("data: %lld images from %s", (long long)t->data.n, t->cfg.data.path);
+  t->micro = t->cfg.train.batch_size / t->cfg.train.grad_accum;
+  int64_t end = 0;
+  a3_shard_range(t->micro, t->rank, t->size, &t->r_begin, &end);
+  t->r_count = end - t->r_begin;
+  t->per_sample = (int64_t)t->data.channels * t->data.size * t->data.size;
+  A3_TRY(alloc_batch(t));
+  A3_TRY(setup_model(t));
+  A3_TRY(setup_optimizer(t));
+  A3_TRY(a3_schedule_init(&t->sched, t->cfg.train.noise_schedule, t->cfg.train.num_train_timesteps,
+                          A3_BETA_START, A3_BETA_END));
+  return A3_OK;
+}
+
+a3_status a3_trainer_create(const a3_config *cfg, MPI_Comm comm, a3_trainer **out) {
+  *out = NULL;
+  a3_trainer *t = NULL;
+  A3_TRY(A3_ALLOC(t, 1));
+  a3_status s = a3_config_copy(&t->cfg, cfg);
+  if (s != A3_OK) {
+    free(t);
+    A3_TRY(s);
+  }
+  t->comm = comm;
+  s = setup(t);
+  if (s != A3_OK) {
+    a3_trainer_free(t);
+    A3_TRY(s);
+  }
+  *out = t;
+  return A3_OK;
+}
+
+// ---------------------------------------------------------------- step
+
+// Forward and backward of micro-batch k on this rank's slice; returns the
+// slice's share of the global mean loss (its mean times n_r / micro / accum).
+static a3_status micro_step(a3_trainer *t, int64_t k, double *loss_share) {
+  *loss_share = 0.0;
+  if (t->r_count == 0) return A3_OK; // more ranks than images in a micro-batch
+  const uint64_t seed = (uint64_t)t->cfg.train.seed;
+  const int64_t sample0 = k * t->micro + t->r_begin; // within the step
+  const int64_t g0 = t->step * t->cfg.train.batch_size + sample0;
+  a3_train_batch_images(&t->data, seed, t->cfg.data.hflip, g0, t->r_count, t->perm, &t->epoch,
+                        t->x0);
+  A3_TRY(a3_diffusion_training_batch(&t->sched, seed, (uint64_t)t->step, (uint64_t)sample0,
+                                     t->r_count, t->per_sample, t->x0, t->t, t->noise, t->x_t));
+  for (int64_t i = 0; i < t->r_count; i++) t->tf[i] = (float)t->t[i];
+  A3_TRY(a3_unet_forward(t->m, t->x_t, t->tf, t->out));
+  const size_t n = (size_t)(t->r_count * t->per_sample);
+  float loss = 0.0f;
+  t->be->ops->mse_forward(t->be, &loss, t->out, t->noise, n);
+  const double weight = (double)t->r_count / (double)t->micro / (double)t->cfg.train.grad_accum;
+  t->be->ops->mse_backward(t->be, t->dout, t->out, t->noise, n, (float)weight);
+  A3_TRY(a3_unet_backward(t->m, t->dout, NULL));
+  *loss_share = (double)loss * weight;
+  return A3_OK;
+}
+
+static a3_status reduce_loss(a3_trainer *t, double *loss) {
+  if (t->size == 1) return A3_OK;
+  if (MPI_Allreduce(MPI_IN_PLACE, loss, 1, MPI_DOUBLE, MPI_SUM, t->comm) != MPI_SUCCESS)
+    return A3_FAIL(A3_ERR_MPI, "loss all-reduce over %d ranks failed", t->size);
+  return A3_OK;
+}
+
+static a3_status update(a3_trainer *t, double lr_factor) {
+  float *params = a3_unet_params(t->m), *grads = a3_unet_grads(t->m);
+  a3_clip_grad_norm(t->segs, t->n_segs, grads, t->cfg.train.grad_clip);
+  a3_adamw_hparams h = t->hp;
+  h.lr = t->hp.lr * lr_factor;
+  A3_TRY(a3_adamw_step(&h, t->step + 1, t->segs, t->n_segs, params, grads, t->adam_m, t->adam_v));
+  if (t->ema)
+    a3_ema_update(t->segs, t->n_segs, params, t->ema,
+                  a3_ema_decay(t->step + 1, t->cfg.train.ema_max_decay));
+  return A3_OK;
+}
+
+a3_status a3_trainer_step(a3_trainer *t, double *loss, double *lr) {
+  const a3_train_config *tc = &t->cfg.train;
+  const double factor = a3_lr_factor(tc->lr_schedule, t->step, tc->warmup, tc->steps);
+  a3_unet_zero_grads(t->m);
+  double total = 0.0;
+  for (int64_t k = 0; k < tc->grad_accum; k++) {
+    double share = 0.0;
+    A3_TRY(micro_step(t, k, &share));
+    total += share;
+  }
+  A3_TRY(a3_grad_allreduce(t->comm, t->segs, t->n_segs, a3_unet_grads(t->m), t->scratch));
+  A3_TRY(reduce_loss(t, &total));
+  A3_TRY(update(t, factor));
+  t->step++;
+  *loss = total;
+  *lr = t->hp.lr * factor;
+  return A3_OK;
+}
+
+// ---------------------------------------------------------------- checkpoints
+
+static a3_status agree(MPI_Comm comm, a3_status mine, int root) {
+  int code = (int)mine;
+  MPI_Bcast(&code, 1, MPI_INT, root, comm);
+  if (mine == A3_OK && code != A3_OK)
+    return A3_FAIL((a3_status)code, "rank %d failed to write the checkpoint", root);
+  return mine;
+}
+
+a3_status a3_trainer_save(a3_trainer *t, const char *path) {
+  a3_status s = A3_OK;
+  if (t->rank == 0) {
+    const a3_model_ckpt st = {t->config_yaml, t->config_hash, t->step, (uint64_t)t->cfg.train.seed,
+                              t->adam_m,      t->adam_v,      t->ema};
+    s = a3_model_checkpoint_write(path, t->m, &st);
+  }
+  A3_TRY(agree(t->comm, s, 0));
+  return A3_OK;
+}
+
+a3_status a3_trainer_resume(a3_trainer *t, const char *path) {
+  int64_t step = 0;
+  a3_status s =
+      a3_model_checkpoint_read_state(path, t->m, &t->cfg, t->adam_m, t->adam_v, t->ema, &step);
+  // Every rank reads the file itself; they must all have succeeded.
+  int ok = s == A3_OK, all_ok = 0;
+  MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_LAND, t->comm);
+  A3_TRY(s);
+  if (!all_ok) return A3_FAIL(A3_ERR_IO, "another rank could not read the checkpoint %s", path);
+  if (step < 0 || step > t->cfg.train.steps)
+    return A3_FAIL(A3_ERR_INPUT, "%s: step %lld is outside 0..train.steps (%lld)", path,
+                   (long long)step, (long long)t->cfg.train.steps);
+  t->step = step;
+  return A3_OK;
+}

@@ -1,0 +1,319 @@
+// Sampling from a trained U-Net (DDPM / DDIM), and the files samples go to:
+// an HDF5 array and a PNG grid.
+#define _POSIX_C_SOURCE 200809L
+#include "a3fta/trainer.h"
+
+#include "a3fta/dataset.h"
+
+#include "io/h5util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <png.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { GRID_GAP = 2 }; // pixels between grid cells
+
+typedef struct {
+  float *x, *eps, *noise, *tf; // (b, per) x3, (b)
+  int32_t *timesteps;          // (steps)
+} sample_buffers;
+
+static void free_buffers(sample_buffers *b) {
+  free(b->x);
+  free(b->eps);
+  free(b->noise);
+  free(b->tf);
+  free(b->timesteps);
+}
+
+static a3_status alloc_buffers(sample_buffers *b, int batch, int64_t per, int64_t steps) {
+  memset(b, 0, sizeof *b);
+  const size_t n = (size_t)batch * (size_t)per;
+  A3_TRY(A3_ALLOC(b->x, n));
+  A3_TRY(A3_ALLOC(b->eps, n));
+  A3_TRY(A3_ALLOC(b->noise, n));
+  A3_TRY(A3_ALLOC(b->tf, (size_t)batch));
+  A3_TRY(A3_ALLOC(b->timesteps, (size_t)steps));
+  return A3_OK;
+}
+
+static uint8_t to_u8(float v) {
+  const float p = roundf((v + 1.0f) * 127.5f);
+  return (uint8_t)(p < 0.0f ? 0.0f : p > 255.0f ? 255.0f : p);
+}
+
+// Samples [first, first + b) of the run into out (b, per).
+static a3_status sample_chunk(a3_unet *m, const a3_noise_schedule_table *sched,
+                              const a3_sample_options *o, int64_t first, int b, int64_t per,
+                              sample_buffers *buf, uint8_t *out) {
+  if (a3_unet_batch(m) != b) A3_TRY(a3_unet_plan(m, b));
+  const int64_t n = (int64_t)b * per;
+  a3_diffusion_randn(o->seed, A3_STREAM_SAMPLE_INIT, 0, (uint64_t)first, b, per, buf->x);
+  for (int64_t i = 0; i < o->steps; i++) {
+    const int32_t t = buf->timesteps[i];
+    const int32_t t_prev = a3_sampler_prev_timestep(sched->T, o->steps, t);
+    for (int j = 0; j < b; j++) buf->tf[j] = (float)t;
+    A3_TRY(a3_unet_forward(m, buf->x, buf->tf, buf->eps));
+    const bool noisy = o->sampler == A3_SAMPLER_DDPM ? t > 0 : o->eta > 0.0;
+    if (noisy)
+      a3_diffusion_randn(o->seed, A3_STREAM_SAMPLE_NOISE, (uint64_t)i, (uint64_t)first, b, per,
+                         buf->noise);
+    A3_TRY(a3_sampler_step(o->sampler, sched, t, t_prev, o->eta, buf->eps, buf->x,
+                           noisy ? buf->noise : NULL, buf->x, n));
+  }
+  for (int64_t k = 0; k < n; k++) out[k] = to_u8(buf->x[k]);
+  return A3_OK;
+}
+
+a3_status a3_sample_images(a3_unet *m, const a3_noise_schedule_table *sched,
+                           const a3_sample_options *o, uint8_t *out) {
+  const a3_arch_config *arch = a3_unet_arch(m);
+  if (arch->in_channels != arch->out_channels)
+    return A3_FAIL(A3_ERR_CONFIG,
+                   "sampling needs out_channels == in_channels (epsilon prediction); the model "
+                   "has %lld and %lld",
+                   (long long)arch->out_channels, (long long)arch->in_channels);
+  if (o->count <= 0) return A3_OK;
+  const int64_t per = arch->in_channels * arch->sample_size * arch->sample_size;
+  const int batch = (int)(o->max_batch < o->count ? o->max_batch : o->count);
+  if (batch < 1) return A3_FAIL(A3_ERR_INTERNAL, "sampling: max_batch %d < 1", o->max_batch);
+  sample_buffers buf;
+  a3_status s = alloc_buffers(&buf, batch, per, o->steps);
+  if (s == A3_OK) s = a3_sampler_timesteps(sched->T, o->steps, buf.timesteps);
+  for (int64_t start = 0; s == A3_OK && start < o->count; start += batch) {
+    const int b = (int)(o->count - start < batch ? o->count - start : batch);
+    s = sample_chunk(m, sched, o, o->first + start, b, per, &buf, out + start * per);
+  }
+  free_buffers(&buf);
+  A3_TRY(s);
+  return A3_OK;
+}
+
+// ---------------------------------------------------------------- HDF5
+
+static a3_status write_samples(hid_t file, const char *where, const uint8_t *images, int64_t n,
+                               int channels, int height, int width, const char *source) {
+  const hsize_t dims[4] = {(hsize_t)n, (hsize_t)channels, (hsize_t)height, (hsize_t)width};
+  hid_t space = H5Screate_simple(4, dims, NULL);
+  hid_t ds =
+      H5Dcreate2(file, "samples", H5T_STD_U8LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  a3_status s = A3_OK;
+  if (ds < 0 ||
+      (n > 0 && H5Dwrite(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, images) < 0))
+    s = A3_FAIL(A3_ERR_HDF5, "%s: cannot write /samples%s", where, a3_h5_detail());
+  if (s == A3_OK)
+    s = a3_h5_write_string_attr(
+        ds, "layout", "(N, C, H, W) uint8: 0 = black (-1), 255 = full intensity (+1)", where);
+  if (ds >= 0) H5Dclose(ds);
+  H5Sclose(space);
+  hid_t root = H5Gopen2(file, "/", H5P_DEFAULT);
+  if (s == A3_OK) s = a3_h5_write_string_attr(root, "format", "a3fta-samples", where);
+  if (s == A3_OK) s = a3_h5_write_string_attr(root, "source", source ? source : "", where);
+  H5Gclose(root);
+  return s;
+}
+
+a3_status a3_write_samples_h5(const char *path, const uint8_t *images, int64_t n, int channels,
+                              int height, int width, const char *source) {
+  char tmp[A3_CONFIG_STR_MAX + 8];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  a3_h5_quiet();
+  hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (file < 0) return A3_FAIL(A3_ERR_IO, "cannot create %s%s", tmp, a3_h5_detail());
+  a3_status s = write_samples(file, tmp, images, n, channels, height, width, source);
+  if (H5Fclose(file) < 0 && s == A3_OK)
+    s = A3_FAIL(A3_ERR_HDF5, "%s: cannot close%s", tmp, a3_h5_detail());
+  if (s == A3_OK && rename(tmp, path) != 0)
+    s = A3_FAIL(A3_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+  if (s != A3_OK) remove(tmp);
+  A3_TRY(s);
+  return A3_OK;
+}
+
+// ---------------------------------------------------------------- PNG grid
+
+typedef struct {
+  int cols, rows, width, height; // grid in cells and in pixels
+} grid_shape;
+
+static grid_shape grid_for(int64_t n, int h, int w) {
+  grid_shape g;
+  g.cols = (int)ceil(sqrt((double)n));
+  if (g.cols < 1) g.cols = 1;
+  g.rows = (int)((n + g.cols - 1) / g.cols);
+  if (g.rows < 1) g.rows = 1;
+  g.width = g.cols * w + (g.cols + 1) * GRID_GAP;
+  g.height = g.rows * h + (g.rows + 1) * GRID_GAP;
+  return g;
+}
+
+// Interleaved (height, width, C) pixels of the grid; black gaps.
+static void fill_grid(const uint8_t *images, int64_t n, int C, int h, int w, grid_shape g,
+                      uint8_t *px) {
+  for (int64_t i = 0; i < n; i++) {
+    const int x0 = GRID_GAP + (int)(i % g.cols) * (w + GRID_GAP);
+    const int y0 = GRID_GAP + (int)(i / g.cols) * (h + GRID_GAP);
+    const uint8_t *img = images + (size_t)i * C * h * w;
+    for (int c = 0; c < C; c++)
+      for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+          px[((size_t)(y0 + y) * g.width + x0 + x) * C + c] = img[((size_t)c * h + y) * w + x];
+  }
+}
+
+static a3_status png_encode(FILE *f, const char *path, const uint8_t *px, grid_shape g, int C) {
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+  png_infop info = png ? png_create_info_struct(png) : NULL;
+  if (!info) {
+    png_destroy_write_struct(&png, NULL);
+    return A3_FAIL(A3_ERR_NOMEM, "%s: cannot set up libpng", path);
+  }
+  if (setjmp(png_jmpbuf(png))) {
+    png_destroy_write_struct(&png, &info);
+    return A3_FAIL(A3_ERR_IO, "%s: libpng failed to write the image (disk full?)", path);
+  }
+  png_init_io(png, f);
+  png_set_IHDR(png, info, (png_uint_32)g.width, (png_uint_32)g.height, 8,
+               C == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_write_info(png, info);
+  for (int y = 0; y < g.height; y++)
+    png_write_row(png, (png_const_bytep)(px + (size_t)y * g.width * C));
+  png_write_end(png, NULL);
+  png_destroy_write_struct(&png, &info);
+  return A3_OK;
+}
+
+a3_status a3_write_png_grid(const char *path, const uint8_t *images, int64_t n, int channels,
+                            int height, int width) {
+  if (channels != 1 && channels != 3)
+    return A3_FAIL(A3_ERR_USAGE, "%s: a PNG grid needs 1 or 3 channels, the images have %d", path,
+                   channels);
+  const grid_shape g = grid_for(n, height, width);
+  uint8_t *px = NULL;
+  A3_TRY(a3_alloc((void **)&px, (size_t)g.width * g.height * channels, 1));
+  fill_grid(images, n, channels, height, width, g, px);
+  char tmp[A3_CONFIG_STR_MAX + 8];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "wb");
+  a3_status s = f ? png_encode(f, tmp, px, g, channels)
+                  : A3_FAIL(A3_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+  if (f && fclose(f) != 0 && s == A3_OK) s = A3_FAIL(A3_ERR_IO, "cannot write %s", tmp);
+  if (s == A3_OK && rename(tmp, path) != 0)
+    s = A3_FAIL(A3_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+  if (s != A3_OK && f) remove(tmp);
+  free(px);
+  A3_TRY(s);
+  return A3_OK;
+}
+
+// ---------------------------------------------------------------- from a checkpoint
+
+enum { DEFAULT_MAX_BATCH = 16 };
+
+typedef struct {
+  int rank, size;
+  int64_t begin, count; // this rank's samples
+  int64_t per;          // bytes per image
+} shard;
+
+// Rank 0 collects every rank's images (uint8) in sample order.
+static a3_status gather(MPI_Comm comm, const shard *sh, int64_t num, const uint8_t *mine,
+                        uint8_t *all) {
+  if (sh->size == 1) {
+    memcpy(all, mine, (size_t)(num * sh->per));
+    return A3_OK;
+  }
+  if (num * sh->per > INT32_MAX)
+    return A3_FAIL(A3_ERR_USAGE, "sample: %lld images are too many to gather at once",
+                   (long long)num);
+  int *counts = NULL, *displs = NULL;
+  A3_TRY(A3_ALLOC(counts, (size_t)sh->size));
+  a3_status s = A3_ALLOC(displs, (size_t)sh->size);
+  for (int r = 0; s == A3_OK && r < sh->size; r++) {
+    int64_t b = 0, e = 0;
+    a3_shard_range(num, r, sh->size, &b, &e);
+    counts[r] = (int)((e - b) * sh->per);
+    displs[r] = (int)(b * sh->per);
+  }
+  if (s == A3_OK && MPI_Gatherv(mine, (int)(sh->count * sh->per), MPI_UINT8_T, all, counts, displs,
+                                MPI_UINT8_T, 0, comm) != MPI_SUCCESS)
+    s = A3_FAIL(A3_ERR_MPI, "sample: gathering the images failed");
+  free(counts);
+  free(displs);
+  return s;
+}
+
+static a3_status write_outputs(const a3_sample_request *req, const char *checkpoint,
+                               const uint8_t *all, const a3_arch_config *arch) {
+  const int C = (int)arch->in_channels, S = (int)arch->sample_size;
+  char source[A3_CONFIG_STR_MAX + 128];
+  snprintf(source, sizeof source, "%s (%s, %lld steps, seed %llu)", checkpoint,
+           req->sampler == A3_SAMPLER_DDPM ? "ddpm" : "ddim", (long long)req->steps,
+           (unsigned long long)req->seed);
+  if (req->out_h5) A3_TRY(a3_write_samples_h5(req->out_h5, all, req->num, C, S, S, source));
+  if (req->out_png) A3_TRY(a3_write_png_grid(req->out_png, all, req->num, C, S, S));
+  return A3_OK;
+}
+
+static a3_status sample_loaded(MPI_Comm comm, const char *checkpoint, const a3_sample_request *req,
+                               a3_config *cfg, a3_unet *m) {
+  shard sh;
+  MPI_Comm_rank(comm, &sh.rank);
+  MPI_Comm_size(comm, &sh.size);
+  int64_t end = 0;
+  a3_shard_range(req->num, sh.rank, sh.size, &sh.begin, &end);
+  sh.count = end - sh.begin;
+  const a3_arch_config *arch = a3_unet_arch(m);
+  sh.per = arch->in_channels * arch->sample_size * arch->sample_size;
+  a3_noise_schedule_table sched = {0};
+  A3_TRY(a3_schedule_init(&sched, cfg->train.noise_schedule, cfg->train.num_train_timesteps,
+                          A3_BETA_START, A3_BETA_END));
+  const a3_sample_options o = {req->sampler,
+                               req->steps > 0 ? req->steps : cfg->eval.sampler_steps,
+                               req->eta,
+                               req->seed,
+                               sh.begin,
+                               sh.count,
+                               req->max_batch > 0 ? req->max_batch : DEFAULT_MAX_BATCH};
+  uint8_t *mine = NULL, *all = NULL;
+  a3_status s = a3_alloc((void **)&mine, (size_t)(sh.count * sh.per) + 1, 1);
+  if (s == A3_OK && sh.rank == 0) s = a3_alloc((void **)&all, (size_t)(req->num * sh.per) + 1, 1);
+  if (s == A3_OK) s = a3_sample_images(m, &sched, &o, mine);
+  if (s == A3_OK) s = gather(comm, &sh, req->num, mine, all);
+  a3_sample_request resolved = *req;
+  resolved.steps = o.steps;
+  if (s == A3_OK && sh.rank == 0) s = write_outputs(&resolved, checkpoint, all, arch);
+  free(mine);
+  free(all);
+  a3_schedule_free(&sched);
+  return s;
+}
+
+a3_status a3_sample_checkpoint(MPI_Comm comm, const char *checkpoint,
+                               const a3_sample_request *req) {
+  a3_config cfg;
+  a3_unet *m = NULL;
+  bool used_ema = false;
+  a3_status s = a3_model_checkpoint_load(checkpoint, req->use_ema, &cfg, &m, &used_ema);
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  if (s == A3_OK && rank == 0)
+    a3_info("sample: %lld images from %s (%s weights)", (long long)req->num, checkpoint,
+            used_ema ? "EMA" : "raw");
+  if (s == A3_OK) {
+    s = sample_loaded(comm, checkpoint, req, &cfg, m);
+    a3_unet_free(m);
+    a3_config_free(&cfg);
+  }
+  // Rank 0 writes: every rank returns the worst status.
+  int code = (int)s, worst = 0;
+  MPI_Allreduce(&code, &worst, 1, MPI_INT, MPI_MAX, comm);
+  A3_TRY(s);
+  if (worst != A3_OK) return A3_FAIL((a3_status)worst, "sample: another rank failed");
+  return A3_OK;
+}

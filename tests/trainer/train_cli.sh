@@ -1,0 +1,69 @@
+#!/bin/bash
+# a3fta train / sample on the command line: files written, exit codes, help.
+# (Each a3fta start costs ~1.5 s under ASan: the library tests check the rest.)
+# Usage: train_cli.sh MAKE_DATASET_BIN   (A3FTA_BIN set by CTest)
+set -u
+make_dataset=$1
+bin=${A3FTA_BIN:?}
+dir=$(mktemp -d "${TMPDIR:-/tmp}/a3fta-train-cli-XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+fail=0
+check() { # check DESCRIPTION COMMAND...
+  local what=$1
+  shift
+  if ! "$@"; then
+    echo "FAILED: $what" >&2
+    fail=1
+  fi
+}
+expect_rc() { # expect_rc RC DESCRIPTION COMMAND...
+  local want=$1 what=$2
+  shift 2
+  "$@" >"$dir/out" 2>&1
+  local rc=$?
+  if [ "$rc" != "$want" ]; then
+    echo "FAILED: $what: exit $rc, expected $want; output:" >&2
+    cat "$dir/out" >&2
+    fail=1
+  fi
+}
+
+"$make_dataset" "$dir/data.h5" || exit 1
+cat >"$dir/tiny.yaml" <<YAML
+model:
+  arch: {sample_size: 16, in_channels: 1, out_channels: 1, block_out_channels: [8, 16],
+         layers_per_block: 1, down_block_types: [DownBlock2D, AttnDownBlock2D],
+         up_block_types: [AttnUpBlock2D, UpBlock2D], norm_num_groups: 4}
+data: {path: $dir/data.h5, classes: [1], shots: 6, hflip: true}
+strategy: {name: a3fta, adapter: {rank: 4}}
+train: {steps: 6, batch_size: 4, lr: 1.0e-3, lr_schedule: constant, warmup: 0, log_every: 2,
+        checkpoint_every: 3}
+eval: {sampler: ddim, sampler_steps: 3}
+output: {dir: $dir/run, samples_per_run: 4}
+YAML
+
+expect_rc 0 "train --help" "$bin" train --help
+check "train --help names --resume" grep -q -- "--resume" "$dir/out"
+
+expect_rc 0 "train" "$bin" train "$dir/tiny.yaml"
+check "log line with loss" grep -q "step 6/6  loss" "$dir/out"
+check "a3fta trains attention and adapters" grep -q "strategy a3fta trains" "$dir/out"
+for f in checkpoint.h5 losses.csv config.yaml samples.png samples.h5; do
+  check "run/$f written" test -s "$dir/run/$f"
+done
+check "losses.csv has 6 rows" test "$(wc -l <"$dir/run/losses.csv")" = 7
+check "no temporary files left" test -z "$(ls "$dir/run" | grep '\.tmp$')"
+expect_rc 0 "train --resume of a finished run (logging more often is the same run)" "$bin" train \
+  "$dir/tiny.yaml" --resume --no-samples -o train.log_every=1
+check "resume says where it continues" grep -q "continuing from step 6" "$dir/out"
+
+expect_rc 0 "sample" "$bin" sample "$dir/run/checkpoint.h5" --out "$dir/s.h5" --num 3 --steps 2 \
+  --png "$dir/s.png" --seed 4
+check "sample files" test -s "$dir/s.h5" -a -s "$dir/s.png"
+expect_rc 0 "sample ddpm to a png only" "$bin" sample "$dir/run/checkpoint.h5" --out "$dir/g.png" \
+  -n 2 --sampler ddpm --steps 2
+check "png only" test -s "$dir/g.png"
+expect_rc 2 "not a checkpoint" "$bin" sample "$dir/data.h5" --out "$dir/x.h5" --sampler ddpm
+check "says what the file is" grep -q "a3fta-dataset" "$dir/out"
+
+exit $fail
