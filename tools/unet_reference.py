@@ -13,7 +13,12 @@ Regenerate the fixture (deterministic: fixed seeds, CPU, float64 math):
     /usr/bin/python3 tools/unet_reference.py --export DIR [--old-names] [--config tiny|multi]
         # DIR/config.json + DIR/diffusion_pytorch_model.safetensors of a random model, with
         # the new (to_q/to_k/to_v/to_out.0) or old (query/key/value/proj_attn) attention names;
-        # the weights are the fixture's /CONFIG/param, so its x, timesteps, out apply
+        # the weights are the fixture's /CONFIG/param, so its x, timesteps, out apply;
+        # DIR/reference.safetensors holds x, timesteps and the output (float32), also for
+        # --config micro (not in the fixture; tests/model/diffusers_tiny{,_legacy}):
+    /usr/bin/python3 tools/unet_reference.py --export tests/model/diffusers_tiny --config micro
+    /usr/bin/python3 tools/unet_reference.py --export tests/model/diffusers_tiny_legacy \
+        --config micro --old-names
 
 Fixture layout, one group per config (/tiny, /multi):
   attrs  config_yaml   a3fta YAML (model.arch), loadable with a3_config_load_string
@@ -88,11 +93,21 @@ CONFIGS = {
         up_block_types=["AttnUpBlock2D", "UpBlock2D", "AttnUpBlock2D"], norm_num_groups=2,
         norm_eps=1e-5, attention_head_dim=2, downsample_padding=1, flip_sin_to_cos=True,
         freq_shift=0, center_input_sample=True, mid_block_scale_factor=1.5),
+    # Micro: tiny at half the channels (2 heads of 4 at 8 channels, 2 per group), for the
+    # committed diffusers folders tests/model/diffusers_tiny{,_legacy} (each under 100 KB;
+    # tiny's weights alone are 180 KB). Not in the golden fixture: --export writes its
+    # reference output next to the weights.
+    "micro": dict(
+        sample_size=8, in_channels=3, out_channels=3, block_out_channels=[4, 8],
+        layers_per_block=1, down_block_types=["DownBlock2D", "AttnDownBlock2D"],
+        up_block_types=["AttnUpBlock2D", "UpBlock2D"], norm_num_groups=2, norm_eps=1e-6,
+        attention_head_dim=4, downsample_padding=0, flip_sin_to_cos=False, freq_shift=1,
+        center_input_sample=False, mid_block_scale_factor=1.0),
 }
 
 # Seeds of each config's weights and inputs (the fixture and --export use the same, so an
 # exported model reproduces the fixture's output).
-SEEDS = {"tiny": 1234, "multi": 5678}
+SEEDS = {"tiny": 1234, "multi": 5678, "micro": 4321}
 
 # Strategy-added modules on the tiny config: (base config, extras, seed of the added weights).
 EXTRA_CASES = {
@@ -624,6 +639,10 @@ def export(dirname, cfg_name, old_names):
     write_safetensors(os.path.join(dirname, "diffusion_pytorch_model.safetensors"), tensors)
     with open(os.path.join(dirname, "config.json"), "w") as f:
         f.write(config_json(c["cfg"]) + "\n")
+    # The model's output on the config's inputs (for tiny and multi, the fixture's x,
+    # timesteps and out), so a loader can be checked without the golden file.
+    write_safetensors(os.path.join(dirname, "reference.safetensors"),
+                      {"x": c["x"], "timesteps": c["t"], "out": c["out"]})
     print(f"{dirname}: {len(tensors)} tensors ({'old' if old_names else 'new'} attention names)")
 
 

@@ -162,4 +162,42 @@ a3_unet_stats a3_unet_get_stats(const a3_unet *m); // computed from the table
 // memory per batch (when planned), as a few human-readable lines.
 void a3_unet_summary(const a3_unet *m, FILE *f);
 
+// ---------------------------------------------------------------- loading
+// Pretrained weights from a safetensors file (src/model/unet_load.c).
+enum { A3_UNET_LOAD_LISTED = 5 }; // names a report keeps of the unused tensors
+typedef struct {
+  int loaded;        // parameters read from the file (base and added)
+  int legacy_names;  // of which found under their old attention name (query, ..., proj_attn)
+  int unused;        // tensors in the file the model has no parameter for (a warning)
+  int missing_added; // added parameters (adapter, LoRA) absent from the file: kept as they were
+  char unused_names[A3_UNET_LOAD_LISTED][A3_PARAM_NAME_MAX]; // the first min(unused, 5), in
+                                                             // name order (truncated if longer)
+} a3_unet_load_report;
+
+// Reads every parameter of m's table from the safetensors file at `path`,
+// under its diffusers name or, for the attention linears, its legacy name
+// (a3_diffusers_find_tensor). F32, F16, BF16 and F64 tensors convert (F32
+// exactly); the shape must equal the parameter's exactly. Errors
+// (A3_ERR_INPUT, naming the file): a base parameter absent (up to 5 names and
+// the count), a shape that differs (the tensor, expected and found shapes), a
+// dtype that does not convert, a parameter held under both its current and
+// its legacy name. An added parameter absent from the file keeps its value
+// (initialise the extras first: a3_unet_init_extras); tensors the model does
+// not use (EMA copies, class embeddings, ...) are a warning (count and the
+// first names) and in the report. Every tensor is checked before any is
+// read, so these errors leave the parameters untouched; a read failure after
+// that (I/O, an F64 value beyond float32) leaves them partly overwritten.
+// report may be NULL.
+a3_status a3_unet_load_safetensors(a3_unet *m, const char *path,
+                                   a3_unet_load_report *report) A3_WARN_UNUSED;
+
+// A diffusers UNet2DModel folder (or a pipeline's, with it in unet/;
+// a3_diffusers_find_files): cfg_out = a3fta's defaults with config.json's
+// model.arch (a3_diffusers_load_config), the model built with `extras`
+// (NULL = none; the added parameters initialised by a3_unet_init_extras with
+// seed 0, then overwritten by any the file holds), the weights loaded. On
+// failure *out is NULL and *cfg_out owns nothing. cfg_out may be NULL.
+a3_status a3_unet_load_diffusers(const char *dir, const a3_unet_extras *extras, a3_unet **out,
+                                 a3_config *cfg_out) A3_WARN_UNUSED;
+
 #endif
