@@ -123,48 +123,11 @@ static bool is_directory(const char *path) {
   return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-static a3_status check_st_shape(const a3_safetensors *st, const a3_st_tensor *t,
-                                const a3_param *p) {
-  int same = t->ndim == p->ndim;
-  for (int d = 0; same && d < p->ndim; d++) same = t->shape[d] == p->shape[d];
-  if (same) return A3_OK;
-  char got[128] = "", want[128];
-  int64_t shape[A3_PARAM_MAX_DIMS];
-  for (int d = 0; d < p->ndim; d++) shape[d] = p->shape[d];
-  a3_ckpt_format_shape(t->ndim <= A3_ST_MAX_DIMS ? t->ndim : 0, t->shape, got, sizeof got);
-  a3_ckpt_format_shape(p->ndim, shape, want, sizeof want);
-  return A3_FAIL(A3_ERR_INPUT, "%s: %s: shape %s in the file, %s expected (model.arch must match)",
-                 a3_safetensors_path(st), t->name, got, want);
-}
-
-static a3_status load_safetensors(a3_unet *m, const a3_safetensors *st) {
-  float *params = a3_unet_params(m);
-  int used = 0;
-  for (int i = 0; i < a3_unet_param_count(m); i++) {
-    const a3_param *p = a3_unet_param_at(m, i);
-    const a3_st_tensor *t = a3_diffusers_find_tensor(st, p->name);
-    if (!t && a3_param_origin_of(p->name) != A3_PARAM_BASE) continue; // keeps its init
-    if (!t)
-      return A3_FAIL(A3_ERR_INPUT, "%s: tensor %s is missing", a3_safetensors_path(st), p->name);
-    A3_TRY(check_st_shape(st, t, p));
-    A3_TRY(a3_safetensors_read_f32(st, t, params + p->offset, (int64_t)p->numel));
-    used++;
-  }
-  const int extra = a3_safetensors_count(st) - used;
-  if (extra > 0)
-    a3_warn("%s: %d tensor%s that this model does not have, ignored", a3_safetensors_path(st),
-            extra, extra == 1 ? "" : "s");
-  return A3_OK;
-}
-
+// The model layer's loader checks names (new or legacy), shapes and dtypes.
 static a3_status load_diffusers(a3_unet *m, const char *dir) {
   a3_diffusers_files files;
   A3_TRY(a3_diffusers_find_files(dir, &files));
-  a3_safetensors *st = NULL;
-  A3_TRY(a3_safetensors_open(files.weights, &st));
-  a3_status s = load_safetensors(m, st);
-  a3_safetensors_close(st);
-  A3_TRY(s);
+  A3_TRY(a3_unet_load_safetensors(m, files.weights, NULL));
   return A3_OK;
 }
 

@@ -249,7 +249,7 @@ static void test_diffusers_init(const char *dir) {
   CHECK(!memcmp(a3_unet_params(m), a3_unet_params(m2), a3_unet_num_floats(m) * sizeof(float)));
   CHECK(a3_safetensors_write_f32(weights, ts + 1, n - 1, NULL, 0) == A3_OK); // no conv_in.weight
   CHECK(a3_model_load_init(m2, folder) == A3_ERR_INPUT);
-  CHECK_MSG(has(a3_error_message(), "conv_in.weight is missing"), "%s", a3_error_message());
+  CHECK_MSG(has(a3_error_message(), "not in the file: conv_in.weight"), "%s", a3_error_message());
   free(ts);
   free(shapes);
   free(names);
