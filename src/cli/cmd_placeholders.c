@@ -14,13 +14,6 @@ static a3_status not_yet(const char *name, const char *usage, const char *summar
                  name);
 }
 
-a3_status a3_cmd_sweep(int argc, char **argv) {
-  return not_yet("sweep", "CONFIG [-o key.path=value]...",
-                 "Run every point of a config's sweep grid across MPI rank groups (not "
-                 "implemented yet).",
-                 argc, argv);
-}
-
 a3_status a3_cmd_eval(int argc, char **argv) {
   return not_yet("eval", "SAMPLES",
                  "Evaluate samples against a reference dataset (not implemented yet).", argc, argv);

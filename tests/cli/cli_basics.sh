@@ -34,7 +34,7 @@ for c in $commands; do
   done
   expect_rc 2 "$c with an unknown option" "$A3FTA_BIN" "$c" --no-such-option
 done
-for c in sweep eval; do
+for c in eval; do
   expect_rc 1 "$c placeholder" "$A3FTA_BIN" "$c" some.yaml
   grep -q "not implemented" <<<"$out" || fail "$c does not say it is not implemented: $out"
 done

@@ -1,0 +1,179 @@
+// a3fta results files: one parallel-HDF5 file per sweep, indexed by grid
+// point, that holds every run's outcome and is also the sweep's resume state.
+//
+// File format (format_version 1). N = points, K = A3_RESULT_CURVE_MAX,
+// S = output.samples_per_run, C = model.arch.in_channels, H = W = sample_size.
+// Every dataset has a "description" attribute (h5dump / h5py users need no code).
+//   /                      attributes: format = "a3fta-results", format_version = 1 (int32),
+//                          sweep_hash ("%016llx", see a3fta/sweep.h), n_points (int32),
+//                          ranks_per_run (int32), config (the sweep's base config as YAML,
+//                          sweep section included; a variable-length string, so any size),
+//                          created_utc ("2024-05-01T12:00:00Z"), varied_keys (strings)
+//   /status        int8    (N)        0 pending, 1 done, 2 failed, 3 running
+//   /attempts      int32   (N)        times the point was started (resume retries
+//                                     a failed point while attempts < A3_RESULT_MAX_ATTEMPTS)
+//   /reason        string  (N)        fixed A3_RESULT_REASON_MAX bytes: why a point failed
+//   /final_loss    float64 (N)        NaN until done
+//   /loss_curve    float64 (N, K)     mean training loss per interval, NaN in unused slots
+//   /loss_curve_step int64 (N, K)     last step of each interval, -1 in unused slots
+//   /wall_s        float64 (N)        seconds the point took (max over its group's ranks)
+//   /compute_s     float64 (N)        seconds of training/evaluation compute (run's own)
+//   /peak_mem_bytes int64  (N)        peak memory of the busiest rank of the group
+//   /metrics/<name> float64 (N)       evaluation metrics (a3_result_metric), NaN until filled
+//   /n_samples     int32   (N)        valid images in /samples[i] (the first n_samples)
+//   /samples       uint8   (N, S, C, H, W)  sample images, 0 (black) when absent
+//   /points/config string  (N)        fixed-length: each point's resolved config as YAML
+//   /points/<key>  int64 | float64 | string (N): one per varied key path ("train.lr"),
+//                                     attribute "key" = the key path; booleans are 0/1
+//
+// Why a kill never corrupts it. Every dataset is created collectively up front
+// with fixed shapes, contiguous storage allocated and filled at creation
+// (H5D_ALLOC_TIME_EARLY, H5D_FILL_TIME_ALLOC) and no modification-time
+// tracking, in a file written as "<path>.partial", flushed, closed and renamed
+// into place: after creation no HDF5 metadata ever changes. A finished point
+// is then written by its group leader with independent MPI-IO (plain writes
+// of raw bytes into space that already exists), the row's data first and its
+// status last, followed by fdatasync. A process killed at any moment leaves a
+// valid file in which each point is pending, running (treated as pending on
+// resume), or done with all of its data. Default (earliest) file-format
+// bounds: no superblock-v3 "file open for writing" flag that would make a
+// killed file unopenable without h5clear.
+#ifndef A3FTA_RESULTS_H
+#define A3FTA_RESULTS_H
+
+#include "a3fta/core.h"
+
+#include <mpi.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define A3_RESULTS_FORMAT "a3fta-results"
+enum {
+  A3_RESULTS_FORMAT_VERSION = 1,
+  A3_RESULT_CURVE_MAX = 100,  // loss-curve slots per point (K)
+  A3_RESULT_REASON_MAX = 512, // bytes of a failure reason, NUL included
+  A3_RESULT_MAX_ATTEMPTS = 3, // resume retries a failed point until it was started this often
+  A3_RESULT_KEY_MAX = 64,     // bytes of a varied key path, NUL included
+};
+
+typedef enum {
+  A3_POINT_PENDING = 0,
+  A3_POINT_DONE = 1,
+  A3_POINT_FAILED = 2,
+  A3_POINT_RUNNING = 3,
+} a3_point_status;
+
+// Metric slots (each one dataset /metrics/<name>); NaN until a run fills it.
+typedef enum {
+  A3_RESULT_FID,
+  A3_RESULT_KID_MEAN,
+  A3_RESULT_KID_STD,
+  A3_RESULT_DIVERSITY,
+  A3_RESULT_INTRA_CLUSTER_DIVERSITY,
+  A3_RESULT_MEMORIZATION,
+  A3_RESULT_HELDOUT_LOSS,
+  A3_RESULT_PRECISION,
+  A3_RESULT_RECALL,
+  A3_RESULT_DENSITY,
+  A3_RESULT_COVERAGE,
+  A3_RESULT_N_METRICS
+} a3_result_metric;
+
+const char *a3_result_metric_name(int metric);        // "fid", "kid_mean", ...
+const char *a3_result_metric_description(int metric); // one line, stored as attribute
+
+// The outcome of one run (one grid point), as a run function fills it.
+// a3_run_result_init sets: status DONE, reason "", every number NaN (counts
+// 0, peak_mem_bytes 0), no curve, no samples.
+typedef struct {
+  // ---- inputs, set by the sweep engine before the run function is called
+  int64_t point;   // index of the grid point
+  int samples_cap; // S: images the samples buffer holds (0: none wanted)
+  int channels, height, width;
+  uint8_t *samples; // (samples_cap, C, H, W), zeroed, owned by the engine
+  // ---- outputs
+  a3_point_status status;            // DONE, or FAILED with a reason (the sweep goes on)
+  char reason[A3_RESULT_REASON_MAX]; // why it failed ("loss is NaN at step 120")
+  double final_loss;
+  int n_curve;                             // slots used of the loss curve
+  double curve_loss[A3_RESULT_CURVE_MAX];  // mean loss over each interval
+  int64_t curve_step[A3_RESULT_CURVE_MAX]; // last step of each interval
+  double wall_s;          // set by the engine (time in the run function, max over the group)
+  double compute_s;       // the run's own compute time (NaN if unknown)
+  int64_t peak_mem_bytes; // 0: the engine uses the process's peak RSS
+  double metrics[A3_RESULT_N_METRICS];
+  int n_samples; // images written into samples (<= samples_cap)
+} a3_run_result;
+
+void a3_run_result_init(a3_run_result *r);
+
+// Fills the loss curve from one loss per step (losses[s-1] is step s's loss,
+// steps 1..n): K slots of ceil(n / K) steps each, each the mean of its steps
+// (non-finite losses propagate), curve_step the slot's last step.
+void a3_run_result_set_curve(a3_run_result *r, const double *losses, int64_t n);
+
+// ---------------------------------------------------------------- creating
+typedef enum { A3_RESULT_INT64, A3_RESULT_FLOAT64, A3_RESULT_STRING } a3_result_type;
+
+// One varied key: its values for all N points (the array of its type).
+typedef struct {
+  char key[A3_RESULT_KEY_MAX];
+  a3_result_type type;
+  const char *description; // "train.lr (float)"; NULL: the key path
+  int64_t *ints;           // N, A3_RESULT_INT64
+  double *floats;          // N, A3_RESULT_FLOAT64
+  char **strings;          // N, A3_RESULT_STRING
+} a3_result_column;
+
+typedef struct {
+  int64_t n_points;
+  uint64_t sweep_hash;
+  int ranks_per_run;
+  const char *base_yaml; // the sweep's config (root attribute "config")
+  const a3_result_column *columns;
+  int n_columns;
+  int samples, channels, height, width; // S, C, H, W
+  size_t config_len;                    // bytes of each /points/config string (>= longest YAML + 1)
+  // Point i's resolved YAML (malloc'd; the writer frees it). Called on the
+  // rank that writes row i only: ranks write disjoint slices of /points/config.
+  a3_status (*point_yaml)(void *ctx, int64_t i, char **out);
+  void *ctx;
+} a3_results_layout;
+
+// Collective over comm (every rank passes identical layouts, point_yaml aside):
+// creates <path>.partial, writes everything, closes it and renames it to path
+// (replacing any file there).
+a3_status a3_results_create(MPI_Comm comm, const char *path,
+                            const a3_results_layout *layout) A3_WARN_UNUSED;
+
+// ---------------------------------------------------------------- resume state
+// Serial (one rank, sec2 driver; no other rank may have the file open):
+// checks format, version, sweep_hash and n_points, and reads the status and
+// attempts of every point (arrays of n_points). With reset_running, points
+// left "running" by a killed job are set back to pending in the file.
+// A file of another sweep is A3_ERR_CONFIG naming both hashes.
+a3_status a3_results_inspect(const char *path, uint64_t sweep_hash, int64_t n_points,
+                             bool reset_running, int8_t *status, int32_t *attempts) A3_WARN_UNUSED;
+
+// ---------------------------------------------------------------- writing
+typedef struct a3_results a3_results;
+
+// Collective: opens the file read-write on comm and opens every dataset once.
+a3_status a3_results_open(MPI_Comm comm, const char *path, a3_results **out) A3_WARN_UNUSED;
+// Independent (one rank): status RUNNING and the attempt count of a point.
+a3_status a3_results_mark_running(a3_results *r, int64_t point, int32_t attempts) A3_WARN_UNUSED;
+// Independent (one rank): the point's whole row, then its status (DONE or
+// FAILED, from res->status), then fdatasync.
+a3_status a3_results_write_point(a3_results *r, int64_t point,
+                                 const a3_run_result *res) A3_WARN_UNUSED;
+// Collective: flush (MPI_File_sync) and barrier, so that every rank's writes
+// are visible to all.
+a3_status a3_results_sync(a3_results *r) A3_WARN_UNUSED;
+// Independent: statuses of all points (n_points int8) as the file has them.
+a3_status a3_results_read_status(a3_results *r, int8_t *status) A3_WARN_UNUSED;
+int64_t a3_results_n_points(const a3_results *r);
+// Collective: closes datasets and file and frees r (also when an earlier call
+// failed). NULL is fine (returns A3_OK without any MPI call).
+a3_status a3_results_close(a3_results *r) A3_WARN_UNUSED;
+
+#endif

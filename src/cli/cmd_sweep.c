@@ -1,0 +1,253 @@
+// a3fta sweep: every point of a config's sweep over groups of MPI ranks
+// (a3fta/sweep.h), each point trained by the trainer (a3fta/trainer.h) in
+// output.dir/point-NNNNNN, all outcomes in output.dir/results.h5.
+#define _POSIX_C_SOURCE 200809L
+#include "a3fta/config.h"
+#include "a3fta/sweep.h"
+#include "a3fta/trainer.h"
+#include "cli/commands.h"
+#include "cli/options.h"
+
+#include <hdf5.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { PATH_CAP = A3_CONFIG_STR_MAX + 32 };
+
+typedef struct {
+  bool samples; // draw output.samples_per_run images per point into the results
+} train_ctx;
+
+// ---------------------------------------------------------------- one point
+// Rank 0 of the group decides, the others follow (status and message).
+static a3_status group_agree(MPI_Comm group, int grank, a3_status s, const char *what) {
+  int code = (int)s;
+  MPI_Bcast(&code, 1, MPI_INT, 0, group);
+  if (grank == 0 || code == A3_OK) return grank == 0 ? s : A3_OK;
+  return A3_FAIL((a3_status)code, "%s failed on the group's first rank", what);
+}
+
+// Resume a point's training only from its own earlier attempt: the folder's
+// config.yaml (written by a3_train) must be this point's config.
+static a3_status same_config_on_disk(const a3_config *pc, bool *same) {
+  char path[PATH_CAP], *mine = NULL, *disk = NULL;
+  snprintf(path, sizeof path, "%s/config.yaml", pc->output.dir);
+  *same = false;
+  if (access(path, F_OK) != 0) return A3_OK;
+  A3_TRY(a3_config_to_yaml(pc, &mine, NULL));
+  if (a3_read_file(path, A3_CONFIG_MAX_BYTES, &disk, NULL) == A3_OK)
+    *same = !strcmp(mine, disk);
+  else
+    a3_error_clear();
+  free(mine);
+  free(disk);
+  return A3_OK;
+}
+
+// losses.csv ("step,loss,lr") -> the loss curve, final loss, divergence.
+static a3_status read_losses(const a3_config *pc, a3_run_result *r) {
+  char path[PATH_CAP], *text = NULL;
+  snprintf(path, sizeof path, "%s/losses.csv", pc->output.dir);
+  A3_TRY(a3_read_file(path, (size_t)1 << 30, &text, NULL));
+  const int64_t n = pc->train.steps;
+  double *loss = NULL;
+  a3_status s = a3_alloc((void **)&loss, (size_t)n + 1, sizeof *loss);
+  for (int64_t i = 0; s == A3_OK && i < n; i++) loss[i] = NAN;
+  int64_t last = 0;
+  for (char *line = text; s == A3_OK && line && *line;) {
+    char *next = strchr(line, '\n');
+    if (next) *next++ = '\0';
+    char *end = NULL;
+    const long long step = strtoll(line, &end, 10);
+    if (end != line && *end == ',' && step >= 1 && step <= n) {
+      loss[step - 1] = strtod(end + 1, NULL);
+      if (step > last) last = step;
+    }
+    line = next;
+  }
+  if (s == A3_OK) {
+    a3_run_result_set_curve(r, loss, last);
+    r->final_loss = last > 0 ? loss[last - 1] : NAN;
+    for (int64_t i = 0; i < last; i++)
+      if (!isfinite(loss[i])) {
+        r->status = A3_POINT_FAILED;
+        snprintf(r->reason, sizeof r->reason, "training diverged: loss is %g at step %lld", loss[i],
+                 (long long)i + 1);
+        break;
+      }
+    if (r->status != A3_POINT_FAILED && last < n) {
+      r->status = A3_POINT_FAILED;
+      snprintf(r->reason, sizeof r->reason, "losses.csv has losses for %lld of %lld steps",
+               (long long)last, (long long)n);
+    }
+  }
+  free(loss);
+  free(text);
+  return s;
+}
+
+// samples.h5 (/samples (N, C, H, W) uint8) -> the result's sample slots.
+static a3_status read_samples(const char *path, a3_run_result *r) {
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) return A3_FAIL(A3_ERR_IO, "cannot open %s", path);
+  hid_t ds = H5Dopen2(f, "samples", H5P_DEFAULT);
+  a3_status s = A3_OK;
+  hsize_t dims[4] = {0};
+  if (ds < 0) {
+    s = A3_FAIL(A3_ERR_INPUT, "%s: no /samples", path);
+  } else {
+    hid_t space = H5Dget_space(ds);
+    const int nd = H5Sget_simple_extent_ndims(space);
+    H5Sget_simple_extent_dims(space, dims, NULL);
+    H5Sclose(space);
+    if (nd != 4 || dims[0] > (hsize_t)r->samples_cap || dims[1] != (hsize_t)r->channels ||
+        dims[2] != (hsize_t)r->height || dims[3] != (hsize_t)r->width)
+      s = A3_FAIL(A3_ERR_INPUT, "%s: /samples has another shape than the results file's slots",
+                  path);
+    else if (H5Dread(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, r->samples) < 0)
+      s = A3_FAIL(A3_ERR_IO, "cannot read %s", path);
+    else
+      r->n_samples = (int)dims[0];
+    H5Dclose(ds);
+  }
+  H5Fclose(f);
+  return s;
+}
+
+static a3_status train_point(const a3_config *pc, MPI_Comm group, a3_run_result *r, void *vctx) {
+  const train_ctx *ctx = vctx;
+  int grank = 0;
+  MPI_Comm_rank(group, &grank);
+  bool resume = false;
+  a3_status s = grank == 0 ? same_config_on_disk(pc, &resume) : A3_OK;
+  A3_TRY(group_agree(group, grank, s, "checking the point's folder"));
+  int flag = resume;
+  MPI_Bcast(&flag, 1, MPI_INT, 0, group);
+  const a3_train_options opt = {.resume = flag != 0};
+  a3_train_result tr;
+  A3_TRY(a3_train(pc, group, &opt, &tr));
+  r->compute_s = tr.seconds;
+  r->final_loss = tr.last_loss;
+  s = grank == 0 ? read_losses(pc, r) : A3_OK;
+  A3_TRY(group_agree(group, grank, s, "reading the point's losses"));
+  int failed = r->status == A3_POINT_FAILED;
+  MPI_Bcast(&failed, 1, MPI_INT, 0, group);
+  if (failed || !ctx->samples || r->samples_cap <= 0) return A3_OK;
+  char ckpt[PATH_CAP], h5[PATH_CAP], png[PATH_CAP];
+  snprintf(ckpt, sizeof ckpt, "%s/checkpoint.h5", pc->output.dir);
+  snprintf(h5, sizeof h5, "%s/samples.h5", pc->output.dir);
+  snprintf(png, sizeof png, "%s/samples.png", pc->output.dir);
+  const a3_sample_request req = {.num = r->samples_cap,
+                                 .sampler = pc->eval.sampler,
+                                 .steps = pc->eval.sampler_steps,
+                                 .eta = pc->eval.eta,
+                                 .seed = (uint64_t)pc->train.seed,
+                                 .use_ema = pc->train.ema,
+                                 .out_h5 = h5,
+                                 .out_png = png};
+  A3_TRY(a3_sample_checkpoint(group, ckpt, &req));
+  s = grank == 0 ? read_samples(h5, r) : A3_OK;
+  A3_TRY(group_agree(group, grank, s, "reading the point's samples"));
+  return A3_OK;
+}
+
+// ---------------------------------------------------------------- the command
+static void list_points(const a3_config *cfg) {
+  a3_sweep_plan *p = NULL;
+  if (a3_sweep_plan_make(cfg, &p) != A3_OK) return; // the sweep reported it already
+  char label[2048];
+  printf("# %lld points, sweep hash %016llx\n", (long long)p->n_points,
+         (unsigned long long)p->sweep_hash);
+  for (int64_t i = 0; i < p->n_points; i++) {
+    a3_sweep_point_label(p, i, label, sizeof label);
+    printf("%lld\t%s\n", (long long)i, label[0] ? label : "(the config as given)");
+  }
+  fflush(stdout);
+  a3_sweep_plan_free(p);
+}
+
+a3_status a3_cmd_sweep(int argc, char **argv) {
+  a3_cli_list overrides = {0};
+  int force_new = 0, dry_run = 0, no_samples = 0;
+  const a3_cli_option options[] = {
+      {"override", 'o', A3_OPT_LIST, "KEY=VALUE",
+       "set a config key (YAML value), after the file; repeatable", &overrides, 0, 0},
+      {"force-new", 0, A3_OPT_FLAG, NULL,
+       "replace an existing OUTPUT_DIR/results.h5 (of this or another sweep) with a new one",
+       &force_new, 0, 0},
+      {"dry-run", 0, A3_OPT_FLAG, NULL,
+       "check every point and list them (index and assignments); run nothing, write nothing",
+       &dry_run, 0, 0},
+      {"no-samples", 0, A3_OPT_FLAG, NULL, "store no sample images (skips sampling after each run)",
+       &no_samples, 0, 0},
+  };
+  const a3_cli_command cmd = {
+      "sweep",
+      "CONFIG [-o key.path=value]... [--force-new] [--dry-run]",
+      "Run every point of a config's sweep grid across MPI rank groups.",
+      "Points: every combination of sweep.grid and sweep.zip, then each of sweep.points\n"
+      "(see configs/README.md). Launch with mpirun or srun; the ranks form groups of\n"
+      "parallel.ranks_per_run that train one point each (data parallel), taking points\n"
+      "dynamically or round robin (parallel.schedule).\n"
+      "\n"
+      "Writes OUTPUT_DIR/results.h5 (one row per point: status, losses, timings, metrics,\n"
+      "sample images; h5dump shows what each dataset means) and OUTPUT_DIR/point-NNNNNN/\n"
+      "(each point's config.yaml, losses.csv, checkpoint.h5, samples).\n"
+      "\n"
+      "Resume: run the same command again. Done points are skipped, failed ones retried\n"
+      "(up to 3 attempts), interrupted ones started again (from their checkpoint).\n"
+      "SIGTERM or SIGUSR1 (Slurm before a time limit) stops taking new points, finishes\n"
+      "the running ones, closes the file and exits 0.",
+      options,
+      (int)(sizeof options / sizeof options[0]),
+      1,
+      1};
+  a3_cli_args args;
+  A3_TRY(a3_cli_parse(&cmd, argc, argv, &args));
+  if (args.help_requested) return A3_OK;
+  int mpi_up = 0;
+  MPI_Initialized(&mpi_up);
+  if (!mpi_up)
+    return A3_FAIL(A3_ERR_INTERNAL, "'a3fta sweep' runs without MPI started (main.c: needs_mpi)");
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  a3_config cfg;
+  a3_status s = a3_config_load(args.positional[0], overrides.items, overrides.count, &cfg);
+  // A config that fails to load on some ranks only must not leave the others waiting.
+  A3_TRY(a3_sweep_agree(MPI_COMM_WORLD, s, 0));
+  if (dry_run) {
+    a3_sweep_plan *p = NULL;
+    s = a3_sweep_plan_make(&cfg, &p);
+    s = a3_sweep_agree(MPI_COMM_WORLD, s, p ? p->agree_hash : 0);
+    a3_sweep_plan_free(p);
+    if (s == A3_OK && rank == 0) list_points(&cfg);
+    a3_config_free(&cfg);
+    A3_TRY(s);
+    return A3_OK;
+  }
+  train_ctx ctx = {.samples = !no_samples};
+  const a3_sweep_options opt = {
+      .run = train_point, .ctx = &ctx, .force_new = force_new != 0, .handle_signals = true};
+  a3_sweep_summary sum;
+  s = a3_sweep_run(MPI_COMM_WORLD, &cfg, &opt, &sum);
+  a3_config_free(&cfg);
+  A3_TRY(s);
+  if (rank != 0) return A3_OK;
+  if (sum.interrupted)
+    a3_warn("interrupted: %lld points remain; rerun the same command to resume",
+            (long long)(sum.n_points - sum.done - sum.failed));
+  else if (sum.failed)
+    a3_warn("sweep finished with %lld of %lld points failed (their reasons are in /reason of "
+            "%s); rerunning the same command retries each up to %d attempts",
+            (long long)sum.failed, (long long)sum.n_points, sum.results_path,
+            A3_RESULT_MAX_ATTEMPTS);
+  a3_info("sweep: %lld done, %lld failed, %lld pending of %lld points (%lld run now) in %.1f s; "
+          "results in %s",
+          (long long)sum.done, (long long)sum.failed, (long long)sum.pending,
+          (long long)sum.n_points, (long long)sum.ran, sum.seconds, sum.results_path);
+  return A3_OK;
+}
