@@ -88,7 +88,9 @@ a3_status a3_trainable_segments(const a3_unet *m, a3_param_segment **segs,
 // ---------------------------------------------------------------- checkpoints
 // A training checkpoint (on a3fta/checkpoint.h's generic file):
 //   /                        format, format_version, config (resolved YAML),
-//                            config_hash ("%016llx" of a3_config_hash), step
+//                            config_hash ("%016llx" of a3_config_hash), step,
+//                            base_model_hash (a3fta/export.h: of the weights
+//                            model.init gave, "random" for a random init)
 //   /params/<name>           every parameter of the model, strategy modules included
 //   /ema/<name>              EMA of each trainable parameter (when train.ema)
 //   /optimizer/m/<name>      AdamW first moments of each trainable parameter
@@ -102,6 +104,7 @@ typedef struct {
   uint64_t seed;                // train.seed
   const float *adam_m, *adam_v; // compact over the trainable tensors in table order, or NULL
   const float *ema;             // same layout, or NULL
+  const char *base_model_hash;  // a3_base_model_hash_text, or NULL (not written)
 } a3_model_ckpt;
 
 // Writes a checkpoint atomically (serial: call on one rank).

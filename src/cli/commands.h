@@ -13,6 +13,7 @@ a3_status a3_cmd_config(int argc, char **argv); // src/cli/cmd_config.c
 a3_status a3_cmd_train(int argc, char **argv);  // src/cli/cmd_train.c
 a3_status a3_cmd_sample(int argc, char **argv); // src/cli/cmd_sample.c
 a3_status a3_cmd_sweep(int argc, char **argv);  // src/cli/cmd_sweep.c
+a3_status a3_cmd_export(int argc, char **argv); // src/cli/cmd_export.c
 a3_status a3_cmd_eval(int argc, char **argv);   // src/cli/cmd_placeholders.c
 
 #endif

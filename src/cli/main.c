@@ -30,6 +30,8 @@ static const command_entry commands[] = {
     {"train", "train or fine-tune one model (data-parallel over the MPI ranks)", a3_cmd_train, 1},
     {"sweep", "run a hyperparameter sweep over MPI rank groups; resumable", a3_cmd_sweep, 1},
     {"sample", "sample images from a checkpoint (DDPM or DDIM)", a3_cmd_sample, 1},
+    {"export", "export a fine-tune's trained weights (adapter, LoRA, ...) as safetensors",
+     a3_cmd_export, 1},
     {"eval", "evaluate samples: FID, KID, diversity, memorization (not implemented yet)",
      a3_cmd_eval, 0},
 };
@@ -141,7 +143,7 @@ int main(int argc, char **argv) {
   if (!cmd) {
     fprintf(stderr,
             "a3fta: usage error: unknown command '%s' (commands: import, info, config, "
-            "train, sweep, sample, eval; see 'a3fta --help')\n",
+            "train, sweep, sample, export, eval; see 'a3fta --help')\n",
             first);
     return 2;
   }

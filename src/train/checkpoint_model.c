@@ -47,6 +47,8 @@ static a3_status write_all(a3_ckpt_writer *w, a3_unet *m, const a3_model_ckpt *s
   A3_TRY(a3_ckpt_write_attr_string(w, "/", "config", st->config_yaml ? st->config_yaml : ""));
   A3_TRY(a3_ckpt_write_attr_string(w, "/", "config_hash", hex));
   A3_TRY(a3_ckpt_write_attr_int(w, "/", "step", st->step));
+  if (st->base_model_hash)
+    A3_TRY(a3_ckpt_write_attr_string(w, "/", "base_model_hash", st->base_model_hash));
   A3_TRY(write_group(w, "params", m, true, NULL));
   if (st->ema) A3_TRY(write_group(w, "ema", m, false, st->ema));
   if (st->adam_m && st->adam_v) {

@@ -3,8 +3,10 @@
 #include "a3fta/trainer.h"
 
 #include "a3fta/dataset.h"
+#include "a3fta/export.h"
 #include "a3fta/strategy.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +32,7 @@ struct a3_trainer {
   int32_t *t;                                // (r_count)
   int64_t *perm, epoch;                      // batch permutation cache (n subset images)
   int64_t step;                              // optimizer steps done
+  char base_hash[A3_BASE_HASH_MAX];          // of the weights model.init gave (checkpoints)
 };
 
 int64_t a3_trainer_steps_done(const a3_trainer *t) { return t->step; }
@@ -108,6 +111,7 @@ static a3_status init_weights(a3_trainer *t) {
   // their own initialisation (zero up-projections, ...).
   a3_unet_init_random(t->m, (uint64_t)t->cfg.train.seed);
   if (strcmp(t->cfg.model.init, "random") != 0) A3_TRY(a3_model_load_init(t->m, t->cfg.model.init));
+  a3_base_model_hash_text(t->m, t->cfg.model.init, t->base_hash);
   return A3_OK;
 }
 
@@ -260,7 +264,7 @@ a3_status a3_trainer_save(a3_trainer *t, const char *path) {
   a3_status s = A3_OK;
   if (t->rank == 0) {
     const a3_model_ckpt st = {t->config_yaml, t->config_hash, t->step, (uint64_t)t->cfg.train.seed,
-                              t->adam_m,      t->adam_v,      t->ema};
+                              t->adam_m,      t->adam_v,      t->ema,  t->base_hash};
     s = a3_model_checkpoint_write(path, t->m, &st);
   }
   A3_TRY(agree(t->comm, s, 0));
@@ -271,6 +275,11 @@ a3_status a3_trainer_resume(a3_trainer *t, const char *path) {
   int64_t step = 0;
   a3_status s =
       a3_model_checkpoint_read_state(path, t->m, &t->cfg, t->adam_m, t->adam_v, t->ema, &step);
+  // The run's base is the one its first session started from.
+  char stored[A3_BASE_HASH_MAX] = "";
+  if (s == A3_OK) s = a3_model_checkpoint_base_hash(path, stored);
+  if (s == A3_OK && strcmp(stored, "unknown") != 0)
+    snprintf(t->base_hash, sizeof t->base_hash, "%s", stored);
   // Every rank reads the file itself; they must all have succeeded.
   int ok = s == A3_OK, all_ok = 0;
   MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_LAND, t->comm);

@@ -12,7 +12,7 @@ expect_rc() { # expected_rc description command...
 }
 
 expect_rc 0 "--help" "$A3FTA_BIN" --help
-commands="import info config train sweep sample eval"
+commands="import info config train sweep sample export eval"
 for c in $commands; do
   grep -q "^  $c " <<<"$out" || fail "--help does not list '$c'"
 done

@@ -39,7 +39,7 @@ static a3_status expected_config(const char *dir, int64_t i, a3_config *cfg) {
                      dir, cfg));
   if (i < 12) {
     const int z = (int)(i / 6), s = (int)(i / 3 % 2), l = (int)(i % 3);
-    char seed[8], subset[8];
+    char seed[16], subset[16];
     snprintf(seed, sizeof seed, "%d", z);
     snprintf(subset, sizeof subset, "%d", 5 + z);
     A3_TRY(a3_config_set(cfg, "train.seed", seed, "test"));

@@ -171,7 +171,7 @@ static void test_model(const char *dir) {
   const char *path = io_path(dir, "model.h5");
   char *yaml = NULL;
   CHECK(a3_config_to_yaml(&cfg, &yaml, NULL) == A3_OK);
-  const a3_model_ckpt st = {yaml, a3_config_hash(&cfg), 42, 5, mm, vv, ee};
+  const a3_model_ckpt st = {yaml, a3_config_hash(&cfg), 42, 5, mm, vv, ee, NULL};
   CHECK(a3_model_checkpoint_write(path, m, &st) == A3_OK);
   free(yaml);
   int64_t step = 0;
