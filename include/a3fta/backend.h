@@ -293,6 +293,22 @@ struct a3_backend_ops {
                              const float *b,                  // (n) the forward's b
                              const float *gate,               // (1)
                              size_t n);
+
+  // ------------------------------------------------------------ softmax cross-entropy (classifier)
+  // Rows of logits (N, K): probs = softmax (max subtracted), saved for the
+  // backward; *loss = scale * sum_i (logsumexp(logits_i) - logits_i[labels[i]])
+  // (one float in backend memory; scale 1/N gives the mean). labels (N)
+  // int32 in [0, K), in backend memory.
+  void (*softmax_xent_forward)(const a3_backend *be, float *loss, // (1)
+                               float *probs,                      // (N, K) saved
+                               const float *logits,               // (N, K)
+                               const int32_t *labels,             // (N)
+                               int N, int K, float scale);
+  // dlogits = scale * (probs - onehot(labels)), overwritten.
+  void (*softmax_xent_backward)(const a3_backend *be, float *dlogits, // (N, K)
+                                const float *probs,                   // (N, K) from the forward
+                                const int32_t *labels,                // (N)
+                                int N, int K, float scale);
 };
 
 // ---------------------------------------------------------------- the CPU backend

@@ -180,6 +180,33 @@ static void bench_attn(const char *name, int B, int T, int C, int NH) {
   free(a.dout), free(a.ws);
 }
 
+// ---------------------------------------------------------------- linear
+typedef struct {
+  int N, IN, OUT;
+  float *x, *w, *b, *y, *dy, *dx, *dw, *db;
+} lin_ctx;
+static void lin_f(void *p) {
+  lin_ctx *l = p;
+  be->ops->linear_forward(be, l->y, l->x, l->w, l->b, l->N, l->IN, l->OUT);
+}
+static void lin_b(void *p) {
+  lin_ctx *l = p;
+  be->ops->linear_backward(be, l->dx, l->dw, l->db, l->dy, l->x, l->w, l->N, l->IN, l->OUT);
+}
+static void bench_linear(const char *name, int N, int IN, int OUT) {
+  if (!selected(name)) return;
+  lin_ctx l = {.N = N, .IN = IN, .OUT = OUT};
+  l.x = rand_buf((size_t)N * IN, 1), l.w = rand_buf((size_t)OUT * IN, 2);
+  l.b = rand_buf((size_t)OUT, 3), l.y = rand_buf((size_t)N * OUT, 4);
+  l.dy = rand_buf((size_t)N * OUT, 5), l.dx = rand_buf((size_t)N * IN, 6);
+  l.dw = rand_buf((size_t)OUT * IN, 7), l.db = rand_buf((size_t)OUT, 8);
+  const double gf = 2.0 * N * (double)IN * OUT * 1e-9;
+  printf("ROW %s fwd %.4f %.4f 0\n", name, time_op(lin_f, &l), gf);
+  printf("ROW %s bwd %.4f %.4f 0\n", name, time_op(lin_b, &l), 2 * gf);
+  fflush(stdout);
+  free(l.x), free(l.w), free(l.b), free(l.y), free(l.dy), free(l.dx), free(l.dw), free(l.db);
+}
+
 int main(int argc, char **argv) {
   int B = 64;
   for (int i = 1; i < argc; i++) {
@@ -217,5 +244,7 @@ int main(int argc, char **argv) {
   bench_gn("64x16x16", B, 64, 16, 8);
   bench_gn("64x8x8", B, 64, 8, 8);
   bench_attn("attn_T64_C64", B, 64, 64, 1);
+  bench_linear("linear_Bx64to64_T64", B * 64, 64, 64); // to_q/k/v/out at 8x8
+  bench_linear("linear_Bx128to64", B, 128, 64);        // time_emb_proj
   return 0;
 }

@@ -126,6 +126,26 @@ def bench_attn(args, name, B, T, C, NH):
     print(f"ROW {name} bwd {timed(bwd, args.iters):.4f} {2 * gf:.4f} 0", flush=True)
 
 
+def bench_linear(args, name, N, IN, OUT):
+    if not selected(args, name):
+        return
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(N, IN, generator=g) * 2 - 1
+    w = torch.rand(OUT, IN, generator=g) * 2 - 1
+    b = torch.rand(OUT, generator=g) * 2 - 1
+    dy = torch.rand(N, OUT, generator=g) * 2 - 1
+
+    def fwd():
+        return F.linear(x, w, b)
+
+    def bwd():  # what autograd runs for F.linear: addmm's backward (two mm) and the bias sum
+        return dy.mm(w), dy.t().mm(x), dy.sum(0)
+
+    gf = 2.0 * N * IN * OUT * 1e-9
+    print(f"ROW {name} fwd {timed(fwd, args.iters):.4f} {gf:.4f} 0")
+    print(f"ROW {name} bwd {timed(bwd, args.iters):.4f} {2 * gf:.4f} 0", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=64)
@@ -156,6 +176,8 @@ def main():
     bench_gn(args, "64x16x16", B, 64, 16, 8)
     bench_gn(args, "64x8x8", B, 64, 8, 8)
     bench_attn(args, "attn_T64_C64", B, 64, 64, 1)
+    bench_linear(args, "linear_Bx64to64_T64", B * 64, 64, 64)  # to_q/k/v/out at 8x8
+    bench_linear(args, "linear_Bx128to64", B, 128, 64)  # time_emb_proj
 
 
 if __name__ == "__main__":

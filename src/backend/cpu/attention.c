@@ -14,14 +14,19 @@
 // the same for any thread count. The (T, T) scratch block (dP, or S when
 // probs is NULL) is one per thread: the workspace holds ATTN_SLOTS of them
 // (see cpu_attention_workspace_size), and at most that many threads run.
-// Before (one pair after the other, each sgemm threaded by OpenBLAS's own
-// pool) the U-Net's 8x8 attention (B = 64, T = 64, C = 64, 2 threads) took
-// 1.45 / 1.16 ms forward / backward; numbers now: tools/bench/README.md.
+// The U-Net's 8x8 attention (B = 64, T = 64, C = 64), ms forward / backward
+// (tools/bench/run_ops.sh row, best of 3 interleaved runs, 2-core Zen 5):
+//   one pair after the other, sgemm threaded by OpenBLAS's own pool,
+//   scalar softmax:                       1 thread 1.15 / 0.72   2 threads 1.21 / 0.73
+//   pairs over OpenMP, oneDNN sgemm,
+//   vectorised softmax:                   1 thread 0.50 / 0.72   2 threads 0.30 / 0.49
 #include "cpu_ops.h"
 
 #include <math.h>
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
+
+CPU_FP_CONTRACT
 
 // Scratch blocks in the workspace: one per thread, at most this many threads
 // (a constant, so that the size asked for at planning time still holds if
@@ -47,7 +52,7 @@ static int attn_threads(int pairs) {
 // cpu_sigmoidf), about 1 ulp; arguments below -87 give ~1e-38 instead of 0,
 // negligible next to the row's largest term, which is 1.
 static inline float exp_neg(float t) {
-  t = t < -87.0f ? -87.0f : t;
+  t = t > -87.0f ? t : -87.0f; // max(t, -87): one instruction, not a branch
   const float k = (t * 1.44269504088896341f + 12582912.0f) - 12582912.0f; // round(t / ln 2)
   const float r = (t - k * 0.693359375f) + k * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
@@ -70,12 +75,11 @@ CPU_CLONES static void softmax_rows(float *s, int T) {
     float max = row[0];
 #pragma omp simd reduction(max : max)
     for (int j = 0; j < T; j++) max = row[j] > max ? row[j] : max;
+#pragma omp simd
+    for (int j = 0; j < T; j++) row[j] = exp_neg(row[j] - max);
     double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < T; j++) {
-      row[j] = exp_neg(row[j] - max);
-      sum += row[j];
-    }
+    for (int j = 0; j < T; j++) sum += row[j];
     const float inv = (float)(1.0 / sum);
 #pragma omp simd
     for (int j = 0; j < T; j++) row[j] *= inv;

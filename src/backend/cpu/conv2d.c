@@ -1,37 +1,54 @@
-// conv2d on the CPU: oneDNN convolution primitives, with im2col + sgemm as
-// the fallback.
+// conv2d on the CPU. Four paths, chosen per shape (all keep the op table's
+// contract: plain NCHW in and out, no allocation, results independent of the
+// thread count except inside oneDNN's kernels):
 //
-// Path. Every call converts the NCHW tensors of the op table to the blocked
-// layouts oneDNN's JIT kernels prefer (nChw16c activations, blocked
-// weights), runs oneDNN's forward / backward-data / backward-weights
-// primitive, and converts the result back, all inside the op: the table's
-// contract (plain NCHW in and out) is unchanged. Primitives and reorders are
-// created once per (shape, images per chunk, threads) and cached for the
-// life of the process (the model has ~20 distinct conv shapes); the blocked
-// copies and oneDNN's scratchpad live in the op's workspace (scratchpad mode
-// "user"), so ops still never allocate. The batch runs in chunks of images
-// so that the workspace stays a few MB however large B is (chunk_images).
-// dbias is always a plain double-accumulated reduction over dout, so that it
-// is bitwise the same whether or not dweight is asked for; dweight is
-// accumulated (+=) by a reorder with a sum post-op. If oneDNN cannot build a
-// primitive for a shape, that shape runs the im2col + sgemm path below
-// (A3FTA_CONV=gemm forces it, for comparisons).
+// 1. oneDNN, 3x3 and strided convolutions (every U-Net conv but conv_in,
+//    conv_out and the 1x1 shortcuts). Every call converts the NCHW tensors
+//    to the blocked layouts oneDNN's JIT kernels want (nChw16c activations,
+//    blocked weights), runs oneDNN's forward / backward-data /
+//    backward-weights primitive, and converts the result back, all inside
+//    the op. Primitives and reorders are created once per (shape, images per
+//    chunk, threads) and cached for the life of the process (the model has
+//    ~20 distinct conv shapes); the blocked copies and oneDNN's scratchpad
+//    live in the op's workspace (scratchpad mode "user"). The batch runs in
+//    chunks of images so that the workspace stays a few MB however large B
+//    is (chunk_images). dweight is accumulated (+=) by a reorder with a sum
+//    post-op. 3x3 stride-1 "same" convolutions use oneDNN's Winograd F(4x4,
+//    3x3) kernels (use_winograd: 1.2-2.3x the direct kernels, rounding ~2x
+//    theirs, ~1e-6 relative); others the direct JIT kernels.
+// 2. 1x1 convolutions: a matrix product per image on NCHW itself, no
+//    reorders (pointwise_forward / pointwise_backward).
+// 3. Stride-1 convolutions with at most 4 input or output channels (conv_in,
+//    conv_out): vector loops over zero-padded planes (flat_forward, ...),
+//    where oneDNN's kernels padded the channels to 16 and ran at 4-20 GFLOP/s.
+// 4. im2col + sgemm, the fallback when oneDNN cannot build a primitive
+//    (A3FTA_CONV=gemm forces it everywhere, for comparisons).
+// dbias is always a plain reduction over dout (planes in float, summed in
+// double), so that it is bitwise the same whether or not dweight is asked for.
+// A3FTA_CONV=dnnl sends paths 2 and 3 to oneDNN, A3FTA_CONV=nowino turns
+// Winograd off; A3FTA_CONV_CHUNK=n sets the images per oneDNN call.
 //
-// Measured (tools/bench/run_ops.sh, B = 64, 2 threads, 2-core AMD EPYC Zen 5
-// KVM guest; OpenBLAS with SkylakeX/Cooperlake kernels; oneDNN 2.6.3, which
-// picks jit:avx512_core), GFLOP/s forward / backward (backward = dinp +
-// dweight + dbias, counted as 2x the forward's FLOPs):
+// Measured in the training step of the default Fashion-MNIST U-Net (B = 64,
+// tools/bench/bench_step.c with A3FTA_PROFILE=cpu, one thread of a 2-core
+// AMD EPYC Zen 5 KVM guest, CPU ms per step; oneDNN 2.6.3):
+//   3x3 convs, fwd + bwd (path 1)   direct kernels 725    Winograd 433 (incl. 68 of reorders)
+//   1x1 shortcuts                   oneDNN blocked   59    GEMM on NCHW 44
+//   conv_in + conv_out              oneDNN blocked   17    padded-plane loops 8
+// (and at 2 threads oneDNN scaled badly there: conv_in alone took 10 ms forward).
+// Earlier op-level table (tools/bench/run_ops.sh, B = 64, 2 threads),
+// GFLOP/s forward / backward (backward = dinp + dweight + dbias, counted as
+// 2x the forward's FLOPs), before Winograd:
 //   shape                      im2col+sgemm   oneDNN plain NCHW   oneDNN blocked   PyTorch 1.13
 //                              (per image)    (gemm:jit)          + reorders
 //   3x3 32->32 at 32x32          54 / 47         73 / 62           ~360 / ~320     ~350 / ~210
 //   3x3 64->64 at 16x16          95 / 67        177 / 84           ~450 / ~400     ~450 / ~420
-// The blocked path is 4-10x the im2col path. PyTorch calls the same oneDNN
-// (with the same reorders), so per conv the two are at parity, a3fta's
-// backward faster on some shapes (3x3 32->32 at 32x32, the 1x1 shortcuts).
+// PyTorch calls the same oneDNN (with the same reorders, no Winograd).
 // Chunks of 8-16 images ran as fast as the whole batch at every U-Net shape
-// (the reorders of a chunk stay in L2/L3), so the 4 MB chunk keeps the
-// workspace at 2.4-5.9 MB per conv instead of ~33 MB for the largest conv
-// (3x3 96->32 at 32x32, whole batch). Full table: tools/bench/README.md.
+// (the reorders of a chunk stay in L2/L3); on one thread the 4 MB chunk
+// took 603 ms of CPU per training step against 618-648 for 8 images and
+// 728-778 for the whole batch, and it keeps the workspace at a few MB per
+// conv instead of ~33 MB for the largest (3x3 96->32 at 32x32, whole batch).
+// Full tables: tools/bench/README.md.
 //
 // The fallback, im2col + one sgemm per image: for image b the matrix col
 // (K, P), K = C*KH*KW, P = OH*OW, holds in row (c, kh, kw) the input pixels
@@ -50,6 +67,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+CPU_FP_CONTRACT
 
 a3_status a3_conv2d_check(const a3_conv2d_shape *s) {
   int ok = s->B > 0 && s->C > 0 && s->H > 0 && s->W > 0 && s->OC > 0 && s->KH > 0 && s->KW > 0 &&
@@ -70,6 +89,12 @@ static int is_pointwise(const a3_conv2d_shape *s) {
 }
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+// The workspace from its first 64-byte boundary: oneDNN's kernels (Winograd's
+// among them) load their scratchpad with aligned vector loads, and a caller's
+// buffer (malloc) may be 16-byte aligned only. The size query adds the slack.
+static char *ws_base(void *workspace) {
+  return (char *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
+}
 
 // ====================================================================== oneDNN path
 
@@ -77,7 +102,8 @@ static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 // direct loops would run (below); A3FTA_CONV_CHUNK=n sets the
 // images per chunk (benchmarks). Read once.
 static int conv_force_gemm = 0;
-static int conv_no_direct = 0; // A3FTA_CONV=dnnl: oneDNN also for the direct path's shapes
+static int conv_no_direct = 0; // A3FTA_CONV=dnnl: oneDNN also for the direct and 1x1 paths' shapes
+static int conv_no_wino = 0;   // A3FTA_CONV=nowino: oneDNN's direct kernels, no Winograd
 static int conv_chunk_env = 0;
 static dnnl_engine_t conv_engine = NULL;
 static pthread_once_t conv_once = PTHREAD_ONCE_INIT;
@@ -86,6 +112,7 @@ static void conv_init(void) {
   const char *e = getenv("A3FTA_CONV");
   conv_force_gemm = e && strcmp(e, "gemm") == 0;
   conv_no_direct = e && strcmp(e, "dnnl") == 0;
+  conv_no_wino = e && strcmp(e, "nowino") == 0;
   const char *c = getenv("A3FTA_CONV_CHUNK");
   if (c) conv_chunk_env = atoi(c);
   if (!conv_force_gemm && dnnl_engine_create(&conv_engine, dnnl_cpu, 0) != dnnl_success)
@@ -168,7 +195,7 @@ static void copy_md(dnnl_memory_desc_t *dst, const_dnnl_primitive_desc_t pd, dnn
     memset(dst, 0, sizeof *dst); // zero md: size 0
 }
 
-static int build_prims(conv_prims *e) {
+static int build_prims(conv_prims *e, dnnl_alg_kind_t alg) {
   const a3_conv2d_shape *s = &e->s;
   const int OH = a3_conv2d_out_h(s), OW = a3_conv2d_out_w(s);
   dnnl_dims_t sd = {s->B, s->C, s->H, s->W}, wd = {s->OC, s->C, s->KH, s->KW}, bd = {s->OC},
@@ -188,16 +215,15 @@ static int build_prims(conv_prims *e) {
   int ok = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success;
   dnnl_convolution_desc_t fd, bdd, bwd;
   dnnl_primitive_desc_t fpd = NULL, bdpd = NULL, bwpd = NULL;
-  ok = ok && dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
-                                                &src_a, &w_a, &e->b_u, &dst_a, strides, padl,
-                                                padr) == dnnl_success;
+  ok = ok &&
+       dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, alg, &src_a, &w_a, &e->b_u,
+                                          &dst_a, strides, padl, padr) == dnnl_success;
   ok = ok && dnnl_primitive_desc_create(&fpd, &fd, attr, conv_engine, NULL) == dnnl_success;
-  ok = ok && dnnl_convolution_backward_data_desc_init(&bdd, dnnl_convolution_direct, &src_a, &w_a,
-                                                      &dst_a, strides, padl, padr) == dnnl_success;
+  ok = ok && dnnl_convolution_backward_data_desc_init(&bdd, alg, &src_a, &w_a, &dst_a, strides,
+                                                      padl, padr) == dnnl_success;
   ok = ok && dnnl_primitive_desc_create(&bdpd, &bdd, attr, conv_engine, fpd) == dnnl_success;
-  ok = ok && dnnl_convolution_backward_weights_desc_init(&bwd, dnnl_convolution_direct, &src_a,
-                                                         &w_a, NULL, &dst_a, strides, padl,
-                                                         padr) == dnnl_success;
+  ok = ok && dnnl_convolution_backward_weights_desc_init(&bwd, alg, &src_a, &w_a, NULL, &dst_a,
+                                                         strides, padl, padr) == dnnl_success;
   ok = ok && dnnl_primitive_desc_create(&bwpd, &bwd, attr, conv_engine, fpd) == dnnl_success;
   dnnl_primitive_attr_destroy(attr);
   if (ok) {
@@ -262,6 +288,20 @@ static int same_shape(const a3_conv2d_shape *a, const a3_conv2d_shape *b) {
          a->pad_right == b->pad_right;
 }
 
+// Winograd F(4x4, 3x3) (oneDNN's jit_wino_4x3) for 3x3 stride-1 "same"
+// convolutions: 1.2-1.7x the direct kernels' speed forward, 1.5-2.3x for
+// the data gradient, 1.2-1.6x for the weight gradient at every U-Net shape
+// (B = 16-64, C = 32-128, 8x8 to 32x32; one Zen 5 core, the direct kernels
+// at 200-250 GFLOP/s). Its rounding differs from the direct sum's (the
+// transforms add and subtract scaled inputs): about 1e-6 relative on the
+// U-Net's outputs, well inside the tests' tolerances. A3FTA_CONV=nowino
+// keeps the direct kernels everywhere. A shape oneDNN has no Winograd
+// kernel for (channel counts, ISA) falls back to the direct ones.
+static int use_winograd(const a3_conv2d_shape *s) {
+  return !conv_no_wino && s->KH == 3 && s->KW == 3 && s->stride == 1 && s->pad_top == 1 &&
+         s->pad_bottom == 1 && s->pad_left == 1 && s->pad_right == 1;
+}
+
 // The cached primitives for s with B images (a chunk), or NULL: use im2col.
 static const conv_prims *get_prims(const a3_conv2d_shape *s, int B) {
   pthread_once(&conv_once, conv_init);
@@ -278,7 +318,11 @@ static const conv_prims *get_prims(const a3_conv2d_shape *s, int B) {
     if (e) {
       e->s = key;
       e->threads = threads;
-      e->ok = build_prims(e);
+      e->ok = use_winograd(&key) && build_prims(e, dnnl_convolution_winograd);
+      if (!e->ok) {
+        destroy_prims(e);
+        e->ok = build_prims(e, dnnl_convolution_direct);
+      }
       if (!e->ok) destroy_prims(e);
       cache[cache_n++] = found = e;
     }
@@ -532,136 +576,265 @@ static void im2col_backward(const a3_conv2d_shape *s, float *dinp, float *dweigh
 // and a kernel larger than 1x1: the U-Net's conv_in (1 or 3 channels in) and
 // conv_out (1 or 3 out). oneDNN's blocked kernels pad the channels to 16 and
 // ran them at 4-20 GFLOP/s (conv_in's forward 10 ms, its weight gradient 7.7
-// ms per call at B = 64, 32x32, 2 threads); these loops do each output row
-// as a few vector FMAs per kernel tap. Every output (a pixel row, a plane, a
-// weight tap) is computed by one thread in a fixed order, so the results do
-// not depend on the thread count. No workspace.
-enum { DIRECT_MAX_C = 4, DIRECT_MAX_TAPS = 49 };
+// ms per call at B = 64, 32x32, 2 threads). Here each plane is copied into a
+// zero-padded buffer on the stack (its rows Wp = W + pads wide), so that a
+// kernel tap is one long vector loop over the whole plane: out[q] += w *
+// padded[q + kh * Wp + kw] for q over OH rows of Wp (the Wp - OW extra
+// columns are computed and dropped). Planes too large for the buffers
+// (larger than about 88x88), or pads of a kernel's size or more, go to
+// oneDNN. Every output (a plane, a weight tap) is computed by one thread in
+// a fixed order, so the results do not depend on the thread count. No
+// workspace (the buffers, up to 160 KB, are on the threads' stacks).
+enum { DIRECT_MAX_C = 4, DIRECT_MAX_TAPS = 49, FLAT_BUF = 8192 /* floats per plane buffer */ };
+
+// Padded planes fit the stack buffers (forward and weight gradient: the input
+// padded as the conv pads it; data gradient: dout padded by kernel - 1 - pad).
+static int flat_ok(const a3_conv2d_shape *s) {
+  const size_t Hp = (size_t)s->H + s->pad_top + s->pad_bottom,
+               Wp = (size_t)s->W + s->pad_left + s->pad_right;
+  const size_t Hd = (size_t)s->H + s->KH - 1, Wd = (size_t)s->W + s->KW - 1;
+  return s->pad_top < s->KH && s->pad_bottom < s->KH && s->pad_left < s->KW &&
+         s->pad_right < s->KW && Hp * Wp + (size_t)s->KW <= FLAT_BUF &&
+         Hd * Wd + (size_t)s->KW <= FLAT_BUF;
+}
 
 static int use_direct(const a3_conv2d_shape *s) {
   return !conv_force_gemm && !conv_no_direct && s->stride == 1 && s->KH * s->KW > 1 &&
-         s->KH * s->KW <= DIRECT_MAX_TAPS && (s->C <= DIRECT_MAX_C || s->OC <= DIRECT_MAX_C);
+         s->KH * s->KW <= DIRECT_MAX_TAPS && (s->C <= DIRECT_MAX_C || s->OC <= DIRECT_MAX_C) &&
+         flat_ok(s);
 }
 
-// [lo, hi): the positions o in [0, n_out) whose input o + shift lies in [0, n_in).
-static void valid_range(int shift, int n_in, int n_out, int *lo, int *hi) {
-  *lo = -shift > 0 ? -shift : 0;
-  *hi = n_in - shift < n_out ? n_in - shift : n_out;
-  if (*hi < *lo) *hi = *lo;
+// dst (rows x width, then `tail` more floats) = zeros with src (H, W) at (top, left).
+static void pad_plane(float *dst, const float *src, int H, int W, int top, int left, int rows,
+                      int width, int tail) {
+  memset(dst, 0, ((size_t)rows * width + (size_t)tail) * sizeof(float));
+  for (int h = 0; h < H; h++)
+    memcpy(dst + (size_t)(h + top) * width + left, src + (size_t)h * W, (size_t)W * sizeof(float));
 }
 
-// One output plane (OH, OW) of image img (C, H, W) for the weights w (C, KH, KW) of one oc.
-CPU_CLONES static void direct_fwd_plane(float *out, const float *img, const float *w, float bias,
-                                        const a3_conv2d_shape *s, int OH, int OW) {
-  for (int oh = 0; oh < OH; oh++) {
-    float *o = out + (size_t)oh * OW;
-    for (int ow = 0; ow < OW; ow++) o[ow] = bias;
-    for (int c = 0; c < s->C; c++) {
-      for (int kh = 0; kh < s->KH; kh++) {
-        const int ih = oh - s->pad_top + kh;
-        if (ih < 0 || ih >= s->H) continue;
-        const float *row = img + ((size_t)c * s->H + ih) * s->W;
-        for (int kw = 0; kw < s->KW; kw++) {
-          const float wv = w[(c * s->KH + kh) * s->KW + kw];
-          const int shift = kw - s->pad_left; // iw = ow + shift
-          int lo, hi;
-          valid_range(shift, s->W, OW, &lo, &hi);
+// acc[0, n) += sum over taps of w[kh, kw] * src[q + kh * rs + kw] (rs: row
+// stride of src); flip: the taps' weights mirrored (w[KH-1-kh, KW-1-kw]).
+CPU_CLONES static void flat_taps(float *acc, const float *src, const float *w, int KH, int KW,
+                                 int rs, int n, int flip) {
+  for (int kh = 0; kh < KH; kh++) {
+    for (int kw = 0; kw < KW; kw++) {
+      const float wv = flip ? w[(KH - 1 - kh) * KW + (KW - 1 - kw)] : w[kh * KW + kw];
+      const float *x = src + (size_t)kh * rs + kw;
 #pragma omp simd
-          for (int ow = lo; ow < hi; ow++) o[ow] += wv * row[ow + shift];
-        }
-      }
+      for (int q = 0; q < n; q++) acc[q] += wv * x[q];
     }
+  }
+}
+
+// sums[t] = dot(a[0, n), b[t's offset ...]) for every tap t = (kh, kw).
+CPU_CLONES static void flat_dots(float *sums, const float *a, const float *b, int KH, int KW,
+                                 int rs, int n) {
+  for (int kh = 0; kh < KH; kh++) {
+    for (int kw = 0; kw < KW; kw++) {
+      const float *x = b + (size_t)kh * rs + kw;
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (int q = 0; q < n; q++) sum += a[q] * x[q];
+      sums[kh * KW + kw] = sum;
+    }
+  }
+}
+
+static void flat_forward(const a3_conv2d_shape *s, float *out, const float *inp,
+                         const float *weight, const float *bias) {
+  const int OH = a3_conv2d_out_h(s), OW = a3_conv2d_out_w(s);
+  const int Hp = s->H + s->pad_top + s->pad_bottom, Wp = s->W + s->pad_left + s->pad_right;
+  const size_t plane = (size_t)Hp * Wp + s->KW, taps = (size_t)s->KH * s->KW;
+  const int pad_all = s->C <= DIRECT_MAX_C; // else OC is small: pad one channel at a time
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < s->B; b++) {
+    float pbuf[DIRECT_MAX_C * FLAT_BUF], acc[FLAT_BUF];
+    const float *img = inp + (size_t)b * s->C * s->H * s->W;
+    for (int c = 0; pad_all && c < s->C; c++)
+      pad_plane(pbuf + c * plane, img + (size_t)c * s->H * s->W, s->H, s->W, s->pad_top,
+                s->pad_left, Hp, Wp, s->KW);
+    for (int oc = 0; oc < s->OC; oc++) {
+      memset(acc, 0, (size_t)OH * Wp * sizeof(float));
+      for (int c = 0; c < s->C; c++) {
+        const float *pc = pbuf + (pad_all ? c * plane : 0);
+        if (!pad_all)
+          pad_plane(pbuf, img + (size_t)c * s->H * s->W, s->H, s->W, s->pad_top, s->pad_left, Hp,
+                    Wp, s->KW);
+        flat_taps(acc, pc, weight + ((size_t)oc * s->C + c) * taps, s->KH, s->KW, Wp, OH * Wp, 0);
+      }
+      float *o = out + ((size_t)b * s->OC + oc) * OH * OW;
+      const float bv = bias ? bias[oc] : 0.0f;
+      for (int oh = 0; oh < OH; oh++)
+        for (int ow = 0; ow < OW; ow++) o[(size_t)oh * OW + ow] = acc[(size_t)oh * Wp + ow] + bv;
+    }
+  }
+}
+
+// dinp[b, c] = sum over oc and taps of w[oc, c, kh, kw] * dout[b, oc, ih + pt - kh, iw + pl - kw]:
+// dout padded by (KH - 1 - pt, KW - 1 - pl) into rows Wd = W + KW - 1 wide,
+// correlated with the mirrored kernel.
+static void flat_backward_data(const a3_conv2d_shape *s, float *dinp, const float *dout,
+                               const float *weight) {
+  const int OH = a3_conv2d_out_h(s), OW = a3_conv2d_out_w(s);
+  const int Hd = s->H + s->KH - 1, Wd = s->W + s->KW - 1;
+  const size_t plane = (size_t)Hd * Wd + s->KW, taps = (size_t)s->KH * s->KW;
+  const int pad_all = s->OC <= DIRECT_MAX_C; // else C is small: pad one dout plane at a time
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < s->B; b++) {
+    float dbuf[DIRECT_MAX_C * FLAT_BUF], acc[FLAT_BUF];
+    const float *db = dout + (size_t)b * s->OC * OH * OW;
+    for (int oc = 0; pad_all && oc < s->OC; oc++)
+      pad_plane(dbuf + oc * plane, db + (size_t)oc * OH * OW, OH, OW, s->KH - 1 - s->pad_top,
+                s->KW - 1 - s->pad_left, Hd, Wd, s->KW);
+    for (int c = 0; c < s->C; c++) {
+      memset(acc, 0, (size_t)s->H * Wd * sizeof(float));
+      for (int oc = 0; oc < s->OC; oc++) {
+        if (!pad_all)
+          pad_plane(dbuf, db + (size_t)oc * OH * OW, OH, OW, s->KH - 1 - s->pad_top,
+                    s->KW - 1 - s->pad_left, Hd, Wd, s->KW);
+        flat_taps(acc, dbuf + (pad_all ? oc * plane : 0), weight + ((size_t)oc * s->C + c) * taps,
+                  s->KH, s->KW, Wd, s->H * Wd, 1);
+      }
+      float *d = dinp + ((size_t)b * s->C + c) * s->H * s->W;
+      for (int ih = 0; ih < s->H; ih++)
+        memcpy(d + (size_t)ih * s->W, acc + (size_t)ih * Wd, (size_t)s->W * sizeof(float));
+    }
+  }
+}
+
+// dweight[oc, c] += sum over images of the correlation of dout[b, oc] (its
+// rows widened to Wp with zeros) with the padded input plane c: a float dot
+// per image and tap, those summed in double in image order.
+static void flat_backward_weight(const a3_conv2d_shape *s, float *dweight, const float *dout,
+                                 const float *inp) {
+  const int OH = a3_conv2d_out_h(s), OW = a3_conv2d_out_w(s);
+  const int Hp = s->H + s->pad_top + s->pad_bottom, Wp = s->W + s->pad_left + s->pad_right;
+  const int taps = s->KH * s->KW;
+  const long pairs = (long)s->OC * s->C;
+#pragma omp parallel for schedule(static)
+  for (long pr = 0; pr < pairs; pr++) {
+    const int oc = (int)(pr / s->C), c = (int)(pr % s->C);
+    float pbuf[FLAT_BUF], dbuf[FLAT_BUF], sums[DIRECT_MAX_TAPS];
+    double acc[DIRECT_MAX_TAPS] = {0};
+    for (int b = 0; b < s->B; b++) {
+      pad_plane(pbuf, inp + ((size_t)b * s->C + c) * s->H * s->W, s->H, s->W, s->pad_top,
+                s->pad_left, Hp, Wp, s->KW);
+      pad_plane(dbuf, dout + ((size_t)b * s->OC + oc) * OH * OW, OH, OW, 0, 0, OH, Wp, 0);
+      flat_dots(sums, dbuf, pbuf, s->KH, s->KW, Wp, OH * Wp);
+      for (int t = 0; t < taps; t++) acc[t] += sums[t];
+    }
+    float *dw = dweight + (size_t)pr * taps;
+    for (int t = 0; t < taps; t++) dw[t] += (float)acc[t];
   }
 }
 
 static void direct_forward(const a3_conv2d_shape *s, float *out, const float *inp,
                            const float *weight, const float *bias) {
-  const int OH = a3_conv2d_out_h(s), OW = a3_conv2d_out_w(s);
-  const long planes = (long)s->B * s->OC;
-  const size_t wsz = (size_t)s->C * s->KH * s->KW;
-#pragma omp parallel for schedule(static)
-  for (long bo = 0; bo < planes; bo++) {
-    const int b = (int)(bo / s->OC), oc = (int)(bo % s->OC);
-    direct_fwd_plane(out + (size_t)bo * OH * OW, inp + (size_t)b * s->C * s->H * s->W,
-                     weight + oc * wsz, bias ? bias[oc] : 0.0f, s, OH, OW);
-  }
-}
-
-// One input-gradient plane (H, W) of channel c: the sum over oc and taps of
-// w[oc, c, kh, kw] * dout[oc, ih + pad_top - kh, iw + pad_left - kw].
-CPU_CLONES static void direct_bwd_data_plane(float *din, const float *dout_b, const float *weight,
-                                             int c, const a3_conv2d_shape *s, int OH, int OW) {
-  const size_t taps = (size_t)s->KH * s->KW;
-  for (int ih = 0; ih < s->H; ih++) {
-    float *d = din + (size_t)ih * s->W;
-    for (int iw = 0; iw < s->W; iw++) d[iw] = 0.0f;
-    for (int oc = 0; oc < s->OC; oc++) {
-      const float *w = weight + ((size_t)oc * s->C + c) * taps;
-      for (int kh = 0; kh < s->KH; kh++) {
-        const int oh = ih + s->pad_top - kh;
-        if (oh < 0 || oh >= OH) continue;
-        const float *row = dout_b + ((size_t)oc * OH + oh) * OW;
-        for (int kw = 0; kw < s->KW; kw++) {
-          const float wv = w[kh * s->KW + kw];
-          const int shift = s->pad_left - kw; // ow = iw + shift
-          int lo, hi;
-          valid_range(shift, OW, s->W, &lo, &hi);
-#pragma omp simd
-          for (int iw = lo; iw < hi; iw++) d[iw] += wv * row[iw + shift];
-        }
-      }
-    }
-  }
-}
-
-// dweight[oc, c, :, :] += the correlation of dout's plane oc with the input's
-// plane c over all images: a float sum per image and tap, those summed in
-// double in image order.
-CPU_CLONES static void direct_bwd_weight_pair(float *dw, const float *dout, const float *inp,
-                                              int oc, int c, const a3_conv2d_shape *s, int OH,
-                                              int OW) {
-  double acc[DIRECT_MAX_TAPS] = {0};
-  for (int b = 0; b < s->B; b++) {
-    const float *dplane = dout + ((size_t)b * s->OC + oc) * OH * OW;
-    const float *iplane = inp + ((size_t)b * s->C + c) * s->H * s->W;
-    for (int kh = 0; kh < s->KH; kh++) {
-      for (int kw = 0; kw < s->KW; kw++) {
-        const int shift = kw - s->pad_left; // iw = ow + shift
-        int lo, hi;
-        valid_range(shift, s->W, OW, &lo, &hi);
-        float sum = 0.0f;
-        for (int oh = 0; oh < OH; oh++) {
-          const int ih = oh - s->pad_top + kh;
-          if (ih < 0 || ih >= s->H) continue;
-          const float *drow = dplane + (size_t)oh * OW, *irow = iplane + (size_t)ih * s->W;
-#pragma omp simd reduction(+ : sum)
-          for (int ow = lo; ow < hi; ow++) sum += drow[ow] * irow[ow + shift];
-        }
-        acc[kh * s->KW + kw] += sum;
-      }
-    }
-  }
-  for (int t = 0; t < s->KH * s->KW; t++) dw[t] += (float)acc[t];
+  flat_forward(s, out, inp, weight, bias);
 }
 
 static void direct_backward(const a3_conv2d_shape *s, float *dinp, float *dweight,
                             const float *dout, const float *inp, const float *weight) {
-  const int OH = a3_conv2d_out_h(s), OW = a3_conv2d_out_w(s);
-  const size_t taps = (size_t)s->KH * s->KW;
-  if (dweight) {
-    const long pairs = (long)s->OC * s->C;
+  if (dweight) flat_backward_weight(s, dweight, dout, inp);
+  if (dinp) flat_backward_data(s, dinp, dout, weight);
+}
+
+// ====================================================================== 1x1 convolutions as GEMMs
+
+// A 1x1 stride-1 unpadded convolution on NCHW is a matrix product per image,
+// with no layout change at all: out_b (OC, P) = W (OC, C) x_b (C, P), P = H*W.
+// oneDNN's blocked 1x1 kernels needed the same reorders as a 3x3 conv for a
+// ninth of the arithmetic, and ran the U-Net's shortcuts at 80-130 GFLOP/s
+// on one core with them. Forward and data gradient: images split over the
+// threads, one single-threaded sgemm each. Weight gradient: dW = sum over b
+// of dout_b x_b^T, a product of two K-contiguous operands, which oneDNN's
+// sgemm runs at ~30 GFLOP/s (K = P = 1024); so the smaller of dout_b and x_b
+// is transposed first (a tile copy) and the product runs as a plain one at
+// 130-230 GFLOP/s. The batch is cut into PW_GROUPS fixed groups of images
+// (not one per thread, so the sums do not depend on the thread count); each
+// group sums into its own slot of the workspace, and the slots are added in
+// order at the end.
+enum { PW_GROUPS = 8 };
+
+static int use_pointwise(const a3_conv2d_shape *s) {
+  return !conv_force_gemm && !conv_no_direct && is_pointwise(s);
+}
+
+// Per group: its partial sum (OC * C) and one transposed operand (P * min(C, OC)).
+static size_t pw_slot_floats(const a3_conv2d_shape *s) {
+  const size_t small = (size_t)(s->OC <= s->C ? s->OC : s->C);
+  return align64(((size_t)s->OC * s->C + (size_t)s->H * s->W * small) * sizeof(float)) /
+         sizeof(float);
+}
+
+static size_t pointwise_workspace_size(const a3_conv2d_shape *s) {
+  return (size_t)PW_GROUPS * pw_slot_floats(s) * sizeof(float) + 64;
+}
+
+static void pointwise_forward(const a3_conv2d_shape *s, float *out, const float *inp,
+                              const float *weight, const float *bias) {
+  const int P = s->H * s->W;
 #pragma omp parallel for schedule(static)
-    for (long p = 0; p < pairs; p++)
-      direct_bwd_weight_pair(dweight + (size_t)p * taps, dout, inp, (int)(p / s->C),
-                             (int)(p % s->C), s, OH, OW);
+  for (int b = 0; b < s->B; b++) {
+    float *o = out + (size_t)b * s->OC * P;
+    for (int oc = 0; oc < s->OC && bias; oc++)
+      for (int p = 0; p < P; p++) o[(size_t)oc * P + p] = bias[oc];
+    cpu_sgemm('N', 'N', s->OC, P, s->C, 1.0f, weight, s->C, inp + (size_t)b * s->C * P, P,
+              bias ? 1.0f : 0.0f, o, P);
   }
+}
+
+// dst (cols, rows) = src (rows, cols)^T, in 32x32 tiles.
+static void transpose(float *dst, const float *src, int rows, int cols) {
+  enum { TILE = 32 };
+  for (int r0 = 0; r0 < rows; r0 += TILE)
+    for (int c0 = 0; c0 < cols; c0 += TILE) {
+      const int r1 = r0 + TILE < rows ? r0 + TILE : rows, c1 = c0 + TILE < cols ? c0 + TILE : cols;
+      for (int r = r0; r < r1; r++)
+        for (int c = c0; c < c1; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+    }
+}
+
+static void pointwise_backward(const a3_conv2d_shape *s, float *dinp, float *dweight,
+                               const float *dout, const float *inp, const float *weight,
+                               void *workspace) {
+  const int P = s->H * s->W, OC = s->OC, C = s->C;
   if (dinp) {
-    const long planes = (long)s->B * s->C;
 #pragma omp parallel for schedule(static)
-    for (long bc = 0; bc < planes; bc++) {
-      const int b = (int)(bc / s->C), c = (int)(bc % s->C);
-      direct_bwd_data_plane(dinp + (size_t)bc * s->H * s->W, dout + (size_t)b * s->OC * OH * OW,
-                            weight, c, s, OH, OW);
+    for (int b = 0; b < s->B; b++) // dx_b (C, P) = W^T (C, OC) dout_b (OC, P)
+      cpu_sgemm('T', 'N', C, P, OC, 1.0f, weight, C, dout + (size_t)b * OC * P, P, 0.0f,
+                dinp + (size_t)b * C * P, P);
+  }
+  if (!dweight) return;
+  // swap: transpose dout_b and sum dW^T (C, OC) = x_b doutT_b; else transpose
+  // x_b and sum dW (OC, C) = dout_b xT_b.
+  const int swap = OC <= C;
+  const size_t slot = pw_slot_floats(s), nw = (size_t)OC * C;
+  float *ws = (float *)ws_base(workspace);
+  const int groups = s->B < PW_GROUPS ? s->B : PW_GROUPS;
+#pragma omp parallel for schedule(static)
+  for (int g = 0; g < groups; g++) {
+    float *part = ws + g * slot, *t = part + nw;
+    const int b0 = (int)((long)s->B * g / groups), b1 = (int)((long)s->B * (g + 1) / groups);
+    for (int b = b0; b < b1; b++) {
+      const float *d = dout + (size_t)b * OC * P, *x = inp + (size_t)b * C * P;
+      const float beta = b == b0 ? 0.0f : 1.0f;
+      if (swap) {
+        transpose(t, d, OC, P); // (P, OC)
+        cpu_sgemm('N', 'N', C, OC, P, 1.0f, x, P, t, OC, beta, part, OC);
+      } else {
+        transpose(t, x, C, P); // (P, C)
+        cpu_sgemm('N', 'N', OC, C, P, 1.0f, d, P, t, C, beta, part, C);
+      }
+    }
+  }
+#pragma omp parallel for schedule(static) if (nw * groups >= CPU_PAR_MIN)
+  for (int oc = 0; oc < OC; oc++) {
+    for (int c = 0; c < C; c++) {
+      const size_t i = swap ? (size_t)c * OC + oc : (size_t)oc * C + c;
+      float sum = ws[i];
+      for (int g = 1; g < groups; g++) sum += ws[g * slot + i];
+      dweight[(size_t)oc * C + c] += sum;
     }
   }
 }
@@ -676,6 +849,7 @@ size_t cpu_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s)
   pthread_once(&atexit_once, register_atexit);
   pthread_once(&conv_once, conv_init);
   if (use_direct(s)) return 0;
+  if (use_pointwise(s)) return pointwise_workspace_size(s);
   size_t ws = im2col_workspace_size(s);
   const int nb = chunk_images(s);
   const int sizes[2] = {nb, s->B % nb};
@@ -683,7 +857,7 @@ size_t cpu_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s)
     if (!sizes[i]) continue;
     const conv_prims *e = get_prims(s, sizes[i]);
     if (!e) continue;
-    const size_t need = (e->ws_fwd > e->ws_bwd ? e->ws_fwd : e->ws_bwd) + bias_slot(s);
+    const size_t need = (e->ws_fwd > e->ws_bwd ? e->ws_fwd : e->ws_bwd) + bias_slot(s) + 64;
     if (need > ws) ws = need;
   }
   return ws;
@@ -702,6 +876,10 @@ void cpu_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
     direct_forward(s, out, inp, weight, bias);
     return;
   }
+  if (use_pointwise(s)) {
+    pointwise_forward(s, out, inp, weight, bias);
+    return;
+  }
   const int nb = chunk_images(s);
   const size_t in_img = (size_t)s->C * s->H * s->W;
   const size_t out_img = (size_t)s->OC * a3_conv2d_out_h(s) * a3_conv2d_out_w(s);
@@ -712,7 +890,7 @@ void cpu_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
     float *zero_bias = NULL;
     if (!bias && last) {
       const size_t ws_main = e->ws_fwd > last->ws_fwd ? e->ws_fwd : last->ws_fwd;
-      zero_bias = (float *)((char *)workspace + ws_main);
+      zero_bias = (float *)(ws_base(workspace) + ws_main);
       memset(zero_bias, 0, (size_t)s->OC * sizeof(float));
     }
     while (last && done < s->B) {
@@ -721,7 +899,7 @@ void cpu_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
       // when the chunks' weight layouts are the same.
       const int ready = done > 0 && dnnl_memory_desc_equal(&c->f_w, &e->f_w);
       if (!dnnl_forward_chunk(c, out + done * out_img, inp + done * in_img, weight,
-                              bias ? bias : zero_bias, workspace, ready))
+                              bias ? bias : zero_bias, ws_base(workspace), ready))
         break;
       done += c->s.B;
     }
@@ -733,17 +911,21 @@ void cpu_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
   }
 }
 
-// dbias (OC) += sums of dout (B, OC, P) over (b, p), in double.
+// The sum of one plane (<= a few thousand values) in float, vectorised (a
+// fixed lane order: the same result on every call).
+CPU_CLONES static float plane_sum(const float *d, int P) {
+  float part = 0.0f;
+#pragma omp simd reduction(+ : part)
+  for (int p = 0; p < P; p++) part += d[p];
+  return part;
+}
+
+// dbias (OC) += sums of dout (B, OC, P) over (b, p): planes in float, those in double.
 static void bias_grad(float *dbias, const float *dout, int B, int OC, int P) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)B * OC * P >= CPU_PAR_MIN)
   for (int oc = 0; oc < OC; oc++) {
     double sum = 0.0;
-    for (int b = 0; b < B; b++) {
-      const float *d = dout + ((size_t)b * OC + oc) * P;
-      float part = 0.0f; // one plane (<= a few thousand values) in float, vectorisable
-      for (int p = 0; p < P; p++) part += d[p];
-      sum += part;
-    }
+    for (int b = 0; b < B; b++) sum += plane_sum(dout + ((size_t)b * OC + oc) * P, P);
     dbias[oc] += (float)sum;
   }
 }
@@ -766,6 +948,10 @@ void cpu_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s,
     direct_backward(s, dinp, dweight, dout, inp, weight);
     return;
   }
+  if (use_pointwise(s)) {
+    pointwise_backward(s, dinp, dweight, dout, inp, weight, workspace);
+    return;
+  }
   const int nb = chunk_images(s);
   const size_t in_img = (size_t)s->C * s->H * s->W, out_img = (size_t)s->OC * P;
   int done = 0;
@@ -775,7 +961,7 @@ void cpu_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s,
     const conv_prims *c = s->B - done >= nb ? e : last;
     const int ready = done > 0 && dnnl_memory_desc_equal(&c->d_w, &e->d_w);
     if (!dnnl_backward_chunk(c, dinp ? dinp + done * in_img : NULL, dweight, dout + done * out_img,
-                             inp + done * in_img, weight, workspace, ready))
+                             inp + done * in_img, weight, ws_base(workspace), ready))
       break;
     done += c->s.B;
   }

@@ -68,6 +68,8 @@ static const a3_backend_ops cpu_ops = {
     .relu_backward = cpu_relu_backward,
     .gated_add_forward = cpu_gated_add_forward,
     .gated_add_backward = cpu_gated_add_backward,
+    .softmax_xent_forward = cpu_softmax_xent_forward,
+    .softmax_xent_backward = cpu_softmax_xent_backward,
 };
 
 static const a3_backend cpu_backend = {.name = "cpu", .ops = &cpu_ops, .impl = NULL};

@@ -8,6 +8,8 @@
 #include <math.h>
 #include <string.h>
 
+CPU_FP_CONTRACT
+
 void cpu_zero(const a3_backend *be, float *x, size_t n) {
   (void)be;
   memset(x, 0, n * sizeof(float));
