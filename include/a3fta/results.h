@@ -46,6 +46,7 @@
 #include <mpi.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define A3_RESULTS_FORMAT "a3fta-results"
 enum {
@@ -175,5 +176,13 @@ int64_t a3_results_n_points(const a3_results *r);
 // Collective: closes datasets and file and frees r (also when an earlier call
 // failed). NULL is fine (returns A3_OK without any MPI call).
 a3_status a3_results_close(a3_results *r) A3_WARN_UNUSED;
+
+// ---------------------------------------------------------------- reporting
+// Serial (one rank, default driver): prints one row per point to f: point,
+// status (pending/done/failed/running), each varied key (/points/<key>),
+// final_loss, wall_s, each metric, reason (failed points only). As an
+// aligned table after a summary line (NaN as "-"), or with csv as a header
+// line plus rows (RFC 4180 quoting, NaN empty, numbers that read back exactly).
+a3_status a3_results_print(const char *path, FILE *f, bool csv) A3_WARN_UNUSED;
 
 #endif

@@ -1,37 +1,64 @@
 // a3fta info FILE: recognise the file by its root `format` attribute and
-// summarise it. Datasets only so far; checkpoints and results come later.
+// summarise it: datasets, and results files (a table of points, --csv for
+// tools). Checkpoints come later.
 // a3fta info --model CONFIG: the parameter table of the U-Net a config builds.
 #include "a3fta/config.h"
 #include "a3fta/dataset.h"
 #include "a3fta/diffusers.h"
 #include "a3fta/model.h"
+#include "a3fta/results.h"
 #include "cli/commands.h"
 #include "cli/options.h"
 
 #include <string.h>
 #include <sys/stat.h>
 
+typedef enum { KIND_DATASET, KIND_RESULTS } file_kind;
+
 // Rank 0 looks at the file alone (no MPI-IO) and tells the others, so that a
 // wrong file gives one message, not one per rank.
-static a3_status check_kind(const char *path, int rank) {
+static a3_status check_kind(const char *path, int rank, file_kind *kind) {
   a3_status s = A3_OK;
+  int k = KIND_DATASET;
   if (rank == 0) {
     char format[256];
     s = a3_file_format(path, format, sizeof format);
     if (s == A3_OK && !format[0])
       s = A3_FAIL(A3_ERR_INPUT,
                   "%s: not an a3fta dataset (no 'format' attribute); a3fta info reads datasets "
-                  "(checkpoints and results come later)",
+                  "and results files (checkpoints come later)",
                   path);
+    else if (s == A3_OK && !strcmp(format, A3_RESULTS_FORMAT))
+      k = KIND_RESULTS;
     else if (s == A3_OK && strcmp(format, A3_DATASET_FORMAT))
       s = A3_FAIL(A3_ERR_INPUT,
                   "%s: format '%s' is not one a3fta info reads yet; it reads datasets "
-                  "(format '%s')",
-                  path, format, A3_DATASET_FORMAT);
+                  "(format '%s') and results files (format '%s')",
+                  path, format, A3_DATASET_FORMAT, A3_RESULTS_FORMAT);
   }
+  int msg[2] = {(int)s, k};
+  MPI_Bcast(msg, 2, MPI_INT, 0, MPI_COMM_WORLD);
+  *kind = (file_kind)msg[1];
+  return rank == 0 ? s : (a3_status)msg[0];
+}
+
+static a3_status dataset_info(const char *path) {
+  a3_dataset *ds = NULL;
+  A3_TRY(a3_dataset_open(MPI_COMM_WORLD, path, &ds));
+  const a3_status s = a3_dataset_print_summary(ds, stdout);
+  a3_dataset_close(ds);
+  A3_TRY(s);
+  return A3_OK;
+}
+
+// Rank 0 reads and prints; the exit code is agreed so no rank hides a failure.
+static a3_status results_info(const char *path, int csv, int rank) {
+  a3_status s = rank == 0 ? a3_results_print(path, stdout, csv) : A3_OK;
   int code = (int)s;
   MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  return rank == 0 ? s : (a3_status)code;
+  if (rank != 0) return A3_OK; // rank 0 reports
+  A3_TRY(s);
+  return A3_OK;
 }
 
 static int ends_with(const char *s, const char *suffix) {
@@ -91,6 +118,7 @@ a3_status a3_cmd_info(int argc, char **argv) {
   const char *model = NULL;
   int all_params = 0;
   long batch = 0;
+  int csv = 0;
   a3_cli_list overrides = {0};
   const a3_cli_option options[] = {
       {"model", 'm', A3_OPT_STRING, "CONFIG",
@@ -102,14 +130,19 @@ a3_status a3_cmd_info(int argc, char **argv) {
        0},
       {"batch", 'b', A3_OPT_INT, "N", "with --model: plan and report activation memory for batch N",
        &batch, 1, 1 << 20},
+      {"csv", 0, A3_OPT_FLAG, NULL, "for a results file: print the points as CSV (for tools)", &csv,
+       0, 0},
   };
   const a3_cli_command cmd = {
       "info",
-      "FILE | --model CONFIG [--params] [--batch N]",
-      "Summarise an a3fta file (datasets; checkpoints and results later), or a model config.",
+      "FILE [--csv] | --model CONFIG [--params] [--batch N]",
+      "Summarise an a3fta file (datasets, results; checkpoints later), or a model config.",
       "For a dataset: its source, classes, and per split the image count and shape, pixel\n"
       "mean and standard deviation (a parallel read when run under mpirun) and the number of\n"
-      "images of each class. With --model: parameter count, tensors, attention and bias\n"
+      "images of each class. For a sweep's results file: one row per point with its status,\n"
+      "varied keys, final loss, wall time, metrics ('-' = not computed) and failure reason;\n"
+      "--csv prints the same as CSV (empty = not computed). With --model: parameter count, "
+      "tensors, attention and bias\n"
       "shares by diffusers name. Printed to stdout by rank 0.",
       options,
       (int)(sizeof options / sizeof options[0]),
@@ -125,13 +158,10 @@ a3_status a3_cmd_info(int argc, char **argv) {
     return A3_FAIL(A3_ERR_USAGE, "a3fta info: give a FILE or --model CONFIG (see --help)");
   const char *path = args.positional[0];
   // Only rank 0 reports a wrong file; the others end quietly (exit code is agreed).
-  const a3_status kind = check_kind(path, rank);
-  if (kind != A3_OK && rank != 0) return A3_OK;
-  A3_TRY(kind);
-  a3_dataset *ds = NULL;
-  A3_TRY(a3_dataset_open(MPI_COMM_WORLD, path, &ds));
-  const a3_status s = a3_dataset_print_summary(ds, stdout);
-  a3_dataset_close(ds);
+  file_kind kind = KIND_DATASET;
+  const a3_status s = check_kind(path, rank, &kind);
+  if (s != A3_OK && rank != 0) return A3_OK;
   A3_TRY(s);
-  return A3_OK;
+  if (kind == KIND_RESULTS) return results_info(path, csv, rank);
+  return dataset_info(path);
 }

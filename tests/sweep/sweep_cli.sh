@@ -3,7 +3,8 @@
 # help, --dry-run, a sweep on 4 ranks (ranks_per_run 2), the rerun that skips
 # everything, the same per-point results with np 1 and 2 (ranks_per_run 1,
 # static and dynamic) and close ones with ranks_per_run 2, SIGUSR1 mid-sweep
-# (exit 0, message) and the resume, another sweep's file, --force-new.
+# (exit 0, message) and the resume, another sweep's file, --force-new;
+# a3fta info on a results file (table and --csv) and on other HDF5 files.
 # Usage: sweep_cli.sh MPIEXEC MAKE_DATASET_BIN   (A3FTA_BIN set by CTest)
 # Exit 77 (skipped) while main.c does not start MPI for 'sweep'.
 set -u
@@ -93,6 +94,66 @@ assert list(b["points/train.lr"][:]) == [1e-3, 1e-2, 1e-3, 1e-2]
 print("ok")
 PY
   failed "per-point results across np/ranks_per_run/schedule: $(cat "$dir/cmp")"
+
+# a3fta info on b's results file: the table, --csv (with a failed point, a
+# metric and a reason that needs quoting written in by h5py), other files.
+cp "$dir/b/results.h5" "$dir/info.h5"
+run 1 "$dir/info.out" info "$dir/b/results.h5"
+expect 0 "info on a results file" "$dir/info.out"
+"$PY" - "$dir/b/results.h5" "$dir/info.out" > "$dir/info.cmp" 2>&1 <<'PY' ||
+import sys, math, h5py
+f = h5py.File(sys.argv[1], "r")
+lines = open(sys.argv[2]).read().splitlines()
+head = lines.index(next(l for l in lines if l.startswith("point ")))
+cols = lines[head].split()
+assert cols[:4] == ["point", "status", "strategy.name", "train.lr"], cols
+assert cols[4:6] == ["final_loss", "wall_s"] and "fid" in cols and cols[-1] == "reason", cols
+rows = [l.split() for l in lines[head + 1:] if l.strip()]
+assert len(rows) == 4, rows
+for i, r in enumerate(rows):
+    assert r[0] == str(i) and r[1] == "done", r
+    assert math.isclose(float(r[4]), f["final_loss"][i], rel_tol=1e-5), (r, f["final_loss"][i])
+    assert r[cols.index("fid")] == "-", r  # NaN metric
+print("ok")
+PY
+  failed "info table: $(cat "$dir/info.cmp")"
+"$PY" - "$dir/info.h5" <<'PY' || failed "editing the info copy"
+import sys, h5py
+with h5py.File(sys.argv[1], "r+") as f:
+    f["status"][1] = 2
+    f["reason"][1] = b'loss is "NaN", at step 3'
+    f["metrics/fid"][0] = 12.5
+PY
+run 1 "$dir/csv.out" info "$dir/info.h5" --csv
+expect 0 "info --csv" "$dir/csv.out"
+"$PY" - "$dir/info.h5" "$dir/csv.out" > "$dir/csv.cmp" 2>&1 <<'PY' ||
+import sys, csv, h5py
+f = h5py.File(sys.argv[1], "r")
+rows = list(csv.DictReader(open(sys.argv[2], newline="")))
+assert len(rows) == 4, rows
+head = list(rows[0].keys())
+assert head[:4] == ["point", "status", "strategy.name", "train.lr"], head
+for m in f["metrics"]:
+    assert m in head, (m, head)
+assert [r["status"] for r in rows] == ["done", "failed", "done", "done"], rows
+assert rows[1]["reason"] == 'loss is "NaN", at step 3' and rows[0]["reason"] == "", rows
+assert float(rows[0]["fid"]) == 12.5 and rows[2]["fid"] == "", rows
+for i, r in enumerate(rows):
+    assert float(r["final_loss"]) == f["final_loss"][i], r  # exact in CSV
+    assert float(r["train.lr"]) == f["points/train.lr"][i], r
+    assert r["strategy.name"] == f["points/strategy.name"][i].decode(), r
+print("ok")
+PY
+  failed "info --csv: $(cat "$dir/csv.cmp")"
+"$PY" -c "import h5py, sys; h5py.File(sys.argv[1], 'w')['x'] = [1]" "$dir/plain.h5"
+run 1 "$dir/plain.out" info "$dir/plain.h5" --csv
+expect 2 "info on a plain HDF5 file" "$dir/plain.out"
+grep -q "not an a3fta dataset (no 'format' attribute)" "$dir/plain.out" ||
+  failed "info on a plain HDF5 file: $(cat "$dir/plain.out")"
+run 2 "$dir/ckpt.out" info "$dir/a/point-000003/checkpoint.h5"
+expect 2 "info on a checkpoint" "$dir/ckpt.out"
+[ "$(grep -c "is not one a3fta info reads yet" "$dir/ckpt.out")" = 1 ] ||
+  failed "info on a checkpoint: one message: $(cat "$dir/ckpt.out")"
 
 # SIGUSR1 while points run: exit 0 with the message, then the rerun finishes.
 # 8 points on 2 groups: when the first is done, at least 4 have not started,
