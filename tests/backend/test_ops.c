@@ -695,6 +695,9 @@ static const test_row rows[] = {
     CONV(1, 2, 6, 6, 2, 3, 1, 2, 0, 1, 0, 0),   // lopsided padding
     CONV(1, 2, 5, 7, 3, 3, 2, 1, 1, 1, 1, 1),   // stride 2 with same padding, odd sizes
     CONV(3, 16, 4, 4, 16, 3, 1, 1, 1, 1, 1, 1), // 16-channel blocks (oneDNN's blocked kernels)
+    CONV(2, 1, 6, 5, 6, 3, 1, 1, 1, 1, 1, 1),   // conv_in-like: 1 channel in, more out
+    CONV(2, 6, 5, 6, 1, 3, 1, 1, 1, 1, 1, 0),   // conv_out-like: 1 channel out
+    CONV(2, 2, 3, 4, 5, 1, 1, 0, 0, 0, 0, 1),   // 1x1 with more channels out than in
     {&OP_GN, .p.gn = {2, 4, 9, 2, 1e-5f}},
     {&OP_GN, .p.gn = {2, 6, 5, 1, 1e-6f}}, // one group
     {&OP_GN, .p.gn = {1, 5, 7, 5, 1e-6f}}, // one channel per group

@@ -15,13 +15,17 @@
 #
 # usage: tools/bench/run_step.sh [--reps N] [--steps N] [--warmup N] [--threads T]
 #                                [--batch B] [--config PATH] [--strategies "full attention"]
-#                                [--bin PATH]
+#                                [--wait-policy active|passive] [--bin PATH]
+# --wait-policy exports OMP_WAIT_POLICY to both programs (default: unset, each
+# runtime's own default). On a machine that other jobs keep busy, libgomp's
+# default (spin ~3 ms before sleeping) costs both sides several times their
+# CPU work; passive shows the work without that (see README.md).
 # Threads: --threads, else OMP_NUM_THREADS, else the core count; both sides use it.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 reps=5 steps=10 warmup=3 threads=${OMP_NUM_THREADS:-$(nproc)} batch=64
-config=$root/configs/fmnist-unet.yaml strategies="full attention"
+config=$root/configs/fmnist-unet.yaml strategies="full attention" wait_policy=""
 bin=${A3FTA_BENCH_BIN:-$root/build/tools/bench/a3fta_bench_step}
 while (($#)); do
   case $1 in
@@ -32,8 +36,9 @@ while (($#)); do
     --batch) batch=$2; shift 2 ;;
     --config) config=$2; shift 2 ;;
     --strategies) strategies=$2; shift 2 ;;
+    --wait-policy) wait_policy=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run_step.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -43,9 +48,10 @@ if [[ ! -x $bin ]]; then
 fi
 py=/usr/bin/python3 # Debian's torch lives there; another python3 may come first on PATH
 export OMP_NUM_THREADS=$threads
+if [[ -n $wait_policy ]]; then export OMP_WAIT_POLICY=$wait_policy; fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-echo "# $(date -u +%FT%TZ) $(uname -n); $(nproc) cores; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(date -u +%FT%TZ) $(uname -n); $(nproc) cores; load average at start: $(cut -d' ' -f1-3 /proc/loadavg); OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset)}"
 for s in $strategies; do
   args=(--config "$config" --batch "$batch" --steps "$steps" --warmup "$warmup" --strategy "$s")
   for ((r = 0; r < reps; r++)); do

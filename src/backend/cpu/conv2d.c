@@ -31,9 +31,9 @@
 // Measured in the training step of the default Fashion-MNIST U-Net (B = 64,
 // tools/bench/bench_step.c with A3FTA_PROFILE=cpu, one thread of a 2-core
 // AMD EPYC Zen 5 KVM guest, CPU ms per step; oneDNN 2.6.3):
-//   3x3 convs, fwd + bwd (path 1)   direct kernels 725    Winograd 433 (incl. 68 of reorders)
-//   1x1 shortcuts                   oneDNN blocked   59    GEMM on NCHW 44
-//   conv_in + conv_out              oneDNN blocked   17    padded-plane loops 8
+//   3x3 convs, fwd + bwd (path 1)   direct kernels 725    Winograd 411 (incl. ~68 of reorders)
+//   1x1 shortcuts                   oneDNN blocked   59    GEMM on NCHW 41
+//   conv_in + conv_out              oneDNN blocked   17    padded-plane loops 7
 // (and at 2 threads oneDNN scaled badly there: conv_in alone took 10 ms forward).
 // Earlier op-level table (tools/bench/run_ops.sh, B = 64, 2 threads),
 // GFLOP/s forward / backward (backward = dinp + dweight + dbias, counted as
