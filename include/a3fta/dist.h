@@ -15,6 +15,15 @@ typedef struct {
   int initialized; // we called MPI_Init (and must finalize)
 } a3_world;
 
+// An MPI return code as an a3_status (A3_ERR_MPI naming the call and MPI's
+// own error text); A3_MPI_TRY returns it from the calling function.
+a3_status a3_mpi_failure(int rc, const char *what, const char *file, int line);
+#define A3_MPI_TRY(call, what)                                                                     \
+  do {                                                                                             \
+    int a3_mpi_rc_ = (call);                                                                       \
+    if (a3_mpi_rc_ != MPI_SUCCESS) return a3_mpi_failure(a3_mpi_rc_, (what), __FILE__, __LINE__);  \
+  } while (0)
+
 // Starts MPI (thread level FUNNELED), fills `w`, and tells the logger the rank.
 a3_status a3_world_init(int *argc, char ***argv, a3_world *w);
 

@@ -1,6 +1,7 @@
 // Sweep ranks: hash agreement, groups, the shared counters that hand out
 // points (MPI one-sided, passive target, on world rank 0), and the stop flag.
 #define _POSIX_C_SOURCE 200809L
+#include "a3fta/dist.h"
 #include "dist/sweep_internal.h"
 
 #include <limits.h>
@@ -8,19 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MPI_TRY(call, what)                                                                        \
-  do {                                                                                             \
-    int mpi_rc_ = (call);                                                                          \
-    if (mpi_rc_ != MPI_SUCCESS) return mpi_failure(mpi_rc_, (what), __FILE__, __LINE__);           \
-  } while (0)
-
-static a3_status mpi_failure(int rc, const char *what, const char *file, int line) {
-  char text[MPI_MAX_ERROR_STRING] = "";
-  int len = 0;
-  MPI_Error_string(rc, text, &len);
-  return a3_error_set(A3_ERR_MPI, file, line, "%s failed: %s", what, text);
-}
 
 // ---------------------------------------------------------------- stop flag
 static volatile sig_atomic_t stop_flag = 0;
@@ -64,7 +52,7 @@ void a3_sweep_signals_restore(void) {
 a3_status a3_sweep_agree(MPI_Comm world, a3_status local, uint64_t hash) {
   int failed = local != A3_OK, any_failed = 0, rank = 0;
   MPI_Comm_rank(world, &rank);
-  MPI_TRY(MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, world), "MPI_Allreduce");
+  A3_MPI_TRY(MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, world), "MPI_Allreduce");
   if (any_failed) {
     // The lowest failing rank is named, so that every rank's message leads there.
     int mine = failed ? rank : INT_MAX, first = INT_MAX;
@@ -73,7 +61,7 @@ a3_status a3_sweep_agree(MPI_Comm world, a3_status local, uint64_t hash) {
     return A3_FAIL(A3_ERR_CONFIG, "rank %d could not build the sweep (see its error)", first);
   }
   uint64_t v[2] = {hash, ~hash}, r[2] = {0, 0}; // min of ~hash = ~max of hash
-  MPI_TRY(MPI_Allreduce(v, r, 2, MPI_UINT64_T, MPI_MIN, world), "MPI_Allreduce");
+  A3_MPI_TRY(MPI_Allreduce(v, r, 2, MPI_UINT64_T, MPI_MIN, world), "MPI_Allreduce");
   const uint64_t lo = r[0], hi = ~r[1];
   if (lo != hi)
     return A3_FAIL(A3_ERR_CONFIG,
@@ -101,7 +89,7 @@ a3_status a3_sweep_split(MPI_Comm world, int ranks_per_run, MPI_Comm *group, int
   }
   *group_index = rank / ranks_per_run;
   *n_groups = size / ranks_per_run;
-  MPI_TRY(MPI_Comm_split(world, *group_index, rank, group), "MPI_Comm_split");
+  A3_MPI_TRY(MPI_Comm_split(world, *group_index, rank, group), "MPI_Comm_split");
   MPI_Comm_set_errhandler(*group, MPI_ERRORS_RETURN);
   return A3_OK;
 }
@@ -127,15 +115,15 @@ struct a3_sweep_sched {
 // One passive-target epoch: old[i] = slot[i], slot[i] += add[i].
 static a3_status fetch_add(a3_sweep_sched *s, int n, const int *slots, const int64_t *add,
                            int64_t *old) {
-  MPI_TRY(MPI_Win_lock(MPI_LOCK_SHARED, 0, 0, s->win), "MPI_Win_lock");
+  A3_MPI_TRY(MPI_Win_lock(MPI_LOCK_SHARED, 0, 0, s->win), "MPI_Win_lock");
   for (int i = 0; i < n; i++) {
     int rc = MPI_Fetch_and_op(&add[i], &old[i], MPI_INT64_T, 0, slots[i], MPI_SUM, s->win);
     if (rc != MPI_SUCCESS) {
       MPI_Win_unlock(0, s->win);
-      return mpi_failure(rc, "MPI_Fetch_and_op", __FILE__, __LINE__);
+      return a3_mpi_failure(rc, "MPI_Fetch_and_op", __FILE__, __LINE__);
     }
   }
-  MPI_TRY(MPI_Win_unlock(0, s->win), "MPI_Win_unlock");
+  A3_MPI_TRY(MPI_Win_unlock(0, s->win), "MPI_Win_unlock");
   return A3_OK;
 }
 
@@ -162,7 +150,7 @@ a3_status a3_sweep_sched_create(MPI_Comm world, MPI_Comm group, int group_index,
   const MPI_Aint bytes = rank == 0 ? (MPI_Aint)(N_SLOTS * sizeof(int64_t)) : 0;
   int rc = MPI_Win_allocate(bytes, sizeof(int64_t), MPI_INFO_NULL, world, &s->counters, &s->win);
   if (rc != MPI_SUCCESS && st == A3_OK)
-    st = mpi_failure(rc, "MPI_Win_allocate", __FILE__, __LINE__);
+    st = a3_mpi_failure(rc, "MPI_Win_allocate", __FILE__, __LINE__);
   if (rc == MPI_SUCCESS) {
     MPI_Win_set_errhandler(s->win, MPI_ERRORS_RETURN);
     if (rank == 0) {
@@ -217,14 +205,14 @@ static a3_status leader_next(a3_sweep_sched *s, int group_stop, int64_t *point) 
 
 a3_status a3_sweep_sched_next(a3_sweep_sched *s, int64_t *point) {
   int local = a3_sweep_stop_requested(), group_stop = 0;
-  MPI_TRY(MPI_Allreduce(&local, &group_stop, 1, MPI_INT, MPI_MAX, s->group), "MPI_Allreduce");
+  A3_MPI_TRY(MPI_Allreduce(&local, &group_stop, 1, MPI_INT, MPI_MAX, s->group), "MPI_Allreduce");
   int64_t msg[2] = {-1, A3_OK};
   if (s->group_rank == 0) {
     a3_status st = leader_next(s, group_stop, &msg[0]);
     msg[1] = st;
     if (st != A3_OK) msg[0] = -1;
   }
-  MPI_TRY(MPI_Bcast(msg, 2, MPI_INT64_T, 0, s->group), "MPI_Bcast");
+  A3_MPI_TRY(MPI_Bcast(msg, 2, MPI_INT64_T, 0, s->group), "MPI_Bcast");
   *point = msg[0];
   if (msg[1] != A3_OK && s->group_rank != 0)
     return A3_FAIL((a3_status)msg[1], "the group leader could not reach the sweep scheduler");

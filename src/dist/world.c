@@ -5,13 +5,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#define MPI_TRY(call, what)                                                                        \
-  do {                                                                                             \
-    int mpi_rc_ = (call);                                                                          \
-    if (mpi_rc_ != MPI_SUCCESS) return mpi_failure(mpi_rc_, (what), __FILE__, __LINE__);           \
-  } while (0)
-
-static a3_status mpi_failure(int rc, const char *what, const char *file, int line) {
+a3_status a3_mpi_failure(int rc, const char *what, const char *file, int line) {
   char text[MPI_MAX_ERROR_STRING] = "";
   int len = 0;
   MPI_Error_string(rc, text, &len);
@@ -20,16 +14,16 @@ static a3_status mpi_failure(int rc, const char *what, const char *file, int lin
 
 a3_status a3_world_init(int *argc, char ***argv, a3_world *w) {
   int provided = 0;
-  MPI_TRY(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+  A3_MPI_TRY(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
   w->initialized = 1;
   w->comm = MPI_COMM_WORLD;
   // Errors come back as codes so that we can report them, not abort in MPI.
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-  MPI_TRY(MPI_Comm_rank(w->comm, &w->rank), "MPI_Comm_rank");
-  MPI_TRY(MPI_Comm_size(w->comm, &w->size), "MPI_Comm_size");
+  A3_MPI_TRY(MPI_Comm_rank(w->comm, &w->rank), "MPI_Comm_rank");
+  A3_MPI_TRY(MPI_Comm_size(w->comm, &w->size), "MPI_Comm_size");
   MPI_Comm node = MPI_COMM_NULL;
-  MPI_TRY(MPI_Comm_split_type(w->comm, MPI_COMM_TYPE_SHARED, w->rank, MPI_INFO_NULL, &node),
-          "MPI_Comm_split_type(SHARED)");
+  A3_MPI_TRY(MPI_Comm_split_type(w->comm, MPI_COMM_TYPE_SHARED, w->rank, MPI_INFO_NULL, &node),
+             "MPI_Comm_split_type(SHARED)");
   MPI_Comm_rank(node, &w->local_rank);
   MPI_Comm_size(node, &w->local_size);
   MPI_Comm_free(&node);
