@@ -75,6 +75,11 @@ a3_status a3_alloc(void **out, size_t count, size_t size) A3_WARN_UNUSED;
 a3_status a3_read_file(const char *path, size_t max_bytes, char **out,
                        size_t *out_len) A3_WARN_UNUSED;
 
+// Makes a finished temporary file the real one, durably: fsync(tmp), rename
+// onto path, fsync the folder (best effort). A kill at any moment leaves
+// either the old file or the complete new one, never a half-written file.
+a3_status a3_publish_file(const char *tmp_path, const char *path) A3_WARN_UNUSED;
+
 // ---------------------------------------------------------------- logging
 typedef enum { A3_LOG_ERROR = 0, A3_LOG_WARN, A3_LOG_INFO, A3_LOG_DEBUG } a3_log_level;
 void a3_log_set_level(a3_log_level level); // --quiet: WARN, default: INFO, --verbose: DEBUG

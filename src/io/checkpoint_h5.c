@@ -208,33 +208,6 @@ a3_status a3_ckpt_write_tensor(a3_ckpt_writer *w, const char *group, const a3_ck
   return s;
 }
 
-// Flushes the file's data to the disk before the rename makes it visible.
-static a3_status sync_file(const char *path) {
-  const int fd = open(path, O_RDONLY);
-  if (fd < 0 || fsync(fd) != 0) {
-    const int err = errno;
-    if (fd >= 0) close(fd);
-    return A3_FAIL(A3_ERR_IO, "cannot sync %s to disk: %s", path, strerror(err));
-  }
-  close(fd);
-  return A3_OK;
-}
-
-// The rename itself is durable only once the folder's entry is synced.
-static void sync_parent(const char *path) {
-  char dir[1024];
-  const char *slash = strrchr(path, '/');
-  if (!slash)
-    snprintf(dir, sizeof dir, ".");
-  else
-    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path) + (slash == path), path);
-  const int fd = open(dir, O_RDONLY);
-  if (fd >= 0) {
-    fsync(fd); // best effort: some file systems refuse to sync a folder
-    close(fd);
-  }
-}
-
 a3_status a3_ckpt_commit(a3_ckpt_writer *w) {
   const herr_t rc = H5Fclose(w->file);
   w->file = H5I_INVALID_HID;
@@ -242,15 +215,12 @@ a3_status a3_ckpt_commit(a3_ckpt_writer *w) {
   if (rc < 0)
     s = A3_FAIL(A3_ERR_HDF5, "%s: cannot close the file%s; is the disk full?", w->tmp_path,
                 a3_h5_detail());
-  if (s == A3_OK) s = sync_file(w->tmp_path);
-  if (s == A3_OK && rename(w->tmp_path, w->path) != 0)
-    s = A3_FAIL(A3_ERR_IO, "cannot rename %s to %s: %s", w->tmp_path, w->path, strerror(errno));
+  if (s == A3_OK) s = a3_publish_file(w->tmp_path, w->path);
   if (s != A3_OK) {
     a3_error_trace(__FILE__, __LINE__);
     a3_ckpt_discard(w);
     return s;
   }
-  sync_parent(w->path);
   free(w->path);
   free(w->tmp_path);
   free(w);

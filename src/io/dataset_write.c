@@ -200,18 +200,6 @@ a3_status a3_ds_writer_write(a3_ds_writer *w, int64_t begin, int64_t count, cons
   return A3_OK;
 }
 
-// Flushes the file's data to the disk before the rename makes it visible.
-static a3_status sync_file(const char *path) {
-  const int fd = open(path, O_RDONLY);
-  if (fd < 0 || fsync(fd) != 0) {
-    const int err = errno;
-    if (fd >= 0) close(fd);
-    return A3_FAIL(A3_ERR_IO, "cannot sync %s to disk: %s", path, strerror(err));
-  }
-  close(fd);
-  return A3_OK;
-}
-
 static a3_status finish_file(a3_ds_writer *w) {
   A3_TRY(check_split_complete(w));
   close_split(w);
@@ -220,9 +208,7 @@ static a3_status finish_file(a3_ds_writer *w) {
   if (rc < 0)
     return A3_FAIL(A3_ERR_HDF5, "%s: cannot close the file%s; is the disk full?", w->tmp_path,
                    a3_h5_detail());
-  A3_TRY(sync_file(w->tmp_path));
-  if (rename(w->tmp_path, w->path) != 0)
-    return A3_FAIL(A3_ERR_IO, "cannot rename %s to %s: %s", w->tmp_path, w->path, strerror(errno));
+  A3_TRY(a3_publish_file(w->tmp_path, w->path));
   return A3_OK;
 }
 

@@ -10,19 +10,6 @@
 
 #include <math.h>
 
-// Chunks of [0, n) for the threads, as in elementwise.c: multiples of 1024
-// floats, a parallel region only above CPU_PAR_MIN.
-#define ACT_CHUNKS(n, body)                                                                        \
-  do {                                                                                             \
-    const size_t n_ = (n);                                                                         \
-    const long chunks_ = (long)((n_ + 1023) / 1024);                                               \
-    _Pragma("omp parallel for schedule(static) if (n_ >= CPU_PAR_MIN)") for (long k_ = 0;          \
-                                                                             k_ < chunks_; k_++) { \
-      const size_t lo = (size_t)k_ * 1024, hi = lo + 1024 < n_ ? lo + 1024 : n_;                   \
-      body;                                                                                        \
-    }                                                                                              \
-  } while (0)
-
 // ---------------------------------------------------------------- GELU
 // PyTorch's GELU(approximate="none"): x * Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2,
 // computed as erfc(-x / sqrt 2) / 2, which does not cancel for negative x
@@ -35,7 +22,7 @@ static void gelu_range(float *out, const float *inp, size_t lo, size_t hi) {
 
 void cpu_gelu_forward(const a3_backend *be, float *out, const float *inp, size_t n) {
   (void)be;
-  ACT_CHUNKS(n, gelu_range(out, inp, lo, hi));
+  CPU_PAR_CHUNKS(n, gelu_range(out, inp, lo, hi));
 }
 
 // d/dx x Phi(x) = Phi(x) + x phi(x), phi(x) = e^(-x^2 / 2) / sqrt(2 pi).
@@ -50,7 +37,7 @@ static void gelu_bwd_range(float *dinp, const float *dout, const float *inp, siz
 void cpu_gelu_backward(const a3_backend *be, float *dinp, const float *dout, const float *inp,
                        size_t n) {
   (void)be;
-  ACT_CHUNKS(n, gelu_bwd_range(dinp, dout, inp, lo, hi));
+  CPU_PAR_CHUNKS(n, gelu_bwd_range(dinp, dout, inp, lo, hi));
 }
 
 // ---------------------------------------------------------------- ReLU
@@ -61,7 +48,7 @@ CPU_CLONES static void relu_range(float *out, const float *inp, size_t lo, size_
 
 void cpu_relu_forward(const a3_backend *be, float *out, const float *inp, size_t n) {
   (void)be;
-  ACT_CHUNKS(n, relu_range(out, inp, lo, hi));
+  CPU_PAR_CHUNKS(n, relu_range(out, inp, lo, hi));
 }
 
 // The derivative at 0 is taken as 0 (PyTorch's threshold_backward).
@@ -74,7 +61,7 @@ CPU_CLONES static void relu_bwd_range(float *dinp, const float *dout, const floa
 void cpu_relu_backward(const a3_backend *be, float *dinp, const float *dout, const float *inp,
                        size_t n) {
   (void)be;
-  ACT_CHUNKS(n, relu_bwd_range(dinp, dout, inp, lo, hi));
+  CPU_PAR_CHUNKS(n, relu_bwd_range(dinp, dout, inp, lo, hi));
 }
 
 // ---------------------------------------------------------------- gated residual
@@ -88,7 +75,7 @@ void cpu_gated_add_forward(const a3_backend *be, float *out, const float *a, con
                            const float *gate, size_t n) {
   (void)be;
   const float g = gate[0];
-  ACT_CHUNKS(n, gated_add_range(out, a, b, g, lo, hi));
+  CPU_PAR_CHUNKS(n, gated_add_range(out, a, b, g, lo, hi));
 }
 
 CPU_CLONES static void scale_range(float *out, const float *in, float g, size_t lo, size_t hi) {
@@ -106,6 +93,6 @@ void cpu_gated_add_backward(const a3_backend *be, float *db, float *dgate, const
   }
   if (db) {
     const float g = gate[0];
-    ACT_CHUNKS(n, scale_range(db, dout, g, lo, hi));
+    CPU_PAR_CHUNKS(n, scale_range(db, dout, g, lo, hi));
   }
 }

@@ -63,6 +63,19 @@ static inline float cpu_sigmoidf(float x) {
 // floats (below it a parallel region costs more than it saves).
 enum { CPU_PAR_MIN = 1 << 15 };
 
+// Chunks of [0, n) for the threads: multiples of 1024 floats (whole cache
+// lines, so threads never share one).
+#define CPU_PAR_CHUNKS(n, body)                                                                    \
+  do {                                                                                             \
+    const size_t n_ = (n);                                                                         \
+    const long chunks_ = (long)((n_ + 1023) / 1024);                                               \
+    _Pragma("omp parallel for schedule(static) if (n_ >= CPU_PAR_MIN)") for (long k_ = 0;          \
+                                                                             k_ < chunks_; k_++) { \
+      const size_t lo = (size_t)k_ * 1024, hi = lo + 1024 < n_ ? lo + 1024 : n_;                   \
+      body;                                                                                        \
+    }                                                                                              \
+  } while (0)
+
 // blas_setup.c: picks OpenBLAS's kernels once, before the first GEMM.
 void cpu_blas_setup(void);
 // profile.c: with A3FTA_PROFILE set, a copy of `real` whose compute ops are

@@ -15,19 +15,6 @@ void cpu_zero(const a3_backend *be, float *x, size_t n) {
   memset(x, 0, n * sizeof(float));
 }
 
-// Chunks of [0, n) for the threads: multiples of 1024 floats (whole cache
-// lines, so threads never share one).
-#define PAR_CHUNKS(n, body)                                                                        \
-  do {                                                                                             \
-    const size_t n_ = (n);                                                                         \
-    const long chunks_ = (long)((n_ + 1023) / 1024);                                               \
-    _Pragma("omp parallel for schedule(static) if (n_ >= CPU_PAR_MIN)") for (long k_ = 0;          \
-                                                                             k_ < chunks_; k_++) { \
-      const size_t lo = (size_t)k_ * 1024, hi = lo + 1024 < n_ ? lo + 1024 : n_;                   \
-      body;                                                                                        \
-    }                                                                                              \
-  } while (0)
-
 CPU_CLONES static void acc_range(float *dst, const float *src, size_t lo, size_t hi) {
 #pragma omp simd
   for (size_t i = lo; i < hi; i++) dst[i] += src[i];
@@ -35,7 +22,7 @@ CPU_CLONES static void acc_range(float *dst, const float *src, size_t lo, size_t
 
 void cpu_accumulate(const a3_backend *be, float *dst, const float *src, size_t n) {
   (void)be;
-  PAR_CHUNKS(n, acc_range(dst, src, lo, hi));
+  CPU_PAR_CHUNKS(n, acc_range(dst, src, lo, hi));
 }
 
 CPU_CLONES static void silu_range(float *out, const float *inp, size_t lo, size_t hi) {
@@ -45,7 +32,7 @@ CPU_CLONES static void silu_range(float *out, const float *inp, size_t lo, size_
 
 void cpu_silu_forward(const a3_backend *be, float *out, const float *inp, size_t n) {
   (void)be;
-  PAR_CHUNKS(n, silu_range(out, inp, lo, hi));
+  CPU_PAR_CHUNKS(n, silu_range(out, inp, lo, hi));
 }
 
 // d/dx x s(x) = s (1 + x (1 - s)).
@@ -61,7 +48,7 @@ CPU_CLONES static void silu_bwd_range(float *dinp, const float *dout, const floa
 void cpu_silu_backward(const a3_backend *be, float *dinp, const float *dout, const float *inp,
                        size_t n) {
   (void)be;
-  PAR_CHUNKS(n, silu_bwd_range(dinp, dout, inp, lo, hi));
+  CPU_PAR_CHUNKS(n, silu_bwd_range(dinp, dout, inp, lo, hi));
 }
 
 CPU_CLONES static void add_range(float *out, const float *a, const float *b, float scale, size_t lo,
@@ -78,7 +65,7 @@ CPU_CLONES static void add_range(float *out, const float *a, const float *b, flo
 void cpu_add_forward(const a3_backend *be, float *out, const float *a, const float *b, float scale,
                      size_t n) {
   (void)be;
-  PAR_CHUNKS(n, add_range(out, a, b, scale, lo, hi));
+  CPU_PAR_CHUNKS(n, add_range(out, a, b, scale, lo, hi));
 }
 
 // One pass reading dout[i] before writing: da or db may be dout itself.
@@ -94,7 +81,7 @@ static void add_bwd_range(float *da, float *db, const float *dout, float scale, 
 void cpu_add_backward(const a3_backend *be, float *da, float *db, const float *dout, float scale,
                       size_t n) {
   (void)be;
-  PAR_CHUNKS(n, add_bwd_range(da, db, dout, scale, lo, hi));
+  CPU_PAR_CHUNKS(n, add_bwd_range(da, db, dout, scale, lo, hi));
 }
 
 CPU_CLONES static void add_scalar_range(float *y, const float *x, float t, int n) {
