@@ -133,7 +133,7 @@ CIFAR = dict(
 def timestep_embedding(t, dim, flip_sin_to_cos, freq_shift, max_period=10000):
     """diffusers get_timestep_embedding, in float32 as diffusers computes it."""
     half = dim // 2
-    exponent = -math.log(max_period) * torch.arange(0, half, dtype=torch.float32)
+    exponent = -math.log(max_period) * torch.arange(0, half, dtype=torch.float32, device=t.device)
     exponent = exponent / (half - freq_shift)
     args = t.float()[:, None] * torch.exp(exponent)[None, :]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)

@@ -64,6 +64,17 @@ static inline int a3_conv2d_out_w(const a3_conv2d_shape *s) {
 // pads are non-negative and the output is at least 1x1.
 a3_status a3_conv2d_check(const a3_conv2d_shape *s);
 
+// The per-step scalars of AdamW, computed once per step on the host
+// (a3_adamw_prepare, optim.h) and rounded to fp32 where torch multiplies fp32
+// tensors by Python floats.
+typedef struct {
+  float decay_mul; // 1 - lr * weight_decay (applied only to decayed tensors)
+  float beta1, one_minus_beta1, beta2, one_minus_beta2;
+  float neg_step_size; // -lr / (1 - beta1^t)
+  float bc2_sqrt;      // sqrt(1 - beta2^t)
+  float eps;
+} a3_adamw_scalars;
+
 struct a3_backend_ops {
   // ------------------------------------------------------------ memory
   a3_status (*alloc)(const a3_backend *be, void **out, size_t bytes); // zeroed
@@ -309,6 +320,36 @@ struct a3_backend_ops {
                                 const float *probs,                   // (N, K) from the forward
                                 const int32_t *labels,                // (N)
                                 int N, int K, float scale);
+
+  // ------------------------------------------------------------ optimizer (training on a device)
+  // The same arithmetic as torch.optim.AdamW, clip_grad_norm_ and diffusers'
+  // EMAModel, on tensors in backend memory, so a device never sends weights
+  // to the host during training. The trainer calls these per trainable
+  // segment (m, v and ema hold only the trainable floats, compact).
+  // out[0] = sum(x^2), accumulated in double in a fixed order.
+  void (*sum_squares)(const a3_backend *be, double *out, // (1)
+                      const float *x,                    // (n)
+                      size_t n);
+  // norm[0] = sqrt(sum of partials); scale[0] = max_norm / (norm + 1e-6) when
+  // that is below 1 (and max_norm > 0), else 1: clip_grad_norm_'s factor.
+  void (*clip_scale)(const a3_backend *be, float *scale, // (1)
+                     double *norm,                       // (1)
+                     const double *partials,             // (n_partials)
+                     int n_partials, double max_norm);
+  // One AdamW step: g = grad * grad_scale[0] (grad_scale NULL: 1);
+  // m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
+  // param = (decay ? param * decay_mul : param) + neg_step_size * m / (sqrt(v) / bc2_sqrt + eps),
+  // each line rounded as torch rounds it.
+  void (*adamw_update)(const a3_backend *be, float *param, // (n)
+                       const float *grad,                  // (n)
+                       float *m,                           // (n)
+                       float *v,                           // (n)
+                       size_t n, const a3_adamw_scalars *s, int decay,
+                       const float *grad_scale); // (1) or NULL
+  // ema = ema - one_minus_decay * (ema - param), three fp32 roundings as torch.
+  void (*ema_update)(const a3_backend *be, float *ema, // (n)
+                     const float *param,               // (n)
+                     size_t n, float one_minus_decay);
 };
 
 // ---------------------------------------------------------------- the CPU backend
@@ -325,5 +366,22 @@ void a3_backend_cpu_set_threads(int n);
 int a3_backend_cpu_threads(void);
 // What the GEMM library runs on, for logs: "OpenBLAS 0.3.21 Cooperlake (picked by a3fta)".
 const char *a3_backend_cpu_blas_info(void);
+
+// ---------------------------------------------------------------- the CUDA backend
+// Precision (a3_precision, core.h) on the CUDA backend: FP32 is exact fp32
+// (cuBLAS default math); TF32 lets cuBLAS use TF32 tensor cores for the
+// matrix products (10-bit mantissa operands, fp32 accumulation). Elementwise
+// ops, norms, softmax and reductions are fp32 in every mode.
+// A backend on CUDA device `device` (an index among the visible devices) with
+// its own stream and cuBLAS handle; every op is queued on that stream. Errors
+// (A3_ERR_CUDA) name the CUDA error: no driver gives cudaErrorInsufficientDriver,
+// no device cudaErrorNoDevice, a bad index cudaErrorInvalidDevice.
+// A3_ERR_UNIMPLEMENTED when a3fta was built without CUDA (A3FTA_CUDA=OFF) or for
+// A3_PRECISION_BF16 (not yet). Free with a3_backend_cuda_destroy.
+a3_status a3_backend_cuda_create(int device, a3_precision precision,
+                                 const a3_backend **out) A3_WARN_UNUSED;
+void a3_backend_cuda_destroy(const a3_backend *be); // NULL is fine
+// True when `be` is a CUDA backend (its memory is device memory).
+int a3_backend_is_cuda(const a3_backend *be);
 
 #endif

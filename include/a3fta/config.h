@@ -43,7 +43,6 @@ typedef enum {
 } a3_strategy_name;
 typedef enum { A3_PLACEMENT_PRE_OUT, A3_PLACEMENT_POST_OUT } a3_adapter_placement;
 typedef enum { A3_LR_CONSTANT, A3_LR_COSINE } a3_lr_schedule;
-typedef enum { A3_PRECISION_FP32, A3_PRECISION_TF32, A3_PRECISION_BF16 } a3_precision;
 typedef enum { A3_NOISE_LINEAR, A3_NOISE_SCALED_LINEAR, A3_NOISE_COSINE } a3_noise_schedule;
 typedef enum { A3_SAMPLER_DDPM, A3_SAMPLER_DDIM } a3_sampler;
 typedef enum {

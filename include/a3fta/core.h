@@ -81,6 +81,9 @@ a3_status a3_read_file(const char *path, size_t max_bytes, char **out,
 a3_status a3_publish_file(const char *tmp_path, const char *path) A3_WARN_UNUSED;
 
 // ---------------------------------------------------------------- logging
+// Arithmetic precision of the matrix products (train.precision; see backend.h).
+typedef enum { A3_PRECISION_FP32, A3_PRECISION_TF32, A3_PRECISION_BF16 } a3_precision;
+
 typedef enum { A3_LOG_ERROR = 0, A3_LOG_WARN, A3_LOG_INFO, A3_LOG_DEBUG } a3_log_level;
 void a3_log_set_level(a3_log_level level); // --quiet: WARN, default: INFO, --verbose: DEBUG
 a3_log_level a3_log_get_level(void);

@@ -94,6 +94,17 @@ a3_status a3_unet_build(const a3_arch_config *arch, a3_unet **out) A3_WARN_UNUSE
 a3_status a3_unet_build_ex(const a3_arch_config *arch,
                            const a3_unet_extras *extras, // NULL = none
                            a3_unet **out) A3_WARN_UNUSED;
+// The same on backend `be` (params, grads and activations in its memory;
+// forward and backward take and give tensors in its memory). On a device
+// backend the host-side functions that touch values directly (init, load,
+// the parameter accessors' contents) do not apply: build the model on the
+// CPU too and copy with a3_unet_copy_params.
+a3_status a3_unet_build_on(const a3_arch_config *arch, const a3_unet_extras *extras,
+                           const a3_backend *be, a3_unet **out) A3_WARN_UNUSED;
+// dst's parameters = src's (same architecture and extras; any two backends),
+// through host memory. A3_ERR_INTERNAL when the tables differ.
+a3_status a3_unet_copy_params(a3_unet *dst, const a3_unet *src) A3_WARN_UNUSED;
+const a3_backend *a3_unet_backend(const a3_unet *m);
 void a3_unet_free(a3_unet *m); // NULL is fine
 
 const a3_arch_config *a3_unet_arch(const a3_unet *m);
@@ -150,6 +161,30 @@ a3_status a3_unet_forward(a3_unet *m,
 a3_status a3_unet_backward(a3_unet *m,
                            const float *dout,         // (B, out_channels, H, W)
                            float *dx) A3_WARN_UNUSED; // (B, in_channels, H, W) or NULL
+
+// Backward progress, for starting gradient communication early. The
+// backward runs in stages: 0 the head (conv_norm_out, conv_out), 1 + j the
+// j-th layer from the end (the last up-block layer is 1, the first
+// down-block resnet n_layers), then conv_in, then the time embedding (its
+// gradient collects every resnet's share, so it is final last). A
+// parameter's stage is the one after which this backward adds nothing more
+// to its gradient: a layer's parameters (LoRA and adapter included) get
+// gradients only from that layer. The table order is not this order
+// (attentions register before resnets, up blocks before the mid block).
+int a3_unet_backward_stages(const a3_unet *m);
+int a3_unet_param_grad_stage(const a3_unet *m, int i); // 0 <= i < a3_unet_param_count
+
+// Called with s = 0, 1, ..., stages - 1 in order, each once stage s is done
+// (stages the backward skips, below the lowest trainable parameter, are
+// reported at its end). On a device backend the stage's ops are enqueued,
+// not necessarily finished. A failure stops the backward and is returned.
+typedef struct {
+  a3_status (*fn)(void *ctx, int stage);
+  void *ctx;
+} a3_backward_hook;
+// a3_unet_backward, reporting its stages to hook (NULL: none).
+a3_status a3_unet_backward_hooked(a3_unet *m, const float *dout, float *dx,
+                                  const a3_backward_hook *hook) A3_WARN_UNUSED;
 
 // ---------------------------------------------------------------- summary
 typedef struct {

@@ -14,6 +14,7 @@
 #ifndef A3FTA_OPTIM_H
 #define A3FTA_OPTIM_H
 
+#include "a3fta/backend.h"
 #include "a3fta/config.h"
 #include "a3fta/core.h"
 
@@ -43,6 +44,10 @@ typedef struct {
 a3_adamw_hparams a3_adamw_defaults(void);
 // From the train section (lr is the base rate: scale it by a3_lr_factor per step).
 a3_adamw_hparams a3_adamw_from_config(const a3_train_config *train);
+
+// The fp32 scalars of AdamW step t (counted from 1) for the backends'
+// adamw_update op (backend.h), rounded as torch rounds them.
+a3_adamw_scalars a3_adamw_prepare(const a3_adamw_hparams *h, int64_t t);
 
 // One AdamW update with step number t (1 for the first update; bias
 // correction 1 - beta^t), as torch.optim.AdamW (foreach off, amsgrad off):

@@ -483,6 +483,11 @@ a3_status a3_unet_build(const a3_arch_config *arch, a3_unet **out) {
 
 a3_status a3_unet_build_ex(const a3_arch_config *arch, const a3_unet_extras *extras,
                            a3_unet **out) {
+  return a3_unet_build_on(arch, extras, a3_backend_cpu(), out);
+}
+
+a3_status a3_unet_build_on(const a3_arch_config *arch, const a3_unet_extras *extras,
+                           const a3_backend *be, a3_unet **out) {
   *out = NULL;
   A3_TRY(check_arch(arch));
   if (extras) A3_TRY(check_extras(extras));
@@ -500,7 +505,7 @@ a3_status a3_unet_build_ex(const a3_arch_config *arch, const a3_unet_extras *ext
     m->extras.lora_rank = 0;
     m->extras.lora_alpha = 0.0;
   }
-  m->be = a3_backend_cpu();
+  m->be = be;
   m->C0 = (int)arch->block_out_channels[0];
   m->T4 = 4 * m->C0;
   a3_status s;
@@ -558,4 +563,20 @@ bool unet_range_trains(const a3_unet *m, int begin, int end) {
   for (int i = begin; i < end; i++)
     if (m->table[i].trainable) return true;
   return false;
+}
+
+const a3_backend *a3_unet_backend(const a3_unet *m) { return m->be; }
+
+a3_status a3_unet_copy_params(a3_unet *dst, const a3_unet *src) {
+  if (dst->n_floats != src->n_floats || dst->n_params != src->n_params)
+    return A3_FAIL(A3_ERR_INTERNAL, "copy_params: models differ (%zu vs %zu floats)", dst->n_floats,
+                   src->n_floats);
+  float *host;
+  A3_TRY(A3_ALLOC(host, dst->n_floats));
+  a3_status s = src->be->ops->download(src->be, host, src->params, dst->n_floats * sizeof(float));
+  if (s == A3_OK)
+    s = dst->be->ops->upload(dst->be, dst->params, host, dst->n_floats * sizeof(float));
+  if (s == A3_OK) s = dst->be->ops->synchronize(dst->be);
+  free(host);
+  return s;
 }

@@ -4,8 +4,6 @@
 
 #include <math.h>
 
-enum { A3_EMA_PARALLEL_MIN = 1 << 16 };
-
 double a3_ema_decay(int64_t optimization_step, double max_decay) {
   // update_after_step 0, inv_gamma 1, power 3/4: the first update copies the
   // weights, and the average then lengthens as 1 - (1 + k)^(-3/4).
@@ -18,17 +16,10 @@ double a3_ema_decay(int64_t optimization_step, double max_decay) {
 
 void a3_ema_update(const a3_param_segment *segs, int n_segs, const float *params, float *ema,
                    double decay) {
+  const a3_backend *cpu = a3_backend_cpu(); // the arithmetic lives in the backend's optim ops
   const float one_minus_decay = (float)(1.0 - decay);
   for (int k = 0; k < n_segs; k++) {
-    const float *p = params + segs[k].offset;
-    const int64_t n = segs[k].count;
-    // s.sub_(one_minus_decay * (s - p)): three fp32 roundings, as in torch.
-#pragma omp parallel for schedule(static) if (n >= A3_EMA_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) {
-      const float diff = ema[i] - p[i];
-      const float step = one_minus_decay * diff;
-      ema[i] = ema[i] - step;
-    }
-    ema += n;
+    cpu->ops->ema_update(cpu, ema, params + segs[k].offset, (size_t)segs[k].count, one_minus_decay);
+    ema += segs[k].count;
   }
 }

@@ -45,15 +45,9 @@ a3_adamw_hparams a3_adamw_from_config(const a3_train_config *train) {
   return h;
 }
 
-// The per-step scalars, rounded to fp32 where torch multiplies fp32 tensors
-// by Python floats.
-typedef struct {
-  float decay_mul, beta1, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bc2_sqrt, eps;
-} adamw_scalars;
-
-static adamw_scalars adamw_prepare(const a3_adamw_hparams *h, int64_t t) {
+a3_adamw_scalars a3_adamw_prepare(const a3_adamw_hparams *h, int64_t t) {
   const double bc1 = 1.0 - pow(h->beta1, (double)t), bc2 = 1.0 - pow(h->beta2, (double)t);
-  adamw_scalars s = {
+  a3_adamw_scalars s = {
       .decay_mul = (float)(1.0 - h->lr * h->weight_decay),
       .beta1 = (float)h->beta1,
       .one_minus_beta1 = (float)(1.0 - h->beta1),
@@ -66,75 +60,31 @@ static adamw_scalars adamw_prepare(const a3_adamw_hparams *h, int64_t t) {
   return s;
 }
 
-// One segment: p, g (n,) in the flat buffers; m, v (n,) compact.
-static void adamw_segment(const adamw_scalars *s, bool decay, int64_t n, float *p, const float *g,
-                          float *m, float *v) {
-#pragma omp parallel for schedule(static) if (n >= A3_OPTIM_PARALLEL_MIN)
-  for (int64_t i = 0; i < n; i++) {
-    // Each line is one torch op, rounded as it rounds: mul_, add_(alpha),
-    // addcmul_(value), sqrt / div / add_, addcdiv_(value). (torch's AVX2
-    // add_ fuses its multiply-add; we round twice: 1 ulp apart at most.)
-    float pi = decay ? p[i] * s->decay_mul : p[i];
-    const float gi = g[i];
-    const float mi = m[i] * s->beta1 + s->one_minus_beta1 * gi;
-    const float vi = v[i] * s->beta2 + s->one_minus_beta2 * gi * gi;
-    const float denom = sqrtf(vi) / s->bc2_sqrt + s->eps;
-    pi = pi + s->neg_step_size * mi / denom;
-    p[i] = pi;
-    m[i] = mi;
-    v[i] = vi;
-  }
-}
-
 a3_status a3_adamw_step(const a3_adamw_hparams *h, int64_t t, const a3_param_segment *segs,
                         int n_segs, float *params, const float *grads, float *m, float *v) {
   if (t < 1) return A3_FAIL(A3_ERR_INTERNAL, "adamw: step %lld, counted from 1", (long long)t);
-  const adamw_scalars s = adamw_prepare(h, t);
-  int64_t c = 0; // offset into the compact m, v
+  const a3_adamw_scalars s = a3_adamw_prepare(h, t);
+  const a3_backend *cpu = a3_backend_cpu(); // the arithmetic lives in the backend's optim ops
+  int64_t c = 0;                            // offset into the compact m, v
   for (int k = 0; k < n_segs; k++) {
     const a3_param_segment *sg = &segs[k];
-    adamw_segment(&s, sg->decay && h->weight_decay != 0, sg->count, params + sg->offset,
-                  grads + sg->offset, m + c, v + c);
+    cpu->ops->adamw_update(cpu, params + sg->offset, grads + sg->offset, m + c, v + c,
+                           (size_t)sg->count, &s, sg->decay && h->weight_decay != 0, NULL);
     c += sg->count;
   }
   return A3_OK;
 }
 
 // ---------------------------------------------------------------- clipping
-// Fixed chunk boundaries and an in-order sum make the norm independent of the
-// thread count; four accumulators per chunk shorten the add chain.
-enum { NORM_CHUNK = 1 << 14, NORM_BATCH = 64 };
-
-static double sum_squares(const float *g, int64_t n) {
-  double acc[4] = {0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    for (int j = 0; j < 4; j++) acc[j] += (double)g[i + j] * (double)g[i + j];
-  }
-  for (; i < n; i++) acc[0] += (double)g[i] * (double)g[i];
-  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
-}
-
-static double segment_sum_squares(const float *g, int64_t n) {
-  const int64_t chunks = (n + NORM_CHUNK - 1) / NORM_CHUNK;
-  double total = 0;
-  for (int64_t c0 = 0; c0 < chunks; c0 += NORM_BATCH) {
-    double part[NORM_BATCH];
-    const int nb = (int)(chunks - c0 < NORM_BATCH ? chunks - c0 : NORM_BATCH);
-#pragma omp parallel for schedule(static) if (nb > 4)
-    for (int b = 0; b < nb; b++) {
-      const int64_t lo = (c0 + b) * NORM_CHUNK, hi = lo + NORM_CHUNK < n ? lo + NORM_CHUNK : n;
-      part[b] = sum_squares(g + lo, hi - lo);
-    }
-    for (int b = 0; b < nb; b++) total += part[b];
-  }
-  return total;
-}
 
 double a3_grad_norm(const a3_param_segment *segs, int n_segs, const float *grads) {
+  const a3_backend *cpu = a3_backend_cpu();
   double total = 0;
-  for (int k = 0; k < n_segs; k++)
-    total += segment_sum_squares(grads + segs[k].offset, segs[k].count);
+  for (int k = 0; k < n_segs; k++) {
+    double part = 0;
+    cpu->ops->sum_squares(cpu, &part, grads + segs[k].offset, (size_t)segs[k].count);
+    total += part;
+  }
   return sqrt(total);
 }
 

@@ -70,6 +70,10 @@ static const a3_backend_ops cpu_ops = {
     .gated_add_backward = cpu_gated_add_backward,
     .softmax_xent_forward = cpu_softmax_xent_forward,
     .softmax_xent_backward = cpu_softmax_xent_backward,
+    .sum_squares = cpu_sum_squares,
+    .clip_scale = cpu_clip_scale,
+    .adamw_update = cpu_adamw_update,
+    .ema_update = cpu_ema_update,
 };
 
 static const a3_backend cpu_backend = {.name = "cpu", .ops = &cpu_ops, .impl = NULL};

@@ -181,4 +181,13 @@ void cpu_softmax_xent_forward(const a3_backend *be, float *loss, float *probs, c
 void cpu_softmax_xent_backward(const a3_backend *be, float *dlogits, const float *probs,
                                const int32_t *labels, int N, int K, float scale);
 
+// optim_ops.c (AdamW, gradient-norm clipping, EMA)
+void cpu_sum_squares(const a3_backend *be, double *out, const float *x, size_t n);
+void cpu_clip_scale(const a3_backend *be, float *scale, double *norm, const double *partials,
+                    int n_partials, double max_norm);
+void cpu_adamw_update(const a3_backend *be, float *param, const float *grad, float *m, float *v,
+                      size_t n, const a3_adamw_scalars *s, int decay, const float *grad_scale);
+void cpu_ema_update(const a3_backend *be, float *ema, const float *param, size_t n,
+                    float one_minus_decay);
+
 #endif

@@ -1,0 +1,288 @@
+// The CUDA backend: create / destroy, device memory, error recording, the op
+// table, and the two shared reduction launches (cu_finish_sum,
+// cu_plane_sums). The ops themselves are in the other cuda_*.cu files.
+#include "cuda_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---------------------------------------------------------------- error recording
+
+static void cu_record(const a3_backend *be, a3_status code, const char *op, const char *file,
+                      int line, const char *name, const char *text) {
+  cuda_state *st = cu_state(be);
+  if (st->error != A3_OK) return; // keep the first: later ones are usually its echoes
+  st->error = code;
+  snprintf(st->message, sizeof st->message, "CUDA backend, %s (%s:%d): %s (%s)", op, file, line,
+           name, text);
+}
+
+int cu_check(const a3_backend *be, cudaError_t e, const char *op, const char *file, int line) {
+  if (e == cudaSuccess) return 1;
+  cu_record(be, A3_ERR_CUDA, op, file, line, cudaGetErrorName(e), cudaGetErrorString(e));
+  return 0;
+}
+
+int cu_check_blas(const a3_backend *be, cublasStatus_t s, const char *op, const char *file,
+                  int line) {
+  if (s == CUBLAS_STATUS_SUCCESS) return 1;
+  cu_record(be, A3_ERR_CUDA, op, file, line, cublasGetStatusName(s), cublasGetStatusString(s));
+  return 0;
+}
+
+// ---------------------------------------------------------------- memory
+
+static a3_status cuda_alloc(const a3_backend *be, void **out, size_t bytes) {
+  *out = NULL;
+  // cudaMalloc(0) may give NULL: ask for one byte so a zero-size tensor
+  // still has a distinct pointer that release frees.
+  const size_t n = bytes ? bytes : 1;
+  cudaError_t e = cudaMalloc(out, n);
+  if (e != cudaSuccess) {
+    *out = NULL;
+    return A3_FAIL(A3_ERR_CUDA, "cudaMalloc of %zu bytes failed: %s (%s)", n, cudaGetErrorName(e),
+                   cudaGetErrorString(e));
+  }
+  // Zeroed on the backend's stream, so that every later op sees the zeros.
+  e = cudaMemsetAsync(*out, 0, n, cu_stream(be));
+  if (e != cudaSuccess) {
+    cudaFree(*out);
+    *out = NULL;
+    return A3_FAIL(A3_ERR_CUDA, "cudaMemsetAsync of %zu bytes failed: %s (%s)", n,
+                   cudaGetErrorName(e), cudaGetErrorString(e));
+  }
+  return A3_OK;
+}
+
+static void cuda_release(const a3_backend *be, void *ptr) {
+  if (ptr) CU_CHECK(be, cudaFree(ptr)); // cudaFree waits for work that may still use ptr
+}
+
+// Host memory may be pageable: the copy is queued on the stream, and the
+// stream is drained before returning so that the caller may reuse or free
+// the host buffer at once (and, for a download, read it).
+static a3_status cuda_copy(const a3_backend *be, void *dst, const void *src, size_t bytes,
+                           cudaMemcpyKind kind, const char *what) {
+  if (!bytes) return A3_OK;
+  cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, cu_stream(be));
+  if (e == cudaSuccess) e = cudaStreamSynchronize(cu_stream(be));
+  if (e != cudaSuccess)
+    return A3_FAIL(A3_ERR_CUDA, "%s of %zu bytes failed: %s (%s)", what, bytes, cudaGetErrorName(e),
+                   cudaGetErrorString(e));
+  return A3_OK;
+}
+
+static a3_status cuda_upload(const a3_backend *be, void *dst, const void *host_src, size_t bytes) {
+  return cuda_copy(be, dst, host_src, bytes, cudaMemcpyHostToDevice, "upload to the GPU");
+}
+
+static a3_status cuda_download(const a3_backend *be, void *host_dst, const void *src,
+                               size_t bytes) {
+  return cuda_copy(be, host_dst, src, bytes, cudaMemcpyDeviceToHost, "download from the GPU");
+}
+
+static a3_status cuda_synchronize(const a3_backend *be) {
+  cuda_state *st = cu_state(be);
+  CU_CHECK(be, cudaStreamSynchronize(st->stream)); // asynchronous kernel faults surface here
+  if (st->error == A3_OK) return A3_OK;
+  const a3_status code = st->error;
+  st->error = A3_OK;
+  return A3_FAIL(code, "%s", st->message);
+}
+
+// ---------------------------------------------------------------- shared reductions
+
+// dst[0] = sum(part) * mul / div; one block of CU_THREADS.
+__global__ static void finish_sum_kernel(float *dst, const double *part, unsigned nparts,
+                                         double mul, double div, int accumulate) {
+  double s = 0.0;
+  for (unsigned i = threadIdx.x; i < nparts; i += blockDim.x) s += part[i];
+  s = cu_block_sum(s);
+  if (threadIdx.x == 0) {
+    const float v = (float)(s * mul / div);
+    dst[0] = accumulate ? dst[0] + v : v;
+  }
+}
+
+void cu_finish_sum(const a3_backend *be, float *dst, // (1)
+                   const double *part,               // (nparts)
+                   unsigned nparts, double mul, double div, int accumulate) {
+  finish_sum_kernel<<<1, CU_THREADS, 0, cu_stream(be)>>>(dst, part, nparts, mul, div, accumulate);
+  CU_LAUNCHED(be);
+}
+
+// One block per j (grid-stride over j); the (outer, inner) elements of j are
+// walked as one flat index so that small planes still use every thread.
+__global__ static void plane_sums_kernel(float *dst, const float *x, int J, int outer,
+                                         size_t outer_stride, int inner, int accumulate) {
+  const size_t n = (size_t)outer * inner;
+  for (int j = blockIdx.x; j < J; j += gridDim.x) {
+    double s = 0.0;
+    for (size_t i = threadIdx.x; i < n; i += blockDim.x) {
+      const size_t o = i / inner, r = i % inner;
+      s += x[o * outer_stride + (size_t)j * inner + r];
+    }
+    s = cu_block_sum(s);
+    if (threadIdx.x == 0) dst[j] = accumulate ? dst[j] + (float)s : (float)s;
+  }
+}
+
+void cu_plane_sums(const a3_backend *be, float *dst, // (J)
+                   const float *x,                   // (outer, ..., J, inner), see the header
+                   int J, int outer, size_t outer_stride, int inner, int accumulate) {
+  if (J <= 0) return;
+  const unsigned blocks = cu_grid(J);
+  plane_sums_kernel<<<blocks, CU_THREADS, 0, cu_stream(be)>>>(dst, x, J, outer, outer_stride, inner,
+                                                              accumulate);
+  CU_LAUNCHED(be);
+}
+
+// ---------------------------------------------------------------- the op table
+
+// Filled by assignment: C++17 has no designated initialisers.
+static a3_backend_ops make_ops(void) {
+  a3_backend_ops t;
+  memset(&t, 0, sizeof t);
+  t.alloc = cuda_alloc;
+  t.release = cuda_release;
+  t.upload = cuda_upload;
+  t.download = cuda_download;
+  t.synchronize = cuda_synchronize;
+  t.zero = cuda_zero;
+  t.accumulate = cuda_accumulate;
+  t.conv2d_workspace_size = cuda_conv2d_workspace_size;
+  t.conv2d_forward = cuda_conv2d_forward;
+  t.conv2d_backward = cuda_conv2d_backward;
+  t.groupnorm_forward = cuda_groupnorm_forward;
+  t.groupnorm_backward = cuda_groupnorm_backward;
+  t.groupnorm_silu_forward = cuda_groupnorm_silu_forward;
+  t.groupnorm_silu_backward = cuda_groupnorm_silu_backward;
+  t.silu_forward = cuda_silu_forward;
+  t.silu_backward = cuda_silu_backward;
+  t.linear_forward = cuda_linear_forward;
+  t.linear_backward = cuda_linear_backward;
+  t.attention_workspace_size = cuda_attention_workspace_size;
+  t.attention_forward = cuda_attention_forward;
+  t.attention_backward = cuda_attention_backward;
+  t.to_tokens = cuda_to_tokens;
+  t.from_tokens = cuda_from_tokens;
+  t.upsample2x_forward = cuda_upsample2x_forward;
+  t.upsample2x_backward = cuda_upsample2x_backward;
+  t.concat_forward = cuda_concat_forward;
+  t.concat_backward = cuda_concat_backward;
+  t.add_forward = cuda_add_forward;
+  t.add_backward = cuda_add_backward;
+  t.add_channel_forward = cuda_add_channel_forward;
+  t.add_channel_backward = cuda_add_channel_backward;
+  t.timestep_embedding = cuda_timestep_embedding;
+  t.mse_forward = cuda_mse_forward;
+  t.mse_backward = cuda_mse_backward;
+  t.gelu_forward = cuda_gelu_forward;
+  t.gelu_backward = cuda_gelu_backward;
+  t.relu_forward = cuda_relu_forward;
+  t.relu_backward = cuda_relu_backward;
+  t.gated_add_forward = cuda_gated_add_forward;
+  t.gated_add_backward = cuda_gated_add_backward;
+  t.softmax_xent_forward = cuda_softmax_xent_forward;
+  t.softmax_xent_backward = cuda_softmax_xent_backward;
+  t.sum_squares = cu_sum_squares;
+  t.clip_scale = cu_clip_scale;
+  t.adamw_update = cu_adamw_update;
+  t.ema_update = cu_ema_update;
+  return t;
+}
+
+static const a3_backend_ops cuda_ops = make_ops(); // static initialisation, before main
+
+// ---------------------------------------------------------------- create / destroy
+
+// Frees whatever part of st exists (create's cleanup and destroy).
+static void free_state(cuda_state *st) {
+  if (!st) return;
+  if (st->stream) cudaStreamSynchronize(st->stream);
+  if (st->red) cudaFree(st->red);
+  if (st->blas) cublasDestroy(st->blas);
+  if (st->stream) cudaStreamDestroy(st->stream);
+  free(st);
+}
+
+#define CREATE_CUDA(call, what)                                                                    \
+  do {                                                                                             \
+    cudaError_t e_ = (call);                                                                       \
+    if (e_ != cudaSuccess) {                                                                       \
+      status = A3_FAIL(A3_ERR_CUDA, "%s: %s (%s)", (what), cudaGetErrorName(e_),                   \
+                       cudaGetErrorString(e_));                                                    \
+      goto fail;                                                                                   \
+    }                                                                                              \
+  } while (0)
+#define CREATE_BLAS(call, what)                                                                    \
+  do {                                                                                             \
+    cublasStatus_t s_ = (call);                                                                    \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                             \
+      status = A3_FAIL(A3_ERR_CUDA, "%s: %s (%s)", (what), cublasGetStatusName(s_),                \
+                       cublasGetStatusString(s_));                                                 \
+      goto fail;                                                                                   \
+    }                                                                                              \
+  } while (0)
+
+// FP32 must stay exact fp32: the default math mode never uses TF32 on its
+// own, and it is set explicitly so that nothing inherited turns it on.
+static cublasMath_t math_mode(a3_precision p) {
+  return p == A3_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
+}
+
+extern "C" a3_status a3_backend_cuda_create(int device, a3_precision precision,
+                                            const a3_backend **out) {
+  *out = NULL;
+  if (precision == A3_PRECISION_BF16)
+    return A3_FAIL(A3_ERR_UNIMPLEMENTED,
+                   "the CUDA backend has no bf16 mode yet; use train.precision fp32 or tf32");
+  if (precision != A3_PRECISION_FP32 && precision != A3_PRECISION_TF32)
+    return A3_FAIL(A3_ERR_INTERNAL, "unknown CUDA precision %d", (int)precision);
+  a3_status status = A3_OK;
+  a3_backend *be = NULL;
+  cuda_state *st = (cuda_state *)calloc(1, sizeof *st);
+  int count = 0;
+  if (!st) return A3_FAIL(A3_ERR_NOMEM, "out of memory for the CUDA backend's state");
+  st->device = device;
+  CREATE_CUDA(cudaGetDeviceCount(&count), "cannot count the CUDA devices");
+  if (device < 0 || device >= count) {
+    status = A3_FAIL(A3_ERR_CUDA, "cannot use CUDA device %d: %s (%s; %d visible)", device,
+                     cudaGetErrorName(cudaErrorInvalidDevice),
+                     cudaGetErrorString(cudaErrorInvalidDevice), count);
+    goto fail;
+  }
+  CREATE_CUDA(cudaSetDevice(device), "cannot use the CUDA device");
+  CREATE_CUDA(cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking),
+              "cannot create a CUDA stream");
+  CREATE_CUDA(cudaMalloc(&st->red, CU_RED_BLOCKS * sizeof(double)),
+              "cannot allocate the reduction scratch");
+  CREATE_BLAS(cublasCreate(&st->blas), "cannot create a cuBLAS handle");
+  CREATE_BLAS(cublasSetStream(st->blas, st->stream), "cannot bind cuBLAS to the stream");
+  CREATE_BLAS(cublasSetMathMode(st->blas, math_mode(precision)), "cannot set cuBLAS's math mode");
+  CREATE_BLAS(cublasSetPointerMode(st->blas, CUBLAS_POINTER_MODE_HOST),
+              "cannot set cuBLAS's pointer mode");
+  be = (a3_backend *)calloc(1, sizeof *be);
+  if (!be) {
+    status = A3_FAIL(A3_ERR_NOMEM, "out of memory for the CUDA backend");
+    goto fail;
+  }
+  be->name = "cuda";
+  be->ops = &cuda_ops;
+  be->impl = st;
+  *out = be;
+  return A3_OK;
+fail:
+  cudaGetLastError(); // leave no non-sticky error behind for the next caller
+  free_state(st);
+  return status;
+}
+
+extern "C" void a3_backend_cuda_destroy(const a3_backend *be) {
+  if (!be) return;
+  free_state(cu_state(be));
+  free((void *)be);
+}
+
+extern "C" int a3_backend_is_cuda(const a3_backend *be) { return be && be->ops == &cuda_ops; }

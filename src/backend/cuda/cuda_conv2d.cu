@@ -1,0 +1,249 @@
+// conv2d on CUDA: im2col + cuBLAS GEMMs, the batch in chunks of images.
+//
+// For a chunk of nb images, with K = C*KH*KW, P = OH*OW and L = nb*P, the
+// workspace holds
+//   col (K, L): row (c, kh, kw), column (b, oh, ow) is the input pixel that
+//               kernel tap meets at that output position (zero in padding);
+//   tmp (OC, L): the chunk's output or output gradient with the image index
+//               moved next to the pixels, so that one GEMM covers the chunk.
+// Then (row-major products; see cuda_linear.cu for the column-major calls)
+//   forward:  tmp = W (OC, K) col;            out = permute(tmp) + bias
+//   backward: tmp = permute(dout);            dW (OC, K) += tmp col^T
+//             col = W^T tmp (the dcol);       dinp = col2im(col)
+// col2im gathers (each input pixel sums the taps that read it, in (kh, kw)
+// order): no atomics, and dinp is overwritten without a memset.
+//
+// 1x1 stride-1 unpadded convolutions need no im2col in the forward and the
+// input gradient: a strided-batched GEMM per image on NCHW itself
+// (out_b (OC, P) = W (OC, C) inp_b (C, P)). Their dweight takes the general
+// path (whose im2col is then a plain permute).
+//
+// The chunk keeps the workspace at most CONV_WS_MAX bytes, but holds at
+// least one image whatever its size.
+#include "cuda_internal.h"
+
+#define CONV_WS_MAX ((size_t)256 << 20)
+
+typedef struct {
+  int OH, OW;
+  int K;  // C * KH * KW
+  int P;  // OH * OW
+  int nb; // images per chunk
+} conv_dims;
+
+static int is_pointwise(const a3_conv2d_shape *s) {
+  return s->KH == 1 && s->KW == 1 && s->stride == 1 && s->pad_top == 0 && s->pad_bottom == 0 &&
+         s->pad_left == 0 && s->pad_right == 0;
+}
+
+static conv_dims get_dims(const a3_conv2d_shape *s) {
+  conv_dims d;
+  d.OH = a3_conv2d_out_h(s);
+  d.OW = a3_conv2d_out_w(s);
+  d.K = s->C * s->KH * s->KW;
+  d.P = d.OH * d.OW;
+  const size_t per_image = ((size_t)d.K + s->OC) * d.P * sizeof(float);
+  size_t nb = per_image ? CONV_WS_MAX / per_image : (size_t)s->B;
+  if (nb < 1) nb = 1;
+  if (nb > (size_t)s->B) nb = (size_t)s->B;
+  d.nb = (int)nb;
+  return d;
+}
+
+size_t cuda_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s) {
+  (void)be;
+  const conv_dims d = get_dims(s);
+  return ((size_t)d.K + s->OC) * d.P * d.nb * sizeof(float);
+}
+
+// ---------------------------------------------------------------- kernels
+
+#define GRID_STRIDE(i, n)                                                                          \
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                          \
+       i += (size_t)gridDim.x * blockDim.x)
+
+// col (K, nb * P) from images (nb, C, H, W).
+__global__ static void im2col_kernel(float *col, const float *img, a3_conv2d_shape s, int OW, int P,
+                                     int nb) {
+  const size_t L = (size_t)nb * P, total = (size_t)s.C * s.KH * s.KW * L;
+  GRID_STRIDE(i, total) {
+    const int k = (int)(i / L);
+    const size_t r = i % L;
+    const int b = (int)(r / P), p = (int)(r % P);
+    const int oh = p / OW, ow = p % OW;
+    const int kw = k % s.KW, kh = (k / s.KW) % s.KH, c = k / (s.KW * s.KH);
+    const int ih = oh * s.stride - s.pad_top + kh, iw = ow * s.stride - s.pad_left + kw;
+    float v = 0.0f;
+    if (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W)
+      v = img[(((size_t)b * s.C + c) * s.H + ih) * s.W + iw];
+    col[i] = v;
+  }
+}
+
+// images (nb, C, H, W) = the gather of dcol (K, nb * P): pixel (ih, iw) sums
+// the taps (kh, kw) whose output position (oh, ow) is on the stride grid
+// and inside the output.
+__global__ static void col2im_kernel(float *img, const float *col, a3_conv2d_shape s, int OH,
+                                     int OW, int nb) {
+  const int P = OH * OW;
+  const size_t L = (size_t)nb * P, total = (size_t)nb * s.C * s.H * s.W;
+  GRID_STRIDE(i, total) {
+    const int iw = (int)(i % s.W), ih = (int)((i / s.W) % s.H);
+    const int c = (int)((i / ((size_t)s.W * s.H)) % s.C);
+    const int b = (int)(i / ((size_t)s.W * s.H * s.C));
+    float sum = 0.0f;
+    for (int kh = 0; kh < s.KH; kh++) {
+      const int th = ih + s.pad_top - kh; // = oh * stride
+      if (th < 0 || th % s.stride) continue;
+      const int oh = th / s.stride;
+      if (oh >= OH) continue;
+      for (int kw = 0; kw < s.KW; kw++) {
+        const int tw = iw + s.pad_left - kw;
+        if (tw < 0 || tw % s.stride) continue;
+        const int ow = tw / s.stride;
+        if (ow >= OW) continue;
+        const int k = (c * s.KH + kh) * s.KW + kw;
+        sum += col[(size_t)k * L + (size_t)b * P + (size_t)oh * OW + ow];
+      }
+    }
+    img[i] = sum;
+  }
+}
+
+// out (nb, OC, P) = tmp (OC, nb, P) + bias (bias may be NULL).
+__global__ static void unpermute_kernel(float *out, const float *tmp, const float *bias, int OC,
+                                        int P, int nb) {
+  const size_t total = (size_t)nb * OC * P;
+  GRID_STRIDE(i, total) {
+    const int p = (int)(i % P), oc = (int)((i / P) % OC), b = (int)(i / ((size_t)P * OC));
+    const float v = tmp[((size_t)oc * nb + b) * P + p];
+    out[i] = bias ? v + bias[oc] : v;
+  }
+}
+
+// tmp (OC, nb, P) = dout (nb, OC, P).
+__global__ static void permute_kernel(float *tmp, const float *dout, int OC, int P, int nb) {
+  const size_t total = (size_t)nb * OC * P;
+  GRID_STRIDE(i, total) {
+    const int p = (int)(i % P), b = (int)((i / P) % nb), oc = (int)(i / ((size_t)P * nb));
+    tmp[i] = dout[((size_t)b * OC + oc) * P + p];
+  }
+}
+
+// out (B, OC, P) = bias[oc] (the pointwise GEMM adds onto it, beta = 1).
+__global__ static void bias_planes_kernel(float *out, const float *bias, int OC, int P,
+                                          size_t total) {
+  GRID_STRIDE(i, total) out[i] = bias[(i / P) % OC];
+}
+
+#define LAUNCH(be, n, kernel, ...)                                                                 \
+  (kernel<<<cu_blocks((n), CU_THREADS), CU_THREADS, 0, cu_stream(be)>>>(__VA_ARGS__),              \
+   CU_LAUNCHED(be))
+
+// ---------------------------------------------------------------- GEMMs (row-major in words)
+
+// tmp (OC, L) = W (OC, K) col (K, L).
+static int gemm_forward(const a3_backend *be, float *tmp, const float *weight, const float *col,
+                        int OC, int K, int L) {
+  const float one = 1.0f, zero = 0.0f;
+  return CU_BLAS(be, cublasSgemm(cu_blas(be), CUBLAS_OP_N, CUBLAS_OP_N, L, OC, K, &one, col, L,
+                                 weight, K, &zero, tmp, L));
+}
+
+// dW (OC, K) += tmp (OC, L) col^T (L, K).
+static int gemm_dweight(const a3_backend *be, float *dweight, const float *tmp, const float *col,
+                        int OC, int K, int L) {
+  const float one = 1.0f;
+  return CU_BLAS(be, cublasSgemm(cu_blas(be), CUBLAS_OP_T, CUBLAS_OP_N, K, OC, L, &one, col, L, tmp,
+                                 L, &one, dweight, K));
+}
+
+// dcol (K, L) = W^T (K, OC) tmp (OC, L).
+static int gemm_dcol(const a3_backend *be, float *dcol, const float *weight, const float *tmp,
+                     int OC, int K, int L) {
+  const float one = 1.0f, zero = 0.0f;
+  return CU_BLAS(be, cublasSgemm(cu_blas(be), CUBLAS_OP_N, CUBLAS_OP_T, L, K, OC, &one, tmp, L,
+                                 weight, K, &zero, dcol, L));
+}
+
+// ---------------------------------------------------------------- forward
+
+// 1x1: out_b (OC, P) = W (OC, C) inp_b (C, P) for every image, one batched call.
+static void pointwise_forward(const a3_backend *be, const a3_conv2d_shape *s, float *out,
+                              const float *inp, const float *weight, const float *bias, int P) {
+  const size_t total = (size_t)s->B * s->OC * P;
+  if (bias && !LAUNCH(be, total, bias_planes_kernel, out, bias, s->OC, P, total)) return;
+  const float one = 1.0f, beta = bias ? 1.0f : 0.0f;
+  CU_BLAS(be, cublasSgemmStridedBatched(cu_blas(be), CUBLAS_OP_N, CUBLAS_OP_N, P, s->OC, s->C, &one,
+                                        inp, P, (long long)s->C * P, weight, s->C, 0, &beta, out, P,
+                                        (long long)s->OC * P, s->B));
+}
+
+void cuda_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
+                         float *out,          // (B, OC, OH, OW)
+                         const float *inp,    // (B, C, H, W)
+                         const float *weight, // (OC, C, KH, KW)
+                         const float *bias,   // (OC) or NULL
+                         void *workspace) {
+  const conv_dims d = get_dims(s);
+  if (is_pointwise(s)) {
+    pointwise_forward(be, s, out, inp, weight, bias, d.P);
+    return;
+  }
+  float *col = (float *)workspace;
+  float *tmp = col + (size_t)d.K * d.P * d.nb;
+  const size_t img_size = (size_t)s->C * s->H * s->W, out_size = (size_t)s->OC * d.P;
+  for (int b0 = 0; b0 < s->B; b0 += d.nb) {
+    const int nb = s->B - b0 < d.nb ? s->B - b0 : d.nb, L = nb * d.P;
+    const size_t ncol = (size_t)d.K * L, nout = (size_t)s->OC * L;
+    if (!LAUNCH(be, ncol, im2col_kernel, col, inp + b0 * img_size, *s, d.OW, d.P, nb)) return;
+    if (!gemm_forward(be, tmp, weight, col, s->OC, d.K, L)) return;
+    if (!LAUNCH(be, nout, unpermute_kernel, out + b0 * out_size, tmp, bias, s->OC, d.P, nb)) return;
+  }
+}
+
+// ---------------------------------------------------------------- backward
+
+// 1x1: dinp_b (C, P) = W^T (C, OC) dout_b (OC, P) for every image.
+static void pointwise_dinp(const a3_backend *be, const a3_conv2d_shape *s, float *dinp,
+                           const float *dout, const float *weight, int P) {
+  const float one = 1.0f, zero = 0.0f;
+  CU_BLAS(be, cublasSgemmStridedBatched(cu_blas(be), CUBLAS_OP_N, CUBLAS_OP_T, P, s->C, s->OC, &one,
+                                        dout, P, (long long)s->OC * P, weight, s->C, 0, &zero, dinp,
+                                        P, (long long)s->C * P, s->B));
+}
+
+void cuda_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s,
+                          float *dinp,         // (B, C, H, W) overwritten, or NULL
+                          float *dweight,      // (OC, C, KH, KW) +=, or NULL
+                          float *dbias,        // (OC) +=, or NULL
+                          const float *dout,   // (B, OC, OH, OW)
+                          const float *inp,    // (B, C, H, W), read only when dweight
+                          const float *weight, // (OC, C, KH, KW), read only when dinp
+                          void *workspace) {
+  const conv_dims d = get_dims(s);
+  const size_t out_size = (size_t)s->OC * d.P;
+  // dbias is a plain reduction over (b, p), the same whichever other gradients are asked for.
+  if (dbias) cu_plane_sums(be, dbias, dout, s->OC, s->B, out_size, d.P, 1);
+  const int pointwise = is_pointwise(s);
+  if (pointwise && dinp) pointwise_dinp(be, s, dinp, dout, weight, d.P);
+  const int need_dinp = dinp && !pointwise;
+  if (!dweight && !need_dinp) return;
+  float *col = (float *)workspace;
+  float *tmp = col + (size_t)d.K * d.P * d.nb;
+  const size_t img_size = (size_t)s->C * s->H * s->W;
+  for (int b0 = 0; b0 < s->B; b0 += d.nb) {
+    const int nb = s->B - b0 < d.nb ? s->B - b0 : d.nb, L = nb * d.P;
+    const size_t ncol = (size_t)d.K * L, nout = (size_t)s->OC * L;
+    if (!LAUNCH(be, nout, permute_kernel, tmp, dout + b0 * out_size, s->OC, d.P, nb)) return;
+    if (dweight) {
+      if (!LAUNCH(be, ncol, im2col_kernel, col, inp + b0 * img_size, *s, d.OW, d.P, nb)) return;
+      if (!gemm_dweight(be, dweight, tmp, col, s->OC, d.K, L)) return;
+    }
+    if (need_dinp) { // col is free again: the dweight GEMM is queued before on the same stream
+      if (!gemm_dcol(be, col, weight, tmp, s->OC, d.K, L)) return;
+      const size_t nimg = (size_t)nb * img_size;
+      if (!LAUNCH(be, nimg, col2im_kernel, dinp + b0 * img_size, col, *s, d.OH, d.OW, nb)) return;
+    }
+  }
+}

@@ -1,0 +1,218 @@
+// The CUDA backend's private header: its state, error recording, launch
+// helpers, block reductions, and one function per op-table entry (see
+// include/a3fta/backend.h for each op's contract). Private to src/backend/cuda.
+//
+// Every op is queued on the backend's own stream and returns at once. The
+// first CUDA or cuBLAS failure (a launch, a call, or an asynchronous error
+// seen later) is recorded in the state with the op and file:line, and
+// `synchronize` reports it through A3_FAIL and clears it.
+//
+// Reductions never use atomics: partial sums go through fixed-order warp and
+// block trees (in double where the sum is long), and the grid of a reduction
+// depends only on the shape, never on the device, so results are bitwise the
+// same from run to run on a given GPU.
+#ifndef A3FTA_CUDA_INTERNAL_H
+#define A3FTA_CUDA_INTERNAL_H
+
+// The public headers are C: give their functions C linkage here.
+extern "C" {
+#include "a3fta/backend.h"
+#include "a3fta/core.h"
+}
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+
+// Threads per block of the 1-D kernels (a multiple of 32: the block
+// reductions assume whole warps).
+#define CU_THREADS 256u
+// Blocks of the first stage of a two-stage scalar reduction (mse, dgate,
+// softmax_xent's loss): the state holds this many partial sums.
+#define CU_RED_BLOCKS 1024u
+// Upper bound on the blocks of a grid-stride launch (keeps grid.x legal and
+// the launch cheap; each thread then loops).
+#define CU_MAX_BLOCKS 65536u
+
+typedef struct {
+  int device;
+  cudaStream_t stream;
+  cublasHandle_t blas;
+  double *red;     // (CU_RED_BLOCKS) partial sums of two-stage reductions
+  a3_status error; // first recorded error, A3_OK when none
+  char message[512];
+} cuda_state;
+
+static inline cuda_state *cu_state(const a3_backend *be) { return (cuda_state *)be->impl; }
+static inline cudaStream_t cu_stream(const a3_backend *be) { return cu_state(be)->stream; }
+static inline cublasHandle_t cu_blas(const a3_backend *be) { return cu_state(be)->blas; }
+
+// ---------------------------------------------------------------- error recording
+// Each returns 1 when fine; otherwise it records the failure (the first one
+// only) with `op` and file:line and returns 0.
+int cu_check(const a3_backend *be, cudaError_t e, const char *op, const char *file, int line);
+int cu_check_blas(const a3_backend *be, cublasStatus_t s, const char *op, const char *file,
+                  int line);
+#define CU_CHECK(be, call) cu_check((be), (call), __func__, __FILE__, __LINE__)
+#define CU_BLAS(be, call) cu_check_blas((be), (call), __func__, __FILE__, __LINE__)
+// After every kernel launch: a bad configuration shows up here.
+#define CU_LAUNCHED(be) cu_check((be), cudaGetLastError(), __func__, __FILE__, __LINE__)
+
+// Blocks for a grid-stride loop over n items.
+static inline unsigned cu_blocks(size_t n, unsigned threads) {
+  size_t b = (n + threads - 1) / threads;
+  if (b < 1) b = 1;
+  return (unsigned)(b < CU_MAX_BLOCKS ? b : CU_MAX_BLOCKS);
+}
+
+// Blocks for a grid-stride loop of one block per item over n items (n >= 1).
+static inline unsigned cu_grid(int n) {
+  if (n < 1) return 1;
+  return (unsigned)n < CU_MAX_BLOCKS ? (unsigned)n : CU_MAX_BLOCKS;
+}
+
+// Blocks of the first stage of a scalar reduction over n items: a function
+// of n only (determinism), at least one.
+static inline unsigned cu_red_blocks(size_t n) {
+  size_t b = (n + (size_t)CU_THREADS * 4 - 1) / ((size_t)CU_THREADS * 4);
+  if (b < 1) b = 1;
+  return (unsigned)(b < CU_RED_BLOCKS ? b : CU_RED_BLOCKS);
+}
+
+// ---------------------------------------------------------------- device helpers
+// Sum of v over a warp (xor butterfly: every lane ends with the same bits,
+// since each step adds the same two values in either order).
+__device__ static inline double cu_warp_sum(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ static inline float cu_warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum of v over a 1-D block (blockDim.x a multiple of 32, at most 1024), in
+// a fixed order; every thread gets the result. All threads must call it.
+__device__ static inline double cu_block_sum(double v) {
+  __shared__ double warp_sums[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  v = cu_warp_sum(v);
+  __syncthreads(); // an earlier call may still be reading warp_sums
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  v = lane < nwarps ? warp_sums[lane] : 0.0;
+  return cu_warp_sum(v); // every warp sums the same values the same way
+}
+
+__device__ static inline float cu_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// ---------------------------------------------------------------- shared launches
+// dst[0] (=, or += when accumulate) = (sum of part[0, nparts)) * mul / div,
+// in double: the second stage of a scalar reduction, one block.
+void cu_finish_sum(const a3_backend *be, float *dst, const double *part, unsigned nparts,
+                   double mul, double div, int accumulate);
+// dst[j] (=, or += when accumulate) = sum over o < outer, i < inner of
+// x[o * outer_stride + j * inner + i], j < J: one block per j, in double.
+// (conv2d's dbias: outer = B images of OC planes; add_channel's dt: outer = 1.)
+void cu_plane_sums(const a3_backend *be, float *dst, const float *x, int J, int outer,
+                   size_t outer_stride, int inner, int accumulate);
+
+// ---------------------------------------------------------------- ops
+// cuda_elementwise.cu
+void cuda_zero(const a3_backend *be, float *x, size_t n);
+void cuda_accumulate(const a3_backend *be, float *dst, const float *src, size_t n);
+void cuda_silu_forward(const a3_backend *be, float *out, const float *inp, size_t n);
+void cuda_silu_backward(const a3_backend *be, float *dinp, const float *dout, const float *inp,
+                        size_t n);
+void cuda_add_forward(const a3_backend *be, float *out, const float *a, const float *b, float scale,
+                      size_t n);
+void cuda_add_backward(const a3_backend *be, float *da, float *db, const float *dout, float scale,
+                       size_t n);
+void cuda_add_channel_forward(const a3_backend *be, float *out, const float *inp, const float *t,
+                              int B, int C, int HW);
+void cuda_add_channel_backward(const a3_backend *be, float *dt, const float *dout, int B, int C,
+                               int HW);
+void cuda_gelu_forward(const a3_backend *be, float *out, const float *inp, size_t n);
+void cuda_gelu_backward(const a3_backend *be, float *dinp, const float *dout, const float *inp,
+                        size_t n);
+void cuda_relu_forward(const a3_backend *be, float *out, const float *inp, size_t n);
+void cuda_relu_backward(const a3_backend *be, float *dinp, const float *dout, const float *inp,
+                        size_t n);
+void cuda_gated_add_forward(const a3_backend *be, float *out, const float *a, const float *b,
+                            const float *gate, size_t n);
+void cuda_gated_add_backward(const a3_backend *be, float *db, float *dgate, const float *dout,
+                             const float *b, const float *gate, size_t n);
+
+// cuda_conv2d.cu
+size_t cuda_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s);
+void cuda_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s, float *out,
+                         const float *inp, const float *weight, const float *bias, void *workspace);
+void cuda_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s, float *dinp,
+                          float *dweight, float *dbias, const float *dout, const float *inp,
+                          const float *weight, void *workspace);
+
+// cuda_groupnorm.cu
+void cuda_groupnorm_forward(const a3_backend *be, float *out, float *mean, float *rstd,
+                            const float *inp, const float *weight, const float *bias, int B, int C,
+                            int HW, int G, float eps);
+void cuda_groupnorm_backward(const a3_backend *be, float *dinp, float *dweight, float *dbias,
+                             const float *dout, const float *inp, const float *weight,
+                             const float *mean, const float *rstd, int B, int C, int HW, int G);
+void cuda_groupnorm_silu_forward(const a3_backend *be, float *out, float *mean, float *rstd,
+                                 const float *inp, const float *weight, const float *bias, int B,
+                                 int C, int HW, int G, float eps);
+void cuda_groupnorm_silu_backward(const a3_backend *be, float *dinp, float *dweight, float *dbias,
+                                  const float *dout, const float *inp, const float *weight,
+                                  const float *bias, const float *mean, const float *rstd, int B,
+                                  int C, int HW, int G);
+
+// cuda_linear.cu
+void cuda_linear_forward(const a3_backend *be, float *out, const float *inp, const float *weight,
+                         const float *bias, int N, int IN, int OUT);
+void cuda_linear_backward(const a3_backend *be, float *dinp, float *dweight, float *dbias,
+                          const float *dout, const float *inp, const float *weight, int N, int IN,
+                          int OUT);
+
+// cuda_attention.cu
+size_t cuda_attention_workspace_size(const a3_backend *be, int B, int T, int C, int NH);
+void cuda_attention_forward(const a3_backend *be, float *out, float *probs, const float *q,
+                            const float *k, const float *v, int B, int T, int C, int NH,
+                            void *workspace);
+void cuda_attention_backward(const a3_backend *be, float *dq, float *dk, float *dv,
+                             const float *dout, const float *q, const float *k, const float *v,
+                             const float *probs, int B, int T, int C, int NH, void *workspace);
+
+// cuda_layout.cu
+void cuda_to_tokens(const a3_backend *be, float *out, const float *inp, int B, int C, int HW);
+void cuda_from_tokens(const a3_backend *be, float *out, const float *inp, int B, int C, int HW);
+void cuda_upsample2x_forward(const a3_backend *be, float *out, const float *inp, int B, int C,
+                             int H, int W);
+void cuda_upsample2x_backward(const a3_backend *be, float *dinp, const float *dout, int B, int C,
+                              int H, int W);
+void cuda_concat_forward(const a3_backend *be, float *out, const float *a, const float *b, int B,
+                         int C1, int C2, int HW);
+void cuda_concat_backward(const a3_backend *be, float *da, float *db, const float *dout, int B,
+                          int C1, int C2, int HW);
+
+// cuda_loss.cu
+void cuda_timestep_embedding(const a3_backend *be, float *out, const float *t, int N, int dim,
+                             int flip_sin_to_cos, float freq_shift, float max_period);
+void cuda_mse_forward(const a3_backend *be, float *loss, const float *pred, const float *target,
+                      size_t n);
+void cuda_mse_backward(const a3_backend *be, float *dpred, const float *pred, const float *target,
+                       size_t n, float dloss);
+void cuda_softmax_xent_forward(const a3_backend *be, float *loss, float *probs, const float *logits,
+                               const int32_t *labels, int N, int K, float scale);
+void cuda_softmax_xent_backward(const a3_backend *be, float *dlogits, const float *probs,
+                                const int32_t *labels, int N, int K, float scale);
+
+// cuda_optim.cu (the optimizer ops)
+void cu_sum_squares(const a3_backend *be, double *out, const float *x, size_t n);
+void cu_clip_scale(const a3_backend *be, float *scale, double *norm, const double *partials,
+                   int n_partials, double max_norm);
+void cu_adamw_update(const a3_backend *be, float *param, const float *grad, float *m, float *v,
+                     size_t n, const a3_adamw_scalars *s, int decay, const float *grad_scale);
+void cu_ema_update(const a3_backend *be, float *ema, const float *param, size_t n,
+                   float one_minus_decay);
+
+#endif

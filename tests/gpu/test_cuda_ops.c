@@ -1,0 +1,1078 @@
+// The CUDA backend against the CPU reference, op by op, table driven (in the
+// spirit of ggml's test-backend-ops): every row runs one op (forward, or
+// forward + backward) on fresh random inputs on the CPU backend and on the
+// candidate backend (inputs uploaded, outputs downloaded) and compares every
+// output with the relative error ||cand - ref|| / ||ref|| (in double; the
+// absolute norm where ref is exactly zero).
+//
+// The contracts of backend.h are part of the check:
+// - outputs and activation gradients are OVERWRITTEN: they are prefilled with
+//   NaN (on both sides), so an element an op forgets to write is a NaN, and
+//   any NaN/Inf in an output fails the row;
+// - parameter gradients ACCUMULATE: they are prefilled with the same random
+//   values on both sides, so an op that overwrites instead of adding fails;
+// - any gradient pointer may be NULL: rows marked "null:..." pass NULL for
+//   those gradients (the op must skip them and still give the others);
+// - in-place forms the header allows (out == inp, dinp == dout) have rows.
+//
+// Tolerances (relative L2 error of each output tensor):
+// - 1e-5 for every op in FP32. The candidate computes the same fp32 math in
+//   another summation order (the CPU sums reductions in double); sums of up
+//   to a few thousand fp32 products or a normalisation stay ~1e-6 below it.
+// - TF32 (--precision tf32): 5e-3 for the matrix ops (conv2d, linear,
+//   attention), whose operands are rounded to 10-bit mantissas (2^-11
+//   relative, ~5e-4 on a product; the attention backward chains three such
+//   products): a 10x margin, while a wrong index or a missing term gives
+//   errors of order 1e-1..1. Every other op is fp32 in every mode: 1e-5.
+// - timestep_embedding: 5e-4 in both modes. The op rounds the frequency
+//   exp(e) and t * frequency to fp32 as PyTorch does; CUDA's expf may differ
+//   from glibc's by 1-2 ulp, which at t = 999 moves sin/cos arguments by up to
+//   ~1.2e-4 in the highest-frequency columns (a rel. L2 of ~2e-5 overall). A
+//   swapped sin/cos or a wrong frequency gives O(1).
+//
+// Usage: test_cuda_ops [--precision fp32|tf32] [--against cpu] [--seed N]
+// --against cpu: the CPU backend is the candidate too (no GPU needed), so the
+// harness runs everywhere (ASan included); it then also checks that a
+// deliberately broken candidate (a perturbed output, a parameter gradient
+// overwritten instead of accumulated, an element left unwritten) is reported
+// as failing, so the comparer can fail.
+// Exit: 0 all pass, 1 any failure, 77 no usable GPU (SKIPPED, with the CUDA error).
+#define _POSIX_C_SOURCE 200809L
+#include "a3fta/backend.h"
+#include "a3fta/core.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TOL_FP32 1e-5
+#define TOL_TF32_MATRIX 5e-3
+#define TOL_TEMB 5e-4
+
+enum { MAXT = 12 };
+
+// ---------------------------------------------------------------- rows
+// Tensor roles: what the driver puts in before the op and what it compares after.
+typedef enum {
+  R_IN,     // random input (same on both sides), not compared
+  R_TSTEP,  // timesteps: integers in [0, 999] (0 and 999 included), not compared
+  R_LABELS, // int32 labels in [0, k), not compared
+  R_OUT,    // forward output or saved tensor: overwritten (NaN prefill), compared
+  R_AGRAD,  // activation gradient: overwritten (NaN prefill), compared
+  R_PGRAD,  // parameter gradient: += (random prefill, same both sides), compared
+  R_INOUT,  // in place: random data (same both sides), overwritten, compared
+} role;
+
+typedef struct {
+  const char *name;
+  size_t n; // elements; 0 = absent (passed as NULL)
+  role r;
+  float scale, offset; // R_IN: offset + scale * U(-1, 1)
+  int k;               // R_LABELS: classes
+} tdesc;
+
+typedef struct {
+  int nt;
+  tdesc t[MAXT];
+} tlist;
+
+typedef enum { TOL_EXACT, TOL_MATRIX, TOL_EMB } tol_class;
+
+typedef struct {
+  a3_conv2d_shape cs;
+  int bias;                // conv, linear: with a bias
+  int B, C, HW, G;         // groupnorm (and tokens, add_channel, concat C1 = C)
+  float eps;               //
+  int N, IN, OUT;          // linear; softmax_xent (N, K = OUT)
+  int T, NH;               // attention (B, T, C, NH)
+  int H, W;                // upsample
+  int C2;                  // concat
+  size_t n;                // elementwise
+  float scale;             // add scale, mse dloss, xent scale
+  int dim, flip;           // timestep embedding (N rows)
+  float shift, max_period; //
+} params;
+
+typedef struct tcase tcase;
+typedef enum { M_SETUP, M_WS, M_RUN } mode;
+typedef struct {
+  mode m;
+  const tcase *c;
+  tlist *l;             // M_SETUP: fill
+  const a3_backend *be; // M_WS, M_RUN
+  size_t ws_bytes;      // M_WS: set
+  float *const *t;      // M_RUN: tensors in the setup's order (NULL where absent)
+  void *ws;             // M_RUN
+} opx;
+
+struct tcase {
+  const char *op;
+  tol_class tol;
+  void (*fn)(opx *x);
+  const char *nulls; // comma-separated tensor names passed as NULL, or NULL
+  params p;
+};
+
+static void T(opx *x, const char *name, size_t n, role r) {
+  tdesc *d = &x->l->t[x->l->nt++];
+  *d = (tdesc){.name = name, .n = n, .r = r, .scale = 1.0f};
+}
+static void Tin(opx *x, const char *name, size_t n, float scale, float offset) {
+  tdesc *d = &x->l->t[x->l->nt++];
+  *d = (tdesc){.name = name, .n = n, .r = R_IN, .scale = scale, .offset = offset};
+}
+
+#define OPS (x->be->ops)
+#define BE (x->be)
+#define P (&x->c->p)
+#define t_ (x->t)
+
+// ---------------------------------------------------------------- elementwise helpers
+static void op_zero(opx *x) {
+  if (x->m == M_SETUP) {
+    T(x, "x", P->n, R_INOUT);
+    return;
+  }
+  if (x->m == M_RUN) OPS->zero(BE, t_[0], P->n);
+}
+static void op_accumulate(opx *x) {
+  if (x->m == M_SETUP) {
+    T(x, "dst", P->n, R_INOUT);
+    T(x, "src", P->n, R_IN);
+    return;
+  }
+  if (x->m == M_RUN) OPS->accumulate(BE, t_[0], t_[1], P->n);
+}
+
+// ---------------------------------------------------------------- conv2d
+static size_t conv_out_n(const a3_conv2d_shape *s) {
+  return (size_t)s->B * s->OC * a3_conv2d_out_h(s) * a3_conv2d_out_w(s);
+}
+static void op_conv_fwd(opx *x) {
+  const a3_conv2d_shape *s = &P->cs;
+  if (x->m == M_SETUP) {
+    T(x, "inp", (size_t)s->B * s->C * s->H * s->W, R_IN);
+    T(x, "weight", (size_t)s->OC * s->C * s->KH * s->KW, R_IN);
+    T(x, "bias", P->bias ? (size_t)s->OC : 0, R_IN);
+    T(x, "out", conv_out_n(s), R_OUT);
+  } else if (x->m == M_WS) {
+    x->ws_bytes = OPS->conv2d_workspace_size(BE, s);
+  } else {
+    OPS->conv2d_forward(BE, s, t_[3], t_[0], t_[1], t_[2], x->ws);
+  }
+}
+static void op_conv_bwd(opx *x) {
+  const a3_conv2d_shape *s = &P->cs;
+  if (x->m == M_SETUP) {
+    T(x, "inp", (size_t)s->B * s->C * s->H * s->W, R_IN);
+    T(x, "weight", (size_t)s->OC * s->C * s->KH * s->KW, R_IN);
+    T(x, "dout", conv_out_n(s), R_IN);
+    T(x, "dinp", (size_t)s->B * s->C * s->H * s->W, R_AGRAD);
+    T(x, "dweight", (size_t)s->OC * s->C * s->KH * s->KW, R_PGRAD);
+    T(x, "dbias", P->bias ? (size_t)s->OC : 0, R_PGRAD);
+  } else if (x->m == M_WS) {
+    x->ws_bytes = OPS->conv2d_workspace_size(BE, s);
+  } else {
+    OPS->conv2d_backward(BE, s, t_[3], t_[4], t_[5], t_[2], t_[0], t_[1], x->ws);
+  }
+}
+
+// ---------------------------------------------------------------- GroupNorm (+ SiLU)
+static void gn_tensors(opx *x) {
+  const size_t n = (size_t)P->B * P->C * P->HW, c = (size_t)P->C, bg = (size_t)P->B * P->G;
+  Tin(x, "inp", n, 1.0f, 0.5f); // activations with a non-zero mean
+  Tin(x, "weight", c, 0.5f, 1.0f);
+  Tin(x, "bias", c, 0.2f, 0.0f);
+  T(x, "out", n, R_OUT);
+  T(x, "mean", bg, R_OUT);
+  T(x, "rstd", bg, R_OUT);
+}
+static void gn_fwd_run(opx *x, int fused) {
+  void (*f)(const a3_backend *, float *, float *, float *, const float *, const float *,
+            const float *, int, int, int, int, float) =
+      fused ? OPS->groupnorm_silu_forward : OPS->groupnorm_forward;
+  f(BE, t_[3], t_[4], t_[5], t_[0], t_[1], t_[2], P->B, P->C, P->HW, P->G, P->eps);
+}
+static void op_gn_fwd(opx *x) {
+  if (x->m == M_SETUP) {
+    gn_tensors(x);
+    return;
+  }
+  if (x->m == M_RUN) gn_fwd_run(x, 0);
+}
+static void op_gns_fwd(opx *x) {
+  if (x->m == M_SETUP) {
+    gn_tensors(x);
+    return;
+  }
+  if (x->m == M_RUN) gn_fwd_run(x, 1);
+}
+static void gn_bwd_tensors(opx *x) {
+  const size_t n = (size_t)P->B * P->C * P->HW, c = (size_t)P->C;
+  gn_tensors(x);
+  T(x, "dout", n, R_IN);
+  T(x, "dinp", n, R_AGRAD);
+  T(x, "dweight", c, R_PGRAD);
+  T(x, "dbias", c, R_PGRAD);
+}
+static void op_gn_bwd(opx *x) {
+  if (x->m == M_SETUP) {
+    gn_bwd_tensors(x);
+    return;
+  }
+  if (x->m != M_RUN) return;
+  gn_fwd_run(x, 0);
+  OPS->groupnorm_backward(BE, t_[7], t_[8], t_[9], t_[6], t_[0], t_[1], t_[4], t_[5], P->B, P->C,
+                          P->HW, P->G);
+}
+static void op_gns_bwd(opx *x) {
+  if (x->m == M_SETUP) {
+    gn_bwd_tensors(x);
+    return;
+  }
+  if (x->m != M_RUN) return;
+  gn_fwd_run(x, 1);
+  OPS->groupnorm_silu_backward(BE, t_[7], t_[8], t_[9], t_[6], t_[0], t_[1], t_[2], t_[4], t_[5],
+                               P->B, P->C, P->HW, P->G);
+}
+
+// ---------------------------------------------------------------- activations (n elements)
+typedef void (*act_fwd_fn)(const a3_backend *, float *, const float *, size_t);
+typedef void (*act_bwd_fn)(const a3_backend *, float *, const float *, const float *, size_t);
+static act_fwd_fn act_fwd(const a3_backend *be, const char *op) {
+  if (!strncmp(op, "silu", 4)) return be->ops->silu_forward;
+  if (!strncmp(op, "gelu", 4)) return be->ops->gelu_forward;
+  return be->ops->relu_forward;
+}
+static act_bwd_fn act_bwd(const a3_backend *be, const char *op) {
+  if (!strncmp(op, "silu", 4)) return be->ops->silu_backward;
+  if (!strncmp(op, "gelu", 4)) return be->ops->gelu_backward;
+  return be->ops->relu_backward;
+}
+static void op_act_fwd(opx *x) {
+  if (x->m == M_SETUP) {
+    Tin(x, "inp", P->n, 4.0f, 0.0f); // both tails of the curve
+    T(x, "out", P->n, R_OUT);
+    return;
+  }
+  if (x->m == M_RUN) act_fwd(BE, x->c->op)(BE, t_[1], t_[0], P->n);
+}
+static void op_act_fwd_inplace(opx *x) { // out == inp
+  if (x->m == M_SETUP) {
+    T(x, "x", P->n, R_INOUT);
+    return;
+  }
+  if (x->m == M_RUN) act_fwd(BE, x->c->op)(BE, t_[0], t_[0], P->n);
+}
+static void op_act_bwd(opx *x) {
+  if (x->m == M_SETUP) {
+    Tin(x, "inp", P->n, 4.0f, 0.0f);
+    T(x, "dout", P->n, R_IN);
+    T(x, "dinp", P->n, R_AGRAD);
+    return;
+  }
+  if (x->m == M_RUN) act_bwd(BE, x->c->op)(BE, t_[2], t_[1], t_[0], P->n);
+}
+static void op_act_bwd_inplace(opx *x) { // dinp == dout
+  if (x->m == M_SETUP) {
+    Tin(x, "inp", P->n, 4.0f, 0.0f);
+    T(x, "dout=dinp", P->n, R_INOUT);
+    return;
+  }
+  if (x->m == M_RUN) act_bwd(BE, x->c->op)(BE, t_[1], t_[1], t_[0], P->n);
+}
+
+// ---------------------------------------------------------------- linear
+static void op_linear_fwd(opx *x) {
+  if (x->m == M_SETUP) {
+    T(x, "inp", (size_t)P->N * P->IN, R_IN);
+    T(x, "weight", (size_t)P->OUT * P->IN, R_IN);
+    T(x, "bias", P->bias ? (size_t)P->OUT : 0, R_IN);
+    T(x, "out", (size_t)P->N * P->OUT, R_OUT);
+    return;
+  }
+  if (x->m == M_RUN) OPS->linear_forward(BE, t_[3], t_[0], t_[1], t_[2], P->N, P->IN, P->OUT);
+}
+static void op_linear_bwd(opx *x) {
+  if (x->m == M_SETUP) {
+    T(x, "inp", (size_t)P->N * P->IN, R_IN);
+    T(x, "weight", (size_t)P->OUT * P->IN, R_IN);
+    T(x, "dout", (size_t)P->N * P->OUT, R_IN);
+    T(x, "dinp", (size_t)P->N * P->IN, R_AGRAD);
+    T(x, "dweight", (size_t)P->OUT * P->IN, R_PGRAD);
+    T(x, "dbias", P->bias ? (size_t)P->OUT : 0, R_PGRAD);
+    return;
+  }
+  if (x->m == M_RUN)
+    OPS->linear_backward(BE, t_[3], t_[4], t_[5], t_[2], t_[0], t_[1], P->N, P->IN, P->OUT);
+}
+
+// ---------------------------------------------------------------- attention
+static void attn_fwd_tensors(opx *x) {
+  const size_t n = (size_t)P->B * P->T * P->C;
+  T(x, "q", n, R_IN);
+  T(x, "k", n, R_IN);
+  T(x, "v", n, R_IN);
+  T(x, "out", n, R_OUT);
+  T(x, "probs", (size_t)P->B * P->NH * P->T * P->T, R_OUT);
+}
+static void op_attn_fwd(opx *x) {
+  if (x->m == M_SETUP) {
+    attn_fwd_tensors(x);
+    return;
+  }
+  if (x->m == M_WS) {
+    x->ws_bytes = OPS->attention_workspace_size(BE, P->B, P->T, P->C, P->NH);
+    return;
+  }
+  OPS->attention_forward(BE, t_[3], t_[4], t_[0], t_[1], t_[2], P->B, P->T, P->C, P->NH, x->ws);
+}
+static void op_attn_bwd(opx *x) {
+  const size_t n = (size_t)P->B * P->T * P->C;
+  if (x->m == M_SETUP) {
+    attn_fwd_tensors(x);
+    T(x, "dout", n, R_IN);
+    T(x, "dq", n, R_AGRAD);
+    T(x, "dk", n, R_AGRAD);
+    T(x, "dv", n, R_AGRAD);
+    return;
+  }
+  if (x->m == M_WS) {
+    x->ws_bytes = OPS->attention_workspace_size(BE, P->B, P->T, P->C, P->NH);
+    return;
+  }
+  OPS->attention_forward(BE, t_[3], t_[4], t_[0], t_[1], t_[2], P->B, P->T, P->C, P->NH, x->ws);
+  OPS->attention_backward(BE, t_[6], t_[7], t_[8], t_[5], t_[0], t_[1], t_[2], t_[4], P->B, P->T,
+                          P->C, P->NH, x->ws);
+}
+
+// ---------------------------------------------------------------- layout, upsampling, concat
+static void op_to_tokens(opx *x) {
+  if (x->m == M_SETUP) {
+    T(x, "inp", (size_t)P->B * P->C * P->HW, R_IN);
+    T(x, "out", (size_t)P->B * P->C * P->HW, R_OUT);
+    return;
+  }
+  if (x->m == M_RUN) OPS->to_tokens(BE, t_[1], t_[0], P->B, P->C, P->HW);
+}
+static void op_from_tokens(opx *x) {
+  if (x->m == M_SETUP) {
+    op_to_tokens(x);
+    return;
+  }
+  if (x->m == M_RUN) OPS->from_tokens(BE, t_[1], t_[0], P->B, P->C, P->HW);
+}
+static void op_up_fwd(opx *x) {
+  const size_t n = (size_t)P->B * P->C * P->H * P->W;
+  if (x->m == M_SETUP) {
+    T(x, "inp", n, R_IN);
+    T(x, "out", 4 * n, R_OUT);
+    return;
+  }
+  if (x->m == M_RUN) OPS->upsample2x_forward(BE, t_[1], t_[0], P->B, P->C, P->H, P->W);
+}
+static void op_up_bwd(opx *x) {
+  const size_t n = (size_t)P->B * P->C * P->H * P->W;
+  if (x->m == M_SETUP) {
+    T(x, "dout", 4 * n, R_IN);
+    T(x, "dinp", n, R_AGRAD);
+    return;
+  }
+  if (x->m == M_RUN) OPS->upsample2x_backward(BE, t_[1], t_[0], P->B, P->C, P->H, P->W);
+}
+static void op_concat_fwd(opx *x) {
+  if (x->m == M_SETUP) {
+    T(x, "a", (size_t)P->B * P->C * P->HW, R_IN);
+    T(x, "b", (size_t)P->B * P->C2 * P->HW, R_IN);
+    T(x, "out", (size_t)P->B * (P->C + P->C2) * P->HW, R_OUT);
+    return;
+  }
+  if (x->m == M_RUN) OPS->concat_forward(BE, t_[2], t_[0], t_[1], P->B, P->C, P->C2, P->HW);
+}
+static void op_concat_bwd(opx *x) {
+  if (x->m == M_SETUP) {
+    T(x, "dout", (size_t)P->B * (P->C + P->C2) * P->HW, R_IN);
+    T(x, "da", (size_t)P->B * P->C * P->HW, R_AGRAD);
+    T(x, "db", (size_t)P->B * P->C2 * P->HW, R_AGRAD);
+    return;
+  }
+  if (x->m == M_RUN) OPS->concat_backward(BE, t_[1], t_[2], t_[0], P->B, P->C, P->C2, P->HW);
+}
+
+// ---------------------------------------------------------------- residual adds
+static void op_add_fwd(opx *x) {
+  if (x->m == M_SETUP) {
+    T(x, "a", P->n, R_IN);
+    T(x, "b", P->n, R_IN);
+    T(x, "out", P->n, R_OUT);
+    return;
+  }
+  if (x->m == M_RUN) OPS->add_forward(BE, t_[2], t_[0], t_[1], P->scale, P->n);
+}
+static void op_add_fwd_inplace(opx *x) { // out == a
+  if (x->m == M_SETUP) {
+    T(x, "a=out", P->n, R_INOUT);
+    T(x, "b", P->n, R_IN);
+    return;
+  }
+  if (x->m == M_RUN) OPS->add_forward(BE, t_[0], t_[0], t_[1], P->scale, P->n);
+}
+static void op_add_bwd(opx *x) {
+  if (x->m == M_SETUP) {
+    T(x, "dout", P->n, R_IN);
+    T(x, "da", P->n, R_AGRAD);
+    T(x, "db", P->n, R_AGRAD);
+    return;
+  }
+  if (x->m == M_RUN) OPS->add_backward(BE, t_[1], t_[2], t_[0], P->scale, P->n);
+}
+static void op_add_bwd_inplace(opx *x) { // da == dout
+  if (x->m == M_SETUP) {
+    T(x, "dout=da", P->n, R_INOUT);
+    T(x, "db", P->n, R_AGRAD);
+    return;
+  }
+  if (x->m == M_RUN) OPS->add_backward(BE, t_[0], t_[1], t_[0], P->scale, P->n);
+}
+static void op_addch_fwd(opx *x) {
+  if (x->m == M_SETUP) {
+    T(x, "inp", (size_t)P->B * P->C * P->HW, R_IN);
+    T(x, "t", (size_t)P->B * P->C, R_IN);
+    T(x, "out", (size_t)P->B * P->C * P->HW, R_OUT);
+    return;
+  }
+  if (x->m == M_RUN) OPS->add_channel_forward(BE, t_[2], t_[0], t_[1], P->B, P->C, P->HW);
+}
+static void op_addch_fwd_inplace(opx *x) { // out == inp
+  if (x->m == M_SETUP) {
+    T(x, "inp=out", (size_t)P->B * P->C * P->HW, R_INOUT);
+    T(x, "t", (size_t)P->B * P->C, R_IN);
+    return;
+  }
+  if (x->m == M_RUN) OPS->add_channel_forward(BE, t_[0], t_[0], t_[1], P->B, P->C, P->HW);
+}
+static void op_addch_bwd(opx *x) {
+  if (x->m == M_SETUP) {
+    T(x, "dout", (size_t)P->B * P->C * P->HW, R_IN);
+    T(x, "dt", (size_t)P->B * P->C, R_AGRAD);
+    return;
+  }
+  if (x->m == M_RUN) OPS->add_channel_backward(BE, t_[1], t_[0], P->B, P->C, P->HW);
+}
+static void op_gated_fwd(opx *x) {
+  if (x->m == M_SETUP) {
+    T(x, "a", P->n, R_IN);
+    T(x, "b", P->n, R_IN);
+    T(x, "gate", 1, R_IN);
+    T(x, "out", P->n, R_OUT);
+    return;
+  }
+  if (x->m == M_RUN) OPS->gated_add_forward(BE, t_[3], t_[0], t_[1], t_[2], P->n);
+}
+static void op_gated_fwd_inplace(opx *x) { // out == a
+  if (x->m == M_SETUP) {
+    T(x, "a=out", P->n, R_INOUT);
+    T(x, "b", P->n, R_IN);
+    T(x, "gate", 1, R_IN);
+    return;
+  }
+  if (x->m == M_RUN) OPS->gated_add_forward(BE, t_[0], t_[0], t_[1], t_[2], P->n);
+}
+static void op_gated_bwd(opx *x) {
+  if (x->m == M_SETUP) {
+    T(x, "dout", P->n, R_IN);
+    T(x, "b", P->n, R_IN);
+    T(x, "gate", 1, R_IN);
+    T(x, "db", P->n, R_AGRAD);
+    T(x, "dgate", 1, R_PGRAD);
+    return;
+  }
+  if (x->m == M_RUN) OPS->gated_add_backward(BE, t_[3], t_[4], t_[0], t_[1], t_[2], P->n);
+}
+
+// ---------------------------------------------------------------- embedding, losses
+static void op_temb(opx *x) {
+  if (x->m == M_SETUP) {
+    T(x, "t", (size_t)P->N, R_TSTEP);
+    T(x, "out", (size_t)P->N * P->dim, R_OUT);
+    return;
+  }
+  if (x->m == M_RUN)
+    OPS->timestep_embedding(BE, t_[1], t_[0], P->N, P->dim, P->flip, P->shift, P->max_period);
+}
+static void op_mse_fwd(opx *x) {
+  if (x->m == M_SETUP) {
+    T(x, "pred", P->n, R_IN);
+    T(x, "target", P->n, R_IN);
+    T(x, "loss", 1, R_OUT);
+    return;
+  }
+  if (x->m == M_RUN) OPS->mse_forward(BE, t_[2], t_[0], t_[1], P->n);
+}
+static void op_mse_bwd(opx *x) {
+  if (x->m == M_SETUP) {
+    T(x, "pred", P->n, R_IN);
+    T(x, "target", P->n, R_IN);
+    T(x, "dpred", P->n, R_AGRAD);
+    return;
+  }
+  if (x->m == M_RUN) OPS->mse_backward(BE, t_[2], t_[0], t_[1], P->n, P->scale);
+}
+static void xent_tensors(opx *x) {
+  const size_t nk = (size_t)P->N * P->OUT;
+  Tin(x, "logits", nk, 4.0f, 0.0f);
+  x->l->t[x->l->nt] = (tdesc){.name = "labels", .n = (size_t)P->N, .r = R_LABELS, .k = P->OUT};
+  x->l->nt++;
+  T(x, "loss", 1, R_OUT);
+  T(x, "probs", nk, R_OUT);
+}
+static void op_xent_fwd(opx *x) {
+  if (x->m == M_SETUP) {
+    xent_tensors(x);
+    return;
+  }
+  if (x->m == M_RUN)
+    OPS->softmax_xent_forward(BE, t_[2], t_[3], t_[0], (const int32_t *)t_[1], P->N, P->OUT,
+                              P->scale);
+}
+static void op_xent_bwd(opx *x) {
+  if (x->m == M_SETUP) {
+    xent_tensors(x);
+    T(x, "dlogits", (size_t)P->N * P->OUT, R_AGRAD);
+    return;
+  }
+  if (x->m != M_RUN) return;
+  OPS->softmax_xent_forward(BE, t_[2], t_[3], t_[0], (const int32_t *)t_[1], P->N, P->OUT,
+                            P->scale);
+  OPS->softmax_xent_backward(BE, t_[4], t_[3], (const int32_t *)t_[1], P->N, P->OUT, P->scale);
+}
+
+// ---------------------------------------------------------------- the table
+#define CONV(name, fn, nulls, B, C, H, W, OC, K, S, pt, pb, pl, pr, b)                             \
+  {                                                                                                \
+    name, TOL_MATRIX, fn, nulls, { .cs = {B, C, H, W, OC, K, K, S, pt, pb, pl, pr}, .bias = b }    \
+  }
+#define GN(name, fn, nulls, B_, C_, HW_, G_, eps_)                                                 \
+  {                                                                                                \
+    name, TOL_EXACT, fn, nulls, { .B = B_, .C = C_, .HW = HW_, .G = G_, .eps = eps_ }              \
+  }
+#define EW(name, fn, nulls, n_, scale_)                                                            \
+  {                                                                                                \
+    name, TOL_EXACT, fn, nulls, { .n = n_, .scale = scale_ }                                       \
+  }
+#define LIN(name, fn, nulls, N_, IN_, OUT_, b)                                                     \
+  {                                                                                                \
+    name, TOL_MATRIX, fn, nulls, { .N = N_, .IN = IN_, .OUT = OUT_, .bias = b }                    \
+  }
+#define ATTN(name, fn, nulls, B_, T_, C_, NH_)                                                     \
+  {                                                                                                \
+    name, TOL_MATRIX, fn, nulls, { .B = B_, .T = T_, .C = C_, .NH = NH_ }                          \
+  }
+#define IMG(name, fn, nulls, B_, C_, HW_, H_, W_, C2_)                                             \
+  {                                                                                                \
+    name, TOL_EXACT, fn, nulls, { .B = B_, .C = C_, .HW = HW_, .H = H_, .W = W_, .C2 = C2_ }       \
+  }
+#define TEMB(N_, dim_, flip_, shift_)                                                              \
+  {                                                                                                \
+    "timestep_embedding", TOL_EMB, op_temb, NULL, {                                                \
+      .N = N_, .dim = dim_, .flip = flip_, .shift = shift_, .max_period = 10000.0f                 \
+    }                                                                                              \
+  }
+#define XENT(name, fn, N_, K_, scale_)                                                             \
+  {                                                                                                \
+    name, TOL_EXACT, fn, NULL, { .N = N_, .OUT = K_, .scale = scale_ }                             \
+  }
+
+enum { NBIG = 100003 }; // not a multiple of any block size
+
+static const tcase cases[] = {
+    EW("zero", op_zero, NULL, NBIG, 0),
+    EW("accumulate", op_accumulate, NULL, NBIG, 0),
+    // conv2d: 1x1, 3x3 pad 1, stride 2 with pad (0,1,0,1) (downsample_padding 0) and pad 1,
+    // conv_in / conv_out (1 channel), odd sizes; with and without bias.
+    CONV("conv2d_fwd", op_conv_fwd, NULL, 2, 64, 16, 16, 32, 1, 1, 0, 0, 0, 0, 1),
+    CONV("conv2d_fwd", op_conv_fwd, NULL, 3, 48, 7, 9, 24, 1, 1, 0, 0, 0, 0, 0),
+    CONV("conv2d_fwd", op_conv_fwd, NULL, 2, 32, 16, 16, 64, 3, 1, 1, 1, 1, 1, 1),
+    CONV("conv2d_fwd", op_conv_fwd, NULL, 3, 5, 13, 11, 7, 3, 1, 1, 1, 1, 1, 0),
+    CONV("conv2d_fwd", op_conv_fwd, NULL, 2, 32, 16, 16, 32, 3, 2, 0, 1, 0, 1, 1),
+    CONV("conv2d_fwd", op_conv_fwd, NULL, 2, 24, 15, 15, 16, 3, 2, 0, 1, 0, 1, 0),
+    CONV("conv2d_fwd", op_conv_fwd, NULL, 2, 32, 16, 16, 32, 3, 2, 1, 1, 1, 1, 1),
+    CONV("conv2d_fwd", op_conv_fwd, NULL, 2, 1, 32, 32, 32, 3, 1, 1, 1, 1, 1, 1),
+    CONV("conv2d_fwd", op_conv_fwd, NULL, 2, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1),
+    CONV("conv2d_bwd", op_conv_bwd, NULL, 2, 64, 16, 16, 32, 1, 1, 0, 0, 0, 0, 1),
+    CONV("conv2d_bwd", op_conv_bwd, NULL, 3, 48, 7, 9, 24, 1, 1, 0, 0, 0, 0, 0),
+    CONV("conv2d_bwd", op_conv_bwd, NULL, 2, 32, 16, 16, 64, 3, 1, 1, 1, 1, 1, 1),
+    CONV("conv2d_bwd", op_conv_bwd, NULL, 3, 5, 13, 11, 7, 3, 1, 1, 1, 1, 1, 0),
+    CONV("conv2d_bwd", op_conv_bwd, NULL, 2, 32, 16, 16, 32, 3, 2, 0, 1, 0, 1, 1),
+    CONV("conv2d_bwd", op_conv_bwd, NULL, 2, 24, 15, 15, 16, 3, 2, 0, 1, 0, 1, 0),
+    CONV("conv2d_bwd", op_conv_bwd, NULL, 2, 32, 16, 16, 32, 3, 2, 1, 1, 1, 1, 1),
+    CONV("conv2d_bwd", op_conv_bwd, NULL, 2, 1, 32, 32, 32, 3, 1, 1, 1, 1, 1, 1),
+    CONV("conv2d_bwd", op_conv_bwd, NULL, 2, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1),
+    CONV("conv2d_bwd", op_conv_bwd, "dinp", 2, 32, 16, 16, 64, 3, 1, 1, 1, 1, 1, 1),
+    CONV("conv2d_bwd", op_conv_bwd, "dweight,dbias", 2, 32, 16, 16, 64, 3, 1, 1, 1, 1, 1, 1),
+    CONV("conv2d_bwd", op_conv_bwd, "dinp,dbias", 2, 32, 16, 16, 32, 3, 2, 0, 1, 0, 1, 1),
+    CONV("conv2d_bwd", op_conv_bwd, "dinp,dweight", 2, 64, 16, 16, 32, 1, 1, 0, 0, 0, 0, 1),
+    // GroupNorm, GroupNorm + SiLU: the U-Nets' shapes and an odd one.
+    GN("groupnorm_fwd", op_gn_fwd, NULL, 2, 64, 64, 8, 1e-5f),
+    GN("groupnorm_fwd", op_gn_fwd, NULL, 2, 128, 1024, 32, 1e-6f),
+    GN("groupnorm_fwd", op_gn_fwd, NULL, 3, 12, 49, 3, 1e-5f),
+    GN("groupnorm_bwd", op_gn_bwd, NULL, 2, 64, 64, 8, 1e-5f),
+    GN("groupnorm_bwd", op_gn_bwd, NULL, 2, 128, 1024, 32, 1e-6f),
+    GN("groupnorm_bwd", op_gn_bwd, NULL, 3, 12, 49, 3, 1e-5f),
+    GN("groupnorm_bwd", op_gn_bwd, "dinp", 2, 64, 64, 8, 1e-5f),
+    GN("groupnorm_bwd", op_gn_bwd, "dweight,dbias", 2, 64, 64, 8, 1e-5f),
+    GN("groupnorm_silu_fwd", op_gns_fwd, NULL, 2, 64, 256, 8, 1e-5f),
+    GN("groupnorm_silu_fwd", op_gns_fwd, NULL, 2, 128, 1024, 32, 1e-6f),
+    GN("groupnorm_silu_fwd", op_gns_fwd, NULL, 3, 12, 49, 3, 1e-5f),
+    GN("groupnorm_silu_bwd", op_gns_bwd, NULL, 2, 64, 256, 8, 1e-5f),
+    GN("groupnorm_silu_bwd", op_gns_bwd, NULL, 2, 128, 1024, 32, 1e-6f),
+    GN("groupnorm_silu_bwd", op_gns_bwd, NULL, 3, 12, 49, 3, 1e-5f),
+    GN("groupnorm_silu_bwd", op_gns_bwd, "dinp", 2, 64, 256, 8, 1e-5f),
+    GN("groupnorm_silu_bwd", op_gns_bwd, "dweight,dbias", 2, 64, 256, 8, 1e-5f),
+    // Activations: plain and in place.
+    EW("silu_fwd", op_act_fwd, NULL, NBIG, 0),
+    EW("silu_fwd_inplace", op_act_fwd_inplace, NULL, NBIG, 0),
+    EW("silu_bwd", op_act_bwd, NULL, NBIG, 0),
+    EW("silu_bwd_inplace", op_act_bwd_inplace, NULL, NBIG, 0),
+    EW("gelu_fwd", op_act_fwd, NULL, NBIG, 0),
+    EW("gelu_fwd_inplace", op_act_fwd_inplace, NULL, NBIG, 0),
+    EW("gelu_bwd", op_act_bwd, NULL, NBIG, 0),
+    EW("gelu_bwd_inplace", op_act_bwd_inplace, NULL, NBIG, 0),
+    EW("relu_fwd", op_act_fwd, NULL, NBIG, 0),
+    EW("relu_fwd_inplace", op_act_fwd_inplace, NULL, NBIG, 0),
+    EW("relu_bwd", op_act_bwd, NULL, NBIG, 0),
+    EW("relu_bwd_inplace", op_act_bwd_inplace, NULL, NBIG, 0),
+    // linear: time embedding, attention projections, adapter down/up, odd sizes.
+    LIN("linear_fwd", op_linear_fwd, NULL, 8, 32, 128, 1),
+    LIN("linear_fwd", op_linear_fwd, NULL, 512, 64, 64, 1),
+    LIN("linear_fwd", op_linear_fwd, NULL, 512, 64, 4, 1),
+    LIN("linear_fwd", op_linear_fwd, NULL, 512, 4, 64, 0),
+    LIN("linear_fwd", op_linear_fwd, NULL, 37, 130, 77, 0),
+    LIN("linear_bwd", op_linear_bwd, NULL, 8, 32, 128, 1),
+    LIN("linear_bwd", op_linear_bwd, NULL, 512, 64, 64, 1),
+    LIN("linear_bwd", op_linear_bwd, NULL, 512, 64, 4, 1),
+    LIN("linear_bwd", op_linear_bwd, NULL, 512, 4, 64, 0),
+    LIN("linear_bwd", op_linear_bwd, NULL, 37, 130, 77, 1),
+    LIN("linear_bwd", op_linear_bwd, "dinp", 37, 130, 77, 1),
+    LIN("linear_bwd", op_linear_bwd, "dweight,dbias", 37, 130, 77, 1),
+    LIN("linear_bwd", op_linear_bwd, "dbias", 512, 64, 64, 1),
+    // attention: NH 1 and 4, T 64 (8x8) and 256 (16x16), an odd T and head size.
+    ATTN("attention_fwd", op_attn_fwd, NULL, 2, 64, 64, 1),
+    ATTN("attention_fwd", op_attn_fwd, NULL, 2, 64, 64, 4),
+    ATTN("attention_fwd", op_attn_fwd, NULL, 2, 256, 256, 1),
+    ATTN("attention_fwd", op_attn_fwd, NULL, 2, 256, 64, 4),
+    ATTN("attention_fwd", op_attn_fwd, NULL, 1, 49, 24, 2),
+    ATTN("attention_fwd", op_attn_fwd, "probs", 2, 64, 64, 4),
+    ATTN("attention_fwd", op_attn_fwd, "probs", 2, 256, 256, 1),
+    ATTN("attention_bwd", op_attn_bwd, NULL, 2, 64, 64, 1),
+    ATTN("attention_bwd", op_attn_bwd, NULL, 2, 64, 64, 4),
+    ATTN("attention_bwd", op_attn_bwd, NULL, 2, 256, 256, 1),
+    ATTN("attention_bwd", op_attn_bwd, NULL, 2, 256, 64, 4),
+    ATTN("attention_bwd", op_attn_bwd, NULL, 1, 49, 24, 2),
+    ATTN("attention_bwd", op_attn_bwd, "dq", 2, 64, 64, 4),
+    ATTN("attention_bwd", op_attn_bwd, "dk,dv", 2, 64, 64, 4),
+    ATTN("attention_bwd", op_attn_bwd, "dq,dk", 2, 256, 64, 4),
+    // layout, upsampling, concat
+    IMG("to_tokens", op_to_tokens, NULL, 2, 64, 64, 0, 0, 0),
+    IMG("to_tokens", op_to_tokens, NULL, 3, 7, 49, 0, 0, 0),
+    IMG("from_tokens", op_from_tokens, NULL, 2, 64, 64, 0, 0, 0),
+    IMG("from_tokens", op_from_tokens, NULL, 3, 7, 49, 0, 0, 0),
+    IMG("upsample2x_fwd", op_up_fwd, NULL, 2, 64, 0, 8, 8, 0),
+    IMG("upsample2x_fwd", op_up_fwd, NULL, 3, 5, 0, 7, 9, 0),
+    IMG("upsample2x_bwd", op_up_bwd, NULL, 2, 64, 0, 8, 8, 0),
+    IMG("upsample2x_bwd", op_up_bwd, NULL, 3, 5, 0, 7, 9, 0),
+    IMG("concat_fwd", op_concat_fwd, NULL, 2, 64, 64, 0, 0, 32),
+    IMG("concat_fwd", op_concat_fwd, NULL, 3, 5, 49, 0, 0, 7),
+    IMG("concat_bwd", op_concat_bwd, NULL, 2, 64, 64, 0, 0, 32),
+    IMG("concat_bwd", op_concat_bwd, NULL, 3, 5, 49, 0, 0, 7),
+    IMG("concat_bwd", op_concat_bwd, "da", 2, 64, 64, 0, 0, 32),
+    IMG("concat_bwd", op_concat_bwd, "db", 3, 5, 49, 0, 0, 7),
+    // residual adds
+    EW("add_fwd", op_add_fwd, NULL, NBIG, 1.0f),
+    EW("add_fwd", op_add_fwd, NULL, NBIG, 0.70710678f),
+    EW("add_fwd_inplace", op_add_fwd_inplace, NULL, NBIG, 0.5f),
+    EW("add_bwd", op_add_bwd, NULL, NBIG, 0.70710678f),
+    EW("add_bwd", op_add_bwd, "da", NBIG, 1.0f),
+    EW("add_bwd", op_add_bwd, "db", NBIG, 0.5f),
+    EW("add_bwd_inplace", op_add_bwd_inplace, NULL, NBIG, 0.70710678f),
+    IMG("add_channel_fwd", op_addch_fwd, NULL, 2, 64, 64, 0, 0, 0),
+    IMG("add_channel_fwd", op_addch_fwd, NULL, 3, 7, 49, 0, 0, 0),
+    IMG("add_channel_fwd_inplace", op_addch_fwd_inplace, NULL, 2, 64, 256, 0, 0, 0),
+    IMG("add_channel_bwd", op_addch_bwd, NULL, 2, 64, 64, 0, 0, 0),
+    IMG("add_channel_bwd", op_addch_bwd, NULL, 4, 256, 1024, 0, 0, 0),
+    IMG("add_channel_bwd", op_addch_bwd, NULL, 3, 7, 49, 0, 0, 0),
+    EW("gated_add_fwd", op_gated_fwd, NULL, NBIG, 0),
+    EW("gated_add_fwd_inplace", op_gated_fwd_inplace, NULL, NBIG, 0),
+    EW("gated_add_bwd", op_gated_bwd, NULL, NBIG, 0),
+    EW("gated_add_bwd", op_gated_bwd, "db", NBIG, 0),
+    EW("gated_add_bwd", op_gated_bwd, "dgate", NBIG, 0),
+    // timestep embedding: fmnist (dim 32, flip, shift 0), cifar (dim 128, no flip, shift 1), odd
+    // dims
+    TEMB(8, 32, 1, 0.0f),
+    TEMB(8, 128, 0, 1.0f),
+    TEMB(5, 33, 1, 0.0f),
+    TEMB(5, 33, 0, 1.0f),
+    // losses
+    EW("mse_fwd", op_mse_fwd, NULL, NBIG, 0),
+    EW("mse_fwd", op_mse_fwd, NULL, 8 * 3 * 32 * 32, 0),
+    EW("mse_bwd", op_mse_bwd, NULL, NBIG, 1.0f),
+    EW("mse_bwd", op_mse_bwd, NULL, 8 * 3 * 32 * 32, 0.25f),
+    XENT("softmax_xent_fwd", op_xent_fwd, 37, 10, 1.0f / 37),
+    XENT("softmax_xent_fwd", op_xent_fwd, 8, 1000, 1.0f),
+    XENT("softmax_xent_bwd", op_xent_bwd, 37, 10, 1.0f / 37),
+    XENT("softmax_xent_bwd", op_xent_bwd, 8, 1000, 1.0f),
+};
+enum { N_CASES = (int)(sizeof cases / sizeof cases[0]) };
+
+static void describe(const tcase *c, char *buf, size_t len) {
+  const params *p = &c->p;
+  void (*fn)(opx *) = c->fn;
+  int k;
+  if (fn == op_conv_fwd || fn == op_conv_bwd) {
+    const a3_conv2d_shape *s = &p->cs;
+    k = snprintf(buf, len, "x(%d,%d,%d,%d) w(%d,%d,%d,%d) s%d p(%d,%d,%d,%d)%s", s->B, s->C, s->H,
+                 s->W, s->OC, s->C, s->KH, s->KW, s->stride, s->pad_top, s->pad_bottom, s->pad_left,
+                 s->pad_right, p->bias ? " +b" : "");
+  } else if (fn == op_gn_fwd || fn == op_gn_bwd || fn == op_gns_fwd || fn == op_gns_bwd) {
+    k = snprintf(buf, len, "x(%d,%d,%d) G=%d eps=%g", p->B, p->C, p->HW, p->G, (double)p->eps);
+  } else if (fn == op_linear_fwd || fn == op_linear_bwd) {
+    k = snprintf(buf, len, "N=%d IN=%d OUT=%d%s", p->N, p->IN, p->OUT, p->bias ? " +b" : "");
+  } else if (fn == op_attn_fwd || fn == op_attn_bwd) {
+    k = snprintf(buf, len, "B=%d T=%d C=%d NH=%d", p->B, p->T, p->C, p->NH);
+  } else if (fn == op_up_fwd || fn == op_up_bwd) {
+    k = snprintf(buf, len, "x(%d,%d,%d,%d)", p->B, p->C, p->H, p->W);
+  } else if (fn == op_concat_fwd || fn == op_concat_bwd) {
+    k = snprintf(buf, len, "B=%d C1=%d C2=%d HW=%d", p->B, p->C, p->C2, p->HW);
+  } else if (fn == op_temb) {
+    k = snprintf(buf, len, "N=%d dim=%d flip=%d shift=%g", p->N, p->dim, p->flip, (double)p->shift);
+  } else if (fn == op_xent_fwd || fn == op_xent_bwd) {
+    k = snprintf(buf, len, "N=%d K=%d scale=%.4g", p->N, p->OUT, (double)p->scale);
+  } else if (p->B) { // tokens, add_channel
+    k = snprintf(buf, len, "x(%d,%d,%d)", p->B, p->C, p->HW);
+  } else if (p->scale != 0.0f) {
+    k = snprintf(buf, len, "n=%zu s=%.4g", p->n, (double)p->scale);
+  } else {
+    k = snprintf(buf, len, "n=%zu", p->n);
+  }
+  if (c->nulls && k >= 0 && (size_t)k < len)
+    snprintf(buf + k, len - (size_t)k, " null:%s", c->nulls);
+}
+
+// ---------------------------------------------------------------- the driver
+static uint64_t base_seed;
+
+static float uniform(uint64_t seed, uint64_t stream, uint64_t i) { // U(-1, 1)
+  return (float)((double)(a3_rng_u64(seed, stream, i) >> 40) * (1.0 / 8388608.0) - 1.0);
+}
+
+static int is_nulled(const tcase *c, const char *name) {
+  if (!c->nulls) return 0;
+  const size_t len = strlen(name);
+  for (const char *p = c->nulls; *p;) {
+    const char *e = strchr(p, ',');
+    const size_t n = e ? (size_t)(e - p) : strlen(p);
+    if (n == len && !strncmp(p, name, n)) return 1;
+    p += n + (e ? 1 : 0);
+  }
+  return 0;
+}
+
+static int compared(role r) { return r == R_OUT || r == R_AGRAD || r == R_PGRAD || r == R_INOUT; }
+
+// Fills the host copy of tensor i before the op (the same for both sides).
+static void init_tensor(const tdesc *d, void *host, uint64_t seed, uint64_t stream) {
+  float *f = host;
+  switch (d->r) {
+  case R_IN:
+    for (size_t i = 0; i < d->n; i++) f[i] = d->offset + d->scale * uniform(seed, stream, i);
+    break;
+  case R_TSTEP:
+    for (size_t i = 0; i < d->n; i++) f[i] = (float)a3_rng_below(seed, stream, i, 1000);
+    f[0] = 0.0f;
+    if (d->n > 1) f[1] = 999.0f;
+    break;
+  case R_LABELS: {
+    int32_t *lab = host;
+    for (size_t i = 0; i < d->n; i++)
+      lab[i] = (int32_t)a3_rng_below(seed, stream, i, (uint64_t)d->k);
+    break;
+  }
+  case R_OUT:
+  case R_AGRAD:
+    for (size_t i = 0; i < d->n; i++) f[i] = NAN;
+    break;
+  case R_PGRAD:
+  case R_INOUT:
+    for (size_t i = 0; i < d->n; i++) f[i] = uniform(seed, stream, i);
+    break;
+  }
+}
+
+typedef struct {
+  void *host[MAXT]; // results (compared roles) after the op
+} side;
+
+// Runs one row on `be`: upload, op, synchronize, download. The status of the
+// allocations, copies and the synchronize.
+static a3_status run_side(const tcase *c, const tlist *l, void *const *init, const a3_backend *be,
+                          side *out) {
+  float *dev[MAXT] = {0};
+  void *ws = NULL;
+  a3_status s = A3_OK;
+  opx x = {.m = M_WS, .c = c, .be = be};
+  c->fn(&x);
+  const size_t ws_bytes = x.ws_bytes;
+  for (int i = 0; i < l->nt && s == A3_OK; i++) {
+    if (!init[i]) continue;
+    const size_t bytes = l->t[i].n * sizeof(float);
+    s = be->ops->alloc(be, (void **)&dev[i], bytes);
+    if (s == A3_OK) s = be->ops->upload(be, dev[i], init[i], bytes);
+  }
+  if (s == A3_OK && ws_bytes) s = be->ops->alloc(be, &ws, ws_bytes);
+  if (s == A3_OK) {
+    x = (opx){.m = M_RUN, .c = c, .be = be, .t = dev, .ws = ws};
+    c->fn(&x);
+    s = be->ops->synchronize(be);
+  }
+  for (int i = 0; i < l->nt && s == A3_OK; i++)
+    if (out->host[i]) s = be->ops->download(be, out->host[i], dev[i], l->t[i].n * sizeof(float));
+  if (s == A3_OK) s = be->ops->synchronize(be);
+  for (int i = 0; i < l->nt; i++) be->ops->release(be, dev[i]);
+  be->ops->release(be, ws);
+  return s;
+}
+
+static double tolerance(const tcase *c, a3_precision prec) {
+  if (c->tol == TOL_EMB) return TOL_TEMB;
+  if (c->tol == TOL_MATRIX && prec == A3_PRECISION_TF32) return TOL_TF32_MATRIX;
+  return TOL_FP32;
+}
+
+// Relative L2 error of cand against ref (absolute where ref is all zero);
+// INFINITY when either holds a NaN or Inf (*nonfinite says which).
+static double rel_err(const float *cand, const float *ref, size_t n, const char **nonfinite) {
+  double d2 = 0.0, r2 = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    if (!isfinite(ref[i])) {
+      *nonfinite = "non-finite in the reference";
+      return INFINITY;
+    }
+    if (!isfinite(cand[i])) {
+      *nonfinite = "NaN/Inf (or an element left unwritten)";
+      return INFINITY;
+    }
+    const double d = (double)cand[i] - (double)ref[i];
+    d2 += d * d;
+    r2 += (double)ref[i] * (double)ref[i];
+  }
+  return r2 > 0.0 ? sqrt(d2 / r2) : sqrt(d2);
+}
+
+// Runs row `idx` on ref and cand, prints its line; 1 when it passes.
+static int run_case(int idx, const a3_backend *ref, const a3_backend *cand, a3_precision prec,
+                    int quiet) {
+  const tcase *c = &cases[idx];
+  tlist l = {0};
+  opx x = {.m = M_SETUP, .c = c, .l = &l};
+  c->fn(&x);
+  const uint64_t seed = base_seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(idx + 1));
+  void *init[MAXT] = {0};
+  side rs = {{0}}, cs = {{0}};
+  int ok = 1;
+  const char *why = "";
+  for (int i = 0; i < l.nt; i++) {
+    const tdesc *d = &l.t[i];
+    if (d->n == 0 || is_nulled(c, d->name)) continue;
+    init[i] = malloc(d->n * sizeof(float));
+    if (compared(d->r)) {
+      rs.host[i] = malloc(d->n * sizeof(float));
+      cs.host[i] = malloc(d->n * sizeof(float));
+    }
+    if (!init[i] || (compared(d->r) && (!rs.host[i] || !cs.host[i]))) {
+      fprintf(stderr, "out of host memory\n");
+      exit(1);
+    }
+    init_tensor(d, init[i], seed, (uint64_t)i + 1);
+  }
+  a3_status s = run_side(c, &l, init, ref, &rs);
+  if (s != A3_OK) {
+    ok = 0;
+    fprintf(stderr, "  reference (%s) failed: %s\n", ref->name, a3_error_message());
+  }
+  if (ok) {
+    s = run_side(c, &l, init, cand, &cs);
+    if (s != A3_OK) {
+      ok = 0;
+      fprintf(stderr, "  candidate (%s) failed: %s\n", cand->name, a3_error_message());
+    }
+  }
+  const double tol = tolerance(c, prec);
+  double worst = 0.0;
+  const char *worst_name = "-";
+  for (int i = 0; ok && i < l.nt; i++) {
+    if (!rs.host[i]) continue;
+    const char *nf = NULL;
+    const double e = rel_err(cs.host[i], rs.host[i], l.t[i].n, &nf);
+    if (e > worst || isnan(e)) {
+      worst = isnan(e) ? INFINITY : e;
+      worst_name = l.t[i].name;
+      if (nf) why = nf;
+    }
+  }
+  if (worst > tol) ok = 0;
+  char shape[96];
+  describe(c, shape, sizeof shape);
+  if (!quiet || !ok)
+    printf("%-24s %-58s %-5s %11.3e %8.1e  %s%s%s%s\n", c->op, shape,
+           prec == A3_PRECISION_TF32 ? "tf32" : "fp32", worst, tol, ok ? "PASS" : "FAIL",
+           ok ? "" : " (worst: ", ok ? "" : worst_name, ok ? "" : ")");
+  if (!ok && *why && !quiet) printf("    %s: %s\n", worst_name, why);
+  for (int i = 0; i < l.nt; i++) {
+    free(init[i]);
+    free(rs.host[i]);
+    free(cs.host[i]);
+  }
+  return ok;
+}
+
+// Every op of the table is set (a missing op would crash the model, not just a row).
+static int check_table(const a3_backend *be) {
+  const a3_backend_ops *o = be->ops;
+  int missing = 0;
+#define HAS(f)                                                                                     \
+  if (!o->f) {                                                                                     \
+    printf("%s: op %s is NULL\n", be->name, #f);                                                   \
+    missing++;                                                                                     \
+  }
+  HAS(alloc) HAS(release) HAS(upload) HAS(download) HAS(synchronize) HAS(zero) HAS(accumulate);
+  HAS(conv2d_workspace_size) HAS(conv2d_forward) HAS(conv2d_backward);
+  HAS(groupnorm_forward) HAS(groupnorm_backward) HAS(groupnorm_silu_forward);
+  HAS(groupnorm_silu_backward) HAS(silu_forward) HAS(silu_backward);
+  HAS(linear_forward) HAS(linear_backward);
+  HAS(attention_workspace_size) HAS(attention_forward) HAS(attention_backward);
+  HAS(to_tokens) HAS(from_tokens) HAS(upsample2x_forward) HAS(upsample2x_backward);
+  HAS(concat_forward) HAS(concat_backward) HAS(add_forward) HAS(add_backward);
+  HAS(add_channel_forward) HAS(add_channel_backward) HAS(timestep_embedding);
+  HAS(mse_forward) HAS(mse_backward) HAS(gelu_forward) HAS(gelu_backward);
+  HAS(relu_forward) HAS(relu_backward) HAS(gated_add_forward) HAS(gated_add_backward);
+  HAS(softmax_xent_forward) HAS(softmax_xent_backward);
+#undef HAS
+  return missing == 0;
+}
+
+// ---------------------------------------------------------------- negative checks
+// A CPU backend with three deliberate bugs; the rows of those ops must FAIL.
+static a3_backend_ops broken_ops;
+static const a3_backend broken_be = {"cpu-broken", &broken_ops, NULL};
+
+static void broken_add_forward(const a3_backend *be, float *out, const float *a, const float *b,
+                               float scale, size_t n) {
+  a3_backend_cpu()->ops->add_forward(be, out, a, b, scale, n);
+  out[n / 2] += 1.0f; // one wrong element
+}
+static void broken_linear_backward(const a3_backend *be, float *dinp, float *dweight, float *dbias,
+                                   const float *dout, const float *inp, const float *weight, int N,
+                                   int IN, int OUT) {
+  // overwrites the parameter gradients instead of accumulating
+  if (dweight) memset(dweight, 0, (size_t)OUT * IN * sizeof(float));
+  if (dbias) memset(dbias, 0, (size_t)OUT * sizeof(float));
+  a3_backend_cpu()->ops->linear_backward(be, dinp, dweight, dbias, dout, inp, weight, N, IN, OUT);
+}
+static void broken_relu_backward(const a3_backend *be, float *dinp, const float *dout,
+                                 const float *inp, size_t n) {
+  a3_backend_cpu()->ops->relu_backward(be, dinp, dout, inp, n - 1); // last element unwritten
+}
+
+static int negative_checks(a3_precision prec) {
+  broken_ops = *a3_backend_cpu()->ops;
+  broken_ops.add_forward = broken_add_forward;
+  broken_ops.linear_backward = broken_linear_backward;
+  broken_ops.relu_backward = broken_relu_backward;
+  const char *expect_fail[] = {"add_fwd", "linear_bwd", "relu_bwd"};
+  int bad = 0;
+  printf("-- negative checks: a deliberately broken candidate must FAIL\n");
+  for (size_t k = 0; k < sizeof expect_fail / sizeof *expect_fail; k++) {
+    int rows = 0, failed = 0;
+    for (int i = 0; i < N_CASES; i++) {
+      if (strcmp(cases[i].op, expect_fail[k]) != 0) continue;
+      if (cases[i].nulls && strstr(cases[i].nulls, "dweight")) continue; // nothing to accumulate
+      rows++;
+      failed += !run_case(i, a3_backend_cpu(), &broken_be, prec, 1);
+    }
+    const int ok = rows > 0 && failed == rows;
+    printf("negative check %-12s %d/%d rows reported FAIL: %s\n", expect_fail[k], failed, rows,
+           ok ? "PASS" : "FAIL (the comparer missed a broken op)");
+    bad += !ok;
+  }
+  return bad;
+}
+
+// ---------------------------------------------------------------- main
+static int usage(const char *argv0) {
+  fprintf(stderr, "usage: %s [--precision fp32|tf32] [--against cpu] [--seed N]\n", argv0);
+  return 2;
+}
+
+int main(int argc, char **argv) {
+  a3_precision prec = A3_PRECISION_FP32;
+  int against_cpu = 0;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  base_seed =
+      (uint64_t)ts.tv_sec * 1000000007ULL ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
+      const char *v = argv[++i];
+      if (!strcmp(v, "fp32"))
+        prec = A3_PRECISION_FP32;
+      else if (!strcmp(v, "tf32"))
+        prec = A3_PRECISION_TF32;
+      else
+        return usage(argv[0]);
+    } else if (!strcmp(argv[i], "--against") && i + 1 < argc) {
+      if (strcmp(argv[++i], "cpu") != 0) return usage(argv[0]);
+      against_cpu = 1;
+    } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
+      base_seed = strtoull(argv[++i], NULL, 0);
+    } else {
+      return usage(argv[0]);
+    }
+  }
+  const a3_backend *ref = a3_backend_cpu();
+  const a3_backend *cand = ref;
+  if (!against_cpu) {
+    a3_status s = a3_backend_cuda_create(0, prec, &cand);
+    if (s == A3_ERR_CUDA || s == A3_ERR_UNIMPLEMENTED) {
+      printf("SKIPPED: no usable CUDA backend: %s\n", a3_error_message());
+      return 77;
+    }
+    if (s != A3_OK) {
+      printf("FAIL: a3_backend_cuda_create: %s\n", a3_error_message());
+      return 1;
+    }
+  }
+  printf("test_cuda_ops: candidate %s against reference %s, precision %s, seed 0x%016llx "
+         "(rerun with --seed)\n",
+         cand->name, ref->name, prec == A3_PRECISION_TF32 ? "tf32" : "fp32",
+         (unsigned long long)base_seed);
+  int failures = 0;
+  if (!check_table(cand)) {
+    printf("FAIL: the candidate's op table is incomplete\n");
+    failures++;
+  } else {
+    printf("%-24s %-58s %-5s %11s %8s  %s\n", "op", "shape", "prec", "max-rel-err", "tol",
+           "result");
+    for (int i = 0; i < N_CASES; i++) failures += !run_case(i, ref, cand, prec, 0);
+  }
+  const int negative = against_cpu ? negative_checks(prec) : 0;
+  printf("test_cuda_ops: %d cases, %d passed, %d failed%s (%s, %s)\n", N_CASES, N_CASES - failures,
+         failures,
+         against_cpu ? (negative ? ", negative checks FAILED" : ", negative checks passed") : "",
+         cand->name, prec == A3_PRECISION_TF32 ? "tf32" : "fp32");
+  if (!against_cpu) a3_backend_cuda_destroy(cand);
+  return failures || negative ? 1 : 0;
+}
