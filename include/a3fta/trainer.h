@@ -35,6 +35,7 @@
 #ifndef A3FTA_TRAINER_H
 #define A3FTA_TRAINER_H
 
+#include "a3fta/comm.h"
 #include "a3fta/config.h"
 #include "a3fta/core.h"
 #include "a3fta/diffusion.h"
@@ -71,11 +72,21 @@ void a3_train_batch_images(const a3_train_data *d, uint64_t seed, bool hflip, in
                            int64_t count, int64_t *perm, int64_t *epoch, float *x);
 
 // ---------------------------------------------------------------- gradients
-// Sums the gradients of the segments over `comm` (MPI_Allreduce, SUM) in
-// place; scratch holds a3_segments_numel floats (the segments are packed
-// into it so that the reduction is one call). Callers weight their loss by
-// their share of the batch beforehand, so no 1/size scaling is applied: a
-// batch that does not split evenly (5 images on 2 ranks) is still exact.
+// The trainer sums gradients over its ranks with a3fta/comm.h's bucketed
+// communicator: buckets start during the last micro-batch's backward as its
+// stages finish (a3_unet_backward_hooked), sized by a3_grad_bucket_bytes().
+// No 1/size scaling: each rank weights its loss by its share of the batch,
+// so a batch that does not split evenly (5 images on 2 ranks) is still exact.
+// With 2 ranks the result is bitwise that of one MPI_Allreduce over all the
+// gradients for any bucket size (see comm.h, "Numbers").
+
+// One piece per trainable parameter, in table order, with its backward stage.
+a3_status a3_trainer_grad_pieces(const a3_unet *m, a3_grad_piece **pieces,
+                                 int *n_pieces) A3_WARN_UNUSED;
+
+// The same sum in one blocking call (MPI_Allreduce, SUM, in place); scratch
+// holds a3_segments_numel floats (the segments are packed into it). The
+// reference the bucketed sum is tested against.
 a3_status a3_grad_allreduce(MPI_Comm comm, const a3_param_segment *segs, int n_segs, float *grads,
                             float *scratch) A3_WARN_UNUSED;
 
@@ -112,8 +123,9 @@ a3_status a3_model_checkpoint_write(const char *path, a3_unet *m,
                                     const a3_model_ckpt *st) A3_WARN_UNUSED;
 
 // model.init: loads parameters by name from an a3fta checkpoint's /params,
-// or a diffusers model folder (config.json + safetensors; older attention
-// names accepted). Parameters the strategy added (adapter, LoRA) may be
+// a .safetensors file (such as `a3fta export` of a pretraining run: its EMA
+// weights), or a diffusers model folder (config.json + safetensors; older
+// attention names accepted). Parameters the strategy added (adapter, LoRA) may be
 // absent and keep their initialisation; any other absent name or a shape
 // mismatch is an error naming it; tensors the model lacks are logged.
 a3_status a3_model_load_init(a3_unet *m, const char *path) A3_WARN_UNUSED;

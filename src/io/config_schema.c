@@ -81,8 +81,10 @@ static const char *const schedule_names[] = {"dynamic", "static"};
 static const a3_config_key schema[] = {
     SECTION("model", "The model to train: where its weights start and its architecture."),
     STRING("model.init", model.init, "random",
-           "\"random\" for a fresh initialisation, or the path of an a3fta checkpoint to "
-           "fine-tune. The checkpoint's architecture must match model.arch."),
+           "\"random\" for a fresh initialisation, or the weights to fine-tune: an a3fta "
+           "checkpoint (its raw /params), a .safetensors file (e.g. `a3fta export` of a "
+           "pretraining checkpoint: its EMA weights) or a diffusers UNet2DModel folder. The "
+           "architecture must match model.arch."),
     SECTION("model.arch", "The U-Net architecture, with the names and defaults of diffusers' "
                           "UNet2DModel (so a diffusers config.json maps onto it key by key)."),
     INT("model.arch.sample_size", model.arch.sample_size, "32", 1, 4096,

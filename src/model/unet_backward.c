@@ -93,7 +93,51 @@ static void stem_bwd(a3_unet *m, const float *dh0, float *dx) {
   }
 }
 
+// ---------------------------------------------------------------- stages
+// Stage numbers (a3fta/model.h): head 0, layer i at n_layers - i, then the
+// stem, then the time embedding.
+int a3_unet_backward_stages(const a3_unet *m) { return m->n_layers + 3; }
+
+static bool is_conv_param(const unet_conv *c, int i) { return i == c->weight || i == c->bias; }
+
+int a3_unet_param_grad_stage(const a3_unet *m, int i) {
+  for (int l = 0; l < m->n_layers; l++)
+    if (i >= m->layers[l].p_begin && i < m->layers[l].p_end) return m->n_layers - l;
+  if (is_conv_param(&m->conv_out, i) || i == m->norm_out.weight || i == m->norm_out.bias) return 0;
+  if (is_conv_param(&m->conv_in, i)) return m->n_layers + 1;
+  return m->n_layers + 2; // the time embedding (and, were there anything else, the safe answer)
+}
+
+// Stages 0..stage are done; reports those not yet reported.
+static a3_status report(const a3_backward_hook *hook, int *reported, int stage) {
+  if (!hook) return A3_OK;
+  while (*reported < stage) A3_TRY(hook->fn(hook->ctx, ++*reported));
+  return A3_OK;
+}
+
+// The layers, last to first; each one's stage is reported once it is done.
+static a3_status layers_bwd(a3_unet *m, float **cur, float **other, const a3_backward_hook *hook,
+                            int *reported) {
+  const a3_backend *be = m->be;
+  for (int i = m->n_layers - 1; i >= 0; i--) {
+    unet_layer *L = &m->layers[i];
+    if (!L->req_out) break; // nothing below needs a gradient (see mark_requires_grad)
+    if (L->skip_out >= 0) { // the skip's own share joins the main path's
+      const unet_skip *sk = &m->skips[L->skip_out];
+      be->ops->accumulate(be, *cur, sk->grad, (size_t)m->B * sk->C * sk->H * sk->W);
+    }
+    layer_bwd(m, L, cur, other);
+    A3_TRY(report(hook, reported, m->n_layers - i));
+  }
+  return A3_OK;
+}
+
 a3_status a3_unet_backward(a3_unet *m, const float *dout, float *dx) {
+  return a3_unet_backward_hooked(m, dout, dx, NULL);
+}
+
+a3_status a3_unet_backward_hooked(a3_unet *m, const float *dout, float *dx,
+                                  const a3_backward_hook *hook) {
   if (!m->forward_done) return A3_FAIL(A3_ERR_INTERNAL, "a3_unet_backward without a forward");
   mark_requires_grad(m, dx != NULL);
   const a3_backend *be = m->be;
@@ -101,19 +145,15 @@ a3_status a3_unet_backward(a3_unet *m, const float *dout, float *dx) {
   float *cur = m->sc.d[0], *other = m->sc.d[1];
   const bool head_din = m->n_layers ? m->layers[m->n_layers - 1].req_out : m->skips[0].req;
   head_bwd(m, dout, head_din ? cur : NULL);
-  for (int i = m->n_layers - 1; i >= 0; i--) {
-    unet_layer *L = &m->layers[i];
-    if (!L->req_out) break; // nothing below needs a gradient (see mark_requires_grad)
-    if (L->skip_out >= 0) { // the skip's own share joins the main path's
-      const unet_skip *sk = &m->skips[L->skip_out];
-      be->ops->accumulate(be, cur, sk->grad, (size_t)m->B * sk->C * sk->H * sk->W);
-    }
-    layer_bwd(m, L, &cur, &other);
-  }
+  int reported = -1;
+  A3_TRY(report(hook, &reported, 0));
+  A3_TRY(layers_bwd(m, &cur, &other, hook, &reported));
   if (m->skips[0].req) {
     be->ops->accumulate(be, cur, m->skips[0].grad, (size_t)m->B * m->C0 * m->H * m->W);
     stem_bwd(m, cur, dx);
   }
+  A3_TRY(report(hook, &reported, m->n_layers + 1));
   if (m->temb_req) time_bwd(m);
-  return be->ops->synchronize(be);
+  A3_TRY(be->ops->synchronize(be));
+  return report(hook, &reported, m->n_layers + 2);
 }

@@ -133,9 +133,18 @@ static a3_status load_diffusers(a3_unet *m, const char *dir) {
   return A3_OK;
 }
 
+static bool has_suffix(const char *s, const char *suffix) {
+  const size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && !strcmp(s + n - k, suffix);
+}
+
 a3_status a3_model_load_init(a3_unet *m, const char *path) {
   if (is_directory(path)) {
     A3_TRY(load_diffusers(m, path));
+    return A3_OK;
+  }
+  if (has_suffix(path, ".safetensors")) { // e.g. a base exported with `a3fta export` (EMA)
+    A3_TRY(a3_unet_load_safetensors(m, path, NULL));
     return A3_OK;
   }
   a3_ckpt_reader *r = NULL;

@@ -2,6 +2,8 @@
 // (a3fta/trainer.h explains the batch, RNG and loss conventions).
 #include "a3fta/trainer.h"
 
+#include "trainer_device.h"
+
 #include "a3fta/dataset.h"
 #include "a3fta/export.h"
 #include "a3fta/strategy.h"
@@ -24,7 +26,8 @@ struct a3_trainer {
   a3_param_segment *segs;
   int n_segs;
   int64_t n_train;
-  float *adam_m, *adam_v, *ema, *scratch;
+  float *adam_m, *adam_v, *ema;
+  a3_grad_comm *gc; // the gradient sum over comm (a3fta/comm.h); NULL on one rank
   a3_adamw_hparams hp;
   // batch: micro global images per micro-batch, this rank's slice of it
   int64_t micro, r_begin, r_count, per_sample;
@@ -33,6 +36,7 @@ struct a3_trainer {
   int64_t *perm, epoch;                      // batch permutation cache (n subset images)
   int64_t step;                              // optimizer steps done
   char base_hash[A3_BASE_HASH_MAX];          // of the weights model.init gave (checkpoints)
+  a3_train_device *dev; // the GPU side, or NULL: m, its optimizer and EMA train on the CPU
 };
 
 int64_t a3_trainer_steps_done(const a3_trainer *t) { return t->step; }
@@ -41,6 +45,7 @@ const float *a3_trainer_ema(const a3_trainer *t) { return t->ema; }
 
 void a3_trainer_free(a3_trainer *t) {
   if (!t) return;
+  a3_train_device_free(t->dev);
   a3_unet_free(t->m);
   a3_train_data_free(&t->data);
   a3_schedule_free(&t->sched);
@@ -48,7 +53,7 @@ void a3_trainer_free(a3_trainer *t) {
   free(t->adam_m);
   free(t->adam_v);
   free(t->ema);
-  free(t->scratch);
+  a3_grad_comm_free(t->gc);
   free(t->x0);
   free(t->noise);
   free(t->x_t);
@@ -121,7 +126,6 @@ static a3_status setup_optimizer(a3_trainer *t) {
   const size_t n = (size_t)t->n_train + 1;
   A3_TRY(A3_ALLOC(t->adam_m, n));
   A3_TRY(A3_ALLOC(t->adam_v, n));
-  A3_TRY(A3_ALLOC(t->scratch, n));
   if (t->cfg.train.ema) {
     A3_TRY(A3_ALLOC(t->ema, n));
     a3_segments_gather(t->segs, t->n_segs, a3_unet_params(t->m), t->ema);
@@ -141,7 +145,34 @@ static a3_status setup_model(a3_trainer *t) {
             st.params, st.tensors, a3_strategy_label(t->cfg.strategy.name), st.trainable_params,
             100.0 * (double)st.trainable_params / (double)(st.params ? st.params : 1),
             st.trainable_tensors);
-  if (t->r_count > 0) A3_TRY(a3_unet_plan(t->m, (int)t->r_count));
+  return A3_OK;
+}
+
+// On a GPU the device model trains and the host model only holds the weights
+// for checkpoints, so only one of the two needs activation memory.
+static a3_status setup_device(a3_trainer *t) {
+  A3_TRY(a3_train_device_open(&t->cfg, t->comm, t->m, t->segs, t->n_segs, t->r_count, &t->dev));
+  if (!t->dev) {
+    if (t->r_count > 0) A3_TRY(a3_unet_plan(t->m, (int)t->r_count));
+    return A3_OK;
+  }
+  a3_info("backend: %s", a3_train_device_name(t->dev));
+  return a3_train_device_push(t->dev, t->m, t->adam_m, t->adam_v, t->ema);
+}
+
+// More than one rank: the bucketed gradient sum, its buckets in backward order.
+static a3_status setup_grad_comm(a3_trainer *t) {
+  if (t->size == 1) return A3_OK;
+  a3_grad_piece *pieces = NULL;
+  int n = 0;
+  const size_t bytes = a3_grad_bucket_bytes();
+  a3_status s = a3_trainer_grad_pieces(t->m, &pieces, &n);
+  if (s == A3_OK) s = a3_grad_comm_create_mpi(t->comm, pieces, n, bytes, &t->gc);
+  free(pieces);
+  A3_TRY(s);
+  if (t->rank == 0)
+    a3_debug("gradient sum over %d ranks: %d bucket(s) of up to %zu bytes", t->size,
+             a3_grad_comm_buckets(t->gc)->n_buckets, bytes);
   return A3_OK;
 }
 
@@ -162,6 +193,8 @@ static a3_status setup(a3_trainer *t) {
   A3_TRY(alloc_batch(t));
   A3_TRY(setup_model(t));
   A3_TRY(setup_optimizer(t));
+  A3_TRY(setup_grad_comm(t));
+  A3_TRY(setup_device(t));
   A3_TRY(a3_schedule_init(&t->sched, t->cfg.train.noise_schedule, t->cfg.train.num_train_timesteps,
                           A3_BETA_START, A3_BETA_END));
   return A3_OK;
@@ -188,6 +221,19 @@ a3_status a3_trainer_create(const a3_config *cfg, MPI_Comm comm, a3_trainer **ou
 
 // ---------------------------------------------------------------- step
 
+// Stages 0..stage of the last micro-batch's backward are done: their buckets
+// of the gradient sum can start (earlier micro-batches still add to them all).
+static a3_status grads_ready(void *ctx, int stage) {
+  a3_trainer *t = ctx;
+  return a3_grad_comm_ready(t->gc, a3_unet_grads(t->m), stage);
+}
+
+static a3_status backward(a3_trainer *t, int64_t k) {
+  const a3_backward_hook hook = {grads_ready, t};
+  const bool last = k == t->cfg.train.grad_accum - 1;
+  return a3_unet_backward_hooked(t->m, t->dout, NULL, t->gc && last ? &hook : NULL);
+}
+
 // Forward and backward of micro-batch k on this rank's slice; returns the
 // slice's share of the global mean loss (its mean times n_r / micro / accum).
 static a3_status micro_step(a3_trainer *t, int64_t k, double *loss_share) {
@@ -201,14 +247,33 @@ static a3_status micro_step(a3_trainer *t, int64_t k, double *loss_share) {
   A3_TRY(a3_diffusion_training_batch(&t->sched, seed, (uint64_t)t->step, (uint64_t)sample0,
                                      t->r_count, t->per_sample, t->x0, t->t, t->noise, t->x_t));
   for (int64_t i = 0; i < t->r_count; i++) t->tf[i] = (float)t->t[i];
+  const double weight = (double)t->r_count / (double)t->micro / (double)t->cfg.train.grad_accum;
+  if (t->dev) {
+    double loss = 0.0;
+    A3_TRY(a3_train_device_micro(t->dev, t->x_t, t->tf, t->noise, t->r_count, t->per_sample, weight,
+                                 &loss));
+    *loss_share = loss * weight;
+    return A3_OK;
+  }
   A3_TRY(a3_unet_forward(t->m, t->x_t, t->tf, t->out));
   const size_t n = (size_t)(t->r_count * t->per_sample);
   float loss = 0.0f;
   t->be->ops->mse_forward(t->be, &loss, t->out, t->noise, n);
-  const double weight = (double)t->r_count / (double)t->micro / (double)t->cfg.train.grad_accum;
   t->be->ops->mse_backward(t->be, t->dout, t->out, t->noise, n, (float)weight);
-  A3_TRY(a3_unet_backward(t->m, t->dout, NULL));
+  A3_TRY(backward(t, k));
   *loss_share = (double)loss * weight;
+  return A3_OK;
+}
+
+// The data-parallel gradient sum: on the CPU its buckets started during the
+// last backward; on a GPU all of them start here, through host memory (NCCL
+// behind the same interface is the CUDA issue's).
+static a3_status reduce_grads(a3_trainer *t) {
+  float *grads = a3_unet_grads(t->m);
+  if (!t->gc) return A3_OK; // one rank
+  if (t->dev) A3_TRY(a3_train_device_grads_to_host(t->dev, grads));
+  A3_TRY(a3_grad_comm_finish(t->gc, grads));
+  if (t->dev) A3_TRY(a3_train_device_grads_from_host(t->dev, grads));
   return A3_OK;
 }
 
@@ -220,6 +285,12 @@ static a3_status reduce_loss(a3_trainer *t, double *loss) {
 }
 
 static a3_status update(a3_trainer *t, double lr_factor) {
+  if (t->dev) {
+    a3_adamw_hparams h = t->hp;
+    h.lr = t->hp.lr * lr_factor;
+    const double decay = t->ema ? a3_ema_decay(t->step + 1, t->cfg.train.ema_max_decay) : -1.0;
+    return a3_train_device_update(t->dev, &h, t->step + 1, t->cfg.train.grad_clip, decay);
+  }
   float *params = a3_unet_params(t->m), *grads = a3_unet_grads(t->m);
   a3_clip_grad_norm(t->segs, t->n_segs, grads, t->cfg.train.grad_clip);
   a3_adamw_hparams h = t->hp;
@@ -234,14 +305,17 @@ static a3_status update(a3_trainer *t, double lr_factor) {
 a3_status a3_trainer_step(a3_trainer *t, double *loss, double *lr) {
   const a3_train_config *tc = &t->cfg.train;
   const double factor = a3_lr_factor(tc->lr_schedule, t->step, tc->warmup, tc->steps);
-  a3_unet_zero_grads(t->m);
+  if (t->dev)
+    a3_train_device_zero_grads(t->dev);
+  else
+    a3_unet_zero_grads(t->m);
   double total = 0.0;
   for (int64_t k = 0; k < tc->grad_accum; k++) {
     double share = 0.0;
     A3_TRY(micro_step(t, k, &share));
     total += share;
   }
-  A3_TRY(a3_grad_allreduce(t->comm, t->segs, t->n_segs, a3_unet_grads(t->m), t->scratch));
+  A3_TRY(reduce_grads(t));
   A3_TRY(reduce_loss(t, &total));
   A3_TRY(update(t, factor));
   t->step++;
@@ -261,6 +335,7 @@ static a3_status agree(MPI_Comm comm, a3_status mine, int root) {
 }
 
 a3_status a3_trainer_save(a3_trainer *t, const char *path) {
+  if (t->dev) A3_TRY(a3_train_device_pull(t->dev, t->m, t->adam_m, t->adam_v, t->ema));
   a3_status s = A3_OK;
   if (t->rank == 0) {
     const a3_model_ckpt st = {t->config_yaml, t->config_hash, t->step, (uint64_t)t->cfg.train.seed,
@@ -289,5 +364,6 @@ a3_status a3_trainer_resume(a3_trainer *t, const char *path) {
     return A3_FAIL(A3_ERR_INPUT, "%s: step %lld is outside 0..train.steps (%lld)", path,
                    (long long)step, (long long)t->cfg.train.steps);
   t->step = step;
+  if (t->dev) A3_TRY(a3_train_device_push(t->dev, t->m, t->adam_m, t->adam_v, t->ema));
   return A3_OK;
 }

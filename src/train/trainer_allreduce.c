@@ -1,5 +1,5 @@
-// The trainable segments of a model, and the data-parallel gradient sum.
-// (The sweep issue moves the reduction to src/dist, bucketed and over NCCL.)
+// The trainable segments of a model, its gradient pieces for the bucketed
+// sum (a3fta/comm.h), and the one-call gradient sum they replace.
 #include "a3fta/trainer.h"
 
 #include <limits.h>
@@ -15,6 +15,20 @@ a3_status a3_trainable_segments(const a3_unet *m, a3_param_segment **segs, int *
     if (!p->trainable) continue;
     // No decay on 1-D tensors (biases, GroupNorm scales, gates), as usual.
     (*segs)[(*n_segs)++] = (a3_param_segment){(int64_t)p->offset, (int64_t)p->numel, p->ndim >= 2};
+  }
+  return A3_OK;
+}
+
+a3_status a3_trainer_grad_pieces(const a3_unet *m, a3_grad_piece **pieces, int *n_pieces) {
+  *pieces = NULL;
+  *n_pieces = 0;
+  const int n = a3_unet_param_count(m);
+  A3_TRY(A3_ALLOC(*pieces, (size_t)n + 1));
+  for (int i = 0; i < n; i++) {
+    const a3_param *p = a3_unet_param_at(m, i);
+    if (!p->trainable) continue;
+    (*pieces)[(*n_pieces)++] =
+        (a3_grad_piece){(int64_t)p->offset, (int64_t)p->numel, a3_unet_param_grad_stage(m, i)};
   }
   return A3_OK;
 }

@@ -1,0 +1,218 @@
+// The trainer's device side (see trainer_device.h): a device copy of the
+// model, the optimizer's moments and EMA in device memory, and the step's
+// loss, clipping, AdamW and EMA as backend ops, so that a step moves only
+// its micro-batches up and one loss float down.
+#include "trainer_device.h"
+
+#include "a3fta/dist.h"
+#ifdef A3FTA_HAVE_CUDA
+#include "a3fta/cuda_probe.h"
+#endif
+
+#include <stdlib.h>
+
+struct a3_train_device {
+  const a3_backend *be;
+  a3_unet *m; // the device copy
+  char name[400];
+  const a3_param_segment *segs; // the trainer's, flat offsets
+  int n_segs;
+  int64_t n_train, batch, per_sample;
+  float *x_t, *noise, *out, *dout; // (batch, per_sample)
+  float *tf;                       // (batch)
+  float *loss, *scale;             // (1)
+  double *partials, *norm;         // (n_segs), (1)
+  float *adam_m, *adam_v, *ema;    // (n_train) compact
+};
+
+// The GPU of this rank: its rank among the ranks of its node, modulo the
+// devices CUDA shows it (CUDA_VISIBLE_DEVICES and Slurm's binding applied).
+static a3_status pick_device(MPI_Comm comm, int *device, char *name, size_t cap) {
+#ifdef A3FTA_HAVE_CUDA
+  a3_cuda_info info;
+  a3_cuda_probe(&info);
+  if (info.device_count == 0) return A3_FAIL(A3_ERR_CUDA, "no usable GPU (%s)", info.error_name);
+  MPI_Comm local;
+  int local_rank = 0;
+  A3_MPI_TRY(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local),
+             "node-local communicator");
+  MPI_Comm_rank(local, &local_rank);
+  MPI_Comm_free(&local);
+  *device = local_rank % info.device_count;
+  snprintf(name, cap, "cuda device %d of %d visible (%.200s), local rank %d", *device,
+           info.device_count, info.device_name, local_rank);
+  return A3_OK;
+#else
+  (void)comm;
+  (void)device;
+  (void)name;
+  (void)cap;
+  return A3_FAIL(A3_ERR_UNIMPLEMENTED, "this a3fta was built without CUDA (A3FTA_CUDA=OFF)");
+#endif
+}
+
+// The backend parallel.backend asks for; NULL for the CPU.
+static a3_status pick_backend(const a3_config *cfg, MPI_Comm comm, const a3_backend **be,
+                              char *name, size_t cap) {
+  *be = NULL;
+  if (cfg->parallel.backend == A3_BACKEND_CPU) return A3_OK;
+  int device = 0;
+  a3_status s = pick_device(comm, &device, name, cap);
+  if (s == A3_OK) s = a3_backend_cuda_create(device, cfg->train.precision, be);
+  if (s == A3_OK || cfg->parallel.backend == A3_BACKEND_CUDA) {
+    if (s != A3_OK) a3_error_trace(__FILE__, __LINE__);
+    return s;
+  }
+  a3_info("backend: auto -> cpu (%s)", a3_error_message());
+  a3_error_clear();
+  return A3_OK;
+}
+
+static a3_status alloc_floats(const a3_backend *be, float **p, size_t n) {
+  return be->ops->alloc(be, (void **)p, (n ? n : 1) * sizeof(float));
+}
+
+static a3_status alloc_buffers(a3_train_device *d) {
+  const a3_backend *be = d->be;
+  const size_t act = (size_t)(d->batch * d->per_sample), nt = (size_t)d->n_train;
+  A3_TRY(alloc_floats(be, &d->x_t, act));
+  A3_TRY(alloc_floats(be, &d->noise, act));
+  A3_TRY(alloc_floats(be, &d->out, act));
+  A3_TRY(alloc_floats(be, &d->dout, act));
+  A3_TRY(alloc_floats(be, &d->tf, (size_t)d->batch));
+  A3_TRY(alloc_floats(be, &d->loss, 1));
+  A3_TRY(alloc_floats(be, &d->scale, 1));
+  A3_TRY(alloc_floats(be, &d->adam_m, nt));
+  A3_TRY(alloc_floats(be, &d->adam_v, nt));
+  A3_TRY(alloc_floats(be, &d->ema, nt));
+  A3_TRY(be->ops->alloc(be, (void **)&d->partials, sizeof(double) * (size_t)(d->n_segs + 1)));
+  A3_TRY(be->ops->alloc(be, (void **)&d->norm, sizeof(double)));
+  return A3_OK;
+}
+
+// The device model: the host model's architecture, extras, trainable flags
+// and parameters.
+static a3_status copy_model(a3_train_device *d, const a3_unet *host) {
+  A3_TRY(a3_unet_build_on(a3_unet_arch(host), a3_unet_get_extras(host), d->be, &d->m));
+  for (int i = 0; i < a3_unet_param_count(host); i++)
+    a3_unet_set_trainable(d->m, i, a3_unet_param_at(host, i)->trainable);
+  A3_TRY(a3_unet_copy_params(d->m, host));
+  A3_TRY(a3_unet_plan(d->m, (int)d->batch));
+  return A3_OK;
+}
+
+a3_status a3_train_device_open(const a3_config *cfg, MPI_Comm comm, const a3_unet *host,
+                               const a3_param_segment *segs, int n_segs, int64_t batch,
+                               a3_train_device **out) {
+  *out = NULL;
+  const a3_backend *be = NULL;
+  char name[sizeof((a3_train_device *)0)->name] = "";
+  A3_TRY(pick_backend(cfg, comm, &be, name, sizeof name));
+  if (!be) return A3_OK;
+  a3_train_device *d = NULL;
+  a3_status s = A3_ALLOC(d, 1);
+  if (s != A3_OK) {
+    a3_backend_cuda_destroy(be);
+    A3_TRY(s);
+  }
+  *d = (a3_train_device){.be = be, .segs = segs, .n_segs = n_segs, .batch = batch > 0 ? batch : 1};
+  snprintf(d->name, sizeof d->name, "%s", name);
+  d->n_train = a3_segments_numel(segs, n_segs);
+  const a3_arch_config *arch = a3_unet_arch(host);
+  d->per_sample = arch->in_channels * arch->sample_size * arch->sample_size;
+  A3_TRY_GOTO(s, copy_model(d, host), fail);
+  A3_TRY_GOTO(s, alloc_buffers(d), fail);
+  A3_TRY_GOTO(s, be->ops->synchronize(be), fail);
+  *out = d;
+  return A3_OK;
+fail:
+  a3_train_device_free(d);
+  return s;
+}
+
+void a3_train_device_free(a3_train_device *d) {
+  if (!d) return;
+  const a3_backend *be = d->be;
+  float *floats[] = {d->x_t,  d->noise, d->out,    d->dout,   d->tf,
+                     d->loss, d->scale, d->adam_m, d->adam_v, d->ema};
+  for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) be->ops->release(be, floats[i]);
+  be->ops->release(be, d->partials);
+  be->ops->release(be, d->norm);
+  a3_unet_free(d->m);
+  a3_backend_cuda_destroy(be);
+  free(d);
+}
+
+const char *a3_train_device_name(const a3_train_device *d) { return d->name; }
+
+a3_status a3_train_device_micro(a3_train_device *d, const float *x_t, const float *tf,
+                                const float *noise, int64_t count, int64_t per_sample,
+                                double weight, double *loss) {
+  const a3_backend *be = d->be;
+  const size_t n = (size_t)(count * per_sample);
+  A3_TRY(be->ops->upload(be, d->x_t, x_t, n * sizeof(float)));
+  A3_TRY(be->ops->upload(be, d->noise, noise, n * sizeof(float)));
+  A3_TRY(be->ops->upload(be, d->tf, tf, (size_t)count * sizeof(float)));
+  A3_TRY(a3_unet_forward(d->m, d->x_t, d->tf, d->out));
+  be->ops->mse_forward(be, d->loss, d->out, d->noise, n);
+  be->ops->mse_backward(be, d->dout, d->out, d->noise, n, (float)weight);
+  A3_TRY(a3_unet_backward(d->m, d->dout, NULL));
+  float l = 0.0f;
+  A3_TRY(be->ops->download(be, &l, d->loss, sizeof l));
+  *loss = (double)l;
+  return A3_OK;
+}
+
+void a3_train_device_zero_grads(a3_train_device *d) { a3_unet_zero_grads(d->m); }
+
+a3_status a3_train_device_update(a3_train_device *d, const a3_adamw_hparams *h, int64_t t,
+                                 double max_norm, double ema_decay) {
+  const a3_backend *be = d->be;
+  float *params = a3_unet_params(d->m), *grads = a3_unet_grads(d->m);
+  for (int k = 0; k < d->n_segs; k++)
+    be->ops->sum_squares(be, d->partials + k, grads + d->segs[k].offset, (size_t)d->segs[k].count);
+  be->ops->clip_scale(be, d->scale, d->norm, d->partials, d->n_segs, max_norm);
+  const a3_adamw_scalars s = a3_adamw_prepare(h, t);
+  int64_t c = 0; // offset into the compact moments
+  for (int k = 0; k < d->n_segs; k++) {
+    const a3_param_segment *sg = &d->segs[k];
+    be->ops->adamw_update(be, params + sg->offset, grads + sg->offset, d->adam_m + c, d->adam_v + c,
+                          (size_t)sg->count, &s, sg->decay && h->weight_decay != 0, d->scale);
+    if (ema_decay >= 0)
+      be->ops->ema_update(be, d->ema + c, params + sg->offset, (size_t)sg->count,
+                          (float)(1.0 - ema_decay));
+    c += sg->count;
+  }
+  return be->ops->synchronize(be);
+}
+
+a3_status a3_train_device_grads_to_host(a3_train_device *d, float *grads) {
+  return d->be->ops->download(d->be, grads, a3_unet_grads(d->m),
+                              a3_unet_num_floats(d->m) * sizeof(float));
+}
+
+a3_status a3_train_device_grads_from_host(a3_train_device *d, const float *grads) {
+  return d->be->ops->upload(d->be, a3_unet_grads(d->m), grads,
+                            a3_unet_num_floats(d->m) * sizeof(float));
+}
+
+a3_status a3_train_device_pull(a3_train_device *d, a3_unet *host, float *m, float *v, float *ema) {
+  const a3_backend *be = d->be;
+  const size_t bytes = (size_t)d->n_train * sizeof(float);
+  A3_TRY(a3_unet_copy_params(host, d->m));
+  A3_TRY(be->ops->download(be, m, d->adam_m, bytes));
+  A3_TRY(be->ops->download(be, v, d->adam_v, bytes));
+  if (ema) A3_TRY(be->ops->download(be, ema, d->ema, bytes));
+  return A3_OK;
+}
+
+a3_status a3_train_device_push(a3_train_device *d, const a3_unet *host, const float *m,
+                               const float *v, const float *ema) {
+  const a3_backend *be = d->be;
+  const size_t bytes = (size_t)d->n_train * sizeof(float);
+  A3_TRY(a3_unet_copy_params(d->m, host));
+  A3_TRY(be->ops->upload(be, d->adam_m, m, bytes));
+  A3_TRY(be->ops->upload(be, d->adam_v, v, bytes));
+  if (ema) A3_TRY(be->ops->upload(be, d->ema, ema, bytes));
+  return be->ops->synchronize(be);
+}
