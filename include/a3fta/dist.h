@@ -13,6 +13,7 @@ typedef struct {
   int local_rank;  // rank among the ranks on this node (GPU binding uses it)
   int local_size;  // ranks on this node
   int initialized; // we called MPI_Init (and must finalize)
+  int mpirun_np;   // OMPI_COMM_WORLD_SIZE before MPI_Init (set by Open MPI's mpirun), or 0
 } a3_world;
 
 // An MPI return code as an a3_status (A3_ERR_MPI naming the call and MPI's
@@ -24,8 +25,23 @@ a3_status a3_mpi_failure(int rc, const char *what, const char *file, int line);
     if (a3_mpi_rc_ != MPI_SUCCESS) return a3_mpi_failure(a3_mpi_rc_, (what), __FILE__, __LINE__);  \
   } while (0)
 
-// Starts MPI (thread level FUNNELED), fills `w`, and tells the logger the rank.
+// Starts MPI (thread level FUNNELED), fills `w`, tells the logger the rank,
+// and checks the launch (a3_world_check_launch).
 a3_status a3_world_init(int *argc, char ***argv, a3_world *w);
+
+// The launch check, on every rank: under Slurm (SLURM_JOB_ID set), a process
+// that srun started must be in an MPI world of SLURM_STEP_NUM_TASKS ranks
+// (SLURM_NTASKS where the step's count is not set). A mismatch is what srun
+// without a PMI that the MPI library understands gives: N copies of a 1-rank
+// world, each of which would run the whole job. Then A3_ERR_USAGE (exit 2),
+// naming both numbers and the fix (srun --mpi=pmix; srun --mpi=list); every
+// copy is its own world, so every copy exits and none hangs. Not checked:
+// processes started by Open MPI's mpirun (w->mpirun_np > 0: mpirun's -np
+// sizes the world, and on remote nodes the Slurm variables describe
+// mpirun's daemons), one process started directly in a batch or salloc
+// shell (world size 1 and no SLURM_STEP_NUM_TASKS: 'a3fta info', 'a3fta
+// merge'), and any launch with A3FTA_LAUNCH_CHECK=0.
+a3_status a3_world_check_launch(const a3_world *w);
 
 // Ends a command. Every rank passes its own status. Ranks that failed print
 // their error (with their rank). If all ranks reach this point within the

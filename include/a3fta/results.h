@@ -9,6 +9,7 @@
 //                          ranks_per_run (int32), config (the sweep's base config as YAML,
 //                          sweep section included; a variable-length string, so any size),
 //                          created_utc ("2024-05-01T12:00:00Z"), varied_keys (strings)
+//                          merged_from (strings; only in a file written by a3fta merge: its inputs)
 //   /status        int8    (N)        0 pending, 1 done, 2 failed, 3 running
 //   /attempts      int32   (N)        times the point was started (resume retries
 //                                     a failed point while attempts < A3_RESULT_MAX_ATTEMPTS)
@@ -176,6 +177,31 @@ int64_t a3_results_n_points(const a3_results *r);
 // Collective: closes datasets and file and frees r (also when an earlier call
 // failed). NULL is fine (returns A3_OK without any MPI call).
 a3_status a3_results_close(a3_results *r) A3_WARN_UNUSED;
+
+// ---------------------------------------------------------------- merging
+typedef struct {
+  int64_t n_points;
+  int64_t done, failed, pending; // statuses in the merged file
+  int64_t not_started;           // points no input had started (pending in the merged file)
+} a3_merge_summary;
+
+// Serial (one rank, default driver; the inputs must be closed): combines the
+// results files of one sweep's slices (a3fta sweep --slice I/N, one file per
+// job-array task) into out_path, a file equal to a single sweep's: every
+// dataset of the first input, with each point's row (every dataset whose
+// first dimension is n_points: status, metrics, curves, samples,
+// /points/config, ...) taken from the input that started the point
+// (attempts > 0 or status not pending). Points no input started stay pending;
+// points left running by a killed job become pending (as a resume makes
+// them). The root attribute merged_from lists the inputs. Written to
+// "<out_path>.partial" and renamed into place.
+// Errors (exit 2: A3_ERR_USAGE/A3_ERR_INPUT) name the file and dataset: an
+// input that is missing or not a results file, inputs of different sweeps
+// (sweep_hash) or with other datasets, shapes or types, a point started in
+// two inputs (overlapping slices), out_path existing without force or being
+// an input.
+a3_status a3_results_merge(const char *out_path, const char *const *inputs, int n_inputs,
+                           bool force, a3_merge_summary *summary) A3_WARN_UNUSED;
 
 // ---------------------------------------------------------------- reporting
 // Serial (one rank, default driver): prints one row per point to f: point,

@@ -117,16 +117,23 @@ typedef struct {
   const char *results_path; // NULL: <output.dir>/results.h5
   bool force_new;           // replace an existing results file (of any sweep)
   bool handle_signals;      // SIGTERM/SIGUSR1 request a stop while the sweep runs
+  // A slice of the points (job arrays): with slice_count > 0 this invocation
+  // runs only the points i with i % slice_count == slice_index (0 <= index <
+  // count), in a results file of the whole sweep's layout (the other points
+  // stay pending there); a3fta merge combines the slices' files. 0: all.
+  int64_t slice_index, slice_count;
 } a3_sweep_options;
 
 typedef struct {
   int64_t n_points;
-  int64_t done, failed, pending; // statuses in the results file at the end (pending:
-                                 // neither done nor failed); a rerun retries failed points
-                                 // started fewer than A3_RESULT_MAX_ATTEMPTS times
+  int64_t n_selected;            // points of the slice (n_points without a slice)
+  int64_t done, failed, pending; // statuses of the selected points in the results file at
+                                 // the end (pending: neither done nor failed); a rerun
+                                 // retries failed points started fewer than
+                                 // A3_RESULT_MAX_ATTEMPTS times
   int64_t done_before;           // points already done when this invocation started
   int64_t ran;                   // points this invocation ran, all groups
-  bool interrupted;              // a stop was requested and points remain
+  bool interrupted;              // a stop was requested and selected points remain
   double seconds;
   char results_path[A3_CONFIG_STR_MAX + 32];
 } a3_sweep_summary;

@@ -156,13 +156,41 @@ static a3_status train_point(const a3_config *pc, MPI_Comm group, a3_run_result 
 }
 
 // ---------------------------------------------------------------- the command
-static void list_points(const a3_config *cfg) {
+// Reads decimal digits at *p (at least one, at most 9) into *v.
+static bool read_count(const char **p, long long *v) {
+  const char *start = *p;
+  *v = 0;
+  while (**p >= '0' && **p <= '9' && *p - start < 9) *v = *v * 10 + (*(*p)++ - '0');
+  return *p > start && !(**p >= '0' && **p <= '9');
+}
+
+// --slice I/N: two decimal integers with 0 <= I < N <= A3_SWEEP_MAX_POINTS.
+static a3_status parse_slice(const char *text, int64_t *index, int64_t *count) {
+  const char *p = text;
+  long long i = -1, n = -1;
+  const bool ok = read_count(&p, &i) && *p++ == '/' && read_count(&p, &n) && *p == '\0';
+  if (!ok || n < 1 || n > A3_SWEEP_MAX_POINTS || i >= n)
+    return A3_FAIL(A3_ERR_USAGE,
+                   "a3fta sweep: --slice expects I/N with 0 <= I < N (slice I of N: the points "
+                   "whose index modulo N is I), e.g. 0/4 to 3/4 for 4 array tasks; got '%s'",
+                   text);
+  *index = i;
+  *count = n;
+  return A3_OK;
+}
+
+static void list_points(const a3_config *cfg, int64_t slice_index, int64_t slice_count) {
   a3_sweep_plan *p = NULL;
   if (a3_sweep_plan_make(cfg, &p) != A3_OK) return; // the sweep reported it already
   char label[2048];
-  printf("# %lld points, sweep hash %016llx\n", (long long)p->n_points,
+  printf("# %lld points, sweep hash %016llx", (long long)p->n_points,
          (unsigned long long)p->sweep_hash);
+  if (slice_count > 0)
+    printf("; slice %lld/%lld: the points with index %% %lld == %lld", (long long)slice_index,
+           (long long)slice_count, (long long)slice_count, (long long)slice_index);
+  printf("\n");
   for (int64_t i = 0; i < p->n_points; i++) {
+    if (slice_count > 0 && i % slice_count != slice_index) continue;
     a3_sweep_point_label(p, i, label, sizeof label);
     printf("%lld\t%s\n", (long long)i, label[0] ? label : "(the config as given)");
   }
@@ -173,6 +201,8 @@ static void list_points(const a3_config *cfg) {
 a3_status a3_cmd_sweep(int argc, char **argv) {
   a3_cli_list overrides = {0};
   int force_new = 0, dry_run = 0, no_samples = 0;
+  const char *slice = NULL;
+  long interrupted_exit = 0;
   const a3_cli_option options[] = {
       {"override", 'o', A3_OPT_LIST, "KEY=VALUE",
        "set a config key (YAML value), after the file; repeatable", &overrides, 0, 0},
@@ -184,10 +214,19 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
        &dry_run, 0, 0},
       {"no-samples", 0, A3_OPT_FLAG, NULL, "store no sample images (skips sampling after each run)",
        &no_samples, 0, 0},
+      {"slice", 0, A3_OPT_STRING, "I/N",
+       "run only slice I of N (points with index % N == I) into "
+       "OUTPUT_DIR/results-slice-I-of-N.h5; for job arrays, combined by 'a3fta merge'",
+       &slice, 0, 0},
+      {"interrupted-exit", 0, A3_OPT_INT, "CODE",
+       "exit with CODE (3-125) instead of 0 when stopped by a signal with points left to run "
+       "(a job script then requeues)",
+       &interrupted_exit, 3, 125},
   };
   const a3_cli_command cmd = {
       "sweep",
-      "CONFIG [-o key.path=value]... [--force-new] [--dry-run]",
+      "CONFIG [-o key.path=value]... [--force-new] [--dry-run] [--no-samples] [--slice I/N]\n"
+      "                   [--interrupted-exit CODE]",
       "Run every point of a config's sweep grid across MPI rank groups.",
       "Points: every combination of sweep.grid and sweep.zip, then each of sweep.points\n"
       "(see configs/README.md). Launch with mpirun or srun; the ranks form groups of\n"
@@ -201,7 +240,13 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
       "Resume: run the same command again. Done points are skipped, failed ones retried\n"
       "(up to 3 attempts), interrupted ones started again (from their checkpoint).\n"
       "SIGTERM or SIGUSR1 (Slurm before a time limit) stops taking new points, finishes\n"
-      "the running ones, closes the file and exits 0.",
+      "the running ones, closes the file and exits 0 (or --interrupted-exit's CODE when\n"
+      "points are left; jobs/sweep.sbatch requeues the job on it).\n"
+      "\n"
+      "Job arrays: --slice I/N runs the points whose index modulo N is I, in a results\n"
+      "file of the whole sweep's layout (OUTPUT_DIR/results-slice-I-of-N.h5, the other\n"
+      "points left pending); 'a3fta merge OUT.h5 SLICE_FILES...' combines the N files into\n"
+      "one equal to a single sweep's (jobs/sweep-array.sbatch).",
       options,
       (int)(sizeof options / sizeof options[0]),
       1,
@@ -209,6 +254,8 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
   a3_cli_args args;
   A3_TRY(a3_cli_parse(&cmd, argc, argv, &args));
   if (args.help_requested) return A3_OK;
+  int64_t slice_index = 0, slice_count = 0;
+  if (slice) A3_TRY(parse_slice(slice, &slice_index, &slice_count));
   int mpi_up = 0;
   MPI_Initialized(&mpi_up);
   if (!mpi_up)
@@ -224,30 +271,45 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
     s = a3_sweep_plan_make(&cfg, &p);
     s = a3_sweep_agree(MPI_COMM_WORLD, s, p ? p->agree_hash : 0);
     a3_sweep_plan_free(p);
-    if (s == A3_OK && rank == 0) list_points(&cfg);
+    if (s == A3_OK && rank == 0) list_points(&cfg, slice_index, slice_count);
     a3_config_free(&cfg);
     A3_TRY(s);
     return A3_OK;
   }
   train_ctx ctx = {.samples = !no_samples};
-  const a3_sweep_options opt = {
-      .run = train_point, .ctx = &ctx, .force_new = force_new != 0, .handle_signals = true};
+  char slice_path[PATH_CAP + 64];
+  if (slice_count > 0)
+    snprintf(slice_path, sizeof slice_path, "%s/results-slice-%lld-of-%lld.h5", cfg.output.dir,
+             (long long)slice_index, (long long)slice_count);
+  const a3_sweep_options opt = {.run = train_point,
+                                .ctx = &ctx,
+                                .results_path = slice_count > 0 ? slice_path : NULL,
+                                .force_new = force_new != 0,
+                                .handle_signals = true,
+                                .slice_index = slice_index,
+                                .slice_count = slice_count};
   a3_sweep_summary sum;
   s = a3_sweep_run(MPI_COMM_WORLD, &cfg, &opt, &sum);
   a3_config_free(&cfg);
   A3_TRY(s);
+  // Every rank has the same summary: all exit with the same code.
+  if (sum.interrupted && interrupted_exit) a3_cli_request_exit_code((int)interrupted_exit);
   if (rank != 0) return A3_OK;
   if (sum.interrupted)
     a3_warn("interrupted: %lld points remain; rerun the same command to resume",
-            (long long)(sum.n_points - sum.done - sum.failed));
+            (long long)(sum.n_selected - sum.done - sum.failed));
   else if (sum.failed)
     a3_warn("sweep finished with %lld of %lld points failed (their reasons are in /reason of "
             "%s); rerunning the same command retries each up to %d attempts",
             (long long)sum.failed, (long long)sum.n_points, sum.results_path,
             A3_RESULT_MAX_ATTEMPTS);
-  a3_info("sweep: %lld done, %lld failed, %lld pending of %lld points (%lld run now) in %.1f s; "
-          "results in %s",
+  char of_all[96] = "";
+  if (slice_count > 0)
+    snprintf(of_all, sizeof of_all, " (slice %lld/%lld of the sweep's %lld)",
+             (long long)slice_index, (long long)slice_count, (long long)sum.n_points);
+  a3_info("sweep: %lld done, %lld failed, %lld pending of %lld points%s (%lld run now) in %.1f "
+          "s; results in %s",
           (long long)sum.done, (long long)sum.failed, (long long)sum.pending,
-          (long long)sum.n_points, (long long)sum.ran, sum.seconds, sum.results_path);
+          (long long)sum.n_selected, of_all, (long long)sum.ran, sum.seconds, sum.results_path);
   return A3_OK;
 }

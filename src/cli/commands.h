@@ -15,5 +15,10 @@ a3_status a3_cmd_sample(int argc, char **argv); // src/cli/cmd_sample.c
 a3_status a3_cmd_sweep(int argc, char **argv);  // src/cli/cmd_sweep.c
 a3_status a3_cmd_export(int argc, char **argv); // src/cli/cmd_export.c
 a3_status a3_cmd_eval(int argc, char **argv);   // src/cli/cmd_placeholders.c
+a3_status a3_cmd_merge(int argc, char **argv);  // src/cli/cmd_merge.c
+
+// A command that succeeded may ask for another exit code than 0 (3..125:
+// a3fta sweep --interrupted-exit). Every rank must ask for the same one.
+void a3_cli_request_exit_code(int code); // src/cli/main.c
 
 #endif

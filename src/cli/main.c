@@ -29,6 +29,8 @@ static const command_entry commands[] = {
     {"config", "show, check or hash a resolved config; print the config schema", a3_cmd_config, 0},
     {"train", "train or fine-tune one model (data-parallel over the MPI ranks)", a3_cmd_train, 1},
     {"sweep", "run a hyperparameter sweep over MPI rank groups; resumable", a3_cmd_sweep, 1},
+    {"merge", "combine the results files of a sweep's slices (job arrays) into one", a3_cmd_merge,
+     1},
     {"sample", "sample images from a checkpoint (DDPM or DDIM)", a3_cmd_sample, 1},
     {"export", "export a fine-tune's trained weights (adapter, LoRA, ...) as safetensors",
      a3_cmd_export, 1},
@@ -112,16 +114,23 @@ static const command_entry *find_command(const char *name) {
   return NULL;
 }
 
+static int requested_exit_code = 0;
+
+void a3_cli_request_exit_code(int code) { requested_exit_code = code; }
+
 static int run_command(const command_entry *cmd, int argc, char **argv) {
+  int code = 0;
   if (!cmd->needs_mpi) {
     a3_status s = cmd->run(argc - 1, argv + 1);
     a3_log_error_status(s);
-    return a3_status_exit_code(s);
+    code = a3_status_exit_code(s);
+  } else {
+    a3_world world = {0};
+    a3_status s = a3_world_init(&argc, &argv, &world);
+    if (s == A3_OK) s = cmd->run(argc - 1, argv + 1);
+    code = a3_world_finish(&world, s);
   }
-  a3_world world = {0};
-  a3_status s = a3_world_init(&argc, &argv, &world);
-  if (s == A3_OK) s = cmd->run(argc - 1, argv + 1);
-  return a3_world_finish(&world, s);
+  return code == 0 ? requested_exit_code : code;
 }
 
 int main(int argc, char **argv) {
@@ -143,7 +152,7 @@ int main(int argc, char **argv) {
   if (!cmd) {
     fprintf(stderr,
             "a3fta: usage error: unknown command '%s' (commands: import, info, config, "
-            "train, sweep, sample, export, eval; see 'a3fta --help')\n",
+            "train, sweep, merge, sample, export, eval; see 'a3fta --help')\n",
             first);
     return 2;
   }

@@ -93,7 +93,7 @@ a3_status a3_cli_parse(const a3_cli_command *cmd, int argc, char **argv, a3_cli_
     } else if (!only_positional && arg[0] == '-' && arg[1] != '\0') {
       A3_TRY(parse_option(cmd, argc, argv, &i));
     } else {
-      if (out->n_positional >= cmd->max_positional || out->n_positional >= 16)
+      if (out->n_positional >= cmd->max_positional || out->n_positional >= A3_CLI_POSITIONAL_MAX)
         return A3_FAIL(A3_ERR_USAGE, "a3fta %s: unexpected argument '%s' (usage: a3fta %s %s)",
                        cmd->name, arg, cmd->name, cmd->usage);
       out->positional[out->n_positional++] = arg;

@@ -41,8 +41,9 @@ typedef struct {
   int min_positional, max_positional;
 } a3_cli_command;
 
+enum { A3_CLI_POSITIONAL_MAX = 1024 }; // a3fta merge takes one input per array task
 typedef struct {
-  const char *positional[16];
+  const char *positional[A3_CLI_POSITIONAL_MAX];
   int n_positional;
   int help_requested; // --help / -h seen: help was printed, the caller returns A3_OK
 } a3_cli_args;

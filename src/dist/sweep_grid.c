@@ -147,7 +147,9 @@ a3_status a3_sweep_point_config(const a3_sweep_plan *p, int64_t i, a3_config *ou
 
 // ---------------------------------------------------------------- varied keys
 static a3_status find_varied(a3_sweep_plan *p) {
-  unsigned char seen[A3_CONFIG_SCHEMA_MAX] = {0};
+  // key_index gives A3_CONFIG_SCHEMA_MAX for a key the schema lacks (the
+  // config check has rejected those by now): the extra slot absorbs it.
+  unsigned char seen[A3_CONFIG_SCHEMA_MAX + 1] = {0};
   const a3_sweep_config *sw = &p->source.sweep;
   for (int i = 0; i < sw->grid.n; i++) seen[key_index(sw->grid.items[i].key)] = 1;
   for (int i = 0; i < sw->zip.n; i++) seen[key_index(sw->zip.items[i].key)] = 1;

@@ -22,6 +22,7 @@ typedef struct {
   int8_t *status;    // (n_points) at the start, every rank
   int32_t *attempts; // (n_points) at the start, kept up to date by leaders
   int64_t *pending, n_pending;
+  int64_t n_selected; // points of the slice (all without one)
   int64_t done_before, failed_for_good;
   a3_results *results;
   a3_sweep_sched *sched;
@@ -159,6 +160,11 @@ static a3_status create_file(engine *e) {
   return A3_OK;
 }
 
+// Whether point i belongs to this invocation's slice (every point without one).
+static bool selected(const engine *e, int64_t i) {
+  return e->opt->slice_count <= 0 || i % e->opt->slice_count == e->opt->slice_index;
+}
+
 // Every rank: the file's state from rank 0, the pending points from it.
 static a3_status share_state(engine *e) {
   const int64_t n = e->plan->n_points;
@@ -167,6 +173,8 @@ static a3_status share_state(engine *e) {
   MPI_Bcast(e->attempts, (int)n, MPI_INT32_T, 0, e->world);
   A3_TRY(a3_alloc((void **)&e->pending, (size_t)n + 1, sizeof *e->pending));
   for (int64_t i = 0; i < n; i++) {
+    if (!selected(e, i)) continue;
+    e->n_selected++;
     if (e->status[i] == A3_POINT_DONE)
       e->done_before++;
     else if (e->status[i] == A3_POINT_FAILED && e->attempts[i] >= A3_RESULT_MAX_ATTEMPTS)
@@ -174,6 +182,11 @@ static a3_status share_state(engine *e) {
     else
       e->pending[e->n_pending++] = i;
   }
+  if (e->rank == 0 && e->opt->slice_count > 0)
+    a3_info("slice %lld/%lld: %lld of the %lld points (those with index %% %lld == %lld)",
+            (long long)e->opt->slice_index, (long long)e->opt->slice_count,
+            (long long)e->n_selected, (long long)n, (long long)e->opt->slice_count,
+            (long long)e->opt->slice_index);
   if (e->rank == 0 && e->create)
     a3_info("results: %s (new)", e->path);
   else if (e->rank == 0 && e->failed_for_good)
@@ -273,13 +286,13 @@ static void log_progress(const engine *e, int64_t point, const a3_run_result *r,
   if (r->status == A3_POINT_FAILED)
     a3_warn("point %lld failed after %s: %s | sweep: %lld/%lld done, %lld failed, %lld running, "
             "ETA %s",
-            (long long)point, wall, r->reason, done, (long long)e->plan->n_points, failed, running,
+            (long long)point, wall, r->reason, done, (long long)e->n_selected, failed, running,
             eta);
   else
     a3_info("point %lld done in %s (loss %.5g) | sweep: %lld/%lld done, %lld failed, %lld "
             "running, ETA %s",
-            (long long)point, wall, r->final_loss, done, (long long)e->plan->n_points, failed,
-            running, eta);
+            (long long)point, wall, r->final_loss, done, (long long)e->n_selected, failed, running,
+            eta);
 }
 
 // Leader: record a finished point. Errors here end the sweep (for everyone).
@@ -342,6 +355,7 @@ static a3_status count_final(engine *e, a3_sweep_summary *sum) {
   if (e->rank == 0) {
     s = a3_results_read_status(e->results, e->status);
     for (int64_t i = 0; s == A3_OK && i < n; i++) {
+      if (!selected(e, i)) continue;
       if (e->status[i] == A3_POINT_DONE)
         counts[0]++;
       else if (e->status[i] == A3_POINT_FAILED)
@@ -364,6 +378,10 @@ static a3_status sweep(engine *e, const a3_config *cfg, a3_sweep_summary *sum) {
   A3_TRY(a3_sweep_agree(e->world, s, e->plan ? e->plan->agree_hash : 0));
   const a3_sweep_plan *p = e->plan;
   sum->n_points = p->n_points;
+  const int64_t si = e->opt->slice_index, sc = e->opt->slice_count;
+  if (sc < 0 || (sc > 0 && (si < 0 || si >= sc)))
+    return A3_FAIL(A3_ERR_USAGE, "sweep slice %lld/%lld: the index must lie in 0..%lld",
+                   (long long)si, (long long)sc, (long long)sc - 1);
   // 2. Groups.
   A3_TRY(a3_sweep_split(e->world, p->ranks_per_run, &e->group, &e->group_index, &e->n_groups));
   MPI_Comm_rank(e->group, &e->group_rank);
@@ -383,6 +401,7 @@ static a3_status sweep(engine *e, const a3_config *cfg, a3_sweep_summary *sum) {
   A3_TRY(a3_results_open(e->world, e->path, &e->results));
   // 4. Run.
   sum->done_before = e->done_before;
+  sum->n_selected = e->n_selected;
   s = a3_sweep_sched_create(e->world, e->group, e->group_index, e->n_groups, p->schedule,
                             e->pending, e->n_pending, &e->sched);
   if (s != A3_OK) return s; // results closed by the caller
@@ -399,7 +418,7 @@ static a3_status sweep(engine *e, const a3_config *cfg, a3_sweep_summary *sum) {
   a3_status synced = a3_results_sync(e->results);
   if (synced == A3_OK) synced = count_final(e, sum);
   if (loop == A3_OK) loop = synced;
-  sum->interrupted = stop && sum->done + sum->failed < sum->n_points;
+  sum->interrupted = stop && sum->done + sum->failed < sum->n_selected;
   A3_TRY(agree_all(e->world, loop, "the sweep"));
   return A3_OK;
 }

@@ -2,7 +2,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include "a3fta/dist.h"
 
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 a3_status a3_mpi_failure(int rc, const char *what, const char *file, int line) {
@@ -12,7 +14,44 @@ a3_status a3_mpi_failure(int rc, const char *what, const char *file, int line) {
   return a3_error_set(A3_ERR_MPI, file, line, "%s failed: %s", what, text);
 }
 
+// A positive count from the environment, or 0 when unset or not a number.
+static long env_count(const char *name) {
+  const char *v = getenv(name);
+  if (!v || !*v) return 0;
+  char *end = NULL;
+  errno = 0;
+  const long n = strtol(v, &end, 10);
+  return errno || *end || n < 1 ? 0 : n;
+}
+
+a3_status a3_world_check_launch(const a3_world *w) {
+  const char *job = getenv("SLURM_JOB_ID"), *off = getenv("A3FTA_LAUNCH_CHECK");
+  if (!job || !*job || (off && !strcmp(off, "0")) || w->mpirun_np > 0) return A3_OK;
+  const long step = env_count("SLURM_STEP_NUM_TASKS"), ntasks = env_count("SLURM_NTASKS");
+  const long expected = step ? step : ntasks;
+  if (!expected || expected == w->size || (!step && w->size == 1)) return A3_OK;
+  const char *var = step ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS";
+  if (w->size == 1)
+    return A3_FAIL(A3_ERR_USAGE,
+                   "launch check: MPI sees a world of 1 rank, but Slurm started %ld tasks "
+                   "(%s=%ld, job %s): each task is its own 1-rank world, so the job would run "
+                   "%ld times over. srun started the tasks without a PMI that this MPI "
+                   "understands: launch with 'srun --mpi=pmix' ('srun --mpi=list' shows the PMI "
+                   "plugins your Slurm has, e.g. pmix_v4 or pmi2; pick the one your MPI was built "
+                   "with), or with mpirun inside the allocation (A3FTA_LAUNCH_CHECK=0 skips this "
+                   "check)",
+                   expected, var, expected, job, expected);
+  return A3_FAIL(A3_ERR_USAGE,
+                 "launch check: MPI sees a world of %d ranks, but Slurm started %ld tasks (%s=%ld, "
+                 "job %s): the tasks did not form one MPI world. Launch with 'srun --mpi=pmix' "
+                 "('srun --mpi=list' shows the PMI plugins your Slurm has), or with mpirun inside "
+                 "the allocation (A3FTA_LAUNCH_CHECK=0 skips this check)",
+                 w->size, expected, var, expected, job);
+}
+
 a3_status a3_world_init(int *argc, char ***argv, a3_world *w) {
+  // Before MPI_Init, which may set it itself.
+  w->mpirun_np = (int)env_count("OMPI_COMM_WORLD_SIZE");
   int provided = 0;
   A3_MPI_TRY(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
   w->initialized = 1;
@@ -28,6 +67,7 @@ a3_status a3_world_init(int *argc, char ***argv, a3_world *w) {
   MPI_Comm_size(node, &w->local_size);
   MPI_Comm_free(&node);
   a3_log_set_rank(w->rank, w->size);
+  A3_TRY(a3_world_check_launch(w));
   return A3_OK;
 }
 

@@ -376,7 +376,8 @@ static int is_yaml11_bool(const char *t) {
   char w[8];
   size_t n = strlen(t);
   if (n >= sizeof w) return 0;
-  for (size_t i = 0; i <= n; i++) w[i] = (char)lower(t[i]);
+  for (size_t i = 0; i < n && i < sizeof w - 1; i++) w[i] = (char)lower(t[i]);
+  w[n] = '\0';
   for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
     if (!strcmp(w, words[i])) return 1;
   return 0;

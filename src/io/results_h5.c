@@ -203,6 +203,15 @@ static a3_status write_rows(hid_t ds, hid_t memtype, hid_t dxpl, int64_t first, 
   return A3_OK;
 }
 
+// After a failed H5Fcreate/H5Fopen: the fix when HDF5's file lock was refused
+// (NFS, Lustre and other file systems without working locks), else "".
+static const char *lock_hint(void) {
+  return strstr(a3_h5_detail(), "lock")
+             ? "; the file system refused HDF5's file lock: set HDF5_USE_FILE_LOCKING=FALSE "
+               "in the job's environment (file systems without working locks: NFS, Lustre)"
+             : "";
+}
+
 static hid_t collective_dxpl(void) {
   hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
   H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
@@ -431,8 +440,8 @@ static a3_status create_file(creator *c, const char *tmp) {
   c->file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   H5Pclose(fapl);
   if (c->file < 0)
-    return A3_FAIL(A3_ERR_IO, "cannot create results file %s%s (is output.dir writable?)", tmp,
-                   a3_h5_detail());
+    return A3_FAIL(A3_ERR_IO, "cannot create results file %s%s (is output.dir writable?)%s", tmp,
+                   a3_h5_detail(), lock_hint());
   c->dxpl = collective_dxpl();
   a3_status s = write_root_attrs(c, created);
   if (s == A3_OK) s = create_main_datasets(c);
@@ -621,7 +630,8 @@ a3_status a3_results_open(MPI_Comm comm, const char *path, a3_results **out) {
     r->file = H5Fopen(path, H5F_ACC_RDWR, fapl);
     H5Pclose(fapl);
     if (r->file < 0)
-      s = A3_FAIL(A3_ERR_IO, "cannot open results file %s for writing%s", path, a3_h5_detail());
+      s = A3_FAIL(A3_ERR_IO, "cannot open results file %s for writing%s%s", path, a3_h5_detail(),
+                  lock_hint());
   }
   if (s == A3_OK) s = open_all(r);
   if (s == A3_OK) {
