@@ -5,6 +5,7 @@ way and printing the same lines:
 
   # torch <version>; threads T; batch B; strategy S
   PARAMS <total> <trainable>
+  EXTRAS none | adapter <rank> <activation> <placement> <gate 0|1> | lora <rank> <alpha>
   FLOPS <forward GMAC> 0          (counted by hooks on Conv2d / Linear and attention)
   SGEMM <torch.mm GFLOP/s> 0      (best of --sgemm-reps 1024^3 matmuls)
   STEP <ms> <CPU ms>              (one per timed step, after --warmup steps; CPU time of
@@ -15,13 +16,45 @@ way and printing the same lines:
 The step: optimizer.zero_grad(set_to_none=True); out = model(x_t, t);
 loss = F.mse_loss(out, noise); loss.backward(); AdamW.step() (lr 1e-4, betas (0.95,
 0.999), eps 1e-8, weight decay 1e-6 on conv / linear weights, none on norms and
-biases, as a3fta's bench). --strategy attention: requires_grad only for parameters
-whose name contains ".attentions." (autograd then stops below the lowest attention
-block). Threads: torch.set_num_threads(--threads, default OMP_NUM_THREADS or the
-cores). Run with Debian's /usr/bin/python3 (torch 1.13).
+biases, as a3fta's bench). --strategy (default full) builds and trains the model as
+a3fta's strategies do (src/model/strategy.c): the extras of tools/unet_reference.py in
+every attention block (a3fta, adapter: the adapter; lora: LoRA on to_q, to_k, to_v,
+to_out.0) with the config's strategy.adapter / strategy.lora settings (a3fta's schema
+defaults where the config has none; -o strategy.adapter.rank=16 and the like override),
+the adapter's up and lora_B zero as in a3fta, and requires_grad on
+  full       every parameter
+  attention  <...>.attentions.<i>.{group_norm, to_q, to_k, to_v, to_out.0}.{weight, bias}
+  a3fta      attention + <...>.attentions.<i>.adapter.*
+  adapter    the adapters only
+  lora       the parameters whose name contains "lora"
+  bitfit     every ".bias" of the base model (GroupNorm biases included)
+(autograd then computes no gradient below the lowest trainable parameter).
+Threads: torch.set_num_threads(--threads, default OMP_NUM_THREADS or the cores). Run
+with Debian's /usr/bin/python3 (torch 1.13).
+
+--device cuda (torch 2.x; tools/bench/run_step_gpu.sh runs it against
+a3fta_bench_step --backend cuda): the same model (built and initialised on the CPU as
+above, then moved) and batch on the GPU; --precision fp32 (TF32 explicitly off:
+torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False),
+tf32 (both True) or bf16 (TF32 off, torch.autocast("cuda", torch.bfloat16) around the
+forward and the loss). The step clips the gradient norm as a3fta's device step does
+(torch.nn.utils.clip_grad_norm_ with --grad-clip, default 1.0 = a3fta's train.grad_clip;
+0 = off; the CPU step never clips), and each STEP is timed up to a
+torch.cuda.synchronize() (the loss is read after it). Several combinations in one process
+(the torch import and CUDA start cost seconds each): --strategy and --precision may repeat
+or take comma lists; every strategy runs with every precision, each block of lines
+preceded by "COMBO <strategy> <precision>" (printed on cuda or whenever there are several).
+The lines change meaning on cuda:
+  # torch <version>; cuda <device name>; precision P; batch B; strategy S
+  SGEMM <torch.mm 4096^3 GFLOP/s in that precision> 0   (best of --sgemm-reps, 4 mm + sync)
+  MEM <torch.cuda.max_memory_allocated since the model was built> <params> <grads>
+      <optimizer> <host max RSS> <host RSS before the model>
 """
 import argparse
+import contextlib
+import itertools
 import os
+import re
 import resource
 import sys
 import time
@@ -39,10 +72,31 @@ def rss_now():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGESIZE")
 
 
-def load_arch(path):
+# a3fta's schema defaults of strategy.adapter / strategy.lora (src/io/config_schema.c).
+STRATEGY_DEFAULTS = {"adapter": {"rank": 8, "activation": "gelu", "placement": "pre_out",
+                                 "gate": False},
+                     "lora": {"rank": 4, "alpha": 4.0}}
+
+
+def load_config(path, overrides):
+    """(arch dict for unet_reference, strategy.adapter / strategy.lora settings)."""
     import yaml
     with open(path) as f:
-        arch = yaml.safe_load(f)["model"]["arch"]
+        doc = yaml.safe_load(f)
+    strat = {k: dict(v, **((doc.get("strategy") or {}).get(k) or {}))
+             for k, v in STRATEGY_DEFAULTS.items()}
+    for o in overrides:
+        key, eq, val = o.partition("=")
+        parts = key.split(".")
+        if not eq or len(parts) != 3 or parts[0] != "strategy" or parts[1] not in strat \
+                or parts[2] not in strat[parts[1]]:
+            sys.exit(f"peer_step.py: -o {o}: only strategy.adapter.* / strategy.lora.* "
+                     "keys are supported")
+        strat[parts[1]][parts[2]] = yaml.safe_load(val)
+    return load_arch(doc["model"]["arch"]), strat
+
+
+def load_arch(arch):
     keys = ["sample_size", "in_channels", "out_channels", "block_out_channels",
             "layers_per_block", "down_block_types", "up_block_types", "norm_num_groups",
             "norm_eps", "attention_head_dim", "downsample_padding", "flip_sin_to_cos",
@@ -53,6 +107,43 @@ def load_arch(path):
         if arch.get(k, want) != want:
             sys.exit(f"peer_step.py: {k}={arch[k]} is not supported by unet_reference.py")
     return cfg
+
+
+def extras_of(strategy, strat):
+    """unet_reference's extras for a strategy (a3_unet_extras_from_strategy)."""
+    if strategy in ("a3fta", "adapter"):
+        a = strat["adapter"]
+        return dict(adapter_rank=int(a["rank"]), adapter_activation=a["activation"],
+                    adapter_placement=a["placement"], adapter_gate=bool(a["gate"]))
+    if strategy == "lora":
+        return dict(lora_rank=int(strat["lora"]["rank"]), lora_alpha=float(strat["lora"]["alpha"]))
+    return None
+
+
+def extras_line(e):
+    if not e:
+        return "EXTRAS none"
+    if "adapter_rank" in e:
+        return (f"EXTRAS adapter {e['adapter_rank']} {e['adapter_activation']} "
+                f"{e['adapter_placement']} {int(e['adapter_gate'])}")
+    return f"EXTRAS lora {e['lora_rank']} {e['lora_alpha']:g}"
+
+
+ATTN = re.compile(r"(^|\.)attentions\.\d+\.(group_norm|to_q|to_k|to_v|to_out\.0)\.(weight|bias)$")
+ADAPTER = re.compile(r"(^|\.)attentions\.\d+\.adapter\.")
+
+
+def trains(strategy, name):
+    """a3_strategy_trains (src/model/strategy.c)."""
+    lora = "lora" in name
+    adapter = not lora and ADAPTER.search(name) is not None
+    attention = ATTN.search(name) is not None
+    return {"full": True,
+            "attention": attention,
+            "a3fta": attention or adapter,
+            "adapter": adapter,
+            "lora": lora,
+            "bitfit": not lora and not adapter and name.endswith(".bias")}[strategy]
 
 
 def count_forward_macs(model, x, t):
@@ -100,31 +191,119 @@ def sgemm_peak(reps):
     return best
 
 
+def cuda_gemm_peak(reps, precision):
+    """Best GFLOP/s of torch.mm 4096^3 on the GPU (4 per timing), in `precision`."""
+    n = 4096
+    dt = torch.bfloat16 if precision == "bf16" else torch.float32
+    g = torch.Generator().manual_seed(7)
+    a = (torch.rand(n, n, generator=g) - 0.5).to("cuda", dt)
+    b = (torch.rand(n, n, generator=g) - 0.5).to("cuda", dt)
+    c = torch.empty(n, n, device="cuda", dtype=dt)
+    best = 0.0
+    for r in range(-1, reps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(4):
+            torch.mm(a, b, out=c)
+        torch.cuda.synchronize()
+        gf = 4 * 2.0 * n ** 3 / (time.perf_counter() - t0) * 1e-9
+        if r >= 0:
+            best = max(best, gf)
+    del a, b, c
+    return best
+
+
+STRATEGIES = ["full", "attention", "a3fta", "adapter", "lora", "bitfit"]
+PRECISIONS = ["fp32", "tf32", "bf16"]
+
+
+def listed(values, default, allowed, what):
+    """--strategy / --precision: repeated and comma-separated, in order, no duplicates."""
+    out = []
+    for v in values or [default]:
+        for x in v.split(","):
+            x = x.strip()
+            if x not in allowed:
+                sys.exit(f"peer_step.py: {what} {x}: one of {', '.join(allowed)}")
+            if x not in out:
+                out.append(x)
+    return out
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--config", default="configs/fmnist-unet.yaml")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--strategy", choices=["full", "attention"], default="full")
+    p.add_argument("--strategy", action="append",
+                   help="full|attention|a3fta|adapter|lora|bitfit (default full); "
+                        "repeat or comma-separate for several")
+    p.add_argument("-o", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="strategy.adapter.* / strategy.lora.* settings, as a3fta's -o")
     p.add_argument("--threads", type=int,
                    default=int(os.environ.get("OMP_NUM_THREADS", 0) or os.cpu_count()))
     p.add_argument("--sgemm-reps", type=int, default=10)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--precision", action="append",
+                   help="fp32|tf32|bf16 (cuda only but fp32; default fp32); repeat or "
+                        "comma-separate for several")
+    p.add_argument("--grad-clip", type=float, default=1.0,
+                   help="max gradient norm of the cuda step (0: off); the CPU step never clips")
     args = p.parse_args()
+    strategies = listed(args.strategy, "full", STRATEGIES, "--strategy")
+    precisions = listed(args.precision, "fp32", PRECISIONS, "--precision")
+    if args.device == "cpu" and precisions != ["fp32"]:
+        sys.exit("peer_step.py: --precision tf32 / bf16 need --device cuda")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("peer_step.py: --device cuda: torch sees no GPU "
+                 f"(torch {torch.__version__}, CUDA {torch.version.cuda})")
 
     torch.set_num_threads(args.threads)
+    combos = list(itertools.product(strategies, precisions))
+    cfg, strat = load_config(args.config, args.overrides)
+    peaks = {}
+    for strategy, precision in combos:
+        if args.device == "cuda" or len(combos) > 1:
+            print(f"COMBO {strategy} {precision}", flush=True)
+        run(args, cfg, strat, strategy, precision, peaks)
+
+
+def run(args, cfg, strat, strategy, precision, peaks):
+    """One strategy in one precision: the lines of the module docstring."""
+    cuda = args.device == "cuda"
     torch.manual_seed(1)
     B = args.batch
-    print(f"# torch {torch.__version__}; threads {torch.get_num_threads()}; batch {B}; "
-          f"strategy {args.strategy}", flush=True)
-    sg = sgemm_peak(args.sgemm_reps) if args.sgemm_reps > 0 else 0.0
+    if cuda:
+        tf32 = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        print(f"# torch {torch.__version__}; cuda {torch.cuda.get_device_name()}; "
+              f"precision {precision}; batch {B}; strategy {strategy}", flush=True)
+        if precision not in peaks:
+            peaks[precision] = cuda_gemm_peak(args.sgemm_reps, precision) \
+                if args.sgemm_reps > 0 else 0.0
+        sg = peaks[precision]
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        print(f"# torch {torch.__version__}; threads {torch.get_num_threads()}; batch {B}; "
+              f"strategy {strategy}", flush=True)
+        if "cpu" not in peaks:
+            peaks["cpu"] = sgemm_peak(args.sgemm_reps) if args.sgemm_reps > 0 else 0.0
+        sg = peaks["cpu"]
     rss0 = rss_now()
 
-    cfg = load_arch(args.config)
-    model = ref.UNet2D(cfg)  # PyTorch's default initialisation
-    if args.strategy == "attention":
+    extras = extras_of(strategy, strat)
+    model = ref.UNet2D(cfg, extras)  # PyTorch's default initialisation
+    with torch.no_grad():  # a3fta's init of the added modules: the added term starts at 0
         for name, prm in model.named_parameters():
-            prm.requires_grad_(".attentions." in name)
+            if name.endswith((".adapter.up.weight", ".adapter.up.bias", ".lora_B.weight")):
+                prm.zero_()
+    for name, prm in model.named_parameters():
+        prm.requires_grad_(trains(strategy, name))
+    dev = torch.device(args.device)
+    model.to(dev)
     train = [(n, q) for n, q in model.named_parameters() if q.requires_grad]
     decay = [q for n, q in train if q.dim() > 1]
     no_decay = [q for n, q in train if q.dim() <= 1]
@@ -139,38 +318,53 @@ def main():
     betas = torch.linspace(1e-4, 0.02, 1000)
     acp = torch.cumprod(1 - betas, 0)[t].view(B, 1, 1, 1)
     x_t = acp.sqrt() * x0 + (1 - acp).sqrt() * noise
+    x_t, noise, t = x_t.to(dev), noise.to(dev), t.to(dev)
 
     fwd_macs = count_forward_macs(model, x_t, t)
     n_total = sum(q.numel() for q in model.parameters())
     n_train = sum(q.numel() for _, q in train)
     print(f"PARAMS {n_total} {n_train}")
+    print(extras_line(extras))
     print(f"FLOPS {fwd_macs * 1e-9:.4f} 0")
     print(f"SGEMM {sg:.1f} 0", flush=True)
 
+    params = [q for _, q in train]
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) \
+        if cuda and precision == "bf16" else contextlib.nullcontext
+    clip = args.grad_clip if cuda else 0.0
+
     def step():
         opt.zero_grad(set_to_none=True)
-        out = model(x_t, t)
-        loss = F.mse_loss(out, noise)
+        with autocast():
+            out = model(x_t, t)
+            loss = F.mse_loss(out, noise)
         loss.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
+        if cuda:  # the loss is read after the step's timing
+            torch.cuda.synchronize()
+            return loss
         return loss.item()
 
     first = last = 0.0
     for i in range(args.warmup):
-        last = step()
+        last = float(step())
         if i == 0:
             first = last
     for i in range(args.steps):
         t0, c0 = time.perf_counter(), time.process_time()
-        last = step()
+        loss = step()
         print(f"STEP {(time.perf_counter() - t0) * 1e3:.3f} {(time.process_time() - c0) * 1e3:.3f}",
               flush=True)
+        last = float(loss)
         if args.warmup == 0 and i == 0:
             first = last
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     pbytes = 4 * n_total
-    print(f"MEM 0 {pbytes} {4 * n_train} {8 * n_train} {maxrss} {rss0}")
-    print(f"LOSS {first:.6f} {last:.6f}")
+    dev_peak = torch.cuda.max_memory_allocated() if cuda else 0
+    print(f"MEM {dev_peak} {pbytes} {4 * n_train} {8 * n_train} {maxrss} {rss0}")
+    print(f"LOSS {first:.6f} {last:.6f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 # machine and threads: runs build/tools/bench/a3fta_bench_step and
 # tools/bench/peer_step.py alternately REPS times (interleaved, so that drift
 # of a shared machine hits both alike), each timing STEPS steps after WARMUP,
-# and prints, per strategy (full training; attention blocks only):
+# and prints, per strategy (full, attention, a3fta, adapter, lora, bitfit: each
+# side builds the strategy's modules and trains what a3fta's strategy trains;
+# a WARNING when the two trainable parameter counts, the added modules or the
+# forward MAC counts differ):
 #   ms/step of both (median over all timed steps of all repetitions, and the
 #   spread), ratio = torch / a3fta (> 1: a3fta faster), achieved GFLOP/s, the
 #   fraction of the machine's sgemm peak (best 1024^3 sgemm measured in the
@@ -11,11 +14,16 @@
 #   CPU time per step of each process (all threads, spinning included),
 #   and peak memory (max RSS of each process, measured separately; a3fta's
 #   planned arena + parameters, gradients and AdamW state; RSS growth over
-#   the process before the model was built).
+#   the process before the model was built);
+# then a summary: per strategy the trainable parameters, ms/step of both, the
+# ratio, and a3fta's step time (wall and CPU) relative to a3fta's full step.
 #
 # usage: tools/bench/run_step.sh [--reps N] [--steps N] [--warmup N] [--threads T]
-#                                [--batch B] [--config PATH] [--strategies "full attention"]
-#                                [--wait-policy active|passive] [--bin PATH]
+#                                [--batch B] [--config PATH] [--strategies "full lora ..."]
+#                                [-o KEY=VALUE]... [--wait-policy active|passive] [--bin PATH]
+# --strategies: default "full attention a3fta adapter lora bitfit". -o sets a
+# strategy.adapter.* / strategy.lora.* key for both sides (e.g. -o
+# strategy.adapter.rank=16; default: the config's, else a3fta's schema defaults).
 # --wait-policy exports OMP_WAIT_POLICY to both programs (default: unset, each
 # runtime's own default). On a machine that other jobs keep busy, libgomp's
 # default (spin ~3 ms before sleeping) costs both sides several times their
@@ -25,7 +33,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 reps=5 steps=10 warmup=3 threads=${OMP_NUM_THREADS:-$(nproc)} batch=64
-config=$root/configs/fmnist-unet.yaml strategies="full attention" wait_policy=""
+config=$root/configs/fmnist-unet.yaml strategies="full attention a3fta adapter lora bitfit"
+wait_policy="" overrides=()
 bin=${A3FTA_BENCH_BIN:-$root/build/tools/bench/a3fta_bench_step}
 while (($#)); do
   case $1 in
@@ -36,9 +45,10 @@ while (($#)); do
     --batch) batch=$2; shift 2 ;;
     --config) config=$2; shift 2 ;;
     --strategies) strategies=$2; shift 2 ;;
+    -o) overrides+=(-o "$2"); shift 2 ;;
     --wait-policy) wait_policy=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "run_step.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -53,7 +63,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "# $(date -u +%FT%TZ) $(uname -n); $(nproc) cores; load average at start: $(cut -d' ' -f1-3 /proc/loadavg); OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset)}"
 for s in $strategies; do
-  args=(--config "$config" --batch "$batch" --steps "$steps" --warmup "$warmup" --strategy "$s")
+  args=(--config "$config" --batch "$batch" --steps "$steps" --warmup "$warmup" --strategy "$s"
+        ${overrides[@]+"${overrides[@]}"})
   for ((r = 0; r < reps; r++)); do
     echo "$s: repetition $((r + 1))/$reps ..." >&2
     "$bin" "${args[@]}" --threads "$threads" >"$tmp/a3.$s.$r"
@@ -69,7 +80,7 @@ tmp, reps, strategies = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
 
 def load(prefix, s):
     d = {"STEP": [], "CPU": [], "SGEMM": [], "MEM": [], "FLOPS": None, "PARAMS": None,
-         "LOSS": []}
+         "LOSS": [], "EXTRAS": None}
     for r in range(reps):
         for line in open(os.path.join(tmp, f"{prefix}.{s}.{r}")):
             f = line.split()
@@ -78,6 +89,8 @@ def load(prefix, s):
             if f[0] == "STEP":
                 d["STEP"].append(float(f[1]))
                 d["CPU"].append(float(f[2]))
+            elif f[0] == "EXTRAS":
+                d["EXTRAS"] = " ".join(f[1:])
             elif f[0] in ("SGEMM", "MEM", "LOSS"):
                 d[f[0]].append([float(x) for x in f[1:]])
             else:
@@ -107,6 +120,13 @@ for s in strategies:
     print(f"\n== strategy {s}: {int(a['PARAMS'][1]):,} of {int(a['PARAMS'][0]):,} parameters "
           f"trainable (torch: {int(t['PARAMS'][1]):,}); forward {fa[0]:.2f} GMAC "
           f"(torch hooks: {ft[0]:.2f}), step {gflop:.1f} GFLOP counted")
+    print(f"   added modules: {a['EXTRAS']}")
+    if a["PARAMS"] != t["PARAMS"]:
+        print(f"   WARNING: the parameter counts differ: a3fta {int(a['PARAMS'][0]):,} total, "
+              f"{int(a['PARAMS'][1]):,} trainable; torch {int(t['PARAMS'][0]):,} total, "
+              f"{int(t['PARAMS'][1]):,} trainable")
+    if a["EXTRAS"] != t["EXTRAS"]:
+        print(f"   WARNING: the added modules differ: a3fta {a['EXTRAS']}, torch {t['EXTRAS']}")
     if abs(fa[0] - ft[0]) > 1e-3 * fa[0]:
         print("   WARNING: the two forward MAC counts differ")
     ma, mt = statistics.median(a["STEP"]), statistics.median(t["STEP"])
@@ -128,6 +148,22 @@ for s in strategies:
     la = statistics.median(v[1] for v in a["LOSS"])
     lt = statistics.median(v[1] for v in t["LOSS"])
     print(f"last loss (sanity, different random init and data): a3fta {la:.3f}, torch {lt:.3f}")
+full = statistics.median(res["full"][0]["STEP"]) if "full" in res else None
+full_cpu = statistics.median(res["full"][0]["CPU"]) if "full" in res else None
+print("\n== summary (medians; ms per step; vs full: a3fta's step / a3fta's full step, wall "
+      "and CPU time)")
+print(f"{'strategy':<10}{'trainable':>11}{'a3fta ms':>10}{'torch ms':>10}{'ratio':>7}"
+      f"{'vs full':>9}{'CPU vs full':>13}{'GFLOP':>8}")
+for s in strategies:
+    a, t = res[s]
+    ma, mt = statistics.median(a["STEP"]), statistics.median(t["STEP"])
+    ca = statistics.median(a["CPU"])
+    same = a["PARAMS"] == t["PARAMS"] and a["EXTRAS"] == t["EXTRAS"]
+    rel = f"{ma / full:.2f}x" if full else "-"
+    rel_cpu = f"{ca / full_cpu:.2f}x" if full_cpu else "-"
+    print(f"{s:<10}{int(a['PARAMS'][1]):>11,}{ma:>10.1f}{mt:>10.1f}{mt / ma:>7.2f}{rel:>9}"
+          f"{rel_cpu:>13}{a['FLOPS'][1]:>8.1f}"
+          + ("" if same else "  WARNING: torch's model or trainable set differs"))
 print(f"\nmedians over {reps} interleaved repetitions; ratio = torch ms / a3fta ms (> 1: a3fta faster)")
 print("CPU ms: CPU time of all the process's threads per step (spin-waiting included): on a busy")
 print("machine wall times swing with the other load, CPU time much less")
