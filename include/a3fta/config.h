@@ -134,6 +134,9 @@ typedef struct {
   double eta;
   a3_metric metrics[A3_CONFIG_MAX_METRICS];
   int n_metrics;
+  int64_t heldout_every;     // held-out denoising loss every N steps (0 = off)
+  int64_t heldout_images;    // the first N test images of data.classes
+  int64_t heldout_timesteps; // evenly spaced over the schedule
 } a3_eval_config;
 
 // One swept key: its values as canonical YAML texts ("0.0001", "[0, 1]"),

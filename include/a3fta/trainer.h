@@ -29,9 +29,13 @@
 // up to the summation order of fp32 gradients.
 //
 // Files in output.dir: checkpoint.h5 (rewritten atomically every
-// train.checkpoint_every steps and at the end), losses.csv ("step,loss,lr",
-// one row per step; on resume, rows after the checkpoint's step are
-// dropped), config.yaml (the resolved config).
+// train.checkpoint_every steps and at the end), losses.csv
+// ("step,loss,lr,heldout", one row per step, heldout empty where it was not
+// evaluated; on resume, rows after the checkpoint's step are dropped and a
+// file of an older a3fta without the heldout column gets it), loss.png (the
+// whole history of losses.csv: training loss faint with its moving average,
+// held-out loss, log y axis; written when the loop ends), config.yaml (the
+// resolved config).
 #ifndef A3FTA_TRAINER_H
 #define A3FTA_TRAINER_H
 
@@ -167,10 +171,78 @@ a3_status a3_trainer_step(a3_trainer *t, double *loss, double *lr) A3_WARN_UNUSE
 // ranks return its status).
 a3_status a3_trainer_save(a3_trainer *t, const char *path) A3_WARN_UNUSED;
 
+// This rank's time inside a3_trainer_step (MPI_Wtime), summed over the steps
+// this trainer ran (not those before a resume): comm_s waits for the
+// data-parallel sums to finish (the gradient sum the backward started, on a
+// GPU with its copies through host memory, and the loss all-reduce); a rank
+// that computes faster waits there for the slowest. compute_s is the rest of
+// each step: batch, forward, backward (starting the gradient buckets),
+// clipping, AdamW, EMA. One rank: comm_s = 0. grad_bytes: the gradient the
+// data-parallel sum reduces each step, 4 bytes per trainable parameter
+// (also with one rank, where nothing is sent).
+typedef struct {
+  double compute_s, comm_s;
+  int64_t steps;
+  int64_t grad_bytes;
+} a3_step_timing;
+
 int64_t a3_trainer_steps_done(const a3_trainer *t);
+a3_step_timing a3_trainer_timing(const a3_trainer *t);
 a3_unet *a3_trainer_model(a3_trainer *t);
 // The EMA (compact over the trainable tensors in table order), or NULL without train.ema.
 const float *a3_trainer_ema(const a3_trainer *t);
+
+// ---------------------------------------------------------------- held-out loss
+// The held-out denoising loss (eval.heldout_every > 0): the first
+// eval.heldout_images images (file order) of split "test" of data.path in
+// data.classes, fitted like the training images (no flips), each at K =
+// eval.heldout_timesteps fixed timesteps t_k = floor((2k + 1) T / (2K)).
+// Held-out sample j = i K + k (image i, timestep k) gets the noise
+// a3_diffusion_randn(A3_HELDOUT_SEED, A3_STREAM_HELDOUT_NOISE, 0, j, ...):
+// the same for every run, whatever its train.seed, so runs compare on the
+// same noise. The loss is the mean over the N K samples of each sample's
+// mse(model(x_t, t), noise) (per-sample means in fp32 as the training loss,
+// summed in double in sample order).
+//
+// It is computed with the weights that train, split across the ranks, and
+// the per-sample losses are gathered (an exact sum of zeros and one value
+// each), then summed in sample order on every rank:
+// - CPU: a copy of the host model's current weights in an evaluation model
+//   planned for E = min(A3_HELDOUT_CHUNK, N K) samples, whole chunks of
+//   samples [c E, (c + 1) E) per rank (a3_shard_range over the chunks), the
+//   last one padded with zeros. Every sample meets the same batch shape and
+//   neighbours for any number of ranks (and any train.batch_size), so the
+//   value is bitwise the same for them (oneDNN's kernels may round
+//   differently with another thread count). The training model is not
+//   touched at all.
+// - GPU: the device model itself (a3_train_device_eval), this rank's slice
+//   of the samples (a3_shard_range) in chunks of its planned batch: the same
+//   value for any rank count up to fp32 rounding (another batch size may
+//   take other cuBLAS kernels). Its activation buffers are rewritten by the
+//   next step, which recomputes them.
+// Either way parameters, gradients, optimizer state and the training RNG
+// streams are not changed: training losses are bit-identical with or
+// without it.
+enum { A3_STREAM_HELDOUT_NOISE = 48, A3_HELDOUT_CHUNK = 16 };
+#define A3_HELDOUT_SEED UINT64_C(0)
+
+typedef struct {
+  int64_t n_images, n_timesteps; // N, K
+  int64_t per_sample;            // C * S * S
+  float *x0;                     // (N, C, S, S) in [-1, 1]
+  int32_t *t;                    // (K)
+  a3_noise_schedule_table sched; // train.noise_schedule
+  a3_unet *model;                // CPU: the evaluation copy (built at the first use)
+} a3_heldout_set;
+
+// Reads the held-out images on every rank of comm (collective).
+a3_status a3_heldout_load(MPI_Comm comm, const a3_config *cfg, a3_heldout_set *out) A3_WARN_UNUSED;
+void a3_heldout_free(a3_heldout_set *h); // safe on a zeroed struct
+
+// The held-out loss of the trainer's current weights (collective over the
+// trainer's comm, passed again as comm; every rank gets the same *loss).
+a3_status a3_trainer_heldout_loss(a3_trainer *t, MPI_Comm comm, a3_heldout_set *h,
+                                  double *loss) A3_WARN_UNUSED;
 
 // ---------------------------------------------------------------- the whole run
 typedef struct {
@@ -186,7 +258,10 @@ typedef struct {
   int64_t first_step; // steps already done when the loop began (0, or the resumed step)
   int64_t steps_done; // at the end
   double last_loss;
-  double seconds; // wall time of the loop
+  double seconds;            // wall time of the loop
+  a3_step_timing timing;     // this rank's step time (a3_trainer_timing) over the loop's steps
+  double final_heldout_loss; // the last held-out loss in losses.csv (NaN: eval.heldout_every 0
+                             // or none yet); every rank gets it
 } a3_train_result;
 
 // a3fta train: trainer + loop + log lines + losses.csv + checkpoints, in

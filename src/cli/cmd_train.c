@@ -79,10 +79,16 @@ a3_status a3_cmd_train(int argc, char **argv) {
       "diffusers folder) the U-Net of model.arch on data.path with strategy.name, data\n"
       "parallel over the ranks of the job (mpirun -n R a3fta train ...).\n"
       "\n"
-      "Writes to output.dir: config.yaml (the resolved config), losses.csv (step,loss,lr),\n"
+      "Writes to output.dir: config.yaml (the resolved config), losses.csv\n"
+      "(step,loss,lr,heldout), loss.png (the loss curve of the whole run, resumed sessions\n"
+      "included: training loss and its moving average, and the held-out loss, log scale),\n"
       "checkpoint.h5 (every train.checkpoint_every steps and at the end; written atomically),\n"
       "samples.png and samples.h5 (output.samples_per_run images from the final weights,\n"
       "EMA when train.ema, with eval.sampler and eval.sampler_steps).\n"
+      "\n"
+      "With eval.heldout_every > 0 the held-out denoising loss (test images of data.classes at\n"
+      "fixed timesteps and noise) is computed every that many steps and at the end: in the\n"
+      "log line, the heldout column and loss.png. It does not change the training losses.\n"
       "\n"
       "The same config and seed give bit-identical losses, also after --resume.",
       options,
@@ -101,9 +107,9 @@ a3_status a3_cmd_train(int argc, char **argv) {
   if (s == A3_OK) s = a3_train(&cfg, MPI_COMM_WORLD, &opt, &result);
   if (s == A3_OK && world_rank() == 0)
     a3_info("train: done, %lld steps (%lld this session) in %.1f s, last loss %.5f; checkpoint "
-            "%s/checkpoint.h5",
+            "%s/checkpoint.h5, loss curve %s/loss.png",
             (long long)result.steps_done, (long long)(result.steps_done - result.first_step),
-            result.seconds, result.last_loss, cfg.output.dir);
+            result.seconds, result.last_loss, cfg.output.dir, cfg.output.dir);
   if (s == A3_OK && !no_samples) s = sample_grid(&cfg);
   a3_config_free(&cfg);
   A3_TRY(s);

@@ -211,6 +211,17 @@ static const a3_config_key schema[] = {
           "DDIM eta: 0 = deterministic, 1 = as stochastic as DDPM."),
     ENUM_LIST("eval.metrics", eval.metrics, eval.n_metrics, "[fid, kid, diversity, memorization]",
               metric_names, A3_KEY_UNIQUE, "Metrics to compute, each once; [] computes none."),
+    INT("eval.heldout_every", eval.heldout_every, "0", 0, BIG,
+        "Steps between held-out denoising losses during training (0 = off): the mean MSE of "
+        "the epsilon prediction on the test split's images of data.classes at fixed timesteps "
+        "and fixed noise, logged and written to losses.csv (column heldout) and loss.png, so "
+        "overfitting shows as a rising curve. Also evaluated at the last step."),
+    INT("eval.heldout_images", eval.heldout_images, "64", 1, 1000000,
+        "Held-out images: the first N (in file order) of split test of data.path in "
+        "data.classes (fewer if the split has fewer)."),
+    INT("eval.heldout_timesteps", eval.heldout_timesteps, "8", 1, 100000,
+        "Timesteps per held-out image, evenly spaced: t_k = floor((2k + 1) T / (2K)), the "
+        "midpoints of K equal slices of the T = train.num_train_timesteps steps."),
 
     SECTION("sweep",
             "Runs derived from this config: every combination of the grid axes and the zip "
@@ -229,8 +240,9 @@ static const a3_config_key schema[] = {
     ENUM("parallel.backend", parallel.backend, "auto", backend_names,
          "Compute backend: auto = cuda when a GPU is usable, else cpu."),
     ENUM("parallel.schedule", parallel.schedule, "dynamic", schedule_names,
-         "How sweep runs go to rank groups: dynamic = the next free group takes the next run; "
-         "static = round robin fixed in advance."),
+         "How sweep runs go to rank groups: dynamic = the next free group takes the next run, "
+         "longest first (train.steps x train.batch_size); static = round robin fixed in "
+         "advance, in point order."),
     INT("parallel.nccl_timeout_s", parallel.nccl_timeout_s, "600", 1, 86400,
         "Seconds before a stuck collective aborts the job."),
 

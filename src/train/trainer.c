@@ -35,13 +35,20 @@ struct a3_trainer {
   int32_t *t;                                // (r_count)
   int64_t *perm, epoch;                      // batch permutation cache (n subset images)
   int64_t step;                              // optimizer steps done
+  a3_step_timing timing;                     // of the steps this trainer ran
   char base_hash[A3_BASE_HASH_MAX];          // of the weights model.init gave (checkpoints)
   a3_train_device *dev; // the GPU side, or NULL: m, its optimizer and EMA train on the CPU
 };
 
 int64_t a3_trainer_steps_done(const a3_trainer *t) { return t->step; }
 a3_unet *a3_trainer_model(a3_trainer *t) { return t->m; }
+a3_train_device *a3_trainer_device(a3_trainer *t) { return t->dev; }
 const float *a3_trainer_ema(const a3_trainer *t) { return t->ema; }
+a3_step_timing a3_trainer_timing(const a3_trainer *t) {
+  a3_step_timing out = t->timing;
+  out.grad_bytes = t->n_train * (int64_t)sizeof(float);
+  return out;
+}
 
 void a3_trainer_free(a3_trainer *t) {
   if (!t) return;
@@ -303,6 +310,7 @@ static a3_status update(a3_trainer *t, double lr_factor) {
 }
 
 a3_status a3_trainer_step(a3_trainer *t, double *loss, double *lr) {
+  const double t0 = MPI_Wtime();
   const a3_train_config *tc = &t->cfg.train;
   const double factor = a3_lr_factor(tc->lr_schedule, t->step, tc->warmup, tc->steps);
   if (t->dev)
@@ -315,9 +323,18 @@ a3_status a3_trainer_step(a3_trainer *t, double *loss, double *lr) {
     A3_TRY(micro_step(t, k, &share));
     total += share;
   }
+  // Communication: waiting for the gradient sum the backward started (on a
+  // GPU with its copies through host memory) and the loss sum; the rest of
+  // the step is compute. The device work before it has finished by then (the
+  // last micro-batch's loss download waits for it), as has the update's.
+  const double comm0 = MPI_Wtime();
   A3_TRY(reduce_grads(t));
   A3_TRY(reduce_loss(t, &total));
+  const double comm = MPI_Wtime() - comm0;
   A3_TRY(update(t, factor));
+  t->timing.comm_s += comm;
+  t->timing.compute_s += MPI_Wtime() - t0 - comm;
+  t->timing.steps++;
   t->step++;
   *loss = total;
   *lr = t->hp.lr * factor;

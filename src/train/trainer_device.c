@@ -163,6 +163,32 @@ a3_status a3_train_device_micro(a3_train_device *d, const float *x_t, const floa
   return A3_OK;
 }
 
+int64_t a3_train_device_batch(const a3_train_device *d) { return d->batch; }
+
+// The per-sample losses go through dout (overwritten by the next micro-batch).
+a3_status a3_train_device_eval(a3_train_device *d, const float *x_t, const float *tf,
+                               const float *noise, int64_t count, int64_t per_sample,
+                               float *losses) {
+  const a3_backend *be = d->be;
+  if (count < 1 || count > d->batch || per_sample != d->per_sample)
+    return A3_FAIL(A3_ERR_INTERNAL,
+                   "device eval: %lld images of %lld values for a model planned "
+                   "for %lld of %lld",
+                   (long long)count, (long long)per_sample, (long long)d->batch,
+                   (long long)d->per_sample);
+  const size_t n = (size_t)(count * per_sample);
+  A3_TRY(be->ops->upload(be, d->x_t, x_t, n * sizeof(float)));
+  A3_TRY(be->ops->upload(be, d->noise, noise, n * sizeof(float)));
+  A3_TRY(be->ops->upload(be, d->tf, tf, (size_t)count * sizeof(float)));
+  A3_TRY(a3_unet_forward(d->m, d->x_t, d->tf, d->out));
+  const size_t per = (size_t)per_sample;
+  for (int64_t i = 0; i < count; i++)
+    be->ops->mse_forward(be, d->dout + i, d->out + (size_t)i * per, d->noise + (size_t)i * per,
+                         per);
+  A3_TRY(be->ops->download(be, losses, d->dout, (size_t)count * sizeof(float)));
+  return A3_OK;
+}
+
 void a3_train_device_zero_grads(a3_train_device *d) { a3_unet_zero_grads(d->m); }
 
 a3_status a3_train_device_update(a3_train_device *d, const a3_adamw_hparams *h, int64_t t,

@@ -31,6 +31,15 @@ const char *a3_train_device_name(const a3_train_device *d);
 a3_status a3_train_device_micro(a3_train_device *d, const float *x_t, const float *tf,
                                 const float *noise, int64_t count, int64_t per_sample,
                                 double weight, double *loss) A3_WARN_UNUSED;
+// Evaluation forward (the held-out loss): x_t and noise (count, per_sample),
+// tf (count) given on the host, count <= a3_train_device_batch (the rest of
+// the planned batch runs on whatever the input buffers hold and is
+// ignored); losses[i] = sample i's mean squared error. Touches no
+// parameter, gradient or optimizer state.
+a3_status a3_train_device_eval(a3_train_device *d, const float *x_t, const float *tf,
+                               const float *noise, int64_t count, int64_t per_sample,
+                               float *losses) A3_WARN_UNUSED;
+int64_t a3_train_device_batch(const a3_train_device *d); // images the device model is planned for
 void a3_train_device_zero_grads(a3_train_device *d);
 // Gradient clipping (max_norm <= 0: none), AdamW step t (from 1), and the EMA
 // update when ema_decay >= 0, all on the device.
@@ -46,5 +55,8 @@ a3_status a3_train_device_pull(a3_train_device *d, a3_unet *host, float *m, floa
                                float *ema) A3_WARN_UNUSED;
 a3_status a3_train_device_push(a3_train_device *d, const a3_unet *host, const float *m,
                                const float *v, const float *ema) A3_WARN_UNUSED;
+
+// The trainer's device side, or NULL when it trains on the CPU (trainer.c).
+a3_train_device *a3_trainer_device(a3_trainer *t);
 
 #endif

@@ -1,7 +1,7 @@
 #!/bin/bash
 # configs/pretrain-fmnist.yaml and configs/fewshot-fmnist.yaml: both pass 'a3fta config
 # check' (also with the strategy switches fewshot documents), the fine-tune starts from the
-# pretraining's checkpoint with the same architecture, and the target class is held out.
+# pretraining's EMA weights (a3fta export of its checkpoint) with the same architecture, and the target class is held out.
 # (A3FTA_BIN and A3FTA_SOURCE_DIR set by CTest.)
 set -u
 bin=${A3FTA_BIN:?}
@@ -35,8 +35,8 @@ check "fewshot post_out gated silu" "$bin" config check "$cfg/fewshot-fmnist.yam
 arch() { sed -n '/^  arch:/,/^[a-z]/p' "$1" | grep '^    '; } # model.arch's keys
 check "pretrain arch = fmnist-unet.yaml" cmp <(arch "$dir/pre.yaml") <(arch "$dir/unet.yaml")
 check "fewshot arch = pretrain arch" cmp <(arch "$dir/pre.yaml") <(arch "$dir/few.yaml")
-check "fewshot starts from pretrain's checkpoint" grep -qx \
-  "  init: $(sed -n 's/^  dir: //p' "$dir/pre.yaml")/checkpoint.h5" "$dir/few.yaml"
+check "fewshot starts from pretrain's EMA export" grep -qx \
+  "  init: $(sed -n 's/^  dir: //p' "$dir/pre.yaml")/base-ema.safetensors" "$dir/few.yaml"
 check "pretrain: strategy full from random init" grep -qx "  init: random" "$dir/pre.yaml"
 check "pretrain: classes 0-8" grep -qx "  classes: \[0, 1, 2, 3, 4, 5, 6, 7, 8\]" "$dir/pre.yaml"
 check "fewshot: class 9, 10 shots" grep -qx "  classes: \[9\]" "$dir/few.yaml"
