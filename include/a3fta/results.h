@@ -20,6 +20,22 @@
 //   /wall_s        float64 (N)        seconds the point took (max over its group's ranks)
 //   /compute_s     float64 (N)        seconds of training/evaluation compute (run's own)
 //   /peak_mem_bytes int64  (N)        peak memory of the busiest rank of the group
+//   /timing/compute_s float64 (N, R)  per rank of the point's group (R = ranks_per_run, group
+//                                     rank order): seconds inside training steps not waiting for
+//                                     communication (a3fta/trainer.h a3_step_timing); NaN until
+//                                     done
+//   /timing/comm_s float64 (N, R)     per rank: seconds waiting for the data-parallel gradient
+//                                     and loss sums (0 with one rank per run); NaN until done
+//   /timing/steps  int64   (N)        training steps those times cover (the last attempt's:
+//                                     a resumed point's earlier steps are not in them); 0 until
+//                                     done
+//   /timing/grad_bytes int64 (N)      bytes of gradient each step's data-parallel sum reduces
+//                                     (4 x trainable parameters); 0 until done or unknown
+//   /timing/idle_s float64 (N)        the group's load imbalance: mean over its ranks of
+//                                     (max over ranks of compute_s - the rank's compute_s), the
+//                                     part of comm_s spent waiting for the slowest rank; NaN until
+//                                     done. (Files written before /timing existed lack the group;
+//                                     readers treat it as absent, writers skip it.)
 //   /metrics/<name> float64 (N)       evaluation metrics (a3_result_metric), NaN until filled
 //   /n_samples     int32   (N)        valid images in /samples[i] (the first n_samples)
 //   /samples       uint8   (N, S, C, H, W)  sample images, 0 (black) when absent
@@ -86,7 +102,7 @@ const char *a3_result_metric_description(int metric); // one line, stored as att
 
 // The outcome of one run (one grid point), as a run function fills it.
 // a3_run_result_init sets: status DONE, reason "", every number NaN (counts
-// 0, peak_mem_bytes 0), no curve, no samples.
+// 0, peak_mem_bytes 0), no curve, no samples, no per-rank timings.
 typedef struct {
   // ---- inputs, set by the sweep engine before the run function is called
   int64_t point;   // index of the grid point
@@ -103,6 +119,17 @@ typedef struct {
   double wall_s;          // set by the engine (time in the run function, max over the group)
   double compute_s;       // the run's own compute time (NaN if unknown)
   int64_t peak_mem_bytes; // 0: the engine uses the process's peak RSS
+  // This rank's time in training steps (a3fta/trainer.h a3_step_timing): NaN
+  // (steps 0) when the run does not report it. The engine gathers them over
+  // the group into rank_compute_s / rank_comm_s on the group's first rank.
+  double step_compute_s, step_comm_s;
+  int64_t steps;
+  int64_t grad_bytes; // 4 x trainable parameters (0: unknown)
+  // ---- set by the engine after the run (group's first rank): per group
+  // rank (n_ranks of them, engine-owned), and their imbalance (/timing/idle_s)
+  int n_ranks;
+  double *rank_compute_s, *rank_comm_s;
+  double idle_s;
   double metrics[A3_RESULT_N_METRICS];
   int n_samples; // images written into samples (<= samples_cap)
 } a3_run_result;
@@ -206,9 +233,12 @@ a3_status a3_results_merge(const char *out_path, const char *const *inputs, int 
 // ---------------------------------------------------------------- reporting
 // Serial (one rank, default driver): prints one row per point to f: point,
 // status (pending/done/failed/running), each varied key (/points/<key>),
-// final_loss, wall_s, each metric, reason (failed points only). As an
-// aligned table after a summary line (NaN as "-"), or with csv as a header
-// line plus rows (RFC 4180 quoting, NaN empty, numbers that read back exactly).
+// final_loss, wall_s, the step timings when the file has /timing
+// (step_compute_s and step_comm_s: means over the group's ranks, idle_s; in
+// CSV also steps, grad_bytes and step_compute_s_rK, step_comm_s_rK for each
+// rank K), each metric, reason (failed points only). As an aligned table
+// after a summary line (NaN as "-"), or with csv as a header line plus rows
+// (RFC 4180 quoting, NaN empty, numbers that read back exactly).
 a3_status a3_results_print(const char *path, FILE *f, bool csv) A3_WARN_UNUSED;
 
 #endif

@@ -50,6 +50,7 @@ void a3_run_result_init(a3_run_result *r) {
   memset(r, 0, sizeof *r);
   r->status = A3_POINT_DONE;
   r->final_loss = r->wall_s = r->compute_s = NAN;
+  r->step_compute_s = r->step_comm_s = r->idle_s = NAN;
   for (int m = 0; m < A3_RESULT_N_METRICS; m++) r->metrics[m] = NAN;
   for (int k = 0; k < A3_RESULT_CURVE_MAX; k++) {
     r->curve_loss[k] = NAN;
@@ -111,10 +112,45 @@ static const struct {
                 "only the first n_samples are valid"},
 };
 
+// The step timings, group /timing (see a3fta/results.h); files written before
+// it existed lack it: their rows are written without timings.
+enum { TM_COMPUTE, TM_COMM, TM_STEPS, TM_GRAD_BYTES, TM_IDLE, N_TM };
+static const struct {
+  const char *name, *description;
+  int per_rank; // (N, ranks_per_run) rather than (N)
+} tm_info[N_TM] = {
+    {"compute_s",
+     "per point (N, R = ranks_per_run), one column per rank of its group (group rank "
+     "order): seconds inside training steps not waiting for communication (batch, "
+     "forward, backward, optimizer); NaN until done or when the run reports none",
+     1},
+    {"comm_s",
+     "per point (N, R): seconds each rank waited for the data-parallel gradient and loss "
+     "sums to finish (a faster rank also waits here for the slowest); 0 with one rank "
+     "per run, NaN until done",
+     1},
+    {"steps",
+     "per point: training steps the compute_s and comm_s cover (those of the last "
+     "attempt: a point resumed from its checkpoint does not count the earlier ones); 0 "
+     "until done",
+     0},
+    {"grad_bytes",
+     "per point: bytes of gradient each training step's data-parallel sum reduces "
+     "(4 x trainable parameters, whatever the rank count); 0 until done",
+     0},
+    {"idle_s",
+     "per point: load imbalance of the group, mean over its ranks of (largest compute_s "
+     "of the group - the rank's compute_s): the part of comm_s spent waiting for the "
+     "slowest rank; 0 with one rank per run, NaN until done",
+     0},
+};
+
 struct a3_results {
   MPI_Comm comm;
   hid_t file, dxpl;
   hid_t ds[N_DS];
+  hid_t timing[N_TM];   // all H5I_INVALID_HID in a file without /timing
+  int64_t timing_ranks; // R of /timing/compute_s
   hid_t metrics[A3_RESULT_N_METRICS];
   int64_t n_points;
   size_t reason_len;
@@ -319,6 +355,32 @@ static a3_status create_main_datasets(creator *c) {
   return s;
 }
 
+static a3_status create_timing(creator *c) {
+  const hsize_t n = (hsize_t)c->L->n_points;
+  const hsize_t ranks = (hsize_t)(c->L->ranks_per_run > 0 ? c->L->ranks_per_run : 1);
+  const hsize_t d1[1] = {n}, dr[2] = {n, ranks};
+  const double nan = NAN;
+  const int64_t zero64 = 0;
+  hid_t g = H5Gcreate2(c->file, "timing", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  if (g < 0) return h5fail(c->path, "create group /timing");
+  char where[1100];
+  snprintf(where, sizeof where, "%s: /timing", c->path);
+  a3_status s = a3_h5_write_string_attr(
+      g, "description",
+      "where each point's training time went, per rank of its group: compute vs waiting for "
+      "communication inside the training steps, the steps counted, the group's load imbalance",
+      where);
+  for (int i = 0; i < N_TM && s == A3_OK; i++) {
+    const bool steps = i == TM_STEPS || i == TM_GRAD_BYTES; // the int64 ones
+    s = make_dataset(g, tm_info[i].name, steps ? H5T_STD_I64LE : H5T_IEEE_F64LE,
+                     tm_info[i].per_rank ? 2 : 1, tm_info[i].per_rank ? dr : d1,
+                     steps ? (const void *)&zero64 : (const void *)&nan, tm_info[i].description,
+                     c->path, NULL);
+  }
+  H5Gclose(g);
+  return s;
+}
+
 // This rank's share [lo, hi) of n rows.
 static void my_rows(const creator *c, int64_t n, int64_t *lo, int64_t *hi) {
   *lo = n * c->rank / c->size;
@@ -445,6 +507,7 @@ static a3_status create_file(creator *c, const char *tmp) {
   c->dxpl = collective_dxpl();
   a3_status s = write_root_attrs(c, created);
   if (s == A3_OK) s = create_main_datasets(c);
+  if (s == A3_OK) s = create_timing(c);
   if (s == A3_OK) s = create_points(c);
   if (s == A3_OK && H5Fflush(c->file, H5F_SCOPE_GLOBAL) < 0) s = h5fail(tmp, "flush");
   H5Pclose(c->dxpl);
@@ -572,6 +635,29 @@ a3_status a3_results_inspect(const char *path, uint64_t sweep_hash, int64_t n_po
 }
 
 // ---------------------------------------------------------------- writing
+// /timing when the file has it (all of it: a partial group is an error).
+static a3_status open_timing(a3_results *r) {
+  const htri_t has = H5Lexists(r->file, "timing", H5P_DEFAULT);
+  if (has < 0) return h5fail(r->path, "look for /timing");
+  if (has == 0) return A3_OK;
+  for (int i = 0; i < N_TM; i++) {
+    char name[64];
+    snprintf(name, sizeof name, "timing/%s", tm_info[i].name);
+    r->timing[i] = H5Dopen2(r->file, name, H5P_DEFAULT);
+    if (r->timing[i] < 0)
+      return A3_FAIL(A3_ERR_INPUT, "%s: dataset /%s is missing%s", r->path, name, a3_h5_detail());
+  }
+  hid_t space = H5Dget_space(r->timing[TM_COMPUTE]);
+  hsize_t dims[2] = {0, 0};
+  const int nd = H5Sget_simple_extent_ndims(space);
+  if (nd == 2) H5Sget_simple_extent_dims(space, dims, NULL);
+  H5Sclose(space);
+  if (nd != 2 || dims[1] < 1)
+    return A3_FAIL(A3_ERR_INPUT, "%s: /timing/compute_s is not (points, ranks)", r->path);
+  r->timing_ranks = (int64_t)dims[1];
+  return A3_OK;
+}
+
 static a3_status open_all(a3_results *r) {
   for (int i = 0; i < N_DS; i++) {
     r->ds[i] = H5Dopen2(r->file, ds_info[i].name, H5P_DEFAULT);
@@ -586,6 +672,7 @@ static a3_status open_all(a3_results *r) {
     if (r->metrics[m] < 0)
       return A3_FAIL(A3_ERR_INPUT, "%s: dataset /%s is missing%s", r->path, name, a3_h5_detail());
   }
+  A3_TRY(open_timing(r));
   hid_t space = H5Dget_space(r->ds[DS_SAMPLES]);
   hsize_t dims[5] = {0};
   if (H5Sget_simple_extent_ndims(space) != 5) {
@@ -607,8 +694,11 @@ static void free_handles(a3_results *r) {
     if (r->ds[i] >= 0) H5Dclose(r->ds[i]);
   for (int m = 0; m < A3_RESULT_N_METRICS; m++)
     if (r->metrics[m] >= 0) H5Dclose(r->metrics[m]);
+  for (int i = 0; i < N_TM; i++)
+    if (r->timing[i] >= 0) H5Dclose(r->timing[i]);
   if (r->dxpl >= 0) H5Pclose(r->dxpl);
   for (int i = 0; i < N_DS; i++) r->ds[i] = H5I_INVALID_HID;
+  for (int i = 0; i < N_TM; i++) r->timing[i] = H5I_INVALID_HID;
   for (int m = 0; m < A3_RESULT_N_METRICS; m++) r->metrics[m] = H5I_INVALID_HID;
   r->dxpl = H5I_INVALID_HID;
 }
@@ -621,6 +711,7 @@ a3_status a3_results_open(MPI_Comm comm, const char *path, a3_results **out) {
   r->file = r->dxpl = H5I_INVALID_HID;
   for (int i = 0; i < N_DS; i++) r->ds[i] = H5I_INVALID_HID;
   for (int m = 0; m < A3_RESULT_N_METRICS; m++) r->metrics[m] = H5I_INVALID_HID;
+  for (int i = 0; i < N_TM; i++) r->timing[i] = H5I_INVALID_HID;
   r->fd = -1;
   a3_status s = a3_alloc((void **)&r->path, strlen(path) + 1, 1);
   if (s == A3_OK) memcpy(r->path, path, strlen(path) + 1);
@@ -681,6 +772,30 @@ a3_status a3_results_mark_running(a3_results *r, int64_t point, int32_t attempts
   return A3_OK;
 }
 
+// The point's /timing row (nothing in a file without /timing): per-rank
+// columns from rank_compute_s / rank_comm_s, NaN beyond the n_ranks given.
+static a3_status write_timing(a3_results *r, int64_t point, const a3_run_result *res) {
+  if (r->timing[TM_COMPUTE] < 0) return A3_OK;
+  const int64_t R = r->timing_ranks;
+  double *row = NULL;
+  A3_TRY(a3_alloc((void **)&row, (size_t)(2 * R), sizeof *row));
+  for (int64_t k = 0; k < R; k++) {
+    const bool have = k < res->n_ranks;
+    row[k] = have && res->rank_compute_s ? res->rank_compute_s[k] : NAN;
+    row[R + k] = have && res->rank_comm_s ? res->rank_comm_s[k] : NAN;
+  }
+  a3_status s = put(r, r->timing[TM_COMPUTE], H5T_NATIVE_DOUBLE, point, row);
+  if (s == A3_OK) s = put(r, r->timing[TM_COMM], H5T_NATIVE_DOUBLE, point, row + R);
+  free(row);
+  A3_TRY(s);
+  const int64_t steps = res->steps > 0 ? res->steps : 0;
+  A3_TRY(put(r, r->timing[TM_STEPS], H5T_NATIVE_INT64, point, &steps));
+  const int64_t bytes = res->grad_bytes > 0 ? res->grad_bytes : 0;
+  A3_TRY(put(r, r->timing[TM_GRAD_BYTES], H5T_NATIVE_INT64, point, &bytes));
+  A3_TRY(put(r, r->timing[TM_IDLE], H5T_NATIVE_DOUBLE, point, &res->idle_s));
+  return A3_OK;
+}
+
 a3_status a3_results_write_point(a3_results *r, int64_t point, const a3_run_result *res) {
   A3_TRY(check_point(r, point));
   const int8_t status = res->status == A3_POINT_FAILED ? A3_POINT_FAILED : A3_POINT_DONE;
@@ -712,6 +827,7 @@ a3_status a3_results_write_point(a3_results *r, int64_t point, const a3_run_resu
   for (int m = 0; m < A3_RESULT_N_METRICS; m++)
     A3_TRY(put(r, r->metrics[m], H5T_NATIVE_DOUBLE, point, &res->metrics[m]));
   A3_TRY(put(r, r->ds[DS_N_SAMPLES], H5T_NATIVE_INT32, point, &n_samples));
+  A3_TRY(write_timing(r, point, res));
   if (r->sample_elems > 0) {
     const int64_t have = (int64_t)res->samples_cap * res->channels * res->height * res->width;
     if (!res->samples || have != r->sample_elems)

@@ -1,6 +1,7 @@
 // a3fta info on a results file: one row per grid point (index, status, the
-// varied keys, final loss, wall time, every metric, failure reason) as an
-// aligned table or as CSV. Serial read (default driver) of a closed file.
+// varied keys, final loss, wall time, step timings, every metric, failure
+// reason) as an aligned table or as CSV. Serial read (default driver) of a
+// closed file.
 #define _POSIX_C_SOURCE 200809L
 #include "a3fta/results.h"
 #include "io/h5util.h"
@@ -28,6 +29,7 @@ typedef struct {
   int n_keys;
   column *cols;
   int n_cols, cap_cols;
+  int64_t timing_ranks; // R of /timing/compute_s (N, R); 0: the file has no /timing
 } table;
 
 static const char *status_name(int8_t s) {
@@ -236,11 +238,102 @@ static a3_status add_reason(table *t) {
   return s;
 }
 
+// ---------------------------------------------------------------- step timings
+// /timing/<name> (N, R) as doubles (t->n * R).
+static a3_status read_per_rank(table *t, const char *name, double *v) {
+  hid_t ds = H5Dopen2(t->file, name, H5P_DEFAULT);
+  if (ds < 0) return A3_FAIL(A3_ERR_INPUT, "%s: dataset /%s is missing", t->path, name);
+  hid_t space = H5Dget_space(ds);
+  hsize_t dims[2] = {0, 0};
+  const int nd = H5Sget_simple_extent_ndims(space);
+  if (nd == 2) H5Sget_simple_extent_dims(space, dims, NULL);
+  H5Sclose(space);
+  a3_status s = A3_OK;
+  if (nd != 2 || (int64_t)dims[0] != t->n || (int64_t)dims[1] != t->timing_ranks)
+    s = A3_FAIL(A3_ERR_INPUT, "%s: /%s is not (%lld points, %lld ranks)", t->path, name,
+                (long long)t->n, (long long)t->timing_ranks);
+  else if (t->n > 0 && H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0)
+    s = A3_FAIL(A3_ERR_HDF5, "%s: cannot read /%s%s", t->path, name, a3_h5_detail());
+  H5Dclose(ds);
+  return s;
+}
+
+// The mean over a point's ranks (header), and with csv one column per rank
+// (header_rK): NaN cells stay empty.
+static a3_status add_per_rank(table *t, const char *name, const char *header) {
+  const int64_t R = t->timing_ranks;
+  double *v = NULL, *col = NULL;
+  A3_TRY(a3_alloc((void **)&v, (size_t)(t->n * R + 1), sizeof *v));
+  a3_status s = a3_alloc((void **)&col, (size_t)t->n + 1, sizeof *col);
+  if (s == A3_OK) s = read_per_rank(t, name, v);
+  for (int64_t i = 0; i < t->n && s == A3_OK; i++) {
+    double sum = 0.0;
+    for (int64_t k = 0; k < R; k++) sum += v[i * R + k];
+    col[i] = sum / (double)R;
+  }
+  column *c = NULL;
+  if (s == A3_OK) s = add_column(t, header, &c);
+  if (s == A3_OK) s = fill_doubles(t, c, col);
+  for (int64_t k = 0; k < R && t->csv && s == A3_OK; k++) {
+    char head[64];
+    snprintf(head, sizeof head, "%s_r%lld", header, (long long)k);
+    for (int64_t i = 0; i < t->n; i++) col[i] = v[i * R + k];
+    s = add_column(t, head, &c);
+    if (s == A3_OK) s = fill_doubles(t, c, col);
+  }
+  free(col);
+  free(v);
+  return s;
+}
+
+// How many ranks /timing has columns for (0 without /timing: an older file).
+static a3_status timing_ranks(table *t) {
+  t->timing_ranks = 0;
+  const htri_t has = H5Lexists(t->file, "timing", H5P_DEFAULT);
+  if (has < 0)
+    return A3_FAIL(A3_ERR_HDF5, "%s: cannot look for /timing%s", t->path, a3_h5_detail());
+  if (has == 0) return A3_OK;
+  hid_t ds = H5Dopen2(t->file, "timing/compute_s", H5P_DEFAULT);
+  if (ds < 0) return A3_FAIL(A3_ERR_INPUT, "%s: dataset /timing/compute_s is missing", t->path);
+  hid_t space = H5Dget_space(ds);
+  hsize_t dims[2] = {0, 0};
+  const int nd = H5Sget_simple_extent_ndims(space);
+  if (nd == 2) H5Sget_simple_extent_dims(space, dims, NULL);
+  H5Sclose(space);
+  H5Dclose(ds);
+  if (nd != 2 || dims[1] < 1 || dims[1] > 65536)
+    return A3_FAIL(A3_ERR_INPUT, "%s: /timing/compute_s is not (points, ranks)", t->path);
+  t->timing_ranks = (int64_t)dims[1];
+  return A3_OK;
+}
+
+// Columns the step timings take: steps and grad_bytes (csv), compute and comm
+// (mean, and per rank in csv), idle.
+static int timing_columns(const table *t) {
+  if (!t->timing_ranks) return 0;
+  return t->csv ? 5 + 2 * (int)t->timing_ranks : 3;
+}
+
+static a3_status add_timing(table *t) {
+  if (!t->timing_ranks) return A3_OK;
+  if (t->csv) {
+    column *c = NULL;
+    A3_TRY(add_column(t, "steps", &c));
+    A3_TRY(add_int_key(t, "timing/steps", c));
+    A3_TRY(add_column(t, "grad_bytes", &c));
+    A3_TRY(add_int_key(t, "timing/grad_bytes", c));
+  }
+  A3_TRY(add_per_rank(t, "timing/compute_s", "step_compute_s"));
+  A3_TRY(add_per_rank(t, "timing/comm_s", "step_comm_s"));
+  return add_double_column(t, "timing/idle_s", "idle_s");
+}
+
 static a3_status build_columns(table *t) {
   A3_TRY(add_point_status(t));
   for (int k = 0; k < t->n_keys; k++) A3_TRY(add_key_column(t, t->keys[k]));
   A3_TRY(add_double_column(t, "final_loss", "final_loss"));
   A3_TRY(add_double_column(t, "wall_s", "wall_s"));
+  A3_TRY(add_timing(t));
   for (int m = 0; m < A3_RESULT_N_METRICS; m++) {
     char name[128];
     snprintf(name, sizeof name, "metrics/%s", a3_result_metric_name(m));
@@ -348,8 +441,9 @@ static a3_status load(table *t) {
   A3_TRY(a3_alloc((void **)&t->status, (size_t)t->n, sizeof *t->status));
   A3_TRY(read_rows(t, "status", H5T_NATIVE_INT8, t->status));
   A3_TRY(read_keys(t));
-  t->cap_cols =
-      5 + t->n_keys + A3_RESULT_N_METRICS; // point, status, keys, 2 numbers, metrics, reason
+  A3_TRY(timing_ranks(t));
+  // point, status, keys, 2 numbers, step timings, metrics, reason
+  t->cap_cols = 5 + t->n_keys + timing_columns(t) + A3_RESULT_N_METRICS;
   A3_TRY(a3_alloc((void **)&t->cols, (size_t)t->cap_cols, sizeof *t->cols));
   return build_columns(t);
 }
