@@ -3,6 +3,7 @@
 // output.dir/point-NNNNNN, all outcomes in output.dir/results.h5.
 #define _POSIX_C_SOURCE 200809L
 #include "a3fta/config.h"
+#include "a3fta/eval.h"
 #include "a3fta/sweep.h"
 #include "a3fta/trainer.h"
 #include "cli/commands.h"
@@ -20,6 +21,7 @@ enum { PATH_CAP = A3_CONFIG_STR_MAX + 32 };
 
 typedef struct {
   bool samples; // draw output.samples_per_run images per point into the results
+  bool eval;    // evaluate each point (eval.metrics) into its /metrics slots
 } train_ctx;
 
 // ---------------------------------------------------------------- one point
@@ -118,6 +120,92 @@ static a3_status read_samples(const char *path, a3_run_result *r) {
   return s;
 }
 
+// ---------------------------------------------------------------- evaluation
+// The rank-0 part of a finished evaluation: metrics into the row, eval.json,
+// and (keep) its first images as the point's samples (samples.h5/png).
+static a3_status store_eval(const a3_config *pc, const char *ckpt, const a3_eval_report *rep,
+                            bool keep, a3_run_result *r) {
+  for (int i = 0; i < A3_RESULT_N_METRICS; i++)
+    if (i != A3_RESULT_HELDOUT_LOSS) r->metrics[i] = rep->metrics[i];
+  char path[PATH_CAP];
+  snprintf(path, sizeof path, "%s/eval.json", pc->output.dir);
+  A3_TRY(a3_eval_write_json(rep, ckpt, path));
+  if (!keep) return A3_OK;
+  const int64_t n = rep->n_images, S = rep->image_size;
+  memcpy(r->samples, rep->images, (size_t)(n * S * S));
+  r->n_samples = (int)n;
+  char source[PATH_CAP + 128];
+  snprintf(source, sizeof source, "%s (%s, %lld steps, seed %llu)", ckpt,
+           rep->sampler == A3_SAMPLER_DDPM ? "ddpm" : "ddim", (long long)rep->sampler_steps,
+           (unsigned long long)rep->seed);
+  snprintf(path, sizeof path, "%s/samples.h5", pc->output.dir);
+  A3_TRY(a3_write_samples_h5(path, rep->images, n, 1, (int)S, (int)S, source));
+  snprintf(path, sizeof path, "%s/samples.png", pc->output.dir);
+  A3_TRY(a3_write_png_grid(path, rep->images, n, 1, (int)S, (int)S));
+  return A3_OK;
+}
+
+// Evaluates the point's checkpoint (a3fta/eval.h) when eval.metrics names
+// metrics it computes: exactly `a3fta eval CHECKPOINT` with the group's ranks
+// (eval.samples images, seed train.seed), the metrics eval.metrics names into
+// the row, eval.json and memorized.png beside the checkpoint. When it draws
+// at least output.samples_per_run images, the first ones are the point's
+// samples (the same images the separate sampling would draw: same noise,
+// sampler and weights), *got_samples. A failed evaluation fails the point with
+// its reason and keeps the training results. Models the feature network
+// cannot evaluate (not 1 channel at 28 or 32 pixels) are skipped with one
+// warning: their metrics stay NaN.
+static a3_status eval_point(const a3_config *pc, MPI_Comm group, int grank, const train_ctx *ctx,
+                            a3_run_result *r, bool *got_samples) {
+  *got_samples = false;
+  const unsigned set = a3_eval_metric_set(pc);
+  if (!ctx->eval || !set || pc->eval.samples <= 0) return A3_OK;
+  char why[256];
+  if (!a3_eval_supported(pc, why, sizeof why)) {
+    static bool warned = false; // once per process
+    if (grank == 0 && !warned)
+      a3_warn("sweep: points are not evaluated (their metrics stay NaN): %s; eval.metrics: [] "
+              "or --no-eval turns the evaluation off",
+              why);
+    warned = true;
+    return A3_OK;
+  }
+  const int S = (int)pc->model.arch.sample_size;
+  const bool keep = ctx->samples && r->samples_cap > 0 && pc->eval.samples >= r->samples_cap &&
+                    r->channels == 1 && r->height == S && r->width == S;
+  char ckpt[PATH_CAP], png[PATH_CAP];
+  snprintf(ckpt, sizeof ckpt, "%s/checkpoint.h5", pc->output.dir);
+  snprintf(png, sizeof png, "%s/memorized.png", pc->output.dir);
+  const bool memo = (set & A3_EVAL_METRIC_BIT(A3_METRIC_MEMORIZATION)) != 0;
+  const a3_eval_options o = {.num_samples = pc->eval.samples,
+                             .seed = A3_EVAL_SEED_TRAIN,
+                             .metrics = set,
+                             .keep_images = keep ? r->samples_cap : 0,
+                             .memorized_png = memo ? png : NULL};
+  a3_eval_report rep;
+  a3_status s = a3_eval_checkpoint(group, ckpt, &o, &rep);
+  const bool have_report = s == A3_OK; // a failed evaluation freed its report
+  if (s == A3_OK && grank == 0) s = store_eval(pc, ckpt, &rep, keep, r);
+  if (s == A3_OK && grank == 0)
+    a3_info("point %lld: evaluated %lld samples in %.1f s + %.1f s (FID %.4g, memorization %.4g)",
+            (long long)r->point, (long long)rep.n_samples, rep.sampling_s, rep.metrics_s,
+            rep.metrics[A3_RESULT_FID], rep.metrics[A3_RESULT_MEMORIZATION]);
+  if (have_report) a3_eval_report_free(&rep);
+  int code = (int)s;
+  MPI_Bcast(&code, 1, MPI_INT, 0, group);
+  if (code != A3_OK) {
+    r->status = A3_POINT_FAILED;
+    snprintf(r->reason, sizeof r->reason, "evaluation failed: %s: %s",
+             a3_status_name((a3_status)code),
+             grank == 0 ? a3_error_message() : "on the group's first rank");
+    if (grank == 0) a3_warn("point %lld: %s", (long long)r->point, r->reason);
+    a3_error_clear();
+    return A3_OK;
+  }
+  *got_samples = keep;
+  return A3_OK;
+}
+
 static a3_status train_point(const a3_config *pc, MPI_Comm group, a3_run_result *r, void *vctx) {
   const train_ctx *ctx = vctx;
   int grank = 0;
@@ -131,12 +219,20 @@ static a3_status train_point(const a3_config *pc, MPI_Comm group, a3_run_result 
   a3_train_result tr;
   A3_TRY(a3_train(pc, group, &opt, &tr));
   r->compute_s = tr.seconds;
+  r->step_compute_s = tr.timing.compute_s; // this rank's; the engine gathers the group's
+  r->step_comm_s = tr.timing.comm_s;
+  r->steps = tr.timing.steps;
+  r->grad_bytes = tr.timing.grad_bytes;
   r->final_loss = tr.last_loss;
   s = grank == 0 ? read_losses(pc, r) : A3_OK;
   A3_TRY(group_agree(group, grank, s, "reading the point's losses"));
   int failed = r->status == A3_POINT_FAILED;
   MPI_Bcast(&failed, 1, MPI_INT, 0, group);
-  if (failed || !ctx->samples || r->samples_cap <= 0) return A3_OK;
+  if (failed) return A3_OK;
+  bool got_samples = false;
+  A3_TRY(eval_point(pc, group, grank, ctx, r, &got_samples));
+  if (got_samples || r->status == A3_POINT_FAILED || !ctx->samples || r->samples_cap <= 0)
+    return A3_OK;
   char ckpt[PATH_CAP], h5[PATH_CAP], png[PATH_CAP];
   snprintf(ckpt, sizeof ckpt, "%s/checkpoint.h5", pc->output.dir);
   snprintf(h5, sizeof h5, "%s/samples.h5", pc->output.dir);
@@ -200,7 +296,7 @@ static void list_points(const a3_config *cfg, int64_t slice_index, int64_t slice
 
 a3_status a3_cmd_sweep(int argc, char **argv) {
   a3_cli_list overrides = {0};
-  int force_new = 0, dry_run = 0, no_samples = 0;
+  int force_new = 0, dry_run = 0, no_samples = 0, no_eval = 0;
   const char *slice = NULL;
   long interrupted_exit = 0;
   const a3_cli_option options[] = {
@@ -214,6 +310,9 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
        &dry_run, 0, 0},
       {"no-samples", 0, A3_OPT_FLAG, NULL, "store no sample images (skips sampling after each run)",
        &no_samples, 0, 0},
+      {"no-eval", 0, A3_OPT_FLAG, NULL,
+       "evaluate no point (the /metrics of eval.metrics stay NaN; see 'a3fta eval --help')",
+       &no_eval, 0, 0},
       {"slice", 0, A3_OPT_STRING, "I/N",
        "run only slice I of N (points with index % N == I) into "
        "OUTPUT_DIR/results-slice-I-of-N.h5; for job arrays, combined by 'a3fta merge'",
@@ -225,8 +324,9 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
   };
   const a3_cli_command cmd = {
       "sweep",
-      "CONFIG [-o key.path=value]... [--force-new] [--dry-run] [--no-samples] [--slice I/N]\n"
-      "                   [--interrupted-exit CODE]",
+      "CONFIG [-o key.path=value]... [--force-new] [--dry-run] [--no-samples] [--no-eval]\n"
+      "                   [--slice I/N] "
+      "[--interrupted-exit CODE]",
       "Run every point of a config's sweep grid across MPI rank groups.",
       "Points: every combination of sweep.grid and sweep.zip, then each of sweep.points\n"
       "(see configs/README.md). Launch with mpirun or srun; the ranks form groups of\n"
@@ -235,7 +335,11 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
       "\n"
       "Writes OUTPUT_DIR/results.h5 (one row per point: status, losses, timings, metrics,\n"
       "sample images; h5dump shows what each dataset means) and OUTPUT_DIR/point-NNNNNN/\n"
-      "(each point's config.yaml, losses.csv, checkpoint.h5, samples).\n"
+      "(each point's config.yaml, losses.csv, checkpoint.h5, samples, eval.json).\n"
+      "\n"
+      "Evaluation: after training, each point's checkpoint is evaluated as 'a3fta eval' does\n"
+      "(eval.samples images, seed train.seed) and the metrics eval.metrics names fill its\n"
+      "/metrics slots; a failed evaluation fails the point with the reason.\n"
       "\n"
       "Resume: run the same command again. Done points are skipped, failed ones retried\n"
       "(up to 3 attempts), interrupted ones started again (from their checkpoint).\n"
@@ -276,7 +380,7 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
     A3_TRY(s);
     return A3_OK;
   }
-  train_ctx ctx = {.samples = !no_samples};
+  train_ctx ctx = {.samples = !no_samples, .eval = !no_eval};
   char slice_path[PATH_CAP + 64];
   if (slice_count > 0)
     snprintf(slice_path, sizeof slice_path, "%s/results-slice-%lld-of-%lld.h5", cfg.output.dir,

@@ -14,7 +14,7 @@ a3_status a3_cmd_train(int argc, char **argv);  // src/cli/cmd_train.c
 a3_status a3_cmd_sample(int argc, char **argv); // src/cli/cmd_sample.c
 a3_status a3_cmd_sweep(int argc, char **argv);  // src/cli/cmd_sweep.c
 a3_status a3_cmd_export(int argc, char **argv); // src/cli/cmd_export.c
-a3_status a3_cmd_eval(int argc, char **argv);   // src/cli/cmd_placeholders.c
+a3_status a3_cmd_eval(int argc, char **argv);   // src/cli/cmd_eval.c
 a3_status a3_cmd_merge(int argc, char **argv);  // src/cli/cmd_merge.c
 
 // A command that succeeded may ask for another exit code than 0 (3..125:

@@ -34,8 +34,8 @@ static const command_entry commands[] = {
     {"sample", "sample images from a checkpoint (DDPM or DDIM)", a3_cmd_sample, 1},
     {"export", "export a fine-tune's trained weights (adapter, LoRA, ...) as safetensors",
      a3_cmd_export, 1},
-    {"eval", "evaluate samples: FID, KID, diversity, memorization (not implemented yet)",
-     a3_cmd_eval, 0},
+    {"eval", "evaluate a checkpoint's samples: FID, KID, precision/recall, diversity, memorization",
+     a3_cmd_eval, 1},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 

@@ -34,10 +34,9 @@ for c in $commands; do
   done
   expect_rc 2 "$c with an unknown option" "$A3FTA_BIN" "$c" --no-such-option
 done
-for c in eval; do
-  expect_rc 1 "$c placeholder" "$A3FTA_BIN" "$c" some.yaml
-  grep -q "not implemented" <<<"$out" || fail "$c does not say it is not implemented: $out"
-done
+# eval of a checkpoint that does not exist: a runtime error naming the file.
+expect_rc 1 "eval of a missing checkpoint" "$A3FTA_BIN" eval no-such-checkpoint.h5
+grep -q "no-such-checkpoint.h5" <<<"$out" || fail "eval does not name the missing file: $out"
 expect_rc 0 "--quiet anywhere" "$A3FTA_BIN" config --quiet --help
 
 echo "cli_basics: $failures failure(s)"
