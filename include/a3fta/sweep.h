@@ -37,7 +37,9 @@
 // pending). `dynamic`: leaders take the next pending point from a counter in
 // an MPI window on world rank 0 (MPI_Fetch_and_op under a shared passive-
 // target lock; rank 0 runs points like every other rank) and broadcast it to
-// their group. `static`: group g runs pending points g, g + G, g + 2G, ...
+// their group; the list is ordered longest first (estimated cost
+// train.steps x train.batch_size, ties by index), so that a long point does
+// not start last and leave the other groups idle. `static`: group g runs pending points g, g + G, g + 2G, ...
 //
 // Stopping. SIGTERM and SIGUSR1 (with handle_signals), or
 // a3_sweep_request_stop() on any rank, raise a flag; each group checks it

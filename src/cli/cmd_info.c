@@ -7,6 +7,7 @@
 #include "a3fta/diffusers.h"
 #include "a3fta/model.h"
 #include "a3fta/results.h"
+#include "a3fta/strategy.h"
 #include "cli/commands.h"
 #include "cli/options.h"
 
@@ -97,6 +98,31 @@ static void print_param_table(const a3_unet *m, FILE *f) {
   }
 }
 
+// What each strategy trains on this architecture, with the config's adapter
+// and LoRA settings; percentages of the base model (without added modules).
+static a3_status print_strategies(const a3_config *cfg, size_t base_params) {
+  const a3_strategy_config *st = &cfg->strategy;
+  printf("trainable per strategy (adapter rank %lld, LoRA rank %lld):\n",
+         (long long)st->adapter.rank, (long long)st->lora.rank);
+  for (int k = A3_STRATEGY_FULL; k <= A3_STRATEGY_BITFIT; k++) {
+    a3_config c;
+    A3_TRY(a3_config_copy(&c, cfg));
+    c.strategy.name = (a3_strategy_name)k;
+    a3_unet *m = NULL;
+    a3_strategy_stats stats = {0};
+    a3_status s = a3_strategy_build_model(&c, &m);
+    if (s == A3_OK) s = a3_strategy_apply(m, c.strategy.name, &stats);
+    if (s == A3_OK)
+      printf("  %-10s %12zu (%.2f%%)%s\n", a3_strategy_label(c.strategy.name),
+             stats.trainable_params, 100.0 * (double)stats.trainable_params / (double)base_params,
+             k == (int)cfg->strategy.name ? "  <- strategy.name" : "");
+    a3_unet_free(m);
+    a3_config_free(&c);
+    A3_TRY(s);
+  }
+  return A3_OK;
+}
+
 static a3_status model_info(const char *path, const a3_cli_list *overrides, int all_params,
                             long batch, int rank) {
   a3_config cfg;
@@ -107,7 +133,8 @@ static a3_status model_info(const char *path, const a3_cli_list *overrides, int 
   if (s == A3_OK && rank == 0) {
     printf("config: %s\n", path);
     a3_unet_summary(m, stdout);
-    if (all_params) print_param_table(m, stdout);
+    s = print_strategies(&cfg, a3_unet_num_floats(m));
+    if (s == A3_OK && all_params) print_param_table(m, stdout);
   }
   a3_unet_free(m);
   a3_config_free(&cfg);
@@ -143,7 +170,8 @@ a3_status a3_cmd_info(int argc, char **argv) {
       "varied keys, final loss, wall time, metrics ('-' = not computed) and failure reason;\n"
       "--csv prints the same as CSV (empty = not computed). With --model: parameter count, "
       "tensors, attention and bias\n"
-      "shares by diffusers name. Printed to stdout by rank 0.",
+      "shares by diffusers name, and what each strategy trains (-o strategy.adapter.rank=16 ...).\n"
+      "Printed to stdout by rank 0.",
       options,
       (int)(sizeof options / sizeof options[0]),
       0,

@@ -201,9 +201,30 @@ static a3_status share_state(engine *e) {
 }
 
 // ---------------------------------------------------------------- one point
+// Every rank's step timings on the leader (timing: 2 x ranks_per_run doubles,
+// compute then comm), the most steps and gradient bytes any rank counted, and
+// the group's imbalance: mean over its ranks of (slowest compute - its own).
+static void gather_timing(engine *e, a3_run_result *r, double *timing) {
+  const int R = e->plan->ranks_per_run;
+  int64_t counts[2] = {r->steps, r->grad_bytes}, most[2] = {0, 0};
+  MPI_Gather(&r->step_compute_s, 1, MPI_DOUBLE, timing, 1, MPI_DOUBLE, 0, e->group);
+  MPI_Gather(&r->step_comm_s, 1, MPI_DOUBLE, timing + R, 1, MPI_DOUBLE, 0, e->group);
+  MPI_Allreduce(counts, most, 2, MPI_INT64_T, MPI_MAX, e->group);
+  r->steps = most[0];
+  r->grad_bytes = most[1];
+  if (e->group_rank != 0) return;
+  r->n_ranks = R;
+  r->rank_compute_s = timing;
+  r->rank_comm_s = timing + R;
+  double slowest = -INFINITY, sum = 0.0;
+  for (int k = 0; k < R; k++) slowest = fmax(slowest, timing[k]);
+  for (int k = 0; k < R; k++) sum += slowest - timing[k];
+  r->idle_s = sum / R; // NaN when any rank reported none
+}
+
 // The group's outcome on its leader: failed if any rank failed (that rank's
-// reason), the slowest wall time, the largest peak memory.
-static a3_status combine_group(engine *e, a3_run_result *r) {
+// reason), the slowest wall time, the largest peak memory, the step timings.
+static a3_status combine_group(engine *e, a3_run_result *r, double *timing) {
   int mine = r->status == A3_POINT_FAILED ? e->group_rank : INT_MAX, first = INT_MAX;
   MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, e->group);
   if (first != INT_MAX && first != 0) {
@@ -225,6 +246,7 @@ static a3_status combine_group(engine *e, a3_run_result *r) {
   MPI_Allreduce(&r->peak_mem_bytes, &mem, 1, MPI_INT64_T, MPI_MAX, e->group);
   r->wall_s = wall;
   r->peak_mem_bytes = mem;
+  gather_timing(e, r, timing);
   return A3_OK;
 }
 
@@ -312,8 +334,10 @@ static a3_status run_points(engine *e, int64_t *ran) {
       (size_t)p->samples * (size_t)p->channels * (size_t)p->height * (size_t)p->width;
   uint8_t *samples = NULL;
   a3_run_result *r = NULL;
+  double *timing = NULL; // the group's step timings (gather_timing)
   a3_status s = A3_ALLOC(r, 1);
   if (s == A3_OK && sample_bytes) s = a3_alloc((void **)&samples, sample_bytes, 1);
+  if (s == A3_OK) s = A3_ALLOC(timing, 2 * (size_t)p->ranks_per_run);
   if (s != A3_OK && e->group_rank == 0) a3_sweep_sched_stop(e->sched);
   a3_status first_error = s;
   for (;;) {
@@ -332,7 +356,7 @@ static a3_status run_points(engine *e, int64_t *ran) {
     MPI_Bcast(&go, 1, MPI_INT, 0, e->group);
     if (!go) continue; // the scheduler now says stop
     run_point(e, point, r, samples, sample_bytes);
-    combine_group(e, r);
+    combine_group(e, r, timing);
     if (e->group_rank == 0) {
       s = record_point(e, point, r);
       if (s != A3_OK) {
@@ -343,6 +367,7 @@ static a3_status run_points(engine *e, int64_t *ran) {
     }
   }
   free(samples);
+  free(timing);
   free(r);
   return first_error;
 }
@@ -369,6 +394,42 @@ static a3_status count_final(engine *e, a3_sweep_summary *sum) {
   sum->done = counts[0];
   sum->failed = counts[1];
   sum->pending = counts[2];
+  return s;
+}
+
+// ---------------------------------------------------------------- longest first
+// Dynamic scheduling hands out the pending points by decreasing estimated
+// cost (train.steps x train.batch_size; ties in index order): a long point
+// taken last would leave every other group idle while it runs. The order is
+// a function of the plan alone, so every rank computes the same one.
+typedef struct {
+  double cost;
+  int64_t point;
+} costed_point;
+
+static int by_cost_desc(const void *a, const void *b) {
+  const costed_point *x = a, *y = b;
+  if (x->cost != y->cost) return x->cost < y->cost ? 1 : -1;
+  return (x->point > y->point) - (x->point < y->point);
+}
+
+static a3_status longest_first(const a3_sweep_plan *p, int64_t *pending, int64_t n) {
+  costed_point *c = NULL;
+  if (n < 2) return A3_OK;
+  A3_TRY(A3_ALLOC(c, (size_t)n));
+  a3_status s = A3_OK;
+  for (int64_t i = 0; i < n && s == A3_OK; i++) {
+    a3_config cfg;
+    s = a3_sweep_point_config(p, pending[i], &cfg);
+    if (s != A3_OK) break;
+    c[i] = (costed_point){(double)cfg.train.steps * (double)cfg.train.batch_size, pending[i]};
+    a3_config_free(&cfg);
+  }
+  if (s == A3_OK) {
+    qsort(c, (size_t)n, sizeof *c, by_cost_desc);
+    for (int64_t i = 0; i < n; i++) pending[i] = c[i].point;
+  }
+  free(c);
   return s;
 }
 
@@ -402,6 +463,8 @@ static a3_status sweep(engine *e, const a3_config *cfg, a3_sweep_summary *sum) {
   // 4. Run.
   sum->done_before = e->done_before;
   sum->n_selected = e->n_selected;
+  if (p->schedule == A3_SCHEDULE_DYNAMIC)
+    A3_TRY(agree_all(e->world, longest_first(p, e->pending, e->n_pending), "ordering the points"));
   s = a3_sweep_sched_create(e->world, e->group, e->group_index, e->n_groups, p->schedule,
                             e->pending, e->n_pending, &e->sched);
   if (s != A3_OK) return s; // results closed by the caller

@@ -266,7 +266,9 @@ static void scenario_resume(void) {
   make_temp_dir(MPI_COMM_WORLD, "sweep-ref", ref, sizeof ref);
   const char *extra = "parallel: {ranks_per_run: 1, schedule: dynamic}\n";
   // 1. Stopped after rank 0 ran 2 points.
-  fake_ctx ctx = {.fail_point = -1, .stop_after = 2};
+  // 50 ms points: on an oversubscribed machine the other ranks must not finish
+  // every point before rank 0's second one asks to stop.
+  fake_ctx ctx = {.fail_point = -1, .stop_after = 2, .sleep_ms = 50};
   a3_sweep_summary sum;
   a3_status s = run_sweep(dir, extra, NULL, &ctx, false, &sum);
   CHECK_MSG(s == A3_OK, "%s", a3_error_message());
