@@ -367,9 +367,14 @@ static a3_status evaluate(MPI_Comm comm, const char *checkpoint, const a3_eval_o
   out->sampler_steps = cfg->eval.sampler_steps;
   out->eta = cfg->eval.eta;
   out->computed = o->metrics ? o->metrics : A3_EVAL_ALL_METRICS;
-  snprintf(out->features, sizeof out->features, "%s", a3_eval_features_path(o->features));
+  const char *features = a3_eval_features_path(o->features);
+  const size_t features_len = strlen(features);
+  if (features_len < sizeof out->features) memcpy(out->features, features, features_len + 1);
   char why[256];
-  if (!a3_eval_supported(cfg, why, sizeof why))
+  if (features_len >= sizeof out->features)
+    s = A3_FAIL(A3_ERR_USAGE, "eval: the feature network's path is longer than %zu bytes: %s",
+                sizeof out->features - 1, features);
+  else if (!a3_eval_supported(cfg, why, sizeof why))
     s = A3_FAIL(A3_ERR_CONFIG, "eval: %s: %s", checkpoint, why);
   else if (n < A3_EVAL_PRDC_K + 1)
     s = A3_FAIL(A3_ERR_USAGE, "eval: %lld samples are too few; at least %d are needed",
