@@ -39,7 +39,8 @@
 // target lock; rank 0 runs points like every other rank) and broadcast it to
 // their group; the list is ordered longest first (estimated cost
 // train.steps x train.batch_size, ties by index), so that a long point does
-// not start last and leave the other groups idle. `static`: group g runs pending points g, g + G, g + 2G, ...
+// not start last and leave the other groups idle. `static`: group g runs pending points g, g + G, g
+// + 2G, ...
 //
 // Stopping. SIGTERM and SIGUSR1 (with handle_signals), or
 // a3_sweep_request_stop() on any rank, raise a flag; each group checks it
