@@ -59,6 +59,9 @@ typedef struct {
   a3_fit fit;
   int channels;      // 1 or 3; 0 = 1 if every PNG is grey, else 3
   const char *split; // "train" (NULL) or "test"
+  // Optional second folder written as the test split of the same file (split
+  // must then be train): the same class subfolders, brought to the same size.
+  const char *test_dir;
 } a3_image_import_options;
 
 // A folder of PNGs, one subfolder per class -> `opt->out_path`. Images are

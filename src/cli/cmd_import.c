@@ -99,7 +99,7 @@ static a3_status parse_size(const char *text, int *height, int *width) {
 }
 
 typedef struct {
-  const char *out, *size, *fit, *split;
+  const char *out, *size, *fit, *split, *test_dir;
   long channels;
 } image_args;
 
@@ -108,6 +108,7 @@ static a3_status image_options(const image_args *a, const char *dir, a3_image_im
   opt->dir = dir;
   opt->out_path = a->out;
   opt->split = a->split;
+  opt->test_dir = a->test_dir;
   opt->channels = (int)a->channels;
   if (!a->out) return A3_FAIL(A3_ERR_USAGE, "a3fta import images: --out FILE is required");
   if (a->channels == 2)
@@ -136,7 +137,7 @@ static const char images_description[] =
     "0.299 R + 0.587 G + 0.114 B. FILE is written as FILE.tmp and renamed when complete.";
 
 static a3_status import_images(int argc, char **argv) {
-  image_args a = {NULL, NULL, NULL, "train", 0};
+  image_args a = {NULL, NULL, NULL, "train", NULL, 0};
   const a3_cli_option options[] = {
       {"out", 'o', A3_OPT_STRING, "FILE", "dataset file to write (required)", &a.out, 0, 0},
       {"size", 0, A3_OPT_STRING, "HxW|N", "bring every image to this size (see --fit)", &a.size, 0,
@@ -145,14 +146,16 @@ static a3_status import_images(int argc, char **argv) {
       {"channels", 0, A3_OPT_INT, "1|3", "channels to store (default: 1 if all PNGs are grey)",
        &a.channels, 1, 3},
       {"split", 0, A3_OPT_STRING, "train|test", "split to write (default train)", &a.split, 0, 0},
+      {"test", 0, A3_OPT_STRING, "DIR2",
+       "also write DIR2 (the same class subfolders) as the test split of FILE", &a.test_dir, 0, 0},
   };
   const a3_cli_command cmd = {"import images",
                               "DIR --out FILE [--size HxW|N] [--fit pad|resize] [--channels 1|3] "
-                              "[--split train|test]",
+                              "[--split train|test] [--test DIR2]",
                               "Import a folder of PNG images, one subfolder per class.",
                               images_description,
                               options,
-                              5,
+                              (int)(sizeof options / sizeof options[0]),
                               1,
                               1};
   a3_cli_args args;

@@ -249,8 +249,34 @@ static const char *fit_name(a3_fit fit) {
   return "kept at their size";
 }
 
+// The test folder of a two-split import: the train folder's classes, and
+// images that reach the train split's size and channels.
+static a3_status plan_test_split(const a3_image_import_options *opt, const folder_scan *train,
+                                 import_plan *train_plan, const folder_scan *test,
+                                 import_plan *plan) {
+  int same = train->classes.count == test->classes.count;
+  for (int i = 0; same && i < train->classes.count; i++)
+    same = !strcmp(train->classes.items[i], test->classes.items[i]);
+  if (!same)
+    return A3_FAIL(A3_ERR_INPUT,
+                   "%s and %s hold different class subfolders (%d and %d); the test split "
+                   "needs the train split's classes",
+                   opt->dir, opt->test_dir, train->classes.count, test->classes.count);
+  a3_image_import_options o = *opt;
+  o.split = "test";
+  A3_TRY(make_plan(&o, test, plan));
+  if (plan->height != train_plan->height || plan->width != train_plan->width)
+    return A3_FAIL(
+        A3_ERR_INPUT, "%s holds %dx%d images but %s holds %dx%d; give --size to bring both to one",
+        opt->dir, train_plan->height, train_plan->width, opt->test_dir, plan->height, plan->width);
+  if (plan->channels != train_plan->channels) // a colour image in either folder
+    plan->channels = train_plan->channels = 3;
+  return A3_OK;
+}
+
 static a3_status write_dataset(const a3_image_import_options *opt, const folder_scan *scan,
-                               const import_plan *plan) {
+                               const import_plan *plan, const folder_scan *test_scan,
+                               const import_plan *test_plan) {
   char source[4096];
   snprintf(source, sizeof source,
            "PNG folder %s: %lld images in %d class subfolders, %s to %dx%d "
@@ -260,7 +286,8 @@ static a3_status write_dataset(const a3_image_import_options *opt, const folder_
   a3_ds_writer *w = NULL;
   A3_TRY(a3_ds_writer_create(opt->out_path, source, (const char *const *)scan->classes.items,
                              scan->classes.count, &w));
-  const a3_status s = write_images(w, scan, plan);
+  a3_status s = write_images(w, scan, plan);
+  if (s == A3_OK && test_scan) s = write_images(w, test_scan, test_plan);
   if (s != A3_OK) {
     a3_ds_writer_abort(w);
     A3_TRY(s);
@@ -269,28 +296,37 @@ static a3_status write_dataset(const a3_image_import_options *opt, const folder_
   return A3_OK;
 }
 
-static void fill_report(const folder_scan *scan, const import_plan *plan, a3_import_report *r) {
-  memset(r, 0, sizeof *r);
-  snprintf(r->splits[0].name, sizeof r->splits[0].name, "%s", plan->split);
-  r->splits[0].n = scan->n;
-  r->splits[0].channels = plan->channels;
-  r->splits[0].height = plan->height;
-  r->splits[0].width = plan->width;
-  r->n_splits = 1;
-  r->num_classes = scan->classes.count;
+static void report_split(const folder_scan *scan, const import_plan *plan, a3_import_report *r) {
+  a3_import_split *sp = &r->splits[r->n_splits++];
+  snprintf(sp->name, sizeof sp->name, "%s", plan->split);
+  sp->n = scan->n;
+  sp->channels = plan->channels;
+  sp->height = plan->height;
+  sp->width = plan->width;
 }
 
 a3_status a3_import_images(const a3_image_import_options *opt, a3_import_report *report) {
   if ((opt->height > 0) != (opt->width > 0) || (opt->height > 0) != (opt->fit != A3_FIT_NONE))
     return A3_FAIL(A3_ERR_USAGE, "a target size needs both height and width and a fit mode "
                                  "(pad or resize), and a fit mode needs a size");
-  folder_scan scan = {0};
-  import_plan plan = {0};
+  if (opt->test_dir && opt->split && strcmp(opt->split, "train"))
+    return A3_FAIL(A3_ERR_USAGE, "a test folder comes with the train split, not '%s'", opt->split);
+  folder_scan scan = {0}, test_scan = {0};
+  import_plan plan = {0}, test_plan = {0};
   a3_status s = scan_folder(opt->dir, &scan);
   if (s == A3_OK) s = make_plan(opt, &scan, &plan);
-  if (s == A3_OK) s = write_dataset(opt, &scan, &plan);
-  if (s == A3_OK && report) fill_report(&scan, &plan, report);
+  if (s == A3_OK && opt->test_dir) s = scan_folder(opt->test_dir, &test_scan);
+  if (s == A3_OK && opt->test_dir) s = plan_test_split(opt, &scan, &plan, &test_scan, &test_plan);
+  if (s == A3_OK)
+    s = write_dataset(opt, &scan, &plan, opt->test_dir ? &test_scan : NULL, &test_plan);
+  if (s == A3_OK && report) {
+    memset(report, 0, sizeof *report);
+    report->num_classes = scan.classes.count;
+    report_split(&scan, &plan, report);
+    if (opt->test_dir) report_split(&test_scan, &test_plan, report);
+  }
   scan_free(&scan);
+  scan_free(&test_scan);
   A3_TRY(s);
   return A3_OK;
 }

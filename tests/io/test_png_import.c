@@ -72,7 +72,7 @@ static int load(const char *file, loaded *out) {
 }
 
 static a3_status import(const char *dir, const char *out, int h, int w, a3_fit fit, int channels) {
-  a3_image_import_options opt = {dir, out, h, w, fit, channels, NULL};
+  a3_image_import_options opt = {dir, out, h, w, fit, channels, NULL, NULL};
   return a3_import_images(&opt, NULL);
 }
 
@@ -203,6 +203,44 @@ static void test_errors(void) {
   free(dir);
 }
 
+// --test DIR2: one file with both splits; the folders must hold the same
+// classes and reach the same size.
+static void test_two_splits(void) {
+  char *dir = make_dir(root, "two"), *train = make_dir(dir, "train"), *test = make_dir(dir, "test");
+  char *tr_a = make_dir(train, "a"), *tr_b = make_dir(train, "b"), *te_a = make_dir(test, "a");
+  write_grey(io_path(tr_a, "1.png"), 2, 2, 10);
+  write_grey(io_path(tr_b, "1.png"), 2, 2, 20);
+  write_grey(io_path(te_a, "1.png"), 4, 4, 30);
+  const char *out = io_path(root, "two.h5");
+  a3_image_import_options opt = {.dir = train, .out_path = out, .test_dir = test};
+  expect_error(a3_import_images(&opt, NULL), "different class subfolders", test);
+  char *te_b = make_dir(test, "b");
+  write_grey(io_path(te_b, "1.png"), 4, 4, 40);
+  expect_error(a3_import_images(&opt, NULL), "4x4", "--size");
+  opt.height = opt.width = 4;
+  opt.fit = A3_FIT_PAD;
+  a3_import_report report;
+  CHECK_MSG(a3_import_images(&opt, &report) == A3_OK, "%s", a3_error_message());
+  CHECK(report.n_splits == 2 && report.splits[0].n == 2 && report.splits[1].n == 2);
+  a3_dataset *ds = NULL;
+  a3_split_info tr, te;
+  CHECK(a3_dataset_open(MPI_COMM_WORLD, out, &ds) == A3_OK);
+  if (ds) {
+    CHECK(a3_dataset_split_info(ds, "train", &tr) == A3_OK && tr.n == 2 && tr.height == 4);
+    CHECK(a3_dataset_split_info(ds, "test", &te) == A3_OK && te.n == 2 && te.width == 4);
+    uint8_t px[2 * 16];
+    int32_t labels[2];
+    const int64_t idx[2] = {0, 1};
+    CHECK(a3_dataset_read(ds, "test", idx, 2, px, labels) == A3_OK);
+    CHECK(labels[0] == 0 && labels[1] == 1 && px[0] == 30 && px[16] == 40);
+    a3_dataset_close(ds);
+  }
+  opt.split = "test";
+  CHECK(a3_import_images(&opt, NULL) == A3_ERR_USAGE);
+  char *paths[] = {te_b, te_a, tr_b, tr_a, test, train, dir};
+  for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) free(paths[i]);
+}
+
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   root = io_make_temp_dir("png");
@@ -213,6 +251,7 @@ int main(int argc, char **argv) {
     test_formats();
     test_pad_and_resize();
     test_errors();
+    test_two_splits();
     io_remove_tree(root);
     free(root);
   }
