@@ -1018,6 +1018,7 @@ static int usage(const char *argv0) {
 }
 
 int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0); // lines reach ctest's log even if the test crashes
   a3_precision prec = A3_PRECISION_FP32;
   int against_cpu = 0;
   struct timespec ts;
