@@ -62,14 +62,20 @@ a3_adamw_scalars a3_adamw_prepare(const a3_adamw_hparams *h, int64_t t) {
 
 a3_status a3_adamw_step(const a3_adamw_hparams *h, int64_t t, const a3_param_segment *segs,
                         int n_segs, float *params, const float *grads, float *m, float *v) {
+  // The arithmetic lives in the backend's optim ops.
+  return a3_adamw_step_on(a3_backend_cpu(), h, t, segs, n_segs, params, grads, m, v, NULL);
+}
+
+a3_status a3_adamw_step_on(const a3_backend *be, const a3_adamw_hparams *h, int64_t t,
+                           const a3_param_segment *segs, int n_segs, float *params,
+                           const float *grads, float *m, float *v, const float *grad_scale) {
   if (t < 1) return A3_FAIL(A3_ERR_INTERNAL, "adamw: step %lld, counted from 1", (long long)t);
   const a3_adamw_scalars s = a3_adamw_prepare(h, t);
-  const a3_backend *cpu = a3_backend_cpu(); // the arithmetic lives in the backend's optim ops
-  int64_t c = 0;                            // offset into the compact m, v
+  int64_t c = 0; // offset into the compact m, v
   for (int k = 0; k < n_segs; k++) {
     const a3_param_segment *sg = &segs[k];
-    cpu->ops->adamw_update(cpu, params + sg->offset, grads + sg->offset, m + c, v + c,
-                           (size_t)sg->count, &s, sg->decay && h->weight_decay != 0, NULL);
+    be->ops->adamw_update(be, params + sg->offset, grads + sg->offset, m + c, v + c,
+                          (size_t)sg->count, &s, sg->decay && h->weight_decay != 0, grad_scale);
     c += sg->count;
   }
   return A3_OK;
@@ -104,4 +110,12 @@ double a3_clip_grad_norm(const a3_param_segment *segs, int n_segs, float *grads,
     if (scale < 1.0) a3_grad_scale(segs, n_segs, grads, (float)scale);
   }
   return norm;
+}
+
+void a3_clip_factor_on(const a3_backend *be, const a3_param_segment *segs, int n_segs,
+                       const float *grads, double max_norm, double *partials, float *scale,
+                       double *norm) {
+  for (int k = 0; k < n_segs; k++)
+    be->ops->sum_squares(be, partials + k, grads + segs[k].offset, (size_t)segs[k].count);
+  be->ops->clip_scale(be, scale, norm, partials, n_segs, max_norm);
 }

@@ -195,20 +195,10 @@ a3_status a3_train_device_update(a3_train_device *d, const a3_adamw_hparams *h, 
                                  double max_norm, double ema_decay) {
   const a3_backend *be = d->be;
   float *params = a3_unet_params(d->m), *grads = a3_unet_grads(d->m);
-  for (int k = 0; k < d->n_segs; k++)
-    be->ops->sum_squares(be, d->partials + k, grads + d->segs[k].offset, (size_t)d->segs[k].count);
-  be->ops->clip_scale(be, d->scale, d->norm, d->partials, d->n_segs, max_norm);
-  const a3_adamw_scalars s = a3_adamw_prepare(h, t);
-  int64_t c = 0; // offset into the compact moments
-  for (int k = 0; k < d->n_segs; k++) {
-    const a3_param_segment *sg = &d->segs[k];
-    be->ops->adamw_update(be, params + sg->offset, grads + sg->offset, d->adam_m + c, d->adam_v + c,
-                          (size_t)sg->count, &s, sg->decay && h->weight_decay != 0, d->scale);
-    if (ema_decay >= 0)
-      be->ops->ema_update(be, d->ema + c, params + sg->offset, (size_t)sg->count,
-                          (float)(1.0 - ema_decay));
-    c += sg->count;
-  }
+  a3_clip_factor_on(be, d->segs, d->n_segs, grads, max_norm, d->partials, d->scale, d->norm);
+  A3_TRY(a3_adamw_step_on(be, h, t, d->segs, d->n_segs, params, grads, d->adam_m, d->adam_v,
+                          d->scale));
+  if (ema_decay >= 0) a3_ema_update_on(be, d->segs, d->n_segs, params, d->ema, ema_decay);
   return be->ops->synchronize(be);
 }
 

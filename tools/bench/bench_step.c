@@ -418,17 +418,9 @@ static a3_status dev_step(dev_trainer *d) {
   be->ops->mse_backward(be, d->dout, d->out, d->noise, d->n_out, 1.0f);
   A3_TRY(a3_unet_backward(d->m, d->dout, NULL));
   float *params = a3_unet_params(d->m), *grads = a3_unet_grads(d->m);
-  for (int k = 0; k < d->n_segs; k++)
-    be->ops->sum_squares(be, d->partials + k, grads + d->segs[k].offset, (size_t)d->segs[k].count);
-  be->ops->clip_scale(be, d->scale, d->norm, d->partials, d->n_segs, d->max_norm);
-  const a3_adamw_scalars s = a3_adamw_prepare(&d->h, ++d->step);
-  int64_t c = 0; // offset into the compact moments
-  for (int k = 0; k < d->n_segs; k++) {
-    const a3_param_segment *sg = &d->segs[k];
-    be->ops->adamw_update(be, params + sg->offset, grads + sg->offset, d->adam_m + c, d->adam_v + c,
-                          (size_t)sg->count, &s, sg->decay && d->h.weight_decay != 0, d->scale);
-    c += sg->count;
-  }
+  a3_clip_factor_on(be, d->segs, d->n_segs, grads, d->max_norm, d->partials, d->scale, d->norm);
+  A3_TRY(a3_adamw_step_on(be, &d->h, ++d->step, d->segs, d->n_segs, params, grads, d->adam_m,
+                          d->adam_v, d->scale));
   return be->ops->synchronize(be);
 }
 
