@@ -33,13 +33,8 @@ int main(int argc, char **argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   CHECK(size == 2);
-  char dir[4096] = "";
-  if (rank == 0) {
-    char *d = io_make_temp_dir("train-mpi");
-    if (d) snprintf(dir, sizeof dir, "%s", d);
-    free(d);
-  }
-  MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, MPI_COMM_WORLD);
+  char dir[4096];
+  tt_shared_temp_dir(MPI_COMM_WORLD, "train-mpi", dir, sizeof dir);
   char data[4200], one[4200], two[4200];
   snprintf(data, sizeof data, "%s/data.h5", dir);
   snprintf(one, sizeof one, "%s/one", dir);

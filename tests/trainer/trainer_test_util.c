@@ -2,8 +2,10 @@
 #include "trainer_test_util.h"
 
 #include "io/dataset_write.h"
+#include "io/io_test_util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum { N_PER_CLASS = 8, SIDE = 14 };
@@ -81,4 +83,17 @@ int tt_train(const a3_config *cfg, MPI_Comm comm, int resume, int64_t stop_after
   const a3_status s = a3_train(cfg, comm, &opt, NULL);
   if (s != A3_OK) a3_log_error_status(s);
   return s != A3_OK;
+}
+
+void tt_shared_temp_dir(MPI_Comm comm, const char *tag, char *out, size_t size) {
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  char buf[4096] = "";
+  if (rank == 0) {
+    char *d = io_make_temp_dir(tag);
+    if (d) snprintf(buf, sizeof buf, "%s", d);
+    free(d);
+  }
+  MPI_Bcast(buf, sizeof buf, MPI_CHAR, 0, comm);
+  snprintf(out, size, "%s", buf);
 }

@@ -30,6 +30,10 @@ typedef struct {
 // An a3_train_options.on_step callback that appends to a tt_losses (ctx).
 void tt_record(void *ctx, int64_t step, double loss, double lr);
 
+// A fresh temporary folder made by rank 0 of comm and shared with every rank
+// (out = "" when it could not be made).
+void tt_shared_temp_dir(MPI_Comm comm, const char *tag, char *out, size_t size);
+
 // a3_train with recording; prints the error and returns non-zero on failure.
 int tt_train(const a3_config *cfg, MPI_Comm comm, int resume, int64_t stop_after, tt_losses *out);
 
