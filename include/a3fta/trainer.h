@@ -286,6 +286,13 @@ typedef struct {
 // Re-plans the model's memory for the batch.
 a3_status a3_sample_images(a3_unet *m, const a3_noise_schedule_table *sched,
                            const a3_sample_options *o, uint8_t *out) A3_WARN_UNUSED;
+// Images [0, n) split across the ranks of comm (o->first and o->count are
+// set per rank): each rank draws its shard with a3_sample_images, and rank 0
+// receives all of them in `all` (n, C, S, S), in sample order (`all` is used
+// on rank 0 only). Collective; every rank returns the worst status, so no
+// rank waits in the gather for one that failed.
+a3_status a3_sample_gather(MPI_Comm comm, a3_unet *m, const a3_noise_schedule_table *sched,
+                           const a3_sample_options *o, int64_t n, uint8_t *all) A3_WARN_UNUSED;
 
 // a3fta sample: loads a checkpoint (EMA weights when use_ema and present),
 // draws num images split across the ranks of comm (the same images for any

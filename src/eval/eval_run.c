@@ -72,46 +72,14 @@ static a3_status agree(MPI_Comm comm, a3_status s, const char *what) {
   return A3_OK;
 }
 
-// The images of a3fta sample: rank r draws its shard [begin, end) in batches
-// of max_batch; rank 0 gathers all (n, C, S, S) in sample order.
+// The images of a3fta sample (the same noise and batches), gathered on rank 0.
 static a3_status sample_shard(MPI_Comm comm, a3_unet *m, const a3_config *cfg,
-                              const a3_sample_options *base, int64_t n, uint8_t *all) {
-  int rank = 0, size = 1;
-  MPI_Comm_rank(comm, &rank);
-  MPI_Comm_size(comm, &size);
-  const a3_arch_config *arch = a3_unet_arch(m);
-  const int64_t per = arch->in_channels * arch->sample_size * arch->sample_size;
-  int64_t begin = 0, end = 0;
-  a3_shard_range(n, rank, size, &begin, &end);
-  a3_sample_options o = *base;
-  o.first = begin;
-  o.count = end - begin;
+                              const a3_sample_options *o, int64_t n, uint8_t *all) {
   a3_noise_schedule_table sched = {0};
-  uint8_t *mine = NULL;
-  int *counts = NULL, *displs = NULL;
   a3_status s = a3_schedule_init(&sched, cfg->train.noise_schedule, cfg->train.num_train_timesteps,
                                  A3_BETA_START, A3_BETA_END);
-  if (s == A3_OK) s = a3_alloc((void **)&mine, (size_t)(o.count * per) + 1, 1);
-  if (s == A3_OK && n * per > INT32_MAX)
-    s = A3_FAIL(A3_ERR_USAGE, "eval: %lld images are too many to gather at once", (long long)n);
-  if (s == A3_OK) s = A3_ALLOC(counts, (size_t)size);
-  if (s == A3_OK) s = A3_ALLOC(displs, (size_t)size);
-  if (s == A3_OK) s = a3_sample_images(m, &sched, &o, mine);
-  s = agree(comm, s, "sampling");
-  if (s == A3_OK) {
-    for (int r = 0; r < size; r++) {
-      int64_t b = 0, e = 0;
-      a3_shard_range(n, r, size, &b, &e);
-      counts[r] = (int)((e - b) * per);
-      displs[r] = (int)(b * per);
-    }
-    if (MPI_Gatherv(mine, (int)(o.count * per), MPI_UINT8_T, all, counts, displs, MPI_UINT8_T, 0,
-                    comm) != MPI_SUCCESS)
-      s = A3_FAIL(A3_ERR_MPI, "eval: gathering the samples failed");
-  }
-  free(mine);
-  free(counts);
-  free(displs);
+  s = agree(comm, s, "the noise schedule");
+  if (s == A3_OK) s = a3_sample_gather(comm, m, &sched, o, n, all);
   a3_schedule_free(&sched);
   return s;
 }

@@ -228,9 +228,6 @@ static a3_status gather(MPI_Comm comm, const shard *sh, int64_t num, const uint8
     memcpy(all, mine, (size_t)(num * sh->per));
     return A3_OK;
   }
-  if (num * sh->per > INT32_MAX)
-    return A3_FAIL(A3_ERR_USAGE, "sample: %lld images are too many to gather at once",
-                   (long long)num);
   int *counts = NULL, *displs = NULL;
   A3_TRY(A3_ALLOC(counts, (size_t)sh->size));
   a3_status s = A3_ALLOC(displs, (size_t)sh->size);
@@ -248,6 +245,41 @@ static a3_status gather(MPI_Comm comm, const shard *sh, int64_t num, const uint8
   return s;
 }
 
+// The worst status of all ranks (mine if it failed).
+static a3_status agree(MPI_Comm comm, a3_status mine) {
+  int code = (int)mine, worst = 0;
+  if (MPI_Allreduce(&code, &worst, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS)
+    return A3_FAIL(A3_ERR_MPI, "sample: MPI_Allreduce failed");
+  if (mine != A3_OK) return mine;
+  if (worst != A3_OK) return A3_FAIL((a3_status)worst, "sample: another rank failed");
+  return A3_OK;
+}
+
+a3_status a3_sample_gather(MPI_Comm comm, a3_unet *m, const a3_noise_schedule_table *sched,
+                           const a3_sample_options *o, int64_t n, uint8_t *all) {
+  shard sh;
+  MPI_Comm_rank(comm, &sh.rank);
+  MPI_Comm_size(comm, &sh.size);
+  int64_t end = 0;
+  a3_shard_range(n, sh.rank, sh.size, &sh.begin, &end);
+  sh.count = end - sh.begin;
+  const a3_arch_config *arch = a3_unet_arch(m);
+  sh.per = arch->in_channels * arch->sample_size * arch->sample_size;
+  a3_sample_options mine_opt = *o;
+  mine_opt.first = sh.begin;
+  mine_opt.count = sh.count;
+  uint8_t *mine = NULL;
+  a3_status s = a3_alloc((void **)&mine, (size_t)(sh.count * sh.per) + 1, 1);
+  if (s == A3_OK && sh.size > 1 && n * sh.per > INT32_MAX)
+    s = A3_FAIL(A3_ERR_USAGE, "sample: %lld images are too many to gather at once", (long long)n);
+  if (s == A3_OK) s = a3_sample_images(m, sched, &mine_opt, mine);
+  s = agree(comm, s);
+  if (s == A3_OK) s = gather(comm, &sh, n, mine, all);
+  free(mine);
+  A3_TRY(s);
+  return A3_OK;
+}
+
 static a3_status write_outputs(const a3_sample_request *req, const char *checkpoint,
                                const uint8_t *all, const a3_arch_config *arch) {
   const int C = (int)arch->in_channels, S = (int)arch->sample_size;
@@ -262,33 +294,26 @@ static a3_status write_outputs(const a3_sample_request *req, const char *checkpo
 
 static a3_status sample_loaded(MPI_Comm comm, const char *checkpoint, const a3_sample_request *req,
                                a3_config *cfg, a3_unet *m) {
-  shard sh;
-  MPI_Comm_rank(comm, &sh.rank);
-  MPI_Comm_size(comm, &sh.size);
-  int64_t end = 0;
-  a3_shard_range(req->num, sh.rank, sh.size, &sh.begin, &end);
-  sh.count = end - sh.begin;
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
   const a3_arch_config *arch = a3_unet_arch(m);
-  sh.per = arch->in_channels * arch->sample_size * arch->sample_size;
+  const int64_t per = arch->in_channels * arch->sample_size * arch->sample_size;
   a3_noise_schedule_table sched = {0};
   A3_TRY(a3_schedule_init(&sched, cfg->train.noise_schedule, cfg->train.num_train_timesteps,
                           A3_BETA_START, A3_BETA_END));
-  const a3_sample_options o = {req->sampler,
-                               req->steps > 0 ? req->steps : cfg->eval.sampler_steps,
-                               req->eta,
-                               req->seed,
-                               sh.begin,
-                               sh.count,
-                               req->max_batch > 0 ? req->max_batch : DEFAULT_MAX_BATCH};
-  uint8_t *mine = NULL, *all = NULL;
-  a3_status s = a3_alloc((void **)&mine, (size_t)(sh.count * sh.per) + 1, 1);
-  if (s == A3_OK && sh.rank == 0) s = a3_alloc((void **)&all, (size_t)(req->num * sh.per) + 1, 1);
-  if (s == A3_OK) s = a3_sample_images(m, &sched, &o, mine);
-  if (s == A3_OK) s = gather(comm, &sh, req->num, mine, all);
+  const a3_sample_options o = {.sampler = req->sampler,
+                               .steps = req->steps > 0 ? req->steps : cfg->eval.sampler_steps,
+                               .eta = req->eta,
+                               .seed = req->seed,
+                               .max_batch =
+                                   req->max_batch > 0 ? req->max_batch : DEFAULT_MAX_BATCH};
+  uint8_t *all = NULL;
+  a3_status s = rank == 0 ? a3_alloc((void **)&all, (size_t)(req->num * per) + 1, 1) : A3_OK;
+  s = agree(comm, s);
+  if (s == A3_OK) s = a3_sample_gather(comm, m, &sched, &o, req->num, all);
   a3_sample_request resolved = *req;
   resolved.steps = o.steps;
-  if (s == A3_OK && sh.rank == 0) s = write_outputs(&resolved, checkpoint, all, arch);
-  free(mine);
+  if (s == A3_OK && rank == 0) s = write_outputs(&resolved, checkpoint, all, arch);
   free(all);
   a3_schedule_free(&sched);
   return s;
