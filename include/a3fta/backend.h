@@ -370,14 +370,16 @@ const char *a3_backend_cpu_blas_info(void);
 // ---------------------------------------------------------------- the CUDA backend
 // Precision (a3_precision, core.h) on the CUDA backend: FP32 is exact fp32
 // (cuBLAS default math); TF32 lets cuBLAS use TF32 tensor cores for the
-// matrix products (10-bit mantissa operands, fp32 accumulation). Elementwise
-// ops, norms, softmax and reductions are fp32 in every mode.
+// matrix products (10-bit mantissa operands, fp32 accumulation); BF16 does
+// the same with bf16 tensor cores (8-bit mantissa operands, fp32
+// accumulation). Storage is fp32 in every mode (activations included), and
+// elementwise ops, norms, softmax and reductions are fp32.
 // A backend on CUDA device `device` (an index among the visible devices) with
 // its own stream and cuBLAS handle; every op is queued on that stream. Errors
 // (A3_ERR_CUDA) name the CUDA error: no driver gives cudaErrorInsufficientDriver,
 // no device cudaErrorNoDevice, a bad index cudaErrorInvalidDevice.
-// A3_ERR_UNIMPLEMENTED when a3fta was built without CUDA (A3FTA_CUDA=OFF) or for
-// A3_PRECISION_BF16 (not yet). Free with a3_backend_cuda_destroy.
+// A3_ERR_UNIMPLEMENTED when a3fta was built without CUDA (A3FTA_CUDA=OFF).
+// Free with a3_backend_cuda_destroy.
 a3_status a3_backend_cuda_create(int device, a3_precision precision,
                                  const a3_backend **out) A3_WARN_UNUSED;
 void a3_backend_cuda_destroy(const a3_backend *be); // NULL is fine

@@ -189,8 +189,9 @@ static const a3_config_key schema[] = {
     FLOAT("train.ema_max_decay", train.ema_max_decay, "0.9999", 0.0, 1.0, CLOSED,
           "Upper bound of the EMA decay (which warms up from 0 as in diffusers' EMAModel)."),
     ENUM("train.precision", train.precision, "fp32", precision_names,
-         "Arithmetic: fp32; tf32 tensor cores for matrix products; bf16 mixed precision with "
-         "fp32 master weights. The CPU backend computes fp32 whatever is set."),
+         "Arithmetic of the matrix products on a GPU: fp32; tf32 or bf16 tensor cores "
+         "(operands rounded to 10 or 8 mantissa bits, fp32 accumulation and storage). "
+         "The CPU backend computes fp32 whatever is set."),
     INT("train.seed", train.seed, "0", 0, INT64_MAX,
         "Seed of initialisation, noise and batch order (Philox streams: any rank count gives "
         "the same numbers)."),

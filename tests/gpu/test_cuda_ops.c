@@ -24,13 +24,17 @@
 //   relative, ~5e-4 on a product; the attention backward chains three such
 //   products): a 10x margin, while a wrong index or a missing term gives
 //   errors of order 1e-1..1. Every other op is fp32 in every mode: 1e-5.
+// - BF16 (--precision bf16): 3e-2 for the matrix ops, whose operands are
+//   rounded to 8-bit mantissas (2^-9 relative, 8x TF32's: ~4e-3 on a product,
+//   ~1e-2 through the attention backward's three products): a 3x margin,
+//   still well under the O(1e-1) of a wrong index or a missing term.
 // - timestep_embedding: 5e-4 in both modes. The op rounds the frequency
 //   exp(e) and t * frequency to fp32 as PyTorch does; CUDA's expf may differ
 //   from glibc's by 1-2 ulp, which at t = 999 moves sin/cos arguments by up to
 //   ~1.2e-4 in the highest-frequency columns (a rel. L2 of ~2e-5 overall). A
 //   swapped sin/cos or a wrong frequency gives O(1).
 //
-// Usage: test_cuda_ops [--precision fp32|tf32] [--against cpu] [--seed N]
+// Usage: test_cuda_ops [--precision fp32|tf32|bf16] [--against cpu] [--seed N]
 // --against cpu: the CPU backend is the candidate too (no GPU needed), so the
 // harness runs everywhere (ASan included); it then also checks that a
 // deliberately broken candidate (a perturbed output, a parameter gradient
@@ -51,6 +55,7 @@
 
 #define TOL_FP32 1e-5
 #define TOL_TF32_MATRIX 5e-3
+#define TOL_BF16_MATRIX 3e-2
 #define TOL_TEMB 5e-4
 
 enum { MAXT = 12 };
@@ -846,9 +851,14 @@ static a3_status run_side(const tcase *c, const tlist *l, void *const *init, con
   return s;
 }
 
+static const char *precision_name(a3_precision p) {
+  return p == A3_PRECISION_TF32 ? "tf32" : p == A3_PRECISION_BF16 ? "bf16" : "fp32";
+}
+
 static double tolerance(const tcase *c, a3_precision prec) {
   if (c->tol == TOL_EMB) return TOL_TEMB;
   if (c->tol == TOL_MATRIX && prec == A3_PRECISION_TF32) return TOL_TF32_MATRIX;
+  if (c->tol == TOL_MATRIX && prec == A3_PRECISION_BF16) return TOL_BF16_MATRIX;
   return TOL_FP32;
 }
 
@@ -927,9 +937,8 @@ static int run_case(int idx, const a3_backend *ref, const a3_backend *cand, a3_p
   char shape[96];
   describe(c, shape, sizeof shape);
   if (!quiet || !ok)
-    printf("%-24s %-58s %-5s %11.3e %8.1e  %s%s%s%s\n", c->op, shape,
-           prec == A3_PRECISION_TF32 ? "tf32" : "fp32", worst, tol, ok ? "PASS" : "FAIL",
-           ok ? "" : " (worst: ", ok ? "" : worst_name, ok ? "" : ")");
+    printf("%-24s %-58s %-5s %11.3e %8.1e  %s%s%s%s\n", c->op, shape, precision_name(prec), worst,
+           tol, ok ? "PASS" : "FAIL", ok ? "" : " (worst: ", ok ? "" : worst_name, ok ? "" : ")");
   if (!ok && *why && !quiet) printf("    %s: %s\n", worst_name, why);
   for (int i = 0; i < l.nt; i++) {
     free(init[i]);
@@ -1013,7 +1022,7 @@ static int negative_checks(a3_precision prec) {
 
 // ---------------------------------------------------------------- main
 static int usage(const char *argv0) {
-  fprintf(stderr, "usage: %s [--precision fp32|tf32] [--against cpu] [--seed N]\n", argv0);
+  fprintf(stderr, "usage: %s [--precision fp32|tf32|bf16] [--against cpu] [--seed N]\n", argv0);
   return 2;
 }
 
@@ -1032,6 +1041,8 @@ int main(int argc, char **argv) {
         prec = A3_PRECISION_FP32;
       else if (!strcmp(v, "tf32"))
         prec = A3_PRECISION_TF32;
+      else if (!strcmp(v, "bf16"))
+        prec = A3_PRECISION_BF16;
       else
         return usage(argv[0]);
     } else if (!strcmp(argv[i], "--against") && i + 1 < argc) {
@@ -1058,8 +1069,7 @@ int main(int argc, char **argv) {
   }
   printf("test_cuda_ops: candidate %s against reference %s, precision %s, seed 0x%016llx "
          "(rerun with --seed)\n",
-         cand->name, ref->name, prec == A3_PRECISION_TF32 ? "tf32" : "fp32",
-         (unsigned long long)base_seed);
+         cand->name, ref->name, precision_name(prec), (unsigned long long)base_seed);
   int failures = 0;
   if (!check_table(cand)) {
     printf("FAIL: the candidate's op table is incomplete\n");
@@ -1073,7 +1083,7 @@ int main(int argc, char **argv) {
   printf("test_cuda_ops: %d cases, %d passed, %d failed%s (%s, %s)\n", N_CASES, N_CASES - failures,
          failures,
          against_cpu ? (negative ? ", negative checks FAILED" : ", negative checks passed") : "",
-         cand->name, prec == A3_PRECISION_TF32 ? "tf32" : "fp32");
+         cand->name, precision_name(prec));
   if (!against_cpu) a3_backend_cuda_destroy(cand);
   return failures || negative ? 1 : 0;
 }

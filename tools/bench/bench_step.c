@@ -17,7 +17,7 @@
 // usage: a3fta_bench_step [--config PATH] [--batch B] [--steps N] [--warmup W]
 //                         [--strategy full|attention|a3fta|adapter|lora|bitfit]
 //                         [-o KEY=VALUE]... [--threads T] [--sgemm-reps R]
-//                         [--backend cpu|cuda] [--precision fp32|tf32] [--device D]
+//                         [--backend cpu|cuda] [--precision fp32|tf32|bf16] [--device D]
 // The strategy (default full) goes through the library, as training does:
 // the config loaded with the override strategy.name=S (after any -o, which
 // set e.g. strategy.adapter.rank=16), the model built with the strategy's
@@ -30,7 +30,7 @@
 // against peer_step.py --device cuda): the model is built with its strategy
 // on the CPU exactly as above (same init, same trainable set), then copied to
 // a device model on CUDA device --device (default 0) with --precision (fp32,
-// the default: exact fp32; tf32: TF32 tensor cores in cuBLAS). The batch is
+// the default: exact fp32; tf32 / bf16: TF32 / BF16 tensor cores in cuBLAS). The batch is
 // made on the host as above and uploaded once. The timed step runs on the
 // device as the trainer's (src/train/trainer_device.c): zero the gradients,
 // forward, MSE forward and backward, backward, then per trainable segment
@@ -473,7 +473,10 @@ static int run_cuda(const a3_config *cfg, int B, int steps, int warmup, int sgem
   if (device == 0) snprintf(dev_name, sizeof dev_name, " (%.256s)", info.device_name);
 #endif
   printf("# a3fta cuda device %d%s; precision %s; batch %d; strategy %s\n", device, dev_name,
-         precision == A3_PRECISION_TF32 ? "tf32" : "fp32", B, a3_strategy_label(sname));
+         precision == A3_PRECISION_TF32   ? "tf32"
+         : precision == A3_PRECISION_BF16 ? "bf16"
+                                          : "fp32",
+         B, a3_strategy_label(sname));
   const double sg = sgemm_reps > 0 ? device_gemm_peak(be, sgemm_reps) : 0;
   const size_t rss0 = rss_now();
 
@@ -593,7 +596,7 @@ int main(int argc, char **argv) {
       fprintf(stderr,
               "usage: %s [--config PATH] [--batch B] [--steps N] [--warmup W] "
               "[--strategy full|attention|a3fta|adapter|lora|bitfit] [-o KEY=VALUE]... "
-              "[--threads T] [--sgemm-reps R] [--backend cpu|cuda] [--precision fp32|tf32] "
+              "[--threads T] [--sgemm-reps R] [--backend cpu|cuda] [--precision fp32|tf32|bf16] "
               "[--device D]\n",
               argv[0]);
       return 2;
@@ -605,8 +608,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "a3fta_bench_step: --backend %s: cpu or cuda\n", backend);
     return 2;
   }
-  if (strcmp(precision, "fp32") && (strcmp(precision, "tf32") || !cuda)) {
-    fprintf(stderr, "a3fta_bench_step: --precision %s: fp32, or tf32 with --backend cuda\n",
+  const int reduced = !strcmp(precision, "tf32") || !strcmp(precision, "bf16");
+  if (strcmp(precision, "fp32") && (!reduced || !cuda)) {
+    fprintf(stderr, "a3fta_bench_step: --precision %s: fp32, or tf32/bf16 with --backend cuda\n",
             precision);
     return 2;
   }
@@ -619,7 +623,9 @@ int main(int argc, char **argv) {
   if (cuda) {
     if (threads > 0) a3_backend_cpu_set_threads(threads); // the host model's init
     const int rc = run_cuda(&cfg, B, steps, warmup, sgemm_reps, device,
-                            strcmp(precision, "tf32") ? A3_PRECISION_FP32 : A3_PRECISION_TF32);
+                            !strcmp(precision, "tf32")   ? A3_PRECISION_TF32
+                            : !strcmp(precision, "bf16") ? A3_PRECISION_BF16
+                                                         : A3_PRECISION_FP32);
     a3_config_free(&cfg);
     return rc;
   }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Training-step benchmark on one GPU, a3fta's CUDA backend vs PyTorch: for
 # configs/fmnist-unet.yaml at batch 64 and configs/ddpm-cifar10-32.yaml at
-# batch 128, strategies full and a3fta, precisions fp32 and tf32 (plus torch
-# bf16 autocast as a reference row: a3fta has no bf16 yet), runs
+# batch 128, strategies full and a3fta, precisions fp32, tf32 and bf16 (a3fta's
+# bf16: bf16 tensor-core GEMM operands with fp32 storage; torch's: autocast), runs
 # a3fta_bench_step --backend cuda (one process per case) and
 # tools/bench/peer_step.py --device cuda (one process per config and
 # repetition, all its cases in it: the torch import costs seconds),
@@ -66,7 +66,7 @@ fi
 
 # config:batch, in the order run (the quick one first).
 cases="fmnist-unet:64 ddpm-cifar10-32:128"
-strategies="full a3fta" a3_precisions="fp32 tf32" torch_precisions="fp32,tf32,bf16"
+strategies="full a3fta" a3_precisions="fp32 tf32 bf16" torch_precisions="fp32,tf32,bf16"
 SECONDS=0
 declare -A took # a process's wall seconds in its first repetition
 

@@ -77,27 +77,27 @@ typedef struct {
 static int gemm_qkt(const a3_backend *be, const attn_dims *a, float alpha, const float *q,
                     const float *k, float *s) {
   const float zero = 0.0f;
-  return CU_BLAS(be, cublasSgemmStridedBatched(cu_blas(be), CUBLAS_OP_T, CUBLAS_OP_N, a->T, a->T,
-                                               a->d, &alpha, k, a->C, a->d, q, a->C, a->d, &zero, s,
-                                               a->T, (long long)a->T * a->T, a->NH));
+  return CU_BLAS(be, cu_sgemm_batched(be, CUBLAS_OP_T, CUBLAS_OP_N, a->T, a->T, a->d, &alpha, k,
+                                      a->C, a->d, q, a->C, a->d, &zero, s, a->T,
+                                      (long long)a->T * a->T, a->NH));
 }
 
 // O_h (T, d) = alpha P_h (T, T) V_h (T, d): O^T = V^T P^T, P^T being P's buffer as is.
 static int gemm_pv(const a3_backend *be, const attn_dims *a, float alpha, const float *p,
                    const float *v, float *o) {
   const float zero = 0.0f;
-  return CU_BLAS(be, cublasSgemmStridedBatched(
-                         cu_blas(be), CUBLAS_OP_N, CUBLAS_OP_N, a->d, a->T, a->T, &alpha, v, a->C,
-                         a->d, p, a->T, (long long)a->T * a->T, &zero, o, a->C, a->d, a->NH));
+  return CU_BLAS(be, cu_sgemm_batched(be, CUBLAS_OP_N, CUBLAS_OP_N, a->d, a->T, a->T, &alpha, v,
+                                      a->C, a->d, p, a->T, (long long)a->T * a->T, &zero, o, a->C,
+                                      a->d, a->NH));
 }
 
 // X_h (T, d) = alpha P_h^T (T, T) Y_h (T, d): X^T = Y^T P, P from its buffer transposed.
 static int gemm_ptv(const a3_backend *be, const attn_dims *a, float alpha, const float *p,
                     const float *y, float *x) {
   const float zero = 0.0f;
-  return CU_BLAS(be, cublasSgemmStridedBatched(
-                         cu_blas(be), CUBLAS_OP_N, CUBLAS_OP_T, a->d, a->T, a->T, &alpha, y, a->C,
-                         a->d, p, a->T, (long long)a->T * a->T, &zero, x, a->C, a->d, a->NH));
+  return CU_BLAS(be, cu_sgemm_batched(be, CUBLAS_OP_N, CUBLAS_OP_T, a->d, a->T, a->T, &alpha, y,
+                                      a->C, a->d, p, a->T, (long long)a->T * a->T, &zero, x, a->C,
+                                      a->d, a->NH));
 }
 
 void cuda_attention_forward(const a3_backend *be,

@@ -227,18 +227,17 @@ static void free_state(cuda_state *st) {
   } while (0)
 
 // FP32 must stay exact fp32: the default math mode never uses TF32 on its
-// own, and it is set explicitly so that nothing inherited turns it on.
+// own, and it is set explicitly so that nothing inherited turns it on. The
+// reduced precisions come from each GEMM's compute type (cuda_gemm.cu).
 static cublasMath_t math_mode(a3_precision p) {
-  return p == A3_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
+  return p == A3_PRECISION_FP32 ? CUBLAS_DEFAULT_MATH : CUBLAS_TF32_TENSOR_OP_MATH;
 }
 
 extern "C" a3_status a3_backend_cuda_create(int device, a3_precision precision,
                                             const a3_backend **out) {
   *out = NULL;
-  if (precision == A3_PRECISION_BF16)
-    return A3_FAIL(A3_ERR_UNIMPLEMENTED,
-                   "the CUDA backend has no bf16 mode yet; use train.precision fp32 or tf32");
-  if (precision != A3_PRECISION_FP32 && precision != A3_PRECISION_TF32)
+  if (precision != A3_PRECISION_FP32 && precision != A3_PRECISION_TF32 &&
+      precision != A3_PRECISION_BF16)
     return A3_FAIL(A3_ERR_INTERNAL, "unknown CUDA precision %d", (int)precision);
   a3_status status = A3_OK;
   a3_backend *be = NULL;
@@ -246,6 +245,7 @@ extern "C" a3_status a3_backend_cuda_create(int device, a3_precision precision,
   int count = 0;
   if (!st) return A3_FAIL(A3_ERR_NOMEM, "out of memory for the CUDA backend's state");
   st->device = device;
+  st->compute = cu_compute_type(precision);
   CREATE_CUDA(cudaGetDeviceCount(&count), "cannot count the CUDA devices");
   if (device < 0 || device >= count) {
     status = A3_FAIL(A3_ERR_CUDA, "cannot use CUDA device %d: %s (%s; %d visible)", device,

@@ -146,24 +146,24 @@ __global__ static void bias_planes_kernel(float *out, const float *bias, int OC,
 static int gemm_forward(const a3_backend *be, float *tmp, const float *weight, const float *col,
                         int OC, int K, int L) {
   const float one = 1.0f, zero = 0.0f;
-  return CU_BLAS(be, cublasSgemm(cu_blas(be), CUBLAS_OP_N, CUBLAS_OP_N, L, OC, K, &one, col, L,
-                                 weight, K, &zero, tmp, L));
+  return CU_BLAS(
+      be, cu_sgemm(be, CUBLAS_OP_N, CUBLAS_OP_N, L, OC, K, &one, col, L, weight, K, &zero, tmp, L));
 }
 
 // dW (OC, K) += tmp (OC, L) col^T (L, K).
 static int gemm_dweight(const a3_backend *be, float *dweight, const float *tmp, const float *col,
                         int OC, int K, int L) {
   const float one = 1.0f;
-  return CU_BLAS(be, cublasSgemm(cu_blas(be), CUBLAS_OP_T, CUBLAS_OP_N, K, OC, L, &one, col, L, tmp,
-                                 L, &one, dweight, K));
+  return CU_BLAS(
+      be, cu_sgemm(be, CUBLAS_OP_T, CUBLAS_OP_N, K, OC, L, &one, col, L, tmp, L, &one, dweight, K));
 }
 
 // dcol (K, L) = W^T (K, OC) tmp (OC, L).
 static int gemm_dcol(const a3_backend *be, float *dcol, const float *weight, const float *tmp,
                      int OC, int K, int L) {
   const float one = 1.0f, zero = 0.0f;
-  return CU_BLAS(be, cublasSgemm(cu_blas(be), CUBLAS_OP_N, CUBLAS_OP_T, L, K, OC, &one, tmp, L,
-                                 weight, K, &zero, dcol, L));
+  return CU_BLAS(be, cu_sgemm(be, CUBLAS_OP_N, CUBLAS_OP_T, L, K, OC, &one, tmp, L, weight, K,
+                              &zero, dcol, L));
 }
 
 // ---------------------------------------------------------------- forward
@@ -174,9 +174,9 @@ static void pointwise_forward(const a3_backend *be, const a3_conv2d_shape *s, fl
   const size_t total = (size_t)s->B * s->OC * P;
   if (bias && !LAUNCH(be, total, bias_planes_kernel, out, bias, s->OC, P, total)) return;
   const float one = 1.0f, beta = bias ? 1.0f : 0.0f;
-  CU_BLAS(be, cublasSgemmStridedBatched(cu_blas(be), CUBLAS_OP_N, CUBLAS_OP_N, P, s->OC, s->C, &one,
-                                        inp, P, (long long)s->C * P, weight, s->C, 0, &beta, out, P,
-                                        (long long)s->OC * P, s->B));
+  CU_BLAS(be, cu_sgemm_batched(be, CUBLAS_OP_N, CUBLAS_OP_N, P, s->OC, s->C, &one, inp, P,
+                               (long long)s->C * P, weight, s->C, 0, &beta, out, P,
+                               (long long)s->OC * P, s->B));
 }
 
 void cuda_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
@@ -208,9 +208,9 @@ void cuda_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
 static void pointwise_dinp(const a3_backend *be, const a3_conv2d_shape *s, float *dinp,
                            const float *dout, const float *weight, int P) {
   const float one = 1.0f, zero = 0.0f;
-  CU_BLAS(be, cublasSgemmStridedBatched(cu_blas(be), CUBLAS_OP_N, CUBLAS_OP_T, P, s->C, s->OC, &one,
-                                        dout, P, (long long)s->OC * P, weight, s->C, 0, &zero, dinp,
-                                        P, (long long)s->C * P, s->B));
+  CU_BLAS(be, cu_sgemm_batched(be, CUBLAS_OP_N, CUBLAS_OP_T, P, s->C, s->OC, &one, dout, P,
+                               (long long)s->OC * P, weight, s->C, 0, &zero, dinp, P,
+                               (long long)s->C * P, s->B));
 }
 
 void cuda_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s,

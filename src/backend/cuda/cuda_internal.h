@@ -38,8 +38,9 @@ typedef struct {
   int device;
   cudaStream_t stream;
   cublasHandle_t blas;
-  double *red;     // (CU_RED_BLOCKS) partial sums of two-stage reductions
-  a3_status error; // first recorded error, A3_OK when none
+  cublasComputeType_t compute; // of every GEMM: train.precision (cuda_gemm.cu)
+  double *red;                 // (CU_RED_BLOCKS) partial sums of two-stage reductions
+  a3_status error;             // first recorded error, A3_OK when none
   char message[512];
 } cuda_state;
 
@@ -116,6 +117,19 @@ void cu_finish_sum(const a3_backend *be, float *dst, const double *part, unsigne
 // (conv2d's dbias: outer = B images of OC planes; add_channel's dt: outer = 1.)
 void cu_plane_sums(const a3_backend *be, float *dst, const float *x, int J, int outer,
                    size_t outer_stride, int inner, int accumulate);
+
+// ---------------------------------------------------------------- GEMMs (cuda_gemm.cu)
+// cublasSgemm / cublasSgemmStridedBatched with the same arguments (less the
+// handle), computed in the backend's precision.
+cublasComputeType_t cu_compute_type(a3_precision p);
+cublasStatus_t cu_sgemm(const a3_backend *be, cublasOperation_t ta, cublasOperation_t tb, int m,
+                        int n, int k, const float *alpha, const float *A, int lda, const float *B,
+                        int ldb, const float *beta, float *C, int ldc);
+cublasStatus_t cu_sgemm_batched(const a3_backend *be, cublasOperation_t ta, cublasOperation_t tb,
+                                int m, int n, int k, const float *alpha, const float *A, int lda,
+                                long long stride_a, const float *B, int ldb, long long stride_b,
+                                const float *beta, float *C, int ldc, long long stride_c,
+                                int batch);
 
 // ---------------------------------------------------------------- ops
 // cuda_elementwise.cu

@@ -28,8 +28,8 @@ void cuda_linear_forward(const a3_backend *be,
   }
   const float one = 1.0f, beta = bias ? 1.0f : 0.0f;
   // out^T (OUT, N) = W (OUT, IN) inp^T (IN, N): W's buffer is W^T (IN, OUT) to cuBLAS.
-  CU_BLAS(be, cublasSgemm(cu_blas(be), CUBLAS_OP_T, CUBLAS_OP_N, OUT, N, IN, &one, weight, IN, inp,
-                          IN, &beta, out, OUT));
+  CU_BLAS(be, cu_sgemm(be, CUBLAS_OP_T, CUBLAS_OP_N, OUT, N, IN, &one, weight, IN, inp, IN, &beta,
+                       out, OUT));
 }
 
 // dbias[o] += sum over rows of dout[:, o]: blocks of 32 columns x 16 row
@@ -62,11 +62,11 @@ void cuda_linear_backward(const a3_backend *be,
                           int N, int IN, int OUT) {
   const float one = 1.0f, zero = 0.0f;
   if (dinp) // dinp^T (IN, N) = W^T (IN, OUT) dout^T (OUT, N)
-    CU_BLAS(be, cublasSgemm(cu_blas(be), CUBLAS_OP_N, CUBLAS_OP_N, IN, N, OUT, &one, weight, IN,
-                            dout, OUT, &zero, dinp, IN));
+    CU_BLAS(be, cu_sgemm(be, CUBLAS_OP_N, CUBLAS_OP_N, IN, N, OUT, &one, weight, IN, dout, OUT,
+                         &zero, dinp, IN));
   if (dweight) // dW^T (IN, OUT) += inp^T (IN, N) dout (N, OUT)
-    CU_BLAS(be, cublasSgemm(cu_blas(be), CUBLAS_OP_N, CUBLAS_OP_T, IN, OUT, N, &one, inp, IN, dout,
-                            OUT, &one, dweight, IN));
+    CU_BLAS(be, cu_sgemm(be, CUBLAS_OP_N, CUBLAS_OP_T, IN, OUT, N, &one, inp, IN, dout, OUT, &one,
+                         dweight, IN));
   if (dbias && OUT > 0) {
     const dim3 threads(COL_X, COL_Y);
     const unsigned blocks = (unsigned)((OUT + COL_X - 1) / COL_X);
