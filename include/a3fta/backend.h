@@ -75,6 +75,19 @@ typedef struct {
   float eps;
 } a3_adamw_scalars;
 
+// The per-step scalars of a DDPM or DDIM sampler step, computed once per step
+// on the host (a3_sampler_prepare, diffusion.h) in fp32 as diffusers'
+// schedulers compute them; the sampler_step op applies them elementwise.
+typedef struct {
+  float sqrt_beta_prod_t; // sqrt(1 - acp_t)
+  float sqrt_acp_t;       // sqrt(acp_t)
+  float c_x0;             // coefficient of the predicted (clipped) x0
+  float c_dir;            // coefficient of x_t (DDPM) or of eps (DDIM)
+  float std;              // noise scale
+  int dir_is_eps;         // 1 (DDIM): c_dir * eps; 0 (DDPM): c_dir * x_t
+  int add_noise;          // 1: std * noise is added (noise must be given)
+} a3_sampler_scalars;
+
 struct a3_backend_ops {
   // ------------------------------------------------------------ memory
   a3_status (*alloc)(const a3_backend *be, void **out, size_t bytes); // zeroed
@@ -350,6 +363,19 @@ struct a3_backend_ops {
   void (*ema_update)(const a3_backend *be, float *ema, // (n)
                      const float *param,               // (n)
                      size_t n, float one_minus_decay);
+
+  // ------------------------------------------------------------ sampler step (DDPM / DDIM)
+  // Per element, each line one fp32 rounding (no fused multiply-add), as
+  // diffusers' schedulers round them:
+  //   x0 = clamp((x_t - sqrt_beta_prod_t * eps) / sqrt_acp_t, -1, 1) (NaN passes),
+  //   x_prev = c_x0 * x0 + c_dir * (dir_is_eps ? eps : x_t),
+  //   x_prev = x_prev + std * noise                                   (add_noise only).
+  // noise may be NULL unless add_noise; x_prev may equal x_t (in place).
+  void (*sampler_step)(const a3_backend *be, float *x_prev, // (n)
+                       const float *eps,                    // (n) the model's output
+                       const float *x_t,                    // (n)
+                       const float *noise,                  // (n) or NULL
+                       size_t n, const a3_sampler_scalars *s);
 };
 
 // ---------------------------------------------------------------- the CPU backend

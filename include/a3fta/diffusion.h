@@ -17,6 +17,7 @@
 #ifndef A3FTA_DIFFUSION_H
 #define A3FTA_DIFFUSION_H
 
+#include "a3fta/backend.h"
 #include "a3fta/config.h"
 #include "a3fta/core.h"
 
@@ -125,5 +126,13 @@ a3_status a3_ddim_step(const a3_noise_schedule_table *s, int32_t t, int32_t t_pr
 a3_status a3_sampler_step(a3_sampler sampler, const a3_noise_schedule_table *s, int32_t t,
                           int32_t t_prev, double eta, const float *model_out, const float *x_t,
                           const float *noise, float *x_prev, int64_t n) A3_WARN_UNUSED;
+
+// The scalars of one step of either sampler (a3_sampler_scalars, backend.h),
+// for the backend's sampler_step op, which then computes exactly what the
+// step functions above compute (they are this + the CPU backend's op):
+// add_noise is set when the step adds noise (DDPM: t > 0; DDIM: eta > 0).
+// The same checks and errors as the steps (t, t_prev, eta), less the noise.
+a3_status a3_sampler_prepare(a3_sampler sampler, const a3_noise_schedule_table *s, int32_t t,
+                             int32_t t_prev, double eta, a3_sampler_scalars *out) A3_WARN_UNUSED;
 
 #endif

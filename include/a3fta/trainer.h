@@ -82,7 +82,10 @@ void a3_train_batch_images(const a3_train_data *d, uint64_t seed, bool hflip, in
 // No 1/size scaling: each rank weights its loss by its share of the batch,
 // so a batch that does not split evenly (5 images on 2 ranks) is still exact.
 // With 2 ranks the result is bitwise that of one MPI_Allreduce over all the
-// gradients for any bucket size (see comm.h, "Numbers").
+// gradients for any bucket size (see comm.h, "Numbers"). Ranks that all train
+// on GPUs sum the device gradients with NCCL (a3_grad_comm_create_nccl, with
+// its watchdog), the others through host memory with MPI; A3FTA_GRAD_COMM=
+// mpi|nccl forces one (nccl also on one rank, to exercise the path).
 
 // One piece per trainable parameter, in table order, with its backward stage.
 a3_status a3_trainer_grad_pieces(const a3_unet *m, a3_grad_piece **pieces,
@@ -269,6 +272,18 @@ typedef struct {
 a3_status a3_train(const a3_config *cfg, MPI_Comm comm, const a3_train_options *opt,
                    a3_train_result *result) A3_WARN_UNUSED;
 
+// ---------------------------------------------------------------- the backend
+// The backend parallel.backend picks for this rank of comm, for training and
+// sampling alike: *be = NULL for the CPU (cpu, or auto without a usable GPU,
+// which is logged, and the error cleared), else a CUDA backend (free it with
+// a3_backend_cuda_destroy) on the GPU of the rank's node-local rank modulo
+// the visible devices, in train.precision. A3_ERR_CUDA for cuda without a
+// usable GPU, A3_ERR_UNIMPLEMENTED for cuda in a build without CUDA. `name`
+// ("cpu", or the device and local rank) is for logs. Collective over comm
+// where a GPU is visible (the node-local split).
+a3_status a3_backend_pick(const a3_config *cfg, MPI_Comm comm, const a3_backend **be, char *name,
+                          size_t cap) A3_WARN_UNUSED;
+
 // ---------------------------------------------------------------- sampling
 typedef struct {
   a3_sampler sampler;
@@ -282,10 +297,40 @@ typedef struct {
 
 // Samples with the diffusion layer's noise convention: x_T and each step's
 // noise addressed by the global sample index, so a shard across ranks gives
-// the same images. out (count, C, S, S) uint8 = clamp(round((x + 1) * 127.5)).
-// Re-plans the model's memory for the batch.
+// the same images. out (count, C, S, S) uint8 = clamp(round((x + 1) * 127.5)),
+// in host memory. Re-plans the model's memory for the batch.
+// The model may live on any backend (a3_unet_backend): the working tensors
+// are in its memory, the noise is drawn on the host (Philox) and uploaded,
+// the forward and the sampler step (the backend's sampler_step op) run
+// there, and each chunk's images come down once. On the CPU backend the
+// images are bitwise those of a3_unet_forward + a3_sampler_step on host
+// arrays; on a GPU they follow them up to the model's fp32 rounding
+// (the step itself is bitwise the CPU's).
 a3_status a3_sample_images(a3_unet *m, const a3_noise_schedule_table *sched,
                            const a3_sample_options *o, uint8_t *out) A3_WARN_UNUSED;
+
+// Images per forward pass when none is asked for: the CPU backend's is
+// small (its threads are busy with any batch), a GPU needs large batches.
+enum { A3_SAMPLE_BATCH_CPU = 16, A3_SAMPLE_BATCH_GPU = 256 };
+
+// The model that sampling runs on, where training would run (a3_backend_pick
+// with the loaded checkpoint's config): the host model itself on the CPU,
+// else a copy of its parameters on the picked GPU (a3_unet_build_on +
+// a3_unet_copy_params). batch = max_batch, or when that is <= 0 the backend's
+// default above. Rank 0 logs "<who>: sampling on <backend>, <batch> images
+// per forward pass". Collective over comm (see a3_backend_pick); on failure
+// nothing is left open. Close with a3_sampling_model_close (also safe on a
+// zeroed struct).
+typedef struct {
+  a3_unet *model;           // the host model or device_copy: sample with this
+  a3_unet *device_copy;     // NULL on the CPU
+  const a3_backend *device; // NULL on the CPU
+  int batch;                // images per forward pass
+  char name[400];           // "cpu", or the GPU, for logs
+} a3_sampling_model;
+a3_status a3_sampling_model_open(const a3_config *cfg, MPI_Comm comm, a3_unet *host, int max_batch,
+                                 const char *who, a3_sampling_model *out) A3_WARN_UNUSED;
+void a3_sampling_model_close(a3_sampling_model *sm);
 // Images [0, n) split across the ranks of comm (o->first and o->count are
 // set per rank): each rank draws its shard with a3_sample_images, and rank 0
 // receives all of them in `all` (n, C, S, S), in sample order (`all` is used
@@ -296,8 +341,9 @@ a3_status a3_sample_gather(MPI_Comm comm, a3_unet *m, const a3_noise_schedule_ta
 
 // a3fta sample: loads a checkpoint (EMA weights when use_ema and present),
 // draws num images split across the ranks of comm (the same images for any
-// rank count, see a3_sample_images), gathers them on rank 0, which writes
-// out_h5 and/or out_png (NULL: not written). Collective.
+// rank count, see a3_sample_images) on the backend its parallel.backend picks
+// (a3_sampling_model_open), gathers them on rank 0, which writes out_h5
+// and/or out_png (NULL: not written). Collective.
 typedef struct {
   int64_t num;
   a3_sampler sampler;
@@ -305,7 +351,7 @@ typedef struct {
   double eta;    // DDIM
   uint64_t seed;
   bool use_ema;
-  int max_batch;       // images per forward pass (0: 16)
+  int max_batch;       // images per forward pass (0: the backend's default, 16 or 256)
   const char *out_h5;  // /samples (N, C, H, W) uint8
   const char *out_png; // a grid
 } a3_sample_request;

@@ -31,8 +31,9 @@ a3_status a3_cmd_eval(int argc, char **argv) {
       "                   [--features PATH]",
       "Evaluate a checkpoint: FID, KID, precision/recall, diversity, memorization.",
       "Samples N images from the checkpoint (its EMA weights when it has them) with the\n"
-      "config's eval.sampler, eval.sampler_steps and eval.eta, split over the MPI ranks, and\n"
-      "measures them on rank 0 against the config's data:\n"
+      "config's eval.sampler, eval.sampler_steps and eval.eta, split over the MPI ranks (each\n"
+      "on the GPU that the config's parallel.backend picks for it, as in training, else the\n"
+      "CPU), and measures them on rank 0 against the config's data:\n"
       "  reference: every test-split image of data.classes in data.path: FID, KID (mean, std),\n"
       "             precision, recall, density, coverage (k = 5) in the feature space of the\n"
       "             network fmnist-cnn-v1 (centre 28x28 of the samples);\n"

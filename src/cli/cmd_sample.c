@@ -51,7 +51,7 @@ static a3_status to_request(const sample_args *a, a3_sample_request *req) {
 }
 
 a3_status a3_cmd_sample(int argc, char **argv) {
-  sample_args a = {NULL, NULL, "ddim", "0", 16, 0, 0, 16, 0};
+  sample_args a = {NULL, NULL, "ddim", "0", 16, 0, 0, 0, 0};
   const a3_cli_option options[] = {
       {"out", 'o', A3_OPT_STRING, "FILE.h5",
        "write /samples (N, C, H, W) uint8 here; a name ending in .png writes only a grid", &a.out,
@@ -64,7 +64,8 @@ a3_status a3_cmd_sample(int argc, char **argv) {
        100000},
       {"eta", 0, A3_OPT_STRING, "X", "DDIM eta in [0, 1] (default 0: deterministic)", &a.eta, 0, 0},
       {"seed", 0, A3_OPT_INT, "K", "seed of the noise (default 0)", &a.seed, 0, 2147483647L},
-      {"batch", 0, A3_OPT_INT, "B", "images per forward pass (default 16)", &a.batch, 1, 4096},
+      {"batch", 0, A3_OPT_INT, "B", "images per forward pass (default 16 on the CPU, 256 on a GPU)",
+       &a.batch, 1, 4096},
       {"no-ema", 0, A3_OPT_FLAG, NULL, "use the raw weights even if the checkpoint has an EMA",
        &a.no_ema, 0, 0},
   };
@@ -75,7 +76,8 @@ a3_status a3_cmd_sample(int argc, char **argv) {
       "Sample images from a checkpoint.",
       "Draws N images with the checkpoint's model (its EMA weights when it has them) and noise\n"
       "schedule. Image i's noise depends only on (seed, i), so the images are the same for any\n"
-      "number of ranks (mpirun -n R a3fta sample ... splits the work).",
+      "number of ranks (mpirun -n R a3fta sample ... splits the work). Sampling runs where the\n"
+      "checkpoint's config trains (parallel.backend: a GPU when it picks one, else the CPU).",
       options,
       (int)(sizeof options / sizeof options[0]),
       1,

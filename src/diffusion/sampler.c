@@ -3,9 +3,15 @@
 // clipping to [-1, 1]). Every scheduler scalar is an fp32 value there (0-dim
 // float32 tensors), so each coefficient below is computed in float, in the
 // same order: that is what lets the trajectories match to the last bit.
+// The per-step scalars are computed here (a3_sampler_prepare); the
+// elementwise step is the backend's sampler_step op, so the CPU and the GPU
+// run one formula (src/backend/cpu/sampler_ops.c).
 #include "a3fta/diffusion.h"
 
+#include "a3fta/backend.h"
+
 #include <math.h>
+#include <string.h>
 
 a3_status a3_sampler_timesteps(int64_t T, int64_t N, int32_t *timesteps) {
   if (N < 1 || N > T) {
@@ -35,69 +41,84 @@ static float acp_or_one(const a3_noise_schedule_table *s, int32_t t) {
   return t >= 0 ? s->alphas_cumprod[t] : 1.0f;
 }
 
-// clamp(-1, 1), letting NaN through as torch does.
-static float clip1(float x) { return x < -1.0f ? -1.0f : (x > 1.0f ? 1.0f : x); }
+static void ddpm_scalars(const a3_noise_schedule_table *s, int32_t t, int32_t t_prev,
+                         a3_sampler_scalars *c) {
+  const float acp_t = s->alphas_cumprod[t], acp_prev = acp_or_one(s, t_prev);
+  const float beta_prod_t = 1.0f - acp_t, beta_prod_prev = 1.0f - acp_prev;
+  const float cur_alpha = acp_t / acp_prev; // the jump t -> t_prev may span several betas
+  const float cur_beta = 1.0f - cur_alpha;
+  c->sqrt_beta_prod_t = sqrtf(beta_prod_t);
+  c->sqrt_acp_t = sqrtf(acp_t);
+  // Posterior mean coefficients of x0 and x_t (DDPM eq. 7).
+  c->c_x0 = (sqrtf(acp_prev) * cur_beta) / beta_prod_t;
+  c->c_dir = sqrtf(cur_alpha) * beta_prod_prev / beta_prod_t;
+  c->dir_is_eps = 0;
+  // "fixed_small": the posterior variance, clamped so that its sqrt stays finite.
+  float var = (1.0f - acp_prev) / (1.0f - acp_t) * cur_beta;
+  var = var < 1e-20f ? 1e-20f : var;
+  c->std = sqrtf(var);
+  c->add_noise = t > 0;
+}
 
-// pred_original_sample = (x_t - sqrt(1 - acp_t) eps) / sqrt(acp_t), clipped.
-static float pred_x0(float x, float eps, float sqrt_beta_prod_t, float sqrt_acp_t) {
-  const float scaled = sqrt_beta_prod_t * eps;
-  return clip1((x - scaled) / sqrt_acp_t);
+static void ddim_scalars(const a3_noise_schedule_table *s, int32_t t, int32_t t_prev, double eta,
+                         a3_sampler_scalars *c) {
+  const float acp_t = s->alphas_cumprod[t], acp_prev = acp_or_one(s, t_prev);
+  const float beta_prod_t = 1.0f - acp_t, beta_prod_prev = 1.0f - acp_prev;
+  c->sqrt_beta_prod_t = sqrtf(beta_prod_t);
+  c->sqrt_acp_t = sqrtf(acp_t);
+  // sigma_t(eta) of the DDIM paper (eq. 16).
+  const float var = (beta_prod_prev / beta_prod_t) * (1.0f - acp_t / acp_prev);
+  c->std = (float)eta * sqrtf(var);
+  c->c_dir = sqrtf(1.0f - acp_prev - c->std * c->std); // "direction pointing to x_t"
+  c->c_x0 = sqrtf(acp_prev);
+  c->dir_is_eps = 1;
+  c->add_noise = eta > 0;
+}
+
+a3_status a3_sampler_prepare(a3_sampler sampler, const a3_noise_schedule_table *s, int32_t t,
+                             int32_t t_prev, double eta, a3_sampler_scalars *out) {
+  memset(out, 0, sizeof *out);
+  switch (sampler) {
+  case A3_SAMPLER_DDPM:
+    A3_TRY(check_step(s, t, t_prev, "ddpm"));
+    ddpm_scalars(s, t, t_prev, out);
+    break;
+  case A3_SAMPLER_DDIM:
+    A3_TRY(check_step(s, t, t_prev, "ddim"));
+    if (eta < 0) return A3_FAIL(A3_ERR_CONFIG, "ddim: eta %g must be >= 0", eta);
+    ddim_scalars(s, t, t_prev, eta, out);
+    break;
+  default: return A3_FAIL(A3_ERR_INTERNAL, "unknown sampler %d", (int)sampler);
+  }
+  return A3_OK;
+}
+
+// The step itself is the CPU backend's sampler_step op: the one formula,
+// which the CUDA backend's kernel repeats.
+static void step_on_cpu(const a3_sampler_scalars *c, const float *model_out, const float *x_t,
+                        const float *noise, float *x_prev, int64_t n) {
+  const a3_backend *cpu = a3_backend_cpu();
+  cpu->ops->sampler_step(cpu, x_prev, model_out, x_t, c->add_noise ? noise : NULL, (size_t)n, c);
 }
 
 a3_status a3_ddpm_step(const a3_noise_schedule_table *s, int32_t t, int32_t t_prev,
                        const float *model_out, const float *x_t, const float *noise, float *x_prev,
                        int64_t n) {
-  A3_TRY(check_step(s, t, t_prev, "ddpm"));
-  if (t > 0 && !noise) return A3_FAIL(A3_ERR_INTERNAL, "ddpm: step at t = %d needs noise", (int)t);
-  const float acp_t = s->alphas_cumprod[t], acp_prev = acp_or_one(s, t_prev);
-  const float beta_prod_t = 1.0f - acp_t, beta_prod_prev = 1.0f - acp_prev;
-  const float cur_alpha = acp_t / acp_prev; // the jump t -> t_prev may span several betas
-  const float cur_beta = 1.0f - cur_alpha;
-  const float sqrt_beta_prod_t = sqrtf(beta_prod_t), sqrt_acp_t = sqrtf(acp_t);
-  // Posterior mean coefficients of x0 and x_t (DDPM eq. 7).
-  const float c_x0 = (sqrtf(acp_prev) * cur_beta) / beta_prod_t;
-  const float c_xt = sqrtf(cur_alpha) * beta_prod_prev / beta_prod_t;
-  // "fixed_small": the posterior variance, clamped so that its sqrt stays finite.
-  float var = (1.0f - acp_prev) / (1.0f - acp_t) * cur_beta;
-  var = var < 1e-20f ? 1e-20f : var;
-  const float std = sqrtf(var);
-  for (int64_t i = 0; i < n; i++) {
-    const float x0 = pred_x0(x_t[i], model_out[i], sqrt_beta_prod_t, sqrt_acp_t);
-    const float a = c_x0 * x0, b = c_xt * x_t[i];
-    float prev = a + b;
-    if (t > 0) {
-      const float z = std * noise[i];
-      prev = prev + z;
-    }
-    x_prev[i] = prev;
-  }
+  a3_sampler_scalars c;
+  A3_TRY(a3_sampler_prepare(A3_SAMPLER_DDPM, s, t, t_prev, 0.0, &c));
+  if (c.add_noise && !noise)
+    return A3_FAIL(A3_ERR_INTERNAL, "ddpm: step at t = %d needs noise", (int)t);
+  step_on_cpu(&c, model_out, x_t, noise, x_prev, n);
   return A3_OK;
 }
 
 a3_status a3_ddim_step(const a3_noise_schedule_table *s, int32_t t, int32_t t_prev, double eta,
                        const float *model_out, const float *x_t, const float *noise, float *x_prev,
                        int64_t n) {
-  A3_TRY(check_step(s, t, t_prev, "ddim"));
-  if (eta < 0) return A3_FAIL(A3_ERR_CONFIG, "ddim: eta %g must be >= 0", eta);
-  if (eta > 0 && !noise) return A3_FAIL(A3_ERR_INTERNAL, "ddim: eta %g > 0 needs noise", eta);
-  const float acp_t = s->alphas_cumprod[t], acp_prev = acp_or_one(s, t_prev);
-  const float beta_prod_t = 1.0f - acp_t, beta_prod_prev = 1.0f - acp_prev;
-  const float sqrt_beta_prod_t = sqrtf(beta_prod_t), sqrt_acp_t = sqrtf(acp_t);
-  // sigma_t(eta) of the DDIM paper (eq. 16).
-  const float var = (beta_prod_prev / beta_prod_t) * (1.0f - acp_t / acp_prev);
-  const float std = (float)eta * sqrtf(var);
-  const float c_eps = sqrtf(1.0f - acp_prev - std * std); // "direction pointing to x_t"
-  const float c_x0 = sqrtf(acp_prev);
-  for (int64_t i = 0; i < n; i++) {
-    const float x0 = pred_x0(x_t[i], model_out[i], sqrt_beta_prod_t, sqrt_acp_t);
-    const float dir = c_eps * model_out[i], a = c_x0 * x0;
-    float prev = a + dir;
-    if (eta > 0) {
-      const float z = std * noise[i];
-      prev = prev + z;
-    }
-    x_prev[i] = prev;
-  }
+  a3_sampler_scalars c;
+  A3_TRY(a3_sampler_prepare(A3_SAMPLER_DDIM, s, t, t_prev, eta, &c));
+  if (c.add_noise && !noise) return A3_FAIL(A3_ERR_INTERNAL, "ddim: eta %g > 0 needs noise", eta);
+  step_on_cpu(&c, model_out, x_t, noise, x_prev, n);
   return A3_OK;
 }
 

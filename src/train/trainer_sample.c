@@ -17,27 +17,47 @@
 
 enum { GRID_GAP = 2 }; // pixels between grid cells
 
+// One sampling run's buffers: the working tensors in the model's backend
+// memory, a host buffer that stages the noise up and the images down.
 typedef struct {
-  float *x, *eps, *noise, *tf; // (b, per) x3, (b)
-  int32_t *timesteps;          // (steps)
+  const a3_backend *be;
+  float *x, *eps, *noise; // (batch, per), backend memory
+  float *tf;              // (steps, batch) every step's timesteps, backend memory
+  float *host;            // (batch, per), host
+  int32_t *timesteps;     // (steps), host
 } sample_buffers;
 
 static void free_buffers(sample_buffers *b) {
-  free(b->x);
-  free(b->eps);
-  free(b->noise);
-  free(b->tf);
+  if (b->be) {
+    b->be->ops->release(b->be, b->x);
+    b->be->ops->release(b->be, b->eps);
+    b->be->ops->release(b->be, b->noise);
+    b->be->ops->release(b->be, b->tf);
+  }
+  free(b->host);
   free(b->timesteps);
 }
 
-static a3_status alloc_buffers(sample_buffers *b, int batch, int64_t per, int64_t steps) {
+static a3_status alloc_buffers(sample_buffers *b, const a3_backend *be,
+                               const a3_noise_schedule_table *sched, int batch, int64_t per,
+                               int64_t steps) {
   memset(b, 0, sizeof *b);
-  const size_t n = (size_t)batch * (size_t)per;
-  A3_TRY(A3_ALLOC(b->x, n));
-  A3_TRY(A3_ALLOC(b->eps, n));
-  A3_TRY(A3_ALLOC(b->noise, n));
-  A3_TRY(A3_ALLOC(b->tf, (size_t)batch));
+  b->be = be;
+  const size_t n = (size_t)batch * (size_t)per, nt = (size_t)steps * (size_t)batch;
   A3_TRY(A3_ALLOC(b->timesteps, (size_t)steps));
+  A3_TRY(a3_sampler_timesteps(sched->T, steps, b->timesteps)); // checks steps first
+  A3_TRY(be->ops->alloc(be, (void **)&b->x, n * sizeof(float)));
+  A3_TRY(be->ops->alloc(be, (void **)&b->eps, n * sizeof(float)));
+  A3_TRY(be->ops->alloc(be, (void **)&b->noise, n * sizeof(float)));
+  A3_TRY(be->ops->alloc(be, (void **)&b->tf, nt * sizeof(float)));
+  A3_TRY(A3_ALLOC(b->host, n));
+  // Every step's timesteps go up once (the host buffer holds them on the way).
+  float *tf = NULL;
+  A3_TRY(A3_ALLOC(tf, nt));
+  for (size_t i = 0; i < nt; i++) tf[i] = (float)b->timesteps[i / (size_t)batch];
+  const a3_status s = be->ops->upload(be, b->tf, tf, nt * sizeof(float));
+  free(tf);
+  A3_TRY(s);
   return A3_OK;
 }
 
@@ -46,26 +66,35 @@ static uint8_t to_u8(float v) {
   return (uint8_t)(p < 0.0f ? 0.0f : p > 255.0f ? 255.0f : p);
 }
 
-// Samples [first, first + b) of the run into out (b, per).
+// Samples [first, first + b) of the run into out (b, per), on the model's
+// backend: the noise is drawn on the host and uploaded, the model and the
+// sampler step run on the backend, and the images come down once.
 static a3_status sample_chunk(a3_unet *m, const a3_noise_schedule_table *sched,
-                              const a3_sample_options *o, int64_t first, int b, int64_t per,
-                              sample_buffers *buf, uint8_t *out) {
+                              const a3_sample_options *o, int64_t first, int b, int batch,
+                              int64_t per, sample_buffers *buf, uint8_t *out) {
+  const a3_backend *be = buf->be;
   if (a3_unet_batch(m) != b) A3_TRY(a3_unet_plan(m, b));
   const int64_t n = (int64_t)b * per;
-  a3_diffusion_randn(o->seed, A3_STREAM_SAMPLE_INIT, 0, (uint64_t)first, b, per, buf->x);
+  const size_t bytes = (size_t)n * sizeof(float);
+  a3_diffusion_randn(o->seed, A3_STREAM_SAMPLE_INIT, 0, (uint64_t)first, b, per, buf->host);
+  A3_TRY(be->ops->upload(be, buf->x, buf->host, bytes));
   for (int64_t i = 0; i < o->steps; i++) {
     const int32_t t = buf->timesteps[i];
-    const int32_t t_prev = a3_sampler_prev_timestep(sched->T, o->steps, t);
-    for (int j = 0; j < b; j++) buf->tf[j] = (float)t;
-    A3_TRY(a3_unet_forward(m, buf->x, buf->tf, buf->eps));
-    const bool noisy = o->sampler == A3_SAMPLER_DDPM ? t > 0 : o->eta > 0.0;
-    if (noisy)
+    a3_sampler_scalars sc;
+    A3_TRY(a3_sampler_prepare(o->sampler, sched, t, a3_sampler_prev_timestep(sched->T, o->steps, t),
+                              o->eta, &sc));
+    A3_TRY(a3_unet_forward(m, buf->x, buf->tf + i * batch, buf->eps));
+    if (sc.add_noise) {
       a3_diffusion_randn(o->seed, A3_STREAM_SAMPLE_NOISE, (uint64_t)i, (uint64_t)first, b, per,
-                         buf->noise);
-    A3_TRY(a3_sampler_step(o->sampler, sched, t, t_prev, o->eta, buf->eps, buf->x,
-                           noisy ? buf->noise : NULL, buf->x, n));
+                         buf->host);
+      A3_TRY(be->ops->upload(be, buf->noise, buf->host, bytes));
+    }
+    be->ops->sampler_step(be, buf->x, buf->eps, buf->x, sc.add_noise ? buf->noise : NULL, (size_t)n,
+                          &sc);
   }
-  for (int64_t k = 0; k < n; k++) out[k] = to_u8(buf->x[k]);
+  A3_TRY(be->ops->synchronize(be));
+  A3_TRY(be->ops->download(be, buf->host, buf->x, bytes));
+  for (int64_t k = 0; k < n; k++) out[k] = to_u8(buf->host[k]);
   return A3_OK;
 }
 
@@ -82,15 +111,46 @@ a3_status a3_sample_images(a3_unet *m, const a3_noise_schedule_table *sched,
   const int batch = (int)(o->max_batch < o->count ? o->max_batch : o->count);
   if (batch < 1) return A3_FAIL(A3_ERR_INTERNAL, "sampling: max_batch %d < 1", o->max_batch);
   sample_buffers buf;
-  a3_status s = alloc_buffers(&buf, batch, per, o->steps);
-  if (s == A3_OK) s = a3_sampler_timesteps(sched->T, o->steps, buf.timesteps);
+  a3_status s = alloc_buffers(&buf, a3_unet_backend(m), sched, batch, per, o->steps);
   for (int64_t start = 0; s == A3_OK && start < o->count; start += batch) {
     const int b = (int)(o->count - start < batch ? o->count - start : batch);
-    s = sample_chunk(m, sched, o, o->first + start, b, per, &buf, out + start * per);
+    s = sample_chunk(m, sched, o, o->first + start, b, batch, per, &buf, out + start * per);
   }
   free_buffers(&buf);
   A3_TRY(s);
   return A3_OK;
+}
+
+// ---------------------------------------------------------------- the sampling backend
+
+a3_status a3_sampling_model_open(const a3_config *cfg, MPI_Comm comm, a3_unet *host, int max_batch,
+                                 const char *who, a3_sampling_model *out) {
+  memset(out, 0, sizeof *out);
+  a3_status s = a3_backend_pick(cfg, comm, &out->device, out->name, sizeof out->name);
+  out->model = host;
+  out->batch = max_batch > 0 ? max_batch : out->device ? A3_SAMPLE_BATCH_GPU : A3_SAMPLE_BATCH_CPU;
+  if (s == A3_OK && out->device) {
+    s = a3_unet_build_on(a3_unet_arch(host), a3_unet_get_extras(host), out->device,
+                         &out->device_copy);
+    if (s == A3_OK) s = a3_unet_copy_params(out->device_copy, host);
+    if (s == A3_OK) out->model = out->device_copy;
+  }
+  if (s != A3_OK) {
+    a3_sampling_model_close(out);
+    A3_TRY(s);
+  }
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  if (rank == 0)
+    a3_info("%s: sampling on %s, %d images per forward pass", who, out->name, out->batch);
+  return A3_OK;
+}
+
+void a3_sampling_model_close(a3_sampling_model *sm) {
+  if (!sm) return;
+  a3_unet_free(sm->device_copy);
+  a3_backend_cuda_destroy(sm->device);
+  memset(sm, 0, sizeof *sm);
 }
 
 // ---------------------------------------------------------------- HDF5
@@ -213,8 +273,6 @@ a3_status a3_write_png_grid(const char *path, const uint8_t *images, int64_t n, 
 
 // ---------------------------------------------------------------- from a checkpoint
 
-enum { DEFAULT_MAX_BATCH = 16 };
-
 typedef struct {
   int rank, size;
   int64_t begin, count; // this rank's samples
@@ -301,16 +359,19 @@ static a3_status sample_loaded(MPI_Comm comm, const char *checkpoint, const a3_s
   a3_noise_schedule_table sched = {0};
   A3_TRY(a3_schedule_init(&sched, cfg->train.noise_schedule, cfg->train.num_train_timesteps,
                           A3_BETA_START, A3_BETA_END));
+  uint8_t *all = NULL;
+  a3_sampling_model sm = {0};
+  a3_status s = rank == 0 ? a3_alloc((void **)&all, (size_t)(req->num * per) + 1, 1) : A3_OK;
+  s = agree(comm, s);
+  if (s == A3_OK) s = a3_sampling_model_open(cfg, comm, m, req->max_batch, "sample", &sm);
+  s = agree(comm, s);
   const a3_sample_options o = {.sampler = req->sampler,
                                .steps = req->steps > 0 ? req->steps : cfg->eval.sampler_steps,
                                .eta = req->eta,
                                .seed = req->seed,
-                               .max_batch =
-                                   req->max_batch > 0 ? req->max_batch : DEFAULT_MAX_BATCH};
-  uint8_t *all = NULL;
-  a3_status s = rank == 0 ? a3_alloc((void **)&all, (size_t)(req->num * per) + 1, 1) : A3_OK;
-  s = agree(comm, s);
-  if (s == A3_OK) s = a3_sample_gather(comm, m, &sched, &o, req->num, all);
+                               .max_batch = sm.batch};
+  if (s == A3_OK) s = a3_sample_gather(comm, sm.model, &sched, &o, req->num, all);
+  a3_sampling_model_close(&sm);
   a3_sample_request resolved = *req;
   resolved.steps = o.steps;
   if (s == A3_OK && rank == 0) s = write_outputs(&resolved, checkpoint, all, arch);

@@ -11,6 +11,12 @@
 // the effective beta 1 - acp[t] / acp[t - 1] cancels catastrophically (as in
 // diffusers): there atol is 3e-5. For scale, torch's AVX-512 linspace against
 // its AVX2 one (the fixture's) moves that trajectory by 2.2e-5 (measured).
+//
+// The steps are a3_sampler_prepare + the CPU backend's sampler_step op (the
+// one formula, which the CUDA kernel repeats): the fixture cases check them
+// against torch, and check_op_against_formula checks the op against the step
+// formula as first written, bit for bit, on random data.
+#include "a3fta/backend.h"
 #include "a3fta/diffusion.h"
 #include "golden.h"
 #include "test_util.h"
@@ -144,6 +150,124 @@ static void check_timesteps_and_errors(void) {
   a3_schedule_free(&s);
 }
 
+// ---------------------------------------------------------------- the sampler_step op
+// The steps as they were written before the backend op existed (diffusers'
+// operations one for one, in fp32): the op must give these bits.
+static float ref_clip1(float x) { return x < -1.0f ? -1.0f : (x > 1.0f ? 1.0f : x); }
+
+static void ref_step(a3_sampler sampler, const a3_noise_schedule_table *s, int32_t t,
+                     int32_t t_prev, double eta, const float *eps, const float *x_t,
+                     const float *noise, float *x_prev, int64_t n) {
+  const float acp_t = s->alphas_cumprod[t], acp_prev = t_prev >= 0 ? s->alphas_cumprod[t_prev] : 1;
+  const float beta_prod_t = 1.0f - acp_t, beta_prod_prev = 1.0f - acp_prev;
+  const float sqrt_beta_prod_t = sqrtf(beta_prod_t), sqrt_acp_t = sqrtf(acp_t);
+  if (sampler == A3_SAMPLER_DDPM) {
+    const float cur_alpha = acp_t / acp_prev, cur_beta = 1.0f - cur_alpha;
+    const float c_x0 = (sqrtf(acp_prev) * cur_beta) / beta_prod_t;
+    const float c_xt = sqrtf(cur_alpha) * beta_prod_prev / beta_prod_t;
+    float var = (1.0f - acp_prev) / (1.0f - acp_t) * cur_beta;
+    var = var < 1e-20f ? 1e-20f : var;
+    const float std = sqrtf(var);
+    for (int64_t i = 0; i < n; i++) {
+      const float scaled = sqrt_beta_prod_t * eps[i];
+      const float x0 = ref_clip1((x_t[i] - scaled) / sqrt_acp_t);
+      const float a = c_x0 * x0, b = c_xt * x_t[i];
+      float prev = a + b;
+      if (t > 0) {
+        const float z = std * noise[i];
+        prev = prev + z;
+      }
+      x_prev[i] = prev;
+    }
+    return;
+  }
+  const float var = (beta_prod_prev / beta_prod_t) * (1.0f - acp_t / acp_prev);
+  const float std = (float)eta * sqrtf(var);
+  const float c_eps = sqrtf(1.0f - acp_prev - std * std), c_x0 = sqrtf(acp_prev);
+  for (int64_t i = 0; i < n; i++) {
+    const float scaled = sqrt_beta_prod_t * eps[i];
+    const float x0 = ref_clip1((x_t[i] - scaled) / sqrt_acp_t);
+    const float dir = c_eps * eps[i], a = c_x0 * x0;
+    float prev = a + dir;
+    if (eta > 0) {
+      const float z = std * noise[i];
+      prev = prev + z;
+    }
+    x_prev[i] = prev;
+  }
+}
+
+// a3_sampler_prepare + the CPU backend's sampler_step against ref_step, bit
+// for bit, on random data with out-of-range values and NaNs, out of place and
+// in place, for every step of a few schedules and samplers. n is above the
+// op's threading threshold, so the threaded split is covered too.
+static void check_op_against_formula(void) {
+  enum { N = 40000 };
+  const a3_backend *cpu = a3_backend_cpu();
+  float *x = malloc(N * sizeof(float)), *eps = malloc(N * sizeof(float));
+  float *noise = malloc(N * sizeof(float)), *ref = malloc(N * sizeof(float));
+  float *out = malloc(N * sizeof(float));
+  for (int i = 0; i < N; i++) {
+    x[i] = 4.0f * (float)((double)a3_rng_u64(1, 1, (uint64_t)i) / 18446744073709551616.0) - 2.0f;
+    eps[i] = 3.0f * (float)((double)a3_rng_u64(1, 2, (uint64_t)i) / 18446744073709551616.0) - 1.5f;
+    noise[i] = (float)((double)a3_rng_u64(1, 3, (uint64_t)i) / 18446744073709551616.0) - 0.5f;
+  }
+  x[7] = NAN;
+  eps[11] = NAN;
+  x[13] = 1e30f;
+  eps[17] = -1e30f;
+  const struct {
+    a3_noise_schedule kind;
+    a3_sampler sampler;
+    double eta;
+    int64_t steps;
+  } runs[] = {{A3_NOISE_LINEAR, A3_SAMPLER_DDPM, 0.0, 10},
+              {A3_NOISE_COSINE, A3_SAMPLER_DDPM, 0.0, 7},
+              {A3_NOISE_LINEAR, A3_SAMPLER_DDIM, 0.0, 10},
+              {A3_NOISE_LINEAR, A3_SAMPLER_DDIM, 0.5, 9},
+              {A3_NOISE_SCALED_LINEAR, A3_SAMPLER_DDIM, 1.0, 4}};
+  int64_t differ = 0, checked = 0;
+  for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+    a3_noise_schedule_table s;
+    CHECK(a3_schedule_init(&s, runs[r].kind, 1000, A3_BETA_START, A3_BETA_END) == A3_OK);
+    int32_t ts[16];
+    CHECK(a3_sampler_timesteps(1000, runs[r].steps, ts) == A3_OK);
+    for (int64_t k = 0; k < runs[r].steps; k++) {
+      const int32_t t = ts[k], t_prev = a3_sampler_prev_timestep(1000, runs[r].steps, t);
+      a3_sampler_scalars sc;
+      CHECK(a3_sampler_prepare(runs[r].sampler, &s, t, t_prev, runs[r].eta, &sc) == A3_OK);
+      CHECK(sc.add_noise == (runs[r].sampler == A3_SAMPLER_DDPM ? t > 0 : runs[r].eta > 0));
+      ref_step(runs[r].sampler, &s, t, t_prev, runs[r].eta, eps, x, noise, ref, N);
+      cpu->ops->sampler_step(cpu, out, eps, x, sc.add_noise ? noise : NULL, N, &sc);
+      differ += memcmp(out, ref, N * sizeof(float)) != 0;
+      memcpy(out, x, N * sizeof(float)); // in place
+      cpu->ops->sampler_step(cpu, out, eps, out, sc.add_noise ? noise : NULL, N, &sc);
+      differ += memcmp(out, ref, N * sizeof(float)) != 0;
+      checked += 2;
+    }
+    a3_schedule_free(&s);
+  }
+  fprintf(stderr, "sampler_step op against the formula: %lld of %lld steps differ\n",
+          (long long)differ, (long long)checked);
+  CHECK_MSG(differ == 0, "the sampler_step op differs from the step formula in %lld steps",
+            (long long)differ);
+  // prepare's checks are the steps' (t, t_prev, eta, sampler).
+  a3_noise_schedule_table s;
+  a3_sampler_scalars sc;
+  CHECK(a3_schedule_init(&s, A3_NOISE_LINEAR, 1000, A3_BETA_START, A3_BETA_END) == A3_OK);
+  CHECK(a3_sampler_prepare(A3_SAMPLER_DDIM, &s, 10, 10, 0.0, &sc) == A3_ERR_INTERNAL);
+  CHECK(a3_sampler_prepare(A3_SAMPLER_DDPM, &s, 1000, 0, 0.0, &sc) == A3_ERR_INTERNAL);
+  CHECK(a3_sampler_prepare(A3_SAMPLER_DDIM, &s, 10, 0, -0.5, &sc) == A3_ERR_CONFIG);
+  CHECK(a3_sampler_prepare((a3_sampler)7, &s, 10, 0, 0.0, &sc) == A3_ERR_INTERNAL);
+  a3_error_clear();
+  a3_schedule_free(&s);
+  free(x);
+  free(eps);
+  free(noise);
+  free(ref);
+  free(out);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s sampler_golden.h5\n", argv[0]);
@@ -156,5 +280,6 @@ int main(int argc, char **argv) {
     H5Fclose(f);
   }
   check_timesteps_and_errors();
+  check_op_against_formula();
   return TEST_DONE("test_diffusion_sampler");
 }

@@ -33,6 +33,10 @@
 //   from glibc's by 1-2 ulp, which at t = 999 moves sin/cos arguments by up to
 //   ~1.2e-4 in the highest-frequency columns (a rel. L2 of ~2e-5 overall). A
 //   swapped sin/cos or a wrong frequency gives O(1).
+// - sampler_step: 0, bit for bit, in every mode. The CUDA kernel rounds each
+//   multiply, add and divide on its own (__fmul_rn, __fadd_rn, __fdiv_rn), as
+//   the CPU's loop does, so its output must equal the CPU's exactly (a GPU
+//   sampling run then differs from the CPU's only through the model).
 //
 // Usage: test_cuda_ops [--precision fp32|tf32|bf16] [--against cpu] [--seed N]
 // --against cpu: the CPU backend is the candidate too (no GPU needed), so the
@@ -44,6 +48,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "a3fta/backend.h"
 #include "a3fta/core.h"
+#include "a3fta/diffusion.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -85,7 +90,7 @@ typedef struct {
   tdesc t[MAXT];
 } tlist;
 
-typedef enum { TOL_EXACT, TOL_MATRIX, TOL_EMB } tol_class;
+typedef enum { TOL_EXACT, TOL_MATRIX, TOL_EMB, TOL_BITWISE } tol_class;
 
 typedef struct {
   a3_conv2d_shape cs;
@@ -100,6 +105,8 @@ typedef struct {
   float scale;             // add scale, mse dloss, xent scale
   int dim, flip;           // timestep embedding (N rows)
   float shift, max_period; //
+  int sampler, t, t_prev;  // sampler_step (linear schedule, 1000 steps)
+  float eta;               //
 } params;
 
 typedef struct tcase tcase;
@@ -556,6 +563,39 @@ static void op_xent_bwd(opx *x) {
   OPS->softmax_xent_backward(BE, t_[4], t_[3], (const int32_t *)t_[1], P->N, P->OUT, P->scale);
 }
 
+// ---------------------------------------------------------------- sampler step
+static int sampler_noisy(const params *p) {
+  return p->sampler == A3_SAMPLER_DDPM ? p->t > 0 : p->eta > 0.0f;
+}
+static void sampler_run(opx *x, float *x_prev, const float *eps, const float *x_t,
+                        const float *noise) {
+  static a3_noise_schedule_table sched; // linear, T = 1000 (kept for the process)
+  a3_sampler_scalars sc;
+  if (!sched.T && a3_schedule_init(&sched, A3_NOISE_LINEAR, 1000, A3_BETA_START, A3_BETA_END))
+    return; // x_prev keeps its NaNs: the row fails
+  if (a3_sampler_prepare((a3_sampler)P->sampler, &sched, P->t, P->t_prev, P->eta, &sc)) return;
+  OPS->sampler_step(BE, x_prev, eps, x_t, noise, P->n, &sc);
+}
+static void op_sampler(opx *x) {
+  if (x->m == M_SETUP) {
+    Tin(x, "eps", P->n, 1.5f, 0.0f);
+    Tin(x, "x_t", P->n, 2.0f, 0.0f); // beyond [-1, 1]: the x0 clipping acts
+    T(x, "noise", sampler_noisy(P) ? P->n : 0, R_IN);
+    T(x, "x_prev", P->n, R_OUT);
+    return;
+  }
+  if (x->m == M_RUN) sampler_run(x, t_[3], t_[0], t_[1], t_[2]);
+}
+static void op_sampler_inplace(opx *x) {
+  if (x->m == M_SETUP) {
+    Tin(x, "eps", P->n, 1.5f, 0.0f);
+    T(x, "noise", sampler_noisy(P) ? P->n : 0, R_IN);
+    T(x, "x", P->n, R_INOUT);
+    return;
+  }
+  if (x->m == M_RUN) sampler_run(x, t_[2], t_[0], t_[2], t_[1]);
+}
+
 // ---------------------------------------------------------------- the table
 #define CONV(name, fn, nulls, B, C, H, W, OC, K, S, pt, pb, pl, pr, b)                             \
   {                                                                                                \
@@ -585,6 +625,12 @@ static void op_xent_bwd(opx *x) {
   {                                                                                                \
     "timestep_embedding", TOL_EMB, op_temb, NULL, {                                                \
       .N = N_, .dim = dim_, .flip = flip_, .shift = shift_, .max_period = 10000.0f                 \
+    }                                                                                              \
+  }
+#define SAMPLER(name, fn, sampler_, t_, t_prev_, eta_)                                             \
+  {                                                                                                \
+    name, TOL_BITWISE, fn, NULL, {                                                                 \
+      .n = NBIG, .sampler = sampler_, .t = t_, .t_prev = t_prev_, .eta = eta_                      \
     }                                                                                              \
   }
 #define XENT(name, fn, N_, K_, scale_)                                                             \
@@ -730,6 +776,15 @@ static const tcase cases[] = {
     XENT("softmax_xent_fwd", op_xent_fwd, 8, 1000, 1.0f),
     XENT("softmax_xent_bwd", op_xent_bwd, 37, 10, 1.0f / 37),
     XENT("softmax_xent_bwd", op_xent_bwd, 8, 1000, 1.0f),
+    // sampler step: DDPM with noise and its last step (none), DDIM eta 0 and 0.5, DDIM's last
+    // step (alpha_prev 1), in place
+    SAMPLER("sampler_step", op_sampler, A3_SAMPLER_DDPM, 999, 899, 0.0f),
+    SAMPLER("sampler_step", op_sampler, A3_SAMPLER_DDPM, 0, -1, 0.0f),
+    SAMPLER("sampler_step", op_sampler, A3_SAMPLER_DDIM, 500, 480, 0.0f),
+    SAMPLER("sampler_step", op_sampler, A3_SAMPLER_DDIM, 900, 800, 0.5f),
+    SAMPLER("sampler_step", op_sampler, A3_SAMPLER_DDIM, 0, -1, 0.0f),
+    SAMPLER("sampler_step_inplace", op_sampler_inplace, A3_SAMPLER_DDPM, 300, 200, 0.0f),
+    SAMPLER("sampler_step_inplace", op_sampler_inplace, A3_SAMPLER_DDIM, 20, 0, 1.0f),
 };
 enum { N_CASES = (int)(sizeof cases / sizeof cases[0]) };
 
@@ -754,6 +809,9 @@ static void describe(const tcase *c, char *buf, size_t len) {
     k = snprintf(buf, len, "B=%d C1=%d C2=%d HW=%d", p->B, p->C, p->C2, p->HW);
   } else if (fn == op_temb) {
     k = snprintf(buf, len, "N=%d dim=%d flip=%d shift=%g", p->N, p->dim, p->flip, (double)p->shift);
+  } else if (fn == op_sampler || fn == op_sampler_inplace) {
+    k = snprintf(buf, len, "n=%zu %s t=%d->%d eta=%g", p->n,
+                 p->sampler == A3_SAMPLER_DDPM ? "ddpm" : "ddim", p->t, p->t_prev, (double)p->eta);
   } else if (fn == op_xent_fwd || fn == op_xent_bwd) {
     k = snprintf(buf, len, "N=%d K=%d scale=%.4g", p->N, p->OUT, (double)p->scale);
   } else if (p->B) { // tokens, add_channel
@@ -856,6 +914,7 @@ static const char *precision_name(a3_precision p) {
 }
 
 static double tolerance(const tcase *c, a3_precision prec) {
+  if (c->tol == TOL_BITWISE) return 0.0;
   if (c->tol == TOL_EMB) return TOL_TEMB;
   if (c->tol == TOL_MATRIX && prec == A3_PRECISION_TF32) return TOL_TF32_MATRIX;
   if (c->tol == TOL_MATRIX && prec == A3_PRECISION_BF16) return TOL_BF16_MATRIX;
@@ -969,12 +1028,13 @@ static int check_table(const a3_backend *be) {
   HAS(mse_forward) HAS(mse_backward) HAS(gelu_forward) HAS(gelu_backward);
   HAS(relu_forward) HAS(relu_backward) HAS(gated_add_forward) HAS(gated_add_backward);
   HAS(softmax_xent_forward) HAS(softmax_xent_backward);
+  HAS(sum_squares) HAS(clip_scale) HAS(adamw_update) HAS(ema_update) HAS(sampler_step);
 #undef HAS
   return missing == 0;
 }
 
 // ---------------------------------------------------------------- negative checks
-// A CPU backend with three deliberate bugs; the rows of those ops must FAIL.
+// A CPU backend with four deliberate bugs; the rows of those ops must FAIL.
 static a3_backend_ops broken_ops;
 static const a3_backend broken_be = {"cpu-broken", &broken_ops, NULL};
 
@@ -996,12 +1056,20 @@ static void broken_relu_backward(const a3_backend *be, float *dinp, const float 
   a3_backend_cpu()->ops->relu_backward(be, dinp, dout, inp, n - 1); // last element unwritten
 }
 
+static void broken_sampler_step(const a3_backend *be, float *x_prev, const float *eps,
+                                const float *x_t, const float *noise, size_t n,
+                                const a3_sampler_scalars *s) {
+  a3_backend_cpu()->ops->sampler_step(be, x_prev, eps, x_t, noise, n, s);
+  x_prev[n / 3] = nextafterf(x_prev[n / 3], INFINITY); // one element 1 ulp off: not bitwise
+}
+
 static int negative_checks(a3_precision prec) {
   broken_ops = *a3_backend_cpu()->ops;
   broken_ops.add_forward = broken_add_forward;
   broken_ops.linear_backward = broken_linear_backward;
   broken_ops.relu_backward = broken_relu_backward;
-  const char *expect_fail[] = {"add_fwd", "linear_bwd", "relu_bwd"};
+  broken_ops.sampler_step = broken_sampler_step;
+  const char *expect_fail[] = {"add_fwd", "linear_bwd", "relu_bwd", "sampler_step"};
   int bad = 0;
   printf("-- negative checks: a deliberately broken candidate must FAIL\n");
   for (size_t k = 0; k < sizeof expect_fail / sizeof *expect_fail; k++) {

@@ -74,6 +74,7 @@ static const a3_backend_ops cpu_ops = {
     .clip_scale = cpu_clip_scale,
     .adamw_update = cpu_adamw_update,
     .ema_update = cpu_ema_update,
+    .sampler_step = cpu_sampler_step,
 };
 
 static const a3_backend cpu_backend = {.name = "cpu", .ops = &cpu_ops, .impl = NULL};

@@ -190,4 +190,8 @@ void cpu_adamw_update(const a3_backend *be, float *param, const float *grad, flo
 void cpu_ema_update(const a3_backend *be, float *ema, const float *param, size_t n,
                     float one_minus_decay);
 
+// sampler_ops.c (the DDPM / DDIM step)
+void cpu_sampler_step(const a3_backend *be, float *x_prev, const float *eps, const float *x_t,
+                      const float *noise, size_t n, const a3_sampler_scalars *s);
+
 #endif

@@ -190,6 +190,7 @@ static a3_backend_ops make_ops(void) {
   t.clip_scale = cu_clip_scale;
   t.adamw_update = cu_adamw_update;
   t.ema_update = cu_ema_update;
+  t.sampler_step = cu_sampler_step;
   return t;
 }
 

@@ -229,4 +229,8 @@ void cu_adamw_update(const a3_backend *be, float *param, const float *grad, floa
 void cu_ema_update(const a3_backend *be, float *ema, const float *param, size_t n,
                    float one_minus_decay);
 
+// cuda_sampler.cu (the DDPM / DDIM step)
+void cu_sampler_step(const a3_backend *be, float *x_prev, const float *eps, const float *x_t,
+                     const float *noise, size_t n, const a3_sampler_scalars *s);
+
 #endif
