@@ -1,5 +1,5 @@
 // a3fta comm: the data-parallel gradient sum, behind one interface that an
-// MPI implementation (here) and a NCCL one (the CUDA issue) share.
+// MPI implementation (host memory) and a NCCL one (device memory) share.
 //
 // Pieces. The trainable gradients are pieces of the flat gradient buffer
 // (offset, count in floats), each with the backward stage after which no
@@ -15,7 +15,7 @@
 // Overlap. The backward reports each finished stage (a3_grad_comm_ready):
 // every bucket whose stage is done is then packed and its sum started
 // (MPI_Iallreduce, SUM), strictly in bucket order, the same order on every
-// rank as MPI requires of collectives. a3_grad_comm_finish starts what is
+// rank as MPI and NCCL require of collectives. a3_grad_comm_finish starts what is
 // left (all of it when the backward reported nothing), waits for every sum
 // and writes the sums back into the gradients. No 1/ranks scaling: the
 // trainer weights each rank's loss by its share of the batch.
@@ -28,12 +28,39 @@
 // (fp32 addition commutes), so any bucket size gives the same bits as one
 // MPI_Allreduce of everything; with 3 or more ranks another bucket size may
 // group the additions differently: equal to fp32 rounding.
+//
+// NCCL (a3_grad_comm_create_nccl). The same buckets, in device memory: a
+// bucket starts when the backward has *enqueued* its stage: an event
+// recorded on the backend's compute stream gates a dedicated comm stream,
+// which packs the bucket (device-to-device copies), sums it in place
+// (ncclAllReduce, ncclSum, no scaling) and, at finish, unpacks every bucket;
+// the compute stream then waits for that (the optimizer runs after it), so
+// the sums overlap the rest of the backward on the GPU. Each float's sum
+// comes from NCCL's algorithm (ring, tree, NVLS) over the ranks:
+// deterministic for a fixed rank count, topology, NCCL version and bucket
+// size (NCCL picks algorithm and chunking from the message size), so reruns
+// on the same machines are bitwise alike; with 1 rank the sums are the
+// inputs, with 2 they are a + b, one fp32 addition (MPI's bits); with 3 or
+// more they equal MPI's sums to fp32 rounding, not bitwise.
+//
+// Failures never hang the job: the communicator is non-blocking, and every
+// wait on it (its creation, enqueues, the step's sums, its destruction)
+// polls ncclCommGetAsyncError and the completion event with a limit,
+// timeout_s (parallel.nccl_timeout_s). On an asynchronous error or at the
+// limit the rank aborts its communicator (ncclCommAbort) and says so,
+// naming its rank, host, the bucket and the NCCL error; if every rank of
+// the group fails the same way within the abort grace (A3FTA_ABORT_GRACE_S,
+// a3fta/dist.h) each returns A3_ERR_CUDA (the run fails, a sweep goes on),
+// else it aborts the MPI job (MPI_Abort) rather than wait for ranks that
+// will never come.
 #ifndef A3FTA_COMM_H
 #define A3FTA_COMM_H
 
+#include "a3fta/backend.h"
 #include "a3fta/core.h"
 
 #include <mpi.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -81,10 +108,38 @@ typedef struct a3_grad_comm a3_grad_comm;
 a3_status a3_grad_comm_create_mpi(MPI_Comm comm, const a3_grad_piece *pieces, int n_pieces,
                                   size_t bucket_bytes, a3_grad_comm **out) A3_WARN_UNUSED;
 
+// The same sum with NCCL on the GPUs of the ranks of `comm` (collective:
+// every rank passes the same pieces and size, and its own CUDA backend `be`,
+// one GPU per rank). grads are device memory of be; ranks finish in
+// timeout_s seconds or fail (see "Failures" above). Group rank 0 creates the
+// NCCL id and broadcasts it over comm. Every rank returns the same outcome
+// (a rank that fails says why; the others name the step that failed there).
+// A3_ERR_CUDA when be is not a CUDA backend, A3_ERR_UNIMPLEMENTED in a build
+// without CUDA.
+a3_status a3_grad_comm_create_nccl(MPI_Comm comm, const a3_backend *be, const a3_grad_piece *pieces,
+                                   int n_pieces, size_t bucket_bytes, double timeout_s,
+                                   a3_grad_comm **out) A3_WARN_UNUSED;
+
+// Which sum a trainer uses (env A3FTA_GRAD_COMM, for tests and debugging).
+typedef enum {
+  A3_GRAD_COMM_AUTO, // unset: NCCL when every rank of a group of 2+ trains on a GPU, else MPI
+  A3_GRAD_COMM_NONE, // one rank, nothing to sum
+  A3_GRAD_COMM_MPI,  // "mpi": over host memory (gradients copied down and up on a GPU)
+  A3_GRAD_COMM_NCCL, // "nccl": NCCL, also on a 1-rank group (every rank must be on a GPU)
+} a3_grad_comm_kind;
+// text NULL or "" -> AUTO; "mpi", "nccl"; anything else A3_ERR_CONFIG.
+a3_status a3_grad_comm_kind_parse(const char *text, a3_grad_comm_kind *out) A3_WARN_UNUSED;
+// The sum a group of `ranks` uses when `asked`: NONE, MPI or NCCL (above);
+// A3_ERR_CONFIG for NCCL asked while some rank trains on the CPU.
+a3_status a3_grad_comm_choose(a3_grad_comm_kind asked, int ranks, bool all_on_gpu,
+                              a3_grad_comm_kind *use) A3_WARN_UNUSED;
+const char *a3_grad_comm_kind_name(a3_grad_comm_kind k); // "mpi", "nccl", ...
+
 // Stages 0..stage of this step's backward are done: starts every bucket
 // they complete, in order, and lets started sums progress.
 a3_status a3_grad_comm_ready(a3_grad_comm *c, const float *grads, int stage) A3_WARN_UNUSED;
-// Starts the rest, waits for all, grads[pieces] = their sums over the ranks.
+// Starts the rest, waits for all, grads[pieces] = their sums over the ranks
+// (for NCCL: queued on the device, ordered before the compute stream's next work).
 // The next step begins again at bucket 0.
 a3_status a3_grad_comm_finish(a3_grad_comm *c, float *grads) A3_WARN_UNUSED;
 // NULL is fine. Destroying it with sums in flight (after an error) leaks
@@ -92,6 +147,7 @@ a3_status a3_grad_comm_finish(a3_grad_comm *c, float *grads) A3_WARN_UNUSED;
 void a3_grad_comm_free(a3_grad_comm *c);
 
 const a3_grad_buckets *a3_grad_comm_buckets(const a3_grad_comm *c);
+const char *a3_grad_comm_name(const a3_grad_comm *c); // "mpi" or "nccl"
 // Buckets started so far in this step (tests: were they started during the backward?).
 int a3_grad_comm_started(const a3_grad_comm *c);
 

@@ -1,6 +1,8 @@
 // What a gradient communicator implementation provides (src/dist only): the
 // generic part (grad_comm.c) owns the buckets and their order; an
-// implementation (MPI: grad_comm_mpi.c; NCCL later) moves the floats.
+// implementation (MPI: grad_comm_mpi.c; NCCL: grad_comm_nccl.cu) moves the
+// floats. The waiting helpers below are the NCCL watchdog's, here so that
+// the CPU tests reach them.
 #ifndef A3FTA_GRAD_COMM_INTERNAL_H
 #define A3FTA_GRAD_COMM_INTERNAL_H
 
@@ -33,5 +35,19 @@ struct a3_grad_comm {
 a3_status a3_grad_comm_init(a3_grad_comm **out, const a3_grad_comm_ops *ops,
                             const a3_grad_piece *pieces, int n_pieces,
                             size_t bucket_bytes) A3_WARN_UNUSED;
+
+// ---------------------------------------------------------------- waiting with a limit
+typedef enum { A3_WATCH_DONE, A3_WATCH_FAILED, A3_WATCH_TIMEOUT } a3_watch_result;
+// Calls poll(ctx) (1: done, 0: not yet, -1: failed) until it is done or has
+// failed, or timeout_s seconds have passed since the call (then TIMEOUT; at
+// least one poll, also for timeout_s <= 0). Between polls it sleeps, 50 us
+// at first, doubling up to 1 ms, so a long wait does not spin a core.
+a3_watch_result a3_grad_comm_watch(int (*poll)(void *ctx), void *ctx, double timeout_s);
+
+// After a failure on this rank: true when every rank of comm calls this too
+// within grace_s seconds (an MPI_Ibarrier, waited for with a limit). When
+// false, *pending holds the unfinished barrier (the caller aborts the job
+// or, in tests, completes it).
+bool a3_grad_comm_peers_arrive(MPI_Comm comm, double grace_s, MPI_Request *pending);
 
 #endif

@@ -28,6 +28,7 @@ struct a3_trainer {
   int64_t n_train;
   float *adam_m, *adam_v, *ema;
   a3_grad_comm *gc; // the gradient sum over comm (a3fta/comm.h); NULL on one rank
+  bool nccl;        // gc sums the device gradients (NCCL), not the host's (MPI)
   a3_adamw_hparams hp;
   // batch: micro global images per micro-batch, this rank's slice of it
   int64_t micro, r_begin, r_count, per_sample;
@@ -52,6 +53,7 @@ a3_step_timing a3_trainer_timing(const a3_trainer *t) {
 
 void a3_trainer_free(a3_trainer *t) {
   if (!t) return;
+  a3_grad_comm_free(t->gc); // before the device: NCCL's streams and buffers live there
   a3_train_device_free(t->dev);
   a3_unet_free(t->m);
   a3_train_data_free(&t->data);
@@ -60,7 +62,6 @@ void a3_trainer_free(a3_trainer *t) {
   free(t->adam_m);
   free(t->adam_v);
   free(t->ema);
-  a3_grad_comm_free(t->gc);
   free(t->x0);
   free(t->noise);
   free(t->x_t);
@@ -167,19 +168,34 @@ static a3_status setup_device(a3_trainer *t) {
   return a3_train_device_push(t->dev, t->m, t->adam_m, t->adam_v, t->ema);
 }
 
-// More than one rank: the bucketed gradient sum, its buckets in backward order.
+// More than one rank: the bucketed gradient sum, its buckets in backward
+// order; NCCL when every rank trains on a GPU (A3FTA_GRAD_COMM decides
+// otherwise, and can ask for NCCL on one rank), else MPI over host memory.
 static a3_status setup_grad_comm(a3_trainer *t) {
-  if (t->size == 1) return A3_OK;
+  int on_gpu = t->dev != NULL, all_on_gpu = on_gpu;
+  if (t->size > 1 &&
+      MPI_Allreduce(&on_gpu, &all_on_gpu, 1, MPI_INT, MPI_MIN, t->comm) != MPI_SUCCESS)
+    return A3_FAIL(A3_ERR_MPI, "agreeing on the gradient sum over %d ranks failed", t->size);
+  a3_grad_comm_kind asked = A3_GRAD_COMM_AUTO, use = A3_GRAD_COMM_NONE;
+  A3_TRY(a3_grad_comm_kind_parse(getenv("A3FTA_GRAD_COMM"), &asked));
+  A3_TRY(a3_grad_comm_choose(asked, t->size, all_on_gpu != 0, &use));
+  if (use == A3_GRAD_COMM_NONE) return A3_OK;
   a3_grad_piece *pieces = NULL;
   int n = 0;
   const size_t bytes = a3_grad_bucket_bytes();
   a3_status s = a3_trainer_grad_pieces(t->m, &pieces, &n);
-  if (s == A3_OK) s = a3_grad_comm_create_mpi(t->comm, pieces, n, bytes, &t->gc);
+  if (s == A3_OK && use == A3_GRAD_COMM_NCCL)
+    s = a3_grad_comm_create_nccl(t->comm, a3_train_device_backend(t->dev), pieces, n, bytes,
+                                 (double)t->cfg.parallel.nccl_timeout_s, &t->gc);
+  else if (s == A3_OK)
+    s = a3_grad_comm_create_mpi(t->comm, pieces, n, bytes, &t->gc);
   free(pieces);
   A3_TRY(s);
+  t->nccl = use == A3_GRAD_COMM_NCCL;
   if (t->rank == 0)
-    a3_debug("gradient sum over %d ranks: %d bucket(s) of up to %zu bytes", t->size,
-             a3_grad_comm_buckets(t->gc)->n_buckets, bytes);
+    a3_info("gradient sum: %s over %d rank(s), %d bucket(s) of up to %zu bytes%s",
+            a3_grad_comm_name(t->gc), t->size, a3_grad_comm_buckets(t->gc)->n_buckets, bytes,
+            t->dev && !t->nccl ? " (through host memory)" : "");
   return A3_OK;
 }
 
@@ -200,8 +216,8 @@ static a3_status setup(a3_trainer *t) {
   A3_TRY(alloc_batch(t));
   A3_TRY(setup_model(t));
   A3_TRY(setup_optimizer(t));
-  A3_TRY(setup_grad_comm(t));
   A3_TRY(setup_device(t));
+  A3_TRY(setup_grad_comm(t)); // after the device: NCCL sums its gradients
   A3_TRY(a3_schedule_init(&t->sched, t->cfg.train.noise_schedule, t->cfg.train.num_train_timesteps,
                           A3_BETA_START, A3_BETA_END));
   return A3_OK;
@@ -228,11 +244,17 @@ a3_status a3_trainer_create(const a3_config *cfg, MPI_Comm comm, a3_trainer **ou
 
 // ---------------------------------------------------------------- step
 
-// Stages 0..stage of the last micro-batch's backward are done: their buckets
-// of the gradient sum can start (earlier micro-batches still add to them all).
+// The gradients the sum works on: the device's for NCCL, else the host's.
+static float *comm_grads(a3_trainer *t) {
+  return t->nccl ? a3_train_device_grads(t->dev) : a3_unet_grads(t->m);
+}
+
+// Stages 0..stage of the last micro-batch's backward are done (on a GPU:
+// enqueued): their buckets of the gradient sum can start (earlier
+// micro-batches still add to them all).
 static a3_status grads_ready(void *ctx, int stage) {
   a3_trainer *t = ctx;
-  return a3_grad_comm_ready(t->gc, a3_unet_grads(t->m), stage);
+  return a3_grad_comm_ready(t->gc, comm_grads(t), stage);
 }
 
 static a3_status backward(a3_trainer *t, int64_t k) {
@@ -257,8 +279,10 @@ static a3_status micro_step(a3_trainer *t, int64_t k, double *loss_share) {
   const double weight = (double)t->r_count / (double)t->micro / (double)t->cfg.train.grad_accum;
   if (t->dev) {
     double loss = 0.0;
+    const a3_backward_hook hook = {grads_ready, t};
+    const bool last = k == t->cfg.train.grad_accum - 1;
     A3_TRY(a3_train_device_micro(t->dev, t->x_t, t->tf, t->noise, t->r_count, t->per_sample, weight,
-                                 &loss));
+                                 t->nccl && last ? &hook : NULL, &loss));
     *loss_share = loss * weight;
     return A3_OK;
   }
@@ -272,12 +296,14 @@ static a3_status micro_step(a3_trainer *t, int64_t k, double *loss_share) {
   return A3_OK;
 }
 
-// The data-parallel gradient sum: on the CPU its buckets started during the
-// last backward; on a GPU all of them start here, through host memory (NCCL
-// behind the same interface is the CUDA issue's).
+// The data-parallel gradient sum: its buckets started during the last
+// backward (CPU, or NCCL on the GPU: the sums stay in device memory and the
+// update waits for them on the device); with MPI on a GPU all of them start
+// here, through host memory.
 static a3_status reduce_grads(a3_trainer *t) {
   float *grads = a3_unet_grads(t->m);
   if (!t->gc) return A3_OK; // one rank
+  if (t->nccl) return a3_grad_comm_finish(t->gc, a3_train_device_grads(t->dev));
   if (t->dev) A3_TRY(a3_train_device_grads_to_host(t->dev, grads));
   A3_TRY(a3_grad_comm_finish(t->gc, grads));
   if (t->dev) A3_TRY(a3_train_device_grads_from_host(t->dev, grads));
@@ -324,9 +350,10 @@ a3_status a3_trainer_step(a3_trainer *t, double *loss, double *lr) {
     total += share;
   }
   // Communication: waiting for the gradient sum the backward started (on a
-  // GPU with its copies through host memory) and the loss sum; the rest of
-  // the step is compute. The device work before it has finished by then (the
-  // last micro-batch's loss download waits for it), as has the update's.
+  // GPU with MPI, with its copies through host memory; with NCCL, for the
+  // comm stream) and the loss sum; the rest of the step is compute. The
+  // compute stream's work before it has finished by then (the last
+  // micro-batch's loss download waits for it), as has the update's.
   const double comm0 = MPI_Wtime();
   A3_TRY(reduce_grads(t));
   A3_TRY(reduce_loss(t, &total));

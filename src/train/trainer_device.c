@@ -5,9 +5,6 @@
 #include "trainer_device.h"
 
 #include "a3fta/dist.h"
-#ifdef A3FTA_HAVE_CUDA
-#include "a3fta/cuda_probe.h"
-#endif
 
 #include <stdlib.h>
 
@@ -24,49 +21,6 @@ struct a3_train_device {
   double *partials, *norm;         // (n_segs), (1)
   float *adam_m, *adam_v, *ema;    // (n_train) compact
 };
-
-// The GPU of this rank: its rank among the ranks of its node, modulo the
-// devices CUDA shows it (CUDA_VISIBLE_DEVICES and Slurm's binding applied).
-static a3_status pick_device(MPI_Comm comm, int *device, char *name, size_t cap) {
-#ifdef A3FTA_HAVE_CUDA
-  a3_cuda_info info;
-  a3_cuda_probe(&info);
-  if (info.device_count == 0) return A3_FAIL(A3_ERR_CUDA, "no usable GPU (%s)", info.error_name);
-  MPI_Comm local;
-  int local_rank = 0;
-  A3_MPI_TRY(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local),
-             "node-local communicator");
-  MPI_Comm_rank(local, &local_rank);
-  MPI_Comm_free(&local);
-  *device = local_rank % info.device_count;
-  snprintf(name, cap, "cuda device %d of %d visible (%.200s), local rank %d", *device,
-           info.device_count, info.device_name, local_rank);
-  return A3_OK;
-#else
-  (void)comm;
-  (void)device;
-  (void)name;
-  (void)cap;
-  return A3_FAIL(A3_ERR_UNIMPLEMENTED, "this a3fta was built without CUDA (A3FTA_CUDA=OFF)");
-#endif
-}
-
-// The backend parallel.backend asks for; NULL for the CPU.
-static a3_status pick_backend(const a3_config *cfg, MPI_Comm comm, const a3_backend **be,
-                              char *name, size_t cap) {
-  *be = NULL;
-  if (cfg->parallel.backend == A3_BACKEND_CPU) return A3_OK;
-  int device = 0;
-  a3_status s = pick_device(comm, &device, name, cap);
-  if (s == A3_OK) s = a3_backend_cuda_create(device, cfg->train.precision, be);
-  if (s == A3_OK || cfg->parallel.backend == A3_BACKEND_CUDA) {
-    if (s != A3_OK) a3_error_trace(__FILE__, __LINE__);
-    return s;
-  }
-  a3_info("backend: auto -> cpu (%s)", a3_error_message());
-  a3_error_clear();
-  return A3_OK;
-}
 
 static a3_status alloc_floats(const a3_backend *be, float **p, size_t n) {
   return be->ops->alloc(be, (void **)p, (n ? n : 1) * sizeof(float));
@@ -107,7 +61,7 @@ a3_status a3_train_device_open(const a3_config *cfg, MPI_Comm comm, const a3_une
   *out = NULL;
   const a3_backend *be = NULL;
   char name[sizeof((a3_train_device *)0)->name] = "";
-  A3_TRY(pick_backend(cfg, comm, &be, name, sizeof name));
+  A3_TRY(a3_backend_pick(cfg, comm, &be, name, sizeof name));
   if (!be) return A3_OK;
   a3_train_device *d = NULL;
   a3_status s = A3_ALLOC(d, 1);
@@ -147,7 +101,7 @@ const char *a3_train_device_name(const a3_train_device *d) { return d->name; }
 
 a3_status a3_train_device_micro(a3_train_device *d, const float *x_t, const float *tf,
                                 const float *noise, int64_t count, int64_t per_sample,
-                                double weight, double *loss) {
+                                double weight, const a3_backward_hook *hook, double *loss) {
   const a3_backend *be = d->be;
   const size_t n = (size_t)(count * per_sample);
   A3_TRY(be->ops->upload(be, d->x_t, x_t, n * sizeof(float)));
@@ -156,7 +110,7 @@ a3_status a3_train_device_micro(a3_train_device *d, const float *x_t, const floa
   A3_TRY(a3_unet_forward(d->m, d->x_t, d->tf, d->out));
   be->ops->mse_forward(be, d->loss, d->out, d->noise, n);
   be->ops->mse_backward(be, d->dout, d->out, d->noise, n, (float)weight);
-  A3_TRY(a3_unet_backward(d->m, d->dout, NULL));
+  A3_TRY(a3_unet_backward_hooked(d->m, d->dout, NULL, hook));
   float l = 0.0f;
   A3_TRY(be->ops->download(be, &l, d->loss, sizeof l));
   *loss = (double)l;
@@ -201,6 +155,9 @@ a3_status a3_train_device_update(a3_train_device *d, const a3_adamw_hparams *h, 
   if (ema_decay >= 0) a3_ema_update_on(be, d->segs, d->n_segs, params, d->ema, ema_decay);
   return be->ops->synchronize(be);
 }
+
+const a3_backend *a3_train_device_backend(const a3_train_device *d) { return d->be; }
+float *a3_train_device_grads(a3_train_device *d) { return a3_unet_grads(d->m); }
 
 a3_status a3_train_device_grads_to_host(a3_train_device *d, float *grads) {
   return d->be->ops->download(d->be, grads, a3_unet_grads(d->m),

@@ -27,10 +27,13 @@ const char *a3_train_device_name(const a3_train_device *d);
 
 // Forward and backward of one micro-batch given on the host: x_t and noise
 // (count, per_sample), timesteps tf (count). Gradients accumulate (+=) as
-// a3_unet_backward does; *loss = the micro-batch's mean squared error.
+// a3_unet_backward does; the backward reports its stages to hook (NULL:
+// none; the NCCL gradient sum starts its buckets there); *loss = the
+// micro-batch's mean squared error.
 a3_status a3_train_device_micro(a3_train_device *d, const float *x_t, const float *tf,
                                 const float *noise, int64_t count, int64_t per_sample,
-                                double weight, double *loss) A3_WARN_UNUSED;
+                                double weight, const a3_backward_hook *hook,
+                                double *loss) A3_WARN_UNUSED;
 // Evaluation forward (the held-out loss): x_t and noise (count, per_sample),
 // tf (count) given on the host, count <= a3_train_device_batch (the rest of
 // the planned batch runs on whatever the input buffers hold and is
@@ -45,6 +48,10 @@ void a3_train_device_zero_grads(a3_train_device *d);
 // update when ema_decay >= 0, all on the device.
 a3_status a3_train_device_update(a3_train_device *d, const a3_adamw_hparams *h, int64_t t,
                                  double max_norm, double ema_decay) A3_WARN_UNUSED;
+// The device backend and the device model's gradient buffer (num_floats
+// layout), for the NCCL gradient sum.
+const a3_backend *a3_train_device_backend(const a3_train_device *d);
+float *a3_train_device_grads(a3_train_device *d);
 // The trainable gradients, flat (num_floats layout), to and from the host,
 // for the data-parallel reduction over MPI.
 a3_status a3_train_device_grads_to_host(a3_train_device *d, float *grads) A3_WARN_UNUSED;

@@ -36,6 +36,7 @@ cp -a "$ompi/lib" "$stage/openmpi/"
 cp -a "$pmix/lib" "$stage/pmix/"
 cp -a /usr/share/openmpi "$stage/openmpi/share" 2>/dev/null || true
 cp "$root"/configs/*.yaml "$stage/configs/"
+cp -r "$root"/configs/weights "$stage/configs/" # the pretrained base (test_cuda_sample)
 mkdir -p "$root/.gpu-bundle"
 XZ_OPT=-T0 tar -C "$stage" -cJf "$root/.gpu-bundle/bundle.tar.xz" .
 du -h "$root/.gpu-bundle/bundle.tar.xz"

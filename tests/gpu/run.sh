@@ -7,7 +7,13 @@
 #    DIR holds the built a3fta and the test programs (DIR/tests/gpu/test_*,
 #    DIR/tests/test_* or DIR/test_*): nothing is built.
 # Checks, each with a timeout: test_cuda_probe, test_cuda_ops (fp32),
-# test_cuda_ops --precision tf32, test_cuda_unet. All output goes to
+# test_cuda_ops --precision tf32 and bf16, test_cuda_unet, test_cuda_sample
+# (32 images, 50 DDIM steps, GPU vs CPU, max pixel diff <= 1), test_cuda_nccl (1 rank;
+# with 2+ GPUs and mpirun also on every GPU, and --peer-missing, which must
+# abort the job), and "sweep 1-GPU NCCL": a 2-point `a3fta sweep` of 20
+# steps each with parallel.backend cuda and A3FTA_GRAD_COMM=nccl on
+# data/fashion-mnist.h5 (A3FTA_GPU_DATA overrides; SKIPPED when missing),
+# PASS when both points are done and the log names the NCCL sum. All output goes to
 # OUTDIR/gpu-check.log; OUTDIR/summary.md gets a table | check | result |
 # seconds | (PASS / FAIL / SKIPPED) and the GPU from nvidia-smi.
 # Exit status: 0 when no check failed (SKIPPED is not a failure), else 1.
@@ -85,6 +91,7 @@ if [ -n "$bin_a3fta" ] && [ -x "$bin_a3fta" ]; then
 fi
 
 # ---------------------------------------------------------------- checks
+launch=() # run_check runs "${launch[@]}" PROGRAM ARGS... (mpirun -np N for several ranks)
 run_check() { # name program args...
   local name=$1 prog=$2
   shift 2
@@ -95,7 +102,7 @@ run_check() { # name program args...
     return
   fi
   local t0=$SECONDS rc
-  timeout --kill-after=30 "$timeout_s" "$testdir/$prog" "$@" 2>&1 | tee -a "$log"
+  timeout --kill-after=30 "$timeout_s" "${launch[@]}" "$testdir/$prog" "$@" 2>&1 | tee -a "$log"
   rc=${PIPESTATUS[0]}
   local dt=$((SECONDS - t0)) result
   case $rc in
@@ -111,7 +118,109 @@ run_check() { # name program args...
 run_check test_cuda_probe test_cuda_probe
 run_check "test_cuda_ops (fp32)" test_cuda_ops
 run_check "test_cuda_ops (tf32)" test_cuda_ops --precision tf32
+run_check "test_cuda_ops (bf16)" test_cuda_ops --precision bf16
 run_check test_cuda_unet test_cuda_unet --configs "$configs"
+run_check test_cuda_sample test_cuda_sample --configs "$configs"
+run_check "test_cuda_nccl (1 rank)" test_cuda_nccl
+
+# ---------------------------------------------------------------- NCCL on several GPUs
+gpus=1
+if command -v nvidia-smi >/dev/null 2>&1; then
+  gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU') || gpus=1
+  [ "$gpus" -ge 1 ] || gpus=1
+fi
+mpirun_cmd=()
+if command -v mpirun >/dev/null 2>&1; then
+  mpirun_cmd=(env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe)
+fi
+if [ "$gpus" -ge 2 ] && [ ${#mpirun_cmd[@]} -gt 0 ] && [ -x "$testdir/test_cuda_nccl" ]; then
+  np=$((gpus < 8 ? gpus : 8))
+  launch=("${mpirun_cmd[@]}" -np "$np")
+  run_check "test_cuda_nccl ($np ranks)" test_cuda_nccl
+  launch=()
+  # Rank 1 never sums: rank 0 times out after 2 s and, its peers not failing
+  # within A3FTA_ABORT_GRACE_S (5 s), must abort the job: exit non-zero with
+  # the message, well before the check's timeout.
+  say "== test_cuda_nccl --peer-missing (2 ranks)"
+  t0=$SECONDS
+  A3FTA_ABORT_GRACE_S=5 timeout --kill-after=10 120 "${mpirun_cmd[@]}" -np 2 \
+    "$testdir/test_cuda_nccl" --peer-missing >"$out/peer-missing.log" 2>&1
+  rc=$?
+  cat "$out/peer-missing.log" >>"$log"
+  dt=$((SECONDS - t0))
+  if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $rc -ne 137 ] && [ $rc -ne 3 ] &&
+    grep -q "aborting the MPI job" "$out/peer-missing.log" &&
+    grep -q "parallel.nccl_timeout_s" "$out/peer-missing.log"; then
+    result=PASS
+  else
+    result="FAIL (exit $rc; see peer-missing.log)"
+  fi
+  say "test_cuda_nccl --peer-missing: $result (${dt}s)"
+  record "test_cuda_nccl --peer-missing (2 ranks)" "$result" "$dt"
+else
+  if [ ${#mpirun_cmd[@]} -gt 0 ]; then have_mpirun=found; else have_mpirun="not found"; fi
+  say "== test_cuda_nccl on several GPUs: $gpus GPU(s), mpirun $have_mpirun"
+  record "test_cuda_nccl (several GPUs)" SKIPPED 0
+fi
+
+# ---------------------------------------------------------------- sweep 1-GPU NCCL
+sweep_nccl() {
+  local name="sweep 1-GPU NCCL" data=${A3FTA_GPU_DATA:-$root/data/fashion-mnist.h5}
+  local dir=$out/sweep-nccl
+  say "== $name"
+  if [ -z "$bin_a3fta" ] || [ ! -x "$bin_a3fta" ]; then
+    say "$name: no a3fta binary"
+    record "$name" FAIL 0
+    return
+  fi
+  if [ ! -s "$data" ]; then
+    say "$name: $data not found (a3fta import fashion-mnist --out $data)"
+    record "$name" SKIPPED 0
+    return
+  fi
+  if [ -x "$testdir/test_cuda_probe" ] && { "$testdir/test_cuda_probe" >/dev/null 2>&1; [ $? -eq 77 ]; }; then
+    say "$name: no usable GPU (test_cuda_probe)"
+    record "$name" SKIPPED 0
+    return
+  fi
+  rm -rf "$dir" && mkdir -p "$dir"
+  cat >"$dir/sweep.yaml" <<YAML
+model:
+  arch: {sample_size: 32, in_channels: 1, out_channels: 1, block_out_channels: [16, 32],
+         layers_per_block: 1, down_block_types: [DownBlock2D, AttnDownBlock2D],
+         up_block_types: [AttnUpBlock2D, UpBlock2D], norm_num_groups: 4}
+data: {path: $data, classes: [9], shots: 10, hflip: true}
+strategy: {name: a3fta, adapter: {rank: 4}}
+train: {steps: 20, batch_size: 8, lr: 1.0e-3, lr_schedule: constant, warmup: 0, log_every: 10,
+        checkpoint_every: 0}
+output: {dir: $dir/out, samples_per_run: 0}
+sweep:
+  grid: {strategy.name: [a3fta, lora]}
+parallel: {backend: cuda, ranks_per_run: 1}
+YAML
+  local one=()
+  [ ${#mpirun_cmd[@]} -gt 0 ] && one=("${mpirun_cmd[@]}" -np 1)
+  local t0=$SECONDS rc result
+  A3FTA_GRAD_COMM=nccl timeout --kill-after=30 "$timeout_s" "${one[@]}" "$bin_a3fta" sweep \
+    "$dir/sweep.yaml" --no-eval >"$dir/sweep.log" 2>&1
+  rc=$?
+  "$bin_a3fta" info "$dir/out/results.h5" --csv >"$dir/info.csv" 2>&1
+  cat "$dir/sweep.log" "$dir/info.csv" >>"$log"
+  local done_points
+  done_points=$(grep -c ',done,' "$dir/info.csv")
+  if [ $rc -eq 0 ] && [ "$done_points" -eq 2 ] && grep -q "gradient sum: nccl" "$dir/sweep.log"; then
+    result=PASS
+  elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+    result="FAIL (timeout ${timeout_s}s)"
+  else
+    result="FAIL (exit $rc, $done_points of 2 points done$(grep -q 'gradient sum: nccl' \
+      "$dir/sweep.log" || echo ', no NCCL sum in the log'))"
+  fi
+  local dt=$((SECONDS - t0))
+  say "$name: $result (${dt}s)"
+  record "$name" "$result" "$dt"
+}
+sweep_nccl
 
 # ---------------------------------------------------------------- summary
 failed=0
