@@ -60,6 +60,11 @@ enum {
   A3_EVAL_SIZE = 28,          // the feature network's image side
 };
 
+// The pairs fit a results file's /memorized slots.
+_Static_assert((int)A3_EVAL_TOP_MEMORIZED == (int)A3_RESULT_MEMORIZED_MAX &&
+                   (int)A3_EVAL_SIZE == (int)A3_RESULT_MEMORIZED_SIZE,
+               "eval's memorized pairs and the results file's /memorized disagree");
+
 // a3_eval_options.seed: the checkpoint config's train.seed (what a sweep point uses).
 #define A3_EVAL_SEED_TRAIN UINT64_MAX
 
@@ -89,7 +94,8 @@ typedef struct {
   uint64_t seed;             // noise of the samples, KID subsets; A3_EVAL_SEED_TRAIN: train.seed
   unsigned metrics;          // A3_EVAL_METRIC_BIT set; 0: A3_EVAL_ALL_METRICS
   const char *features;      // feature network file (a3_eval_features_path(NULL) if NULL)
-  int max_batch;             // images per forward pass when sampling (0: 16, as a3fta sample)
+  int max_batch;             // images per forward pass when sampling (0: as a3fta sample, 16 on
+                             // the CPU, 256 on a GPU)
   int64_t keep_images;       // > 0: the report keeps the first min(keep, N) samples (rank 0)
   const char *memorized_png; // rank 0 writes the most-memorized pairs here (NULL: none)
 } a3_eval_options;
@@ -114,6 +120,9 @@ typedef struct {
   double fid_mean_dist2, fid_trace_sqrt, fid_clamped_rel;
   a3_eval_memorized top[A3_EVAL_TOP_MEMORIZED]; // most memorized first (by d1/d2)
   int n_top;
+  // The pixels of each top pair (rank 0): [k][0] the sample's centre 28x28,
+  // [k][1] its nearest training image; zeros beyond n_top.
+  uint8_t top_pixels[A3_EVAL_TOP_MEMORIZED][2][A3_EVAL_SIZE * A3_EVAL_SIZE];
   double sampling_s, metrics_s; // wall seconds (sampling: max over ranks)
   char features[A3_CONFIG_STR_MAX];
   a3_config cfg;    // the checkpoint's config (a3_eval_report_free)

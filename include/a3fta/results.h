@@ -37,6 +37,26 @@
 //                                     done. (Files written before /timing existed lack the group;
 //                                     readers treat it as absent, writers skip it.)
 //   /metrics/<name> float64 (N)       evaluation metrics (a3_result_metric), NaN until filled
+//   /trainable_params int64 (N)       parameters the point's strategy trains (what `a3fta info
+//                                     --model` lists for it); 0 until done or unknown
+//   /total_params  int64   (N)        all parameters of the point's model, the strategy's added
+//                                     modules (adapter, LoRA) included; 0 until done or unknown
+//   /heldout_curve float64 (N, K)     held-out loss (eval.heldout_every, losses.csv column
+//                                     heldout): the mean of each slot's evaluations (one per
+//                                     slot while there are at most K); NaN in unused slots, all
+//                                     NaN with eval.heldout_every = 0
+//   /heldout_curve_step int64 (N, K)  training step of each slot's last held-out evaluation; -1
+//                                     in unused slots
+//   /memorized/pairs uint8 (N, M, 2, 28, 28)  the M = A3_RESULT_MEMORIZED_MAX most-memorized
+//                                     samples (a3fta/eval.h, smallest d1/d2 first): [k][0] the
+//                                     sample's centre 28x28, [k][1] its nearest training image;
+//                                     zeros in unused slots (memorization not computed)
+//   /memorized/d1  float64 (N, M)     pixel distance of pair k's sample to its nearest training
+//                                     image; NaN in unused slots
+//   /memorized/d2  float64 (N, M)     ... to its second-nearest; NaN in unused slots
+//                                     (Files written before these seven existed lack them;
+//                                     readers treat each as absent, a resumed sweep warns once
+//                                     and writes its points without them.)
 //   /n_samples     int32   (N)        valid images in /samples[i] (the first n_samples)
 //   /samples       uint8   (N, S, C, H, W)  sample images, 0 (black) when absent
 //   /points/config string  (N)        fixed-length: each point's resolved config as YAML
@@ -68,10 +88,12 @@
 #define A3_RESULTS_FORMAT "a3fta-results"
 enum {
   A3_RESULTS_FORMAT_VERSION = 1,
-  A3_RESULT_CURVE_MAX = 100,  // loss-curve slots per point (K)
-  A3_RESULT_REASON_MAX = 512, // bytes of a failure reason, NUL included
-  A3_RESULT_MAX_ATTEMPTS = 3, // resume retries a failed point until it was started this often
-  A3_RESULT_KEY_MAX = 64,     // bytes of a varied key path, NUL included
+  A3_RESULT_CURVE_MAX = 100,     // loss-curve slots per point (K)
+  A3_RESULT_REASON_MAX = 512,    // bytes of a failure reason, NUL included
+  A3_RESULT_MAX_ATTEMPTS = 3,    // resume retries a failed point until it was started this often
+  A3_RESULT_KEY_MAX = 64,        // bytes of a varied key path, NUL included
+  A3_RESULT_MEMORIZED_MAX = 16,  // most-memorized pairs per point (M)
+  A3_RESULT_MEMORIZED_SIZE = 28, // side of their images
 };
 
 typedef enum {
@@ -102,7 +124,8 @@ const char *a3_result_metric_description(int metric); // one line, stored as att
 
 // The outcome of one run (one grid point), as a run function fills it.
 // a3_run_result_init sets: status DONE, reason "", every number NaN (counts
-// 0, peak_mem_bytes 0), no curve, no samples, no per-rank timings.
+// 0, peak_mem_bytes 0, parameter counts 0), no curves, no samples, no
+// memorized pairs, no per-rank timings.
 typedef struct {
   // ---- inputs, set by the sweep engine before the run function is called
   int64_t point;   // index of the grid point
@@ -132,6 +155,16 @@ typedef struct {
   double idle_s;
   double metrics[A3_RESULT_N_METRICS];
   int n_samples; // images written into samples (<= samples_cap)
+  // Parameters the strategy trains and all of the model's (0: unknown).
+  int64_t trainable_params, total_params;
+  int n_heldout;                             // slots used of the held-out loss curve
+  double heldout_loss[A3_RESULT_CURVE_MAX];  // held-out loss (mean of the slot's evaluations)
+  int64_t heldout_step[A3_RESULT_CURVE_MAX]; // step of the slot's last evaluation
+  // The most-memorized pairs (sample, nearest training image), most memorized first.
+  int n_memorized;
+  uint8_t memorized[A3_RESULT_MEMORIZED_MAX][2]
+                   [A3_RESULT_MEMORIZED_SIZE * A3_RESULT_MEMORIZED_SIZE];
+  double memorized_d1[A3_RESULT_MEMORIZED_MAX], memorized_d2[A3_RESULT_MEMORIZED_MAX];
 } a3_run_result;
 
 void a3_run_result_init(a3_run_result *r);
@@ -140,6 +173,11 @@ void a3_run_result_init(a3_run_result *r);
 // steps 1..n): K slots of ceil(n / K) steps each, each the mean of its steps
 // (non-finite losses propagate), curve_step the slot's last step.
 void a3_run_result_set_curve(a3_run_result *r, const double *losses, int64_t n);
+// Fills the held-out curve from n evaluations (steps ascending): K slots of
+// ceil(n / K) consecutive evaluations each, the mean of their losses,
+// heldout_step the slot's last step.
+void a3_run_result_set_heldout(a3_run_result *r, const int64_t *steps, const double *losses,
+                               int64_t n);
 
 // ---------------------------------------------------------------- creating
 typedef enum { A3_RESULT_INT64, A3_RESULT_FLOAT64, A3_RESULT_STRING } a3_result_type;
@@ -188,6 +226,9 @@ a3_status a3_results_inspect(const char *path, uint64_t sweep_hash, int64_t n_po
 typedef struct a3_results a3_results;
 
 // Collective: opens the file read-write on comm and opens every dataset once.
+// A file written before /trainable_params, /total_params, /heldout_curve*
+// and /memorized existed is fine: rank 0 warns once naming what it lacks,
+// and a3_results_write_point writes the rest of each row.
 a3_status a3_results_open(MPI_Comm comm, const char *path, a3_results **out) A3_WARN_UNUSED;
 // Independent (one rank): status RUNNING and the attempt count of a point.
 a3_status a3_results_mark_running(a3_results *r, int64_t point, int32_t attempts) A3_WARN_UNUSED;
@@ -236,7 +277,9 @@ a3_status a3_results_merge(const char *out_path, const char *const *inputs, int 
 // final_loss, wall_s, the step timings when the file has /timing
 // (step_compute_s and step_comm_s: means over the group's ranks, idle_s; in
 // CSV also steps, grad_bytes and step_compute_s_rK, step_comm_s_rK for each
-// rank K), each metric, reason (failed points only). As an aligned table
+// rank K), each metric, the parameter counts when the file has them
+// (trainable_params, and in CSV total_params, in the table trainable_% of
+// all), reason (failed points only). As an aligned table
 // after a summary line (NaN as "-"), or with csv as a header line plus rows
 // (RFC 4180 quoting, NaN empty, numbers that read back exactly).
 a3_status a3_results_print(const char *path, FILE *f, bool csv) A3_WARN_UNUSED;

@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "a3fta/config.h"
 #include "a3fta/eval.h"
+#include "a3fta/strategy.h"
 #include "a3fta/sweep.h"
 #include "a3fta/trainer.h"
 #include "cli/commands.h"
@@ -50,15 +51,30 @@ static a3_status same_config_on_disk(const a3_config *pc, bool *same) {
   return A3_OK;
 }
 
-// losses.csv ("step,loss,lr") -> the loss curve, final loss, divergence.
+// The held-out loss of a losses.csv row's rest after "step,": "loss,lr,heldout"
+// (heldout empty where it was not evaluated, absent in older files); NaN if none.
+static double row_heldout(const char *rest) {
+  const char *lr = strchr(rest, ',');
+  const char *held = lr ? strchr(lr + 1, ',') : NULL;
+  if (!held || !held[1]) return NAN;
+  char *end = NULL;
+  const double v = strtod(held + 1, &end);
+  return end != held + 1 ? v : NAN;
+}
+
+// losses.csv ("step,loss,lr,heldout") -> the loss curve, final loss,
+// divergence, the held-out curve.
 static a3_status read_losses(const a3_config *pc, a3_run_result *r) {
   char path[PATH_CAP], *text = NULL;
   snprintf(path, sizeof path, "%s/losses.csv", pc->output.dir);
   A3_TRY(a3_read_file(path, (size_t)1 << 30, &text, NULL));
   const int64_t n = pc->train.steps;
-  double *loss = NULL;
+  double *loss = NULL, *held = NULL;
+  int64_t *held_step = NULL, n_held = 0;
   a3_status s = a3_alloc((void **)&loss, (size_t)n + 1, sizeof *loss);
-  for (int64_t i = 0; s == A3_OK && i < n; i++) loss[i] = NAN;
+  if (s == A3_OK) s = a3_alloc((void **)&held, (size_t)n + 1, sizeof *held);
+  if (s == A3_OK) s = a3_alloc((void **)&held_step, (size_t)n + 1, sizeof *held_step);
+  for (int64_t i = 0; s == A3_OK && i < n; i++) loss[i] = held[i] = NAN;
   int64_t last = 0;
   for (char *line = text; s == A3_OK && line && *line;) {
     char *next = strchr(line, '\n');
@@ -67,11 +83,18 @@ static a3_status read_losses(const a3_config *pc, a3_run_result *r) {
     const long long step = strtoll(line, &end, 10);
     if (end != line && *end == ',' && step >= 1 && step <= n) {
       loss[step - 1] = strtod(end + 1, NULL);
+      held[step - 1] = row_heldout(end + 1);
       if (step > last) last = step;
     }
     line = next;
   }
+  for (int64_t i = 0; s == A3_OK && i < last; i++)
+    if (!isnan(held[i])) {
+      held_step[n_held] = i + 1;
+      held[n_held++] = held[i]; // n_held <= i: compacting in place
+    }
   if (s == A3_OK) {
+    a3_run_result_set_heldout(r, held_step, held, n_held);
     a3_run_result_set_curve(r, loss, last);
     r->final_loss = last > 0 ? loss[last - 1] : NAN;
     for (int64_t i = 0; i < last; i++)
@@ -88,6 +111,8 @@ static a3_status read_losses(const a3_config *pc, a3_run_result *r) {
     }
   }
   free(loss);
+  free(held);
+  free(held_step);
   free(text);
   return s;
 }
@@ -127,6 +152,12 @@ static a3_status store_eval(const a3_config *pc, const char *ckpt, const a3_eval
                             bool keep, a3_run_result *r) {
   for (int i = 0; i < A3_RESULT_N_METRICS; i++)
     if (i != A3_RESULT_HELDOUT_LOSS) r->metrics[i] = rep->metrics[i];
+  r->n_memorized = rep->n_top < A3_RESULT_MEMORIZED_MAX ? rep->n_top : A3_RESULT_MEMORIZED_MAX;
+  for (int k = 0; k < r->n_memorized; k++) {
+    memcpy(r->memorized[k], rep->top_pixels[k], sizeof r->memorized[k]);
+    r->memorized_d1[k] = rep->top[k].d1;
+    r->memorized_d2[k] = rep->top[k].d2;
+  }
   char path[PATH_CAP];
   snprintf(path, sizeof path, "%s/eval.json", pc->output.dir);
   A3_TRY(a3_eval_write_json(rep, ckpt, path));
@@ -206,6 +237,20 @@ static a3_status eval_point(const a3_config *pc, MPI_Comm group, int grank, cons
   return A3_OK;
 }
 
+// The parameters the point's strategy trains and all of its model's (what
+// `a3fta info --model` and the trainer's log line count).
+static a3_status count_params(const a3_config *pc, a3_run_result *r) {
+  a3_unet *m = NULL;
+  a3_strategy_stats st = {0};
+  a3_status s = a3_strategy_build_model(pc, &m);
+  if (s == A3_OK) s = a3_strategy_apply(m, pc->strategy.name, &st);
+  a3_unet_free(m);
+  A3_TRY(s);
+  r->trainable_params = (int64_t)st.trainable_params;
+  r->total_params = (int64_t)st.params;
+  return A3_OK;
+}
+
 static a3_status train_point(const a3_config *pc, MPI_Comm group, a3_run_result *r, void *vctx) {
   const train_ctx *ctx = vctx;
   int grank = 0;
@@ -224,8 +269,10 @@ static a3_status train_point(const a3_config *pc, MPI_Comm group, a3_run_result 
   r->steps = tr.timing.steps;
   r->grad_bytes = tr.timing.grad_bytes;
   r->final_loss = tr.last_loss;
+  r->metrics[A3_RESULT_HELDOUT_LOSS] = tr.final_heldout_loss; // NaN without eval.heldout_every
   s = grank == 0 ? read_losses(pc, r) : A3_OK;
-  A3_TRY(group_agree(group, grank, s, "reading the point's losses"));
+  if (s == A3_OK && grank == 0) s = count_params(pc, r);
+  A3_TRY(group_agree(group, grank, s, "reading the point's losses and parameter counts"));
   int failed = r->status == A3_POINT_FAILED;
   MPI_Bcast(&failed, 1, MPI_INT, 0, group);
   if (failed) return A3_OK;
@@ -333,8 +380,9 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
       "parallel.ranks_per_run that train one point each (data parallel), taking points\n"
       "dynamically or round robin (parallel.schedule).\n"
       "\n"
-      "Writes OUTPUT_DIR/results.h5 (one row per point: status, losses, timings, metrics,\n"
-      "sample images; h5dump shows what each dataset means) and OUTPUT_DIR/point-NNNNNN/\n"
+      "Writes OUTPUT_DIR/results.h5 (one row per point: status, losses, held-out loss curve,\n"
+      "timings, parameter counts, metrics, sample images, most-memorized pairs; h5dump\n"
+      "shows what each dataset means) and OUTPUT_DIR/point-NNNNNN/\n"
       "(each point's config.yaml, losses.csv, checkpoint.h5, samples, eval.json).\n"
       "\n"
       "Evaluation: after training, each point's checkpoint is evaluated as 'a3fta eval' does\n"

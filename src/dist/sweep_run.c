@@ -285,6 +285,10 @@ static void run_point(engine *e, int64_t point, a3_run_result *r, uint8_t *sampl
   r->reason[sizeof r->reason - 1] = '\0';
   if (r->n_curve < 0) r->n_curve = 0;
   if (r->n_curve > A3_RESULT_CURVE_MAX) r->n_curve = A3_RESULT_CURVE_MAX;
+  if (r->n_heldout < 0) r->n_heldout = 0;
+  if (r->n_heldout > A3_RESULT_CURVE_MAX) r->n_heldout = A3_RESULT_CURVE_MAX;
+  if (r->n_memorized < 0) r->n_memorized = 0;
+  if (r->n_memorized > A3_RESULT_MEMORIZED_MAX) r->n_memorized = A3_RESULT_MEMORIZED_MAX;
   if (r->n_samples < 0) r->n_samples = 0;
   if (r->n_samples > r->samples_cap) r->n_samples = r->samples_cap;
   if (r->peak_mem_bytes <= 0) r->peak_mem_bytes = process_peak_rss();

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { DEFAULT_MAX_BATCH = 16, PIX = A3_EVAL_SIZE * A3_EVAL_SIZE, PAIR_GAP = 2 };
+enum { PIX = A3_EVAL_SIZE * A3_EVAL_SIZE, PAIR_GAP = 2 };
 
 // ---------------------------------------------------------------- configuration
 unsigned a3_eval_metric_set(const a3_config *cfg) {
@@ -72,14 +72,22 @@ static a3_status agree(MPI_Comm comm, a3_status s, const char *what) {
   return A3_OK;
 }
 
-// The images of a3fta sample (the same noise and batches), gathered on rank 0.
-static a3_status sample_shard(MPI_Comm comm, a3_unet *m, const a3_config *cfg,
-                              const a3_sample_options *o, int64_t n, uint8_t *all) {
+// The images of a3fta sample (the same noise; batches of the same size when
+// both pick the same backend), gathered on rank 0, sampled where training
+// runs (a3_sampling_model_open: a GPU copy of the model when
+// parallel.backend picks one).
+static a3_status sample_shard(MPI_Comm comm, a3_unet *m, const a3_config *cfg, a3_sample_options o,
+                              int64_t n, uint8_t *all) {
   a3_noise_schedule_table sched = {0};
+  a3_sampling_model sm = {0};
   a3_status s = a3_schedule_init(&sched, cfg->train.noise_schedule, cfg->train.num_train_timesteps,
                                  A3_BETA_START, A3_BETA_END);
   s = agree(comm, s, "the noise schedule");
-  if (s == A3_OK) s = a3_sample_gather(comm, m, &sched, o, n, all);
+  if (s == A3_OK) s = a3_sampling_model_open(cfg, comm, m, o.max_batch, "eval", &sm);
+  s = agree(comm, s, "choosing the sampling backend");
+  o.max_batch = sm.batch;
+  if (s == A3_OK) s = a3_sample_gather(comm, sm.model, &sched, &o, n, all);
+  a3_sampling_model_close(&sm);
   a3_schedule_free(&sched);
   return s;
 }
@@ -264,6 +272,8 @@ static a3_status memorization(scratch *w, const uint8_t *samples28, int64_t n, c
   for (int k = 0; k < out->n_top; k++) {
     const int64_t i = w->order[k];
     out->top[k] = (a3_eval_memorized){i, rs->train_index[w->idx[i]], w->d1[i], w->d2[i]};
+    memcpy(out->top_pixels[k][0], samples28 + (size_t)i * PIX, PIX);
+    memcpy(out->top_pixels[k][1], rs->train + (size_t)w->idx[i] * PIX, PIX);
   }
   if (png) A3_TRY(write_pairs_png(png, samples28, rs, out));
   return A3_OK;
@@ -356,8 +366,8 @@ static a3_status evaluate(MPI_Comm comm, const char *checkpoint, const a3_eval_o
                                   .steps = cfg->eval.sampler_steps,
                                   .eta = cfg->eval.eta,
                                   .seed = out->seed,
-                                  .max_batch = o->max_batch > 0 ? o->max_batch : DEFAULT_MAX_BATCH};
-    s = sample_shard(comm, m, cfg, &so, n, all);
+                                  .max_batch = o->max_batch}; // <= 0: the backend's default
+    s = sample_shard(comm, m, cfg, so, n, all);
   }
   a3_unet_free(m);
   double dt = MPI_Wtime() - t0;

@@ -53,23 +53,38 @@ void a3_run_result_init(a3_run_result *r) {
   r->step_compute_s = r->step_comm_s = r->idle_s = NAN;
   for (int m = 0; m < A3_RESULT_N_METRICS; m++) r->metrics[m] = NAN;
   for (int k = 0; k < A3_RESULT_CURVE_MAX; k++) {
-    r->curve_loss[k] = NAN;
-    r->curve_step[k] = -1;
+    r->curve_loss[k] = r->heldout_loss[k] = NAN;
+    r->curve_step[k] = r->heldout_step[k] = -1;
   }
+  for (int k = 0; k < A3_RESULT_MEMORIZED_MAX; k++) r->memorized_d1[k] = r->memorized_d2[k] = NAN;
+}
+
+// K slots of ceil(n / K) consecutive values each: their mean, and the step
+// of the slot's last value (steps[i], or i + 1 without steps). Returns the
+// slots used.
+static int fill_curve(double *loss, int64_t *step, const int64_t *steps, const double *values,
+                      int64_t n) {
+  int used = 0;
+  if (n <= 0) return 0;
+  const int64_t every = (n + A3_RESULT_CURVE_MAX - 1) / A3_RESULT_CURVE_MAX;
+  for (int64_t first = 0; first < n && used < A3_RESULT_CURVE_MAX; first += every) {
+    const int64_t last = first + every < n ? first + every : n; // exclusive
+    double sum = 0.0;
+    for (int64_t s = first; s < last; s++) sum += values[s];
+    loss[used] = sum / (double)(last - first);
+    step[used] = steps ? steps[last - 1] : last;
+    used++;
+  }
+  return used;
 }
 
 void a3_run_result_set_curve(a3_run_result *r, const double *losses, int64_t n) {
-  r->n_curve = 0;
-  if (n <= 0) return;
-  const int64_t every = (n + A3_RESULT_CURVE_MAX - 1) / A3_RESULT_CURVE_MAX;
-  for (int64_t first = 0; first < n && r->n_curve < A3_RESULT_CURVE_MAX; first += every) {
-    const int64_t last = first + every < n ? first + every : n; // exclusive
-    double sum = 0.0;
-    for (int64_t s = first; s < last; s++) sum += losses[s];
-    r->curve_loss[r->n_curve] = sum / (double)(last - first);
-    r->curve_step[r->n_curve] = last;
-    r->n_curve++;
-  }
+  r->n_curve = fill_curve(r->curve_loss, r->curve_step, NULL, losses, n);
+}
+
+void a3_run_result_set_heldout(a3_run_result *r, const int64_t *steps, const double *losses,
+                               int64_t n) {
+  r->n_heldout = fill_curve(r->heldout_loss, r->heldout_step, steps, losses, n);
 }
 
 // ---------------------------------------------------------------- dataset table
@@ -145,10 +160,53 @@ static const struct {
      0},
 };
 
+// Datasets added after format_version 1's first files (see a3fta/results.h):
+// each optional when opening, skipped when absent. Dimensions after the
+// first (0 ends the list).
+enum { EX_TRAINABLE, EX_TOTAL, EX_HELDOUT, EX_HELDOUT_STEP, EX_PAIRS, EX_D1, EX_D2, N_EX };
+enum { MEMO_M = A3_RESULT_MEMORIZED_MAX, MEMO_S = A3_RESULT_MEMORIZED_SIZE };
+static const struct {
+  const char *name, *description;
+  int64_t dims[4];
+} ex_info[N_EX] = {
+    {"trainable_params",
+     "per point: parameters the point's strategy trains (as 'a3fta info --model' lists them); 0 "
+     "until done or unknown",
+     {0}},
+    {"total_params",
+     "per point: all parameters of the point's model, modules the strategy adds (adapter, LoRA) "
+     "included; trainable_params / total_params is the trainable fraction; 0 until done or "
+     "unknown",
+     {0}},
+    {"heldout_curve",
+     "per point (N, K): held-out denoising loss (eval.heldout_every; losses.csv column heldout), "
+     "the mean of each slot's consecutive evaluations (one evaluation per slot while there are "
+     "at most K); NaN in unused slots, all NaN when eval.heldout_every is 0",
+     {A3_RESULT_CURVE_MAX, 0}},
+    {"heldout_curve_step",
+     "per point (N, K): training step of each heldout_curve slot's last evaluation; -1 in unused "
+     "slots",
+     {A3_RESULT_CURVE_MAX, 0}},
+    {"memorized/pairs",
+     "per point (N, M, 2, 28, 28) uint8: the M most-memorized samples, smallest d1/d2 first; "
+     "[k][0] the sample (centre 28x28), [k][1] its nearest training image; zeros in unused slots "
+     "(memorization not computed)",
+     {MEMO_M, 2, MEMO_S, MEMO_S}},
+    {"memorized/d1",
+     "per point (N, M): pixel distance (0..255 scale) of pair k's sample to its nearest training "
+     "image; NaN in unused slots",
+     {MEMO_M, 0}},
+    {"memorized/d2",
+     "per point (N, M): pixel distance of pair k's sample to its second-nearest training image "
+     "(memorized when d1 < d2 / 3); NaN in unused slots",
+     {MEMO_M, 0}},
+};
+
 struct a3_results {
   MPI_Comm comm;
   hid_t file, dxpl;
   hid_t ds[N_DS];
+  hid_t extra[N_EX];    // H5I_INVALID_HID where an older file lacks the dataset
   hid_t timing[N_TM];   // all H5I_INVALID_HID in a file without /timing
   int64_t timing_ranks; // R of /timing/compute_s
   hid_t metrics[A3_RESULT_N_METRICS];
@@ -303,6 +361,22 @@ static a3_status write_root_attrs(creator *c, const char *created) {
   return A3_OK;
 }
 
+// A group with a "description" attribute; *out is the open group (close it)
+// or H5I_INVALID_HID after a failure.
+static a3_status make_group(creator *c, const char *name, const char *description, hid_t *out) {
+  *out = H5Gcreate2(c->file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  char where[1100];
+  snprintf(where, sizeof where, "create group /%s", name);
+  if (*out < 0) return h5fail(c->path, where);
+  snprintf(where, sizeof where, "%s: /%s", c->path, name);
+  a3_status s = a3_h5_write_string_attr(*out, "description", description, where);
+  if (s != A3_OK) {
+    H5Gclose(*out);
+    *out = H5I_INVALID_HID;
+  }
+  return s;
+}
+
 static a3_status create_main_datasets(creator *c) {
   const a3_results_layout *L = c->L;
   const hsize_t n = (hsize_t)L->n_points;
@@ -340,14 +414,11 @@ static a3_status create_main_datasets(creator *c) {
                      ds_info[i].description, c->path, NULL);
   H5Tclose(reason_t);
   A3_TRY(s);
-  hid_t g = H5Gcreate2(c->file, "metrics", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  if (g < 0) return h5fail(c->path, "create group /metrics");
-  char where[1100];
-  snprintf(where, sizeof where, "%s: /metrics", c->path);
-  s = a3_h5_write_string_attr(g, "description",
-                              "evaluation metrics, one float64 dataset per metric indexed by "
-                              "point; NaN = not computed",
-                              where);
+  hid_t g = H5I_INVALID_HID;
+  A3_TRY(make_group(c, "metrics",
+                    "evaluation metrics, one float64 dataset per metric indexed by point; NaN = "
+                    "not computed",
+                    &g));
   for (int m = 0; m < A3_RESULT_N_METRICS && s == A3_OK; m++)
     s = make_dataset(g, a3_result_metric_name(m), H5T_IEEE_F64LE, 1, d1, &nan,
                      a3_result_metric_description(m), c->path, NULL);
@@ -361,15 +432,13 @@ static a3_status create_timing(creator *c) {
   const hsize_t d1[1] = {n}, dr[2] = {n, ranks};
   const double nan = NAN;
   const int64_t zero64 = 0;
-  hid_t g = H5Gcreate2(c->file, "timing", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  if (g < 0) return h5fail(c->path, "create group /timing");
-  char where[1100];
-  snprintf(where, sizeof where, "%s: /timing", c->path);
-  a3_status s = a3_h5_write_string_attr(
-      g, "description",
+  hid_t g = H5I_INVALID_HID;
+  a3_status s = make_group(
+      c, "timing",
       "where each point's training time went, per rank of its group: compute vs waiting for "
       "communication inside the training steps, the steps counted, the group's load imbalance",
-      where);
+      &g);
+  A3_TRY(s);
   for (int i = 0; i < N_TM && s == A3_OK; i++) {
     const bool steps = i == TM_STEPS || i == TM_GRAD_BYTES; // the int64 ones
     s = make_dataset(g, tm_info[i].name, steps ? H5T_STD_I64LE : H5T_IEEE_F64LE,
@@ -378,6 +447,32 @@ static a3_status create_timing(creator *c) {
                      c->path, NULL);
   }
   H5Gclose(g);
+  return s;
+}
+
+static a3_status create_extras(creator *c) {
+  const double nan = NAN;
+  const int64_t zero64 = 0, minus1 = -1;
+  const uint8_t black = 0;
+  const void *fill[N_EX] = {&zero64, &zero64, &nan, &minus1, &black, &nan, &nan};
+  const hid_t type[N_EX] = {H5T_STD_I64LE, H5T_STD_I64LE,  H5T_IEEE_F64LE, H5T_STD_I64LE,
+                            H5T_STD_U8LE,  H5T_IEEE_F64LE, H5T_IEEE_F64LE};
+  hid_t g = H5I_INVALID_HID;
+  a3_status s = make_group(c, "memorized",
+                           "each point's most-memorized samples beside their nearest training "
+                           "images, with the pixel distances of the memorization ratio test",
+                           &g);
+  if (g >= 0) H5Gclose(g);
+  for (int i = 0; i < N_EX && s == A3_OK; i++) {
+    hsize_t dims[5] = {(hsize_t)c->L->n_points};
+    int nd = 1;
+    while (nd < 5 && ex_info[i].dims[nd - 1] > 0) {
+      dims[nd] = (hsize_t)ex_info[i].dims[nd - 1];
+      nd++;
+    }
+    s = make_dataset(c->file, ex_info[i].name, type[i], nd, dims, fill[i], ex_info[i].description,
+                     c->path, NULL);
+  }
   return s;
 }
 
@@ -477,16 +572,12 @@ static a3_status write_column(creator *c, hid_t points, const a3_result_column *
 }
 
 static a3_status create_points(creator *c) {
-  hid_t g = H5Gcreate2(c->file, "points", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  if (g < 0) return h5fail(c->path, "create group /points");
-  char where[1100];
-  snprintf(where, sizeof where, "%s: /points", c->path);
-  a3_status s = a3_h5_write_string_attr(
-      g, "description",
-      "what each point is: its resolved config, and one typed dataset per swept key (named by "
-      "the key path)",
-      where);
-  if (s == A3_OK) s = write_configs(c, g);
+  hid_t g = H5I_INVALID_HID;
+  A3_TRY(make_group(c, "points",
+                    "what each point is: its resolved config, and one typed dataset per swept key "
+                    "(named by the key path)",
+                    &g));
+  a3_status s = write_configs(c, g);
   for (int i = 0; i < c->L->n_columns && s == A3_OK; i++) s = write_column(c, g, &c->L->columns[i]);
   H5Gclose(g);
   return s;
@@ -508,6 +599,7 @@ static a3_status create_file(creator *c, const char *tmp) {
   a3_status s = write_root_attrs(c, created);
   if (s == A3_OK) s = create_main_datasets(c);
   if (s == A3_OK) s = create_timing(c);
+  if (s == A3_OK) s = create_extras(c);
   if (s == A3_OK) s = create_points(c);
   if (s == A3_OK && H5Fflush(c->file, H5F_SCOPE_GLOBAL) < 0) s = h5fail(tmp, "flush");
   H5Pclose(c->dxpl);
@@ -658,6 +750,54 @@ static a3_status open_timing(a3_results *r) {
   return A3_OK;
 }
 
+// The datasets of ex_info the file has (each one's shape checked); rank 0 of
+// the communicator warns once about those an older file lacks.
+static a3_status open_extras(a3_results *r) {
+  char missing[512] = "";
+  size_t used = 0;
+  const htri_t group = H5Lexists(r->file, "memorized", H5P_DEFAULT);
+  if (group < 0) return h5fail(r->path, "look for /memorized");
+  for (int i = 0; i < N_EX; i++) {
+    const char *name = ex_info[i].name;
+    htri_t has =
+        group > 0 || strncmp(name, "memorized/", 10) ? H5Lexists(r->file, name, H5P_DEFAULT) : 0;
+    if (has < 0)
+      return A3_FAIL(A3_ERR_HDF5, "%s: cannot look for /%s%s", r->path, name, a3_h5_detail());
+    if (has == 0) {
+      const int w =
+          snprintf(missing + used, sizeof missing - used, "%s/%s", used ? ", " : "", name);
+      if (w > 0 && (size_t)w < sizeof missing - used) used += (size_t)w;
+      continue;
+    }
+    r->extra[i] = H5Dopen2(r->file, name, H5P_DEFAULT);
+    if (r->extra[i] < 0)
+      return A3_FAIL(A3_ERR_INPUT, "%s: cannot open /%s%s", r->path, name, a3_h5_detail());
+    hid_t space = H5Dget_space(r->extra[i]);
+    hsize_t dims[8] = {0};
+    const int nd = H5Sget_simple_extent_ndims(space);
+    if (nd >= 1 && nd <= 8) H5Sget_simple_extent_dims(space, dims, NULL);
+    H5Sclose(space);
+    bool ok = nd >= 1 && nd <= 5 && (int64_t)dims[0] == r->n_points;
+    int want = 1;
+    while (want < 5 && ex_info[i].dims[want - 1] > 0) {
+      if (ok && (want >= nd || (int64_t)dims[want] != ex_info[i].dims[want - 1])) ok = false;
+      want++;
+    }
+    if (!ok || nd != want)
+      return A3_FAIL(A3_ERR_INPUT,
+                     "%s: /%s has another shape than this a3fta writes (see its "
+                     "description); use a new output.dir or --force-new",
+                     r->path, name);
+  }
+  int rank = 0;
+  MPI_Comm_rank(r->comm, &rank);
+  if (used && rank == 0)
+    a3_warn("results file %s was written by an older a3fta and lacks %s: the points run now are "
+            "recorded without them (a new output.dir or --force-new records everything)",
+            r->path, missing);
+  return A3_OK;
+}
+
 static a3_status open_all(a3_results *r) {
   for (int i = 0; i < N_DS; i++) {
     r->ds[i] = H5Dopen2(r->file, ds_info[i].name, H5P_DEFAULT);
@@ -686,6 +826,7 @@ static a3_status open_all(a3_results *r) {
   hid_t type = H5Dget_type(r->ds[DS_REASON]);
   r->reason_len = H5Tget_size(type);
   H5Tclose(type);
+  A3_TRY(open_extras(r));
   return A3_OK;
 }
 
@@ -696,9 +837,12 @@ static void free_handles(a3_results *r) {
     if (r->metrics[m] >= 0) H5Dclose(r->metrics[m]);
   for (int i = 0; i < N_TM; i++)
     if (r->timing[i] >= 0) H5Dclose(r->timing[i]);
+  for (int i = 0; i < N_EX; i++)
+    if (r->extra[i] >= 0) H5Dclose(r->extra[i]);
   if (r->dxpl >= 0) H5Pclose(r->dxpl);
   for (int i = 0; i < N_DS; i++) r->ds[i] = H5I_INVALID_HID;
   for (int i = 0; i < N_TM; i++) r->timing[i] = H5I_INVALID_HID;
+  for (int i = 0; i < N_EX; i++) r->extra[i] = H5I_INVALID_HID;
   for (int m = 0; m < A3_RESULT_N_METRICS; m++) r->metrics[m] = H5I_INVALID_HID;
   r->dxpl = H5I_INVALID_HID;
 }
@@ -712,6 +856,7 @@ a3_status a3_results_open(MPI_Comm comm, const char *path, a3_results **out) {
   for (int i = 0; i < N_DS; i++) r->ds[i] = H5I_INVALID_HID;
   for (int m = 0; m < A3_RESULT_N_METRICS; m++) r->metrics[m] = H5I_INVALID_HID;
   for (int i = 0; i < N_TM; i++) r->timing[i] = H5I_INVALID_HID;
+  for (int i = 0; i < N_EX; i++) r->extra[i] = H5I_INVALID_HID;
   r->fd = -1;
   a3_status s = a3_alloc((void **)&r->path, strlen(path) + 1, 1);
   if (s == A3_OK) memcpy(r->path, path, strlen(path) + 1);
@@ -796,6 +941,46 @@ static a3_status write_timing(a3_results *r, int64_t point, const a3_run_result 
   return A3_OK;
 }
 
+// The point's parameter counts, held-out curve and memorized pairs (each
+// skipped where an older file lacks it).
+static a3_status put_extra(a3_results *r, int which, hid_t memtype, int64_t point,
+                           const void *buf) {
+  if (r->extra[which] < 0) return A3_OK;
+  return put(r, r->extra[which], memtype, point, buf);
+}
+
+static a3_status write_extras(a3_results *r, int64_t point, const a3_run_result *res) {
+  const int64_t trainable = res->trainable_params > 0 ? res->trainable_params : 0;
+  const int64_t total = res->total_params > 0 ? res->total_params : 0;
+  A3_TRY(put_extra(r, EX_TRAINABLE, H5T_NATIVE_INT64, point, &trainable));
+  A3_TRY(put_extra(r, EX_TOTAL, H5T_NATIVE_INT64, point, &total));
+  double curve[A3_RESULT_CURVE_MAX];
+  int64_t steps[A3_RESULT_CURVE_MAX];
+  for (int k = 0; k < A3_RESULT_CURVE_MAX; k++) {
+    const int used = k < res->n_heldout;
+    curve[k] = used ? res->heldout_loss[k] : NAN;
+    steps[k] = used ? res->heldout_step[k] : -1;
+  }
+  A3_TRY(put_extra(r, EX_HELDOUT, H5T_NATIVE_DOUBLE, point, curve));
+  A3_TRY(put_extra(r, EX_HELDOUT_STEP, H5T_NATIVE_INT64, point, steps));
+  static const uint8_t none[sizeof res->memorized[0]]; // zeros
+  uint8_t *pairs = NULL;
+  A3_TRY(a3_alloc((void **)&pairs, 1, sizeof res->memorized));
+  double d1[MEMO_M], d2[MEMO_M];
+  for (int k = 0; k < MEMO_M; k++) {
+    const int used = k < res->n_memorized;
+    memcpy(pairs + k * sizeof none, used ? res->memorized[k][0] : none, sizeof none);
+    d1[k] = used ? res->memorized_d1[k] : NAN;
+    d2[k] = used ? res->memorized_d2[k] : NAN;
+  }
+  a3_status s = put_extra(r, EX_PAIRS, H5T_NATIVE_UINT8, point, pairs);
+  free(pairs);
+  A3_TRY(s);
+  A3_TRY(put_extra(r, EX_D1, H5T_NATIVE_DOUBLE, point, d1));
+  A3_TRY(put_extra(r, EX_D2, H5T_NATIVE_DOUBLE, point, d2));
+  return A3_OK;
+}
+
 a3_status a3_results_write_point(a3_results *r, int64_t point, const a3_run_result *res) {
   A3_TRY(check_point(r, point));
   const int8_t status = res->status == A3_POINT_FAILED ? A3_POINT_FAILED : A3_POINT_DONE;
@@ -828,6 +1013,7 @@ a3_status a3_results_write_point(a3_results *r, int64_t point, const a3_run_resu
     A3_TRY(put(r, r->metrics[m], H5T_NATIVE_DOUBLE, point, &res->metrics[m]));
   A3_TRY(put(r, r->ds[DS_N_SAMPLES], H5T_NATIVE_INT32, point, &n_samples));
   A3_TRY(write_timing(r, point, res));
+  A3_TRY(write_extras(r, point, res));
   if (r->sample_elems > 0) {
     const int64_t have = (int64_t)res->samples_cap * res->channels * res->height * res->width;
     if (!res->samples || have != r->sample_elems)

@@ -1,6 +1,6 @@
 // a3fta info on a results file: one row per grid point (index, status, the
-// varied keys, final loss, wall time, step timings, every metric, failure
-// reason) as an aligned table or as CSV. Serial read (default driver) of a
+// varied keys, final loss, wall time, step timings, every metric, parameter
+// counts, failure reason) as an aligned table or as CSV. Serial read (default driver) of a
 // closed file.
 #define _POSIX_C_SOURCE 200809L
 #include "a3fta/results.h"
@@ -30,6 +30,7 @@ typedef struct {
   column *cols;
   int n_cols, cap_cols;
   int64_t timing_ranks; // R of /timing/compute_s (N, R); 0: the file has no /timing
+  bool has_params;      // /trainable_params and /total_params (absent in older files)
 } table;
 
 static const char *status_name(int8_t s) {
@@ -328,6 +329,46 @@ static a3_status add_timing(table *t) {
   return add_double_column(t, "timing/idle_s", "idle_s");
 }
 
+// ---------------------------------------------------------------- parameter counts
+// trainable_params, and total_params (CSV) or the trainable percentage
+// (table); 0 (unknown) is a missing cell.
+static a3_status add_params(table *t) {
+  if (!t->has_params) return A3_OK;
+  int64_t *v = NULL;
+  A3_TRY(a3_alloc((void **)&v, (size_t)(2 * t->n + 1), sizeof *v));
+  a3_status s = read_rows(t, "trainable_params", H5T_NATIVE_INT64, v);
+  if (s == A3_OK) s = read_rows(t, "total_params", H5T_NATIVE_INT64, v + t->n);
+  column *trainable = NULL, *other = NULL;
+  if (s == A3_OK) s = add_column(t, "trainable_params", &trainable);
+  if (s == A3_OK) s = add_column(t, t->csv ? "total_params" : "trainable_%", &other);
+  char buf[64];
+  for (int64_t i = 0; i < t->n && s == A3_OK; i++) {
+    const int64_t n = v[i], all = v[t->n + i];
+    if (n > 0) {
+      snprintf(buf, sizeof buf, "%lld", (long long)n);
+      s = dup_cell(buf, &trainable->cells[i]);
+    }
+    if (s == A3_OK && all > 0) {
+      if (t->csv)
+        snprintf(buf, sizeof buf, "%lld", (long long)all);
+      else
+        snprintf(buf, sizeof buf, "%.2f", 100.0 * (double)n / (double)all);
+      if (t->csv || n > 0) s = dup_cell(buf, &other->cells[i]);
+    }
+  }
+  free(v);
+  return s;
+}
+
+static a3_status has_params(table *t) {
+  const htri_t a = H5Lexists(t->file, "trainable_params", H5P_DEFAULT);
+  const htri_t b = H5Lexists(t->file, "total_params", H5P_DEFAULT);
+  if (a < 0 || b < 0)
+    return A3_FAIL(A3_ERR_HDF5, "%s: cannot look for /trainable_params%s", t->path, a3_h5_detail());
+  t->has_params = a > 0 && b > 0;
+  return A3_OK;
+}
+
 static a3_status build_columns(table *t) {
   A3_TRY(add_point_status(t));
   for (int k = 0; k < t->n_keys; k++) A3_TRY(add_key_column(t, t->keys[k]));
@@ -339,6 +380,7 @@ static a3_status build_columns(table *t) {
     snprintf(name, sizeof name, "metrics/%s", a3_result_metric_name(m));
     A3_TRY(add_double_column(t, name, a3_result_metric_name(m)));
   }
+  A3_TRY(add_params(t));
   return add_reason(t);
 }
 
@@ -442,8 +484,9 @@ static a3_status load(table *t) {
   A3_TRY(read_rows(t, "status", H5T_NATIVE_INT8, t->status));
   A3_TRY(read_keys(t));
   A3_TRY(timing_ranks(t));
-  // point, status, keys, 2 numbers, step timings, metrics, reason
-  t->cap_cols = 5 + t->n_keys + timing_columns(t) + A3_RESULT_N_METRICS;
+  A3_TRY(has_params(t));
+  // point, status, keys, 2 numbers, step timings, metrics, parameter counts, reason
+  t->cap_cols = 5 + t->n_keys + timing_columns(t) + (t->has_params ? 2 : 0) + A3_RESULT_N_METRICS;
   A3_TRY(a3_alloc((void **)&t->cols, (size_t)t->cap_cols, sizeof *t->cols));
   return build_columns(t);
 }

@@ -4,7 +4,9 @@
 # exit 2 naming the file (and dataset): a missing input, a file that is not a results file,
 # inputs of different sweeps, overlapping slices, another shape of a dataset, an existing
 # output; bad --slice values (exit 2); an input locked by another writer (the message says
-# HDF5_USE_FILE_LOCKING=FALSE, which then works).
+# HDF5_USE_FILE_LOCKING=FALSE, which then works). The datasets added later (/trainable_params,
+# /total_params, /heldout_curve*, /memorized) are merged; files of an older a3fta without them
+# merge among themselves, not with newer ones, and a sweep resumes one with a single warning.
 # Usage: merge_cli.sh MPIEXEC MAKE_DATASET_BIN   (A3FTA_BIN set by CTest)
 set -u
 MPIEXEC=$1 make_dataset=$2
@@ -83,6 +85,57 @@ expect 0 "merge" "$dir/merge" "merged 2 files into $dir/merged.h5: 6 points, 6 d
 cp "$dir/merged.h5" "$dir/s/results.h5"
 run "$dir/resume" sweep "$dir/s.yaml"
 expect 0 "sweep on the merged file" "$dir/resume" "resuming: 6 done, 0 to run"
+# The per-point datasets added after the first format-1 files, merged: the parameter counts
+# (fewer trained than the model holds, the same for each strategy), an all-NaN held-out curve
+# (eval.heldout_every 0), no memorized pairs (16-pixel models are not evaluated).
+"$PY" - "$dir/merged.h5" >"$dir/new.out" 2>&1 <<'PY' || failed "merged file's new datasets: $(cat "$dir/new.out")"
+import sys, h5py, numpy as np
+f = h5py.File(sys.argv[1], "r")
+tp, tot = f["trainable_params"][:], f["total_params"][:]
+assert (tp > 0).all() and (tp < tot).all(), (tp, tot)
+strat = [s.decode() for s in f["points/strategy.name"][:]]
+for s in ("a3fta", "lora"):
+    assert len({int(tp[i]) for i in range(6) if strat[i] == s}) == 1, (s, tp)
+assert f["heldout_curve"].shape == (6, 100) and np.isnan(f["heldout_curve"][:]).all()
+assert (f["heldout_curve_step"][:] == -1).all()
+assert f["memorized/pairs"].shape == (6, 16, 2, 28, 28) and not f["memorized/pairs"][:].any()
+assert np.isnan(f["memorized/d1"][:]).all() and np.isnan(f["memorized/d2"][:]).all()
+print("ok")
+PY
+# Files of an older a3fta lack them: such slices merge (the merged file lacks them too), an old
+# and a new slice do not; a sweep resumes an old file, warning once, and writes its points
+# without them.
+strip_new() { # FILE [STATUS_OF_POINT_5]: deletes the new datasets
+  "$PY" - "$@" <<'PY' || failed "stripping $1"
+import sys, h5py
+with h5py.File(sys.argv[1], "r+") as f:
+    for name in ("trainable_params", "total_params", "heldout_curve", "heldout_curve_step",
+                 "memorized"):
+        del f[name]
+    if len(sys.argv) > 2:
+        f["status"][5] = int(sys.argv[2])
+PY
+}
+cp "$s0" "$dir/old0.h5"
+cp "$s1" "$dir/old1.h5"
+strip_new "$dir/old0.h5"
+strip_new "$dir/old1.h5"
+run "$dir/old-merge" merge "$dir/old-merged.h5" "$dir/old0.h5" "$dir/old1.h5"
+expect 0 "merge of old slices" "$dir/old-merge" "6 points, 6 done"
+"$PY" -c "import h5py, sys; f = h5py.File(sys.argv[1], 'r'); assert 'memorized' not in f and 'trainable_params' not in f and (f['status'][:] == 1).all()" \
+  "$dir/old-merged.h5" || failed "merged old slices"
+run "$dir/e" merge "$dir/x.h5" "$s0" "$dir/old1.h5"
+expect 2 "an old and a new slice" "$dir/e" "$dir/old1.h5: dataset /heldout_curve is missing ($s0 has it)"
+strip_new "$dir/s/results.h5" 0
+run "$dir/resume-old" sweep "$dir/s.yaml"
+expect 0 "resuming an old file" "$dir/resume-old" "resuming: 5 done, 1 to run" \
+  "was written by an older a3fta and lacks /trainable_params, /total_params, /heldout_curve, /heldout_curve_step, /memorized/pairs, /memorized/d1, /memorized/d2" \
+  "sweep: 6 done, 0 failed"
+[ "$(grep -c "older a3fta" "$dir/resume-old")" = 1 ] || failed "one warning: $(grep "older" "$dir/resume-old")"
+"$PY" -c "import h5py, sys; f = h5py.File(sys.argv[1], 'r'); assert 'memorized' not in f and (f['status'][:] == 1).all()" \
+  "$dir/s/results.h5" || failed "the resumed old file"
+run "$dir/info-old" info "$dir/s/results.h5"
+expect 0 "info on the old file" "$dir/info-old" "6 points: 6 done"
 
 # Errors: exit 2, the file named.
 run "$dir/e" merge "$dir/x.h5" "$s0" "$dir/missing.h5"

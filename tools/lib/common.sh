@@ -8,7 +8,7 @@ A3FTA_DEBIAN_PACKAGES=(
   build-essential cmake pkg-config git clang-format
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
   libyaml-dev libopenblas-dev libdnnl-dev libcjson-dev zlib1g-dev libpng-dev
-  dataset-fashion-mnist python3 python3-numpy python3-h5py python3-torch python3-matplotlib
+  dataset-fashion-mnist python3 python3-numpy python3-h5py python3-torch python3-matplotlib chromium
   python3-sklearn
   slurm-wlm munge libpmix-dev
 )
