@@ -98,6 +98,8 @@ typedef struct {
                              // the CPU, 256 on a GPU)
   int64_t keep_images;       // > 0: the report keeps the first min(keep, N) samples (rank 0)
   const char *memorized_png; // rank 0 writes the most-memorized pairs here (NULL: none)
+  bool set_backend;          // sample on `backend` instead of the checkpoint config's
+  a3_backend_kind backend;   //   parallel.backend
 } a3_eval_options;
 
 typedef struct {

@@ -351,9 +351,11 @@ typedef struct {
   double eta;    // DDIM
   uint64_t seed;
   bool use_ema;
-  int max_batch;       // images per forward pass (0: the backend's default, 16 or 256)
-  const char *out_h5;  // /samples (N, C, H, W) uint8
-  const char *out_png; // a grid
+  int max_batch;           // images per forward pass (0: the backend's default, 16 or 256)
+  bool set_backend;        // sample on `backend` instead of the checkpoint config's
+  a3_backend_kind backend; //   parallel.backend (a GPU-trained run sampled on a laptop)
+  const char *out_h5;      // /samples (N, C, H, W) uint8
+  const char *out_png;     // a grid
 } a3_sample_request;
 a3_status a3_sample_checkpoint(MPI_Comm comm, const char *checkpoint,
                                const a3_sample_request *req) A3_WARN_UNUSED;

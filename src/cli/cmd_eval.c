@@ -9,7 +9,7 @@
 
 a3_status a3_cmd_eval(int argc, char **argv) {
   long samples = 0, seed = -1;
-  const char *json = NULL, *png = NULL, *features = NULL;
+  const char *json = NULL, *png = NULL, *features = NULL, *backend = NULL;
   const a3_cli_option options[] = {
       {"samples", 'n', A3_OPT_INT, "N", "images to sample (default: eval.samples of the config)",
        &samples, A3_EVAL_PRDC_K + 1, 10000000},
@@ -24,16 +24,18 @@ a3_status a3_cmd_eval(int argc, char **argv) {
        "feature network file (default: $A3FTA_FEATURES, else the source tree's "
        "tests/eval/fmnist_cnn_v1.h5)",
        &features, 0, 0},
+      {"backend", 0, A3_OPT_STRING, "auto|cpu|cuda",
+       "where to sample (default: the checkpoint config's parallel.backend)", &backend, 0, 0},
   };
   const a3_cli_command cmd = {
       "eval",
       "CHECKPOINT [--samples N] [--seed K] [--json OUT.json] [--png-memorized OUT.png]\n"
-      "                   [--features PATH]",
+      "                   [--features PATH] [--backend auto|cpu|cuda]",
       "Evaluate a checkpoint: FID, KID, precision/recall, diversity, memorization.",
       "Samples N images from the checkpoint (its EMA weights when it has them) with the\n"
       "config's eval.sampler, eval.sampler_steps and eval.eta, split over the MPI ranks (each\n"
       "on the GPU that the config's parallel.backend picks for it, as in training, else the\n"
-      "CPU), and measures them on rank 0 against the config's data:\n"
+      "CPU; --backend overrides it), and measures them on rank 0 against the config's data:\n"
       "  reference: every test-split image of data.classes in data.path: FID, KID (mean, std),\n"
       "             precision, recall, density, coverage (k = 5) in the feature space of the\n"
       "             network fmnist-cnn-v1 (centre 28x28 of the samples);\n"
@@ -57,11 +59,16 @@ a3_status a3_cmd_eval(int argc, char **argv) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   const char *ckpt = args.positional[0];
+  bool set_backend = false;
+  int kind = 0;
+  A3_TRY(a3_cli_backend("eval", backend, &set_backend, &kind));
   const a3_eval_options opt = {.num_samples = samples,
                                .seed = seed < 0 ? A3_EVAL_SEED_TRAIN : (uint64_t)seed,
                                .metrics = A3_EVAL_ALL_METRICS,
                                .features = features,
-                               .memorized_png = png};
+                               .memorized_png = png,
+                               .set_backend = set_backend,
+                               .backend = (a3_backend_kind)kind};
   a3_eval_report rep;
   A3_TRY(a3_eval_checkpoint(MPI_COMM_WORLD, ckpt, &opt, &rep));
   a3_status s = A3_OK;

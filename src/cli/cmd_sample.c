@@ -24,7 +24,7 @@ static a3_status parse_sampler(const char *text, a3_sampler *out) {
 }
 
 typedef struct {
-  const char *out, *png, *sampler, *eta;
+  const char *out, *png, *sampler, *eta, *backend;
   long num, steps, seed, batch;
   int no_ema;
 } sample_args;
@@ -42,6 +42,9 @@ static a3_status to_request(const sample_args *a, a3_sample_request *req) {
   req->out_h5 = a->out && !ends_with(a->out, ".png") ? a->out : NULL;
   req->out_png = a->png ? a->png : (a->out && ends_with(a->out, ".png") ? a->out : NULL);
   A3_TRY(parse_sampler(a->sampler, &req->sampler));
+  int kind = 0;
+  A3_TRY(a3_cli_backend("sample", a->backend, &req->set_backend, &kind));
+  req->backend = (a3_backend_kind)kind;
   char *end = NULL;
   req->eta = strtod(a->eta, &end);
   if (end == a->eta || *end || !(req->eta >= 0.0 && req->eta <= 1.0))
@@ -51,7 +54,7 @@ static a3_status to_request(const sample_args *a, a3_sample_request *req) {
 }
 
 a3_status a3_cmd_sample(int argc, char **argv) {
-  sample_args a = {NULL, NULL, "ddim", "0", 16, 0, 0, 0, 0};
+  sample_args a = {NULL, NULL, "ddim", "0", NULL, 16, 0, 0, 0, 0};
   const a3_cli_option options[] = {
       {"out", 'o', A3_OPT_STRING, "FILE.h5",
        "write /samples (N, C, H, W) uint8 here; a name ending in .png writes only a grid", &a.out,
@@ -68,16 +71,19 @@ a3_status a3_cmd_sample(int argc, char **argv) {
        &a.batch, 1, 4096},
       {"no-ema", 0, A3_OPT_FLAG, NULL, "use the raw weights even if the checkpoint has an EMA",
        &a.no_ema, 0, 0},
+      {"backend", 0, A3_OPT_STRING, "auto|cpu|cuda",
+       "where to sample (default: the checkpoint config's parallel.backend)", &a.backend, 0, 0},
   };
   const a3_cli_command cmd = {
       "sample",
       "CHECKPOINT --out FILE.h5 [--num N] [--sampler ddim|ddpm] [--steps S] [--seed K] "
-      "[--png FILE.png]",
+      "[--png FILE.png] [--backend auto|cpu|cuda]",
       "Sample images from a checkpoint.",
       "Draws N images with the checkpoint's model (its EMA weights when it has them) and noise\n"
       "schedule. Image i's noise depends only on (seed, i), so the images are the same for any\n"
       "number of ranks (mpirun -n R a3fta sample ... splits the work). Sampling runs where the\n"
-      "checkpoint's config trains (parallel.backend: a GPU when it picks one, else the CPU).",
+      "checkpoint's config trains (parallel.backend: a GPU when it picks one, else the CPU);\n"
+      "--backend overrides it (cpu: a GPU-trained checkpoint on a machine without one).",
       options,
       (int)(sizeof options / sizeof options[0]),
       1,

@@ -44,15 +44,14 @@ static a3_status sample_grid(const a3_config *cfg) {
   snprintf(ckpt, sizeof ckpt, "%s/checkpoint.h5", cfg->output.dir);
   snprintf(png, sizeof png, "%s/samples.png", cfg->output.dir);
   snprintf(h5, sizeof h5, "%s/samples.h5", cfg->output.dir);
-  const a3_sample_request req = {cfg->output.samples_per_run,
-                                 cfg->eval.sampler,
-                                 cfg->eval.sampler_steps,
-                                 cfg->eval.eta,
-                                 (uint64_t)cfg->train.seed,
-                                 cfg->train.ema,
-                                 0,
-                                 h5,
-                                 png};
+  const a3_sample_request req = {.num = cfg->output.samples_per_run,
+                                 .sampler = cfg->eval.sampler,
+                                 .steps = cfg->eval.sampler_steps,
+                                 .eta = cfg->eval.eta,
+                                 .seed = (uint64_t)cfg->train.seed,
+                                 .use_ema = cfg->train.ema,
+                                 .out_h5 = h5,
+                                 .out_png = png};
   A3_TRY(a3_sample_checkpoint(MPI_COMM_WORLD, ckpt, &req));
   if (world_rank() == 0) a3_info("samples: %s and %s", png, h5);
   return A3_OK;

@@ -122,3 +122,17 @@ void a3_cli_print_help(const a3_cli_command *cmd, FILE *f) {
   }
   fprintf(f, "  %-28s %s\n", "-h, --help", "show this help and exit");
 }
+
+a3_status a3_cli_backend(const char *command, const char *name, bool *set, int *kind) {
+  static const char *const names[] = {"auto", "cpu", "cuda"}; // a3_backend_kind order
+  *set = name != NULL;
+  *kind = 0;
+  if (!name) return A3_OK;
+  for (int k = 0; k < 3; k++)
+    if (!strcmp(name, names[k])) {
+      *kind = k;
+      return A3_OK;
+    }
+  return A3_FAIL(A3_ERR_USAGE, "a3fta %s: --backend expects auto, cpu or cuda, got '%s'", command,
+                 name);
+}

@@ -6,6 +6,7 @@
 
 #include "a3fta/core.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 
 typedef enum {
@@ -51,6 +52,11 @@ typedef struct {
 // Parses argv (argv[0] is the command name). Usage errors are A3_ERR_USAGE
 // with a message naming the offending argument and pointing at --help.
 a3_status a3_cli_parse(const a3_cli_command *cmd, int argc, char **argv, a3_cli_args *out);
+
+// --backend NAME of `command` (auto, cpu or cuda) as an a3_backend_kind in
+// *kind; *set = false when name is NULL (the option was not given).
+// A3_ERR_USAGE naming the choices otherwise.
+a3_status a3_cli_backend(const char *command, const char *name, bool *set, int *kind);
 void a3_cli_print_help(const a3_cli_command *cmd, FILE *f);
 
 #endif

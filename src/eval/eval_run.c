@@ -336,6 +336,7 @@ static a3_status evaluate(MPI_Comm comm, const char *checkpoint, const a3_eval_o
   a3_unet *m = NULL;
   a3_status s = a3_model_checkpoint_load(checkpoint, true, &out->cfg, &m, &out->used_ema);
   A3_TRY(agree(comm, s, "loading the checkpoint"));
+  if (o->set_backend) out->cfg.parallel.backend = o->backend;
   const a3_config *cfg = &out->cfg;
   const int S = (int)cfg->model.arch.sample_size;
   const int64_t n = o->num_samples > 0 ? o->num_samples : cfg->eval.samples;

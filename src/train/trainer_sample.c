@@ -391,6 +391,7 @@ a3_status a3_sample_checkpoint(MPI_Comm comm, const char *checkpoint,
   if (s == A3_OK && rank == 0)
     a3_info("sample: %lld images from %s (%s weights)", (long long)req->num, checkpoint,
             used_ema ? "EMA" : "raw");
+  if (s == A3_OK && req->set_backend) cfg.parallel.backend = req->backend;
   if (s == A3_OK) {
     s = sample_loaded(comm, checkpoint, req, &cfg, m);
     a3_unet_free(m);

@@ -69,7 +69,7 @@ done
 
 # 3. a3fta eval on the checkpoint: the same numbers, bit for bit.
 ck=$dir/a/point-000000/checkpoint.h5
-run 1 "$dir/e1.out" eval "$ck" --json "$dir/e1.json" --png-memorized "$dir/e1.png"
+run 1 "$dir/e1.out" eval "$ck" --json "$dir/e1.json" --png-memorized "$dir/e1.png" --backend cpu
 expect 0 "a3fta eval" "$dir/e1.out"
 grep -q "^  fid  " "$dir/e1.out" || failed "eval prints a table: $(cat "$dir/e1.out")"
 [ -s "$dir/e1.png" ] || failed "eval --png-memorized writes the PNG"

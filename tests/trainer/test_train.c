@@ -179,18 +179,42 @@ static void test_refusals(void) {
   CHECK(tt_config(&cfg, data, io_path(dir, "refused"), accum, 1) != 0);
   CHECK_MSG(strstr(a3_error_message(), "not a multiple of train.grad_accum"), "%s",
             a3_error_message());
-  const a3_sample_request req = {1, A3_SAMPLER_DDIM, 2, 0.0, 0, true, 1, NULL, NULL};
+  const a3_sample_request req = {.num = 1,
+                                 .sampler = A3_SAMPLER_DDIM,
+                                 .steps = 2,
+                                 .eta = 0.0,
+                                 .seed = 0,
+                                 .use_ema = true,
+                                 .max_batch = 1,
+                                 .out_h5 = NULL,
+                                 .out_png = NULL};
   CHECK(a3_sample_checkpoint(MPI_COMM_WORLD, io_path(dir, "none.h5"), &req) == A3_ERR_IO);
 }
 
 static void test_sample(void) {
   const char *h5 = io_path(dir, "samples.h5"), *png = io_path(dir, "samples.png");
-  const a3_sample_request req = {5, A3_SAMPLER_DDIM, 4, 0.0, 3, true, 2, h5, png};
+  const a3_sample_request req = {.num = 5,
+                                 .sampler = A3_SAMPLER_DDIM,
+                                 .steps = 4,
+                                 .eta = 0.0,
+                                 .seed = 3,
+                                 .use_ema = true,
+                                 .max_batch = 2,
+                                 .out_h5 = h5,
+                                 .out_png = png};
   CHECK(a3_sample_checkpoint(MPI_COMM_WORLD, io_path(dir, "ref/checkpoint.h5"), &req) == A3_OK);
   char format[64] = "";
   CHECK(a3_file_format(h5, format, sizeof format) == A3_OK && !strcmp(format, "a3fta-samples"));
   CHECK(io_exists(png));
-  const a3_sample_request ddpm = {3, A3_SAMPLER_DDPM, 3, 0.0, 3, false, 16, NULL, png};
+  const a3_sample_request ddpm = {.num = 3,
+                                  .sampler = A3_SAMPLER_DDPM,
+                                  .steps = 3,
+                                  .eta = 0.0,
+                                  .seed = 3,
+                                  .use_ema = false,
+                                  .max_batch = 16,
+                                  .out_h5 = NULL,
+                                  .out_png = png};
   CHECK(a3_sample_checkpoint(MPI_COMM_WORLD, io_path(dir, "ref/checkpoint.h5"), &ddpm) == A3_OK);
 }
 

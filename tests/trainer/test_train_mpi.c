@@ -60,7 +60,15 @@ int main(int argc, char **argv) {
   snprintf(h5, sizeof h5, "%s/two/samples.h5", dir);
   char ckpt[4200];
   snprintf(ckpt, sizeof ckpt, "%s/two/checkpoint.h5", dir);
-  const a3_sample_request req = {3, A3_SAMPLER_DDIM, 3, 0.0, 0, true, 16, h5, NULL};
+  const a3_sample_request req = {.num = 3,
+                                 .sampler = A3_SAMPLER_DDIM,
+                                 .steps = 3,
+                                 .eta = 0.0,
+                                 .seed = 0,
+                                 .use_ema = true,
+                                 .max_batch = 16,
+                                 .out_h5 = h5,
+                                 .out_png = NULL};
   if (ok) CHECK(a3_sample_checkpoint(MPI_COMM_WORLD, ckpt, &req) == A3_OK);
   if (rank == 0 && ok) CHECK(io_exists(h5));
   MPI_Barrier(MPI_COMM_WORLD);

@@ -65,5 +65,23 @@ expect_rc 0 "sample ddpm to a png only" "$bin" sample "$dir/run/checkpoint.h5" -
 check "png only" test -s "$dir/g.png"
 expect_rc 2 "not a checkpoint" "$bin" sample "$dir/data.h5" --out "$dir/x.h5" --sampler ddpm
 check "says what the file is" grep -q "a3fta-dataset" "$dir/out"
+# --backend overrides the checkpoint config's parallel.backend: cpu gives the default's
+# images here (no GPU picked), a bad name is a usage error, cuda without a GPU is a clear
+# CUDA error (exit 1), with one it samples.
+expect_rc 0 "sample --backend cpu" "$bin" sample "$dir/run/checkpoint.h5" --out "$dir/c.h5" \
+  --num 3 --steps 2 --seed 4 --backend cpu
+check "--backend cpu: the same images" h5diff "$dir/s.h5" "$dir/c.h5" /samples
+expect_rc 2 "sample --backend gpu" "$bin" sample "$dir/run/checkpoint.h5" --out "$dir/x.h5" \
+  --backend gpu
+check "names the choices" grep -q "auto, cpu or cuda" "$dir/out"
+"$bin" sample "$dir/run/checkpoint.h5" --out "$dir/g.h5" -n 2 --steps 2 --backend cuda \
+  >"$dir/out" 2>&1
+rc=$?
+if [ $rc -eq 0 ]; then
+  check "--backend cuda on a GPU writes the samples" test -s "$dir/g.h5"
+else
+  check "--backend cuda without a GPU: exit 1 (got $rc)" test $rc -eq 1
+  check "--backend cuda without a GPU names the CUDA error" grep -qi "cuda" "$dir/out"
+fi
 
 exit $fail
