@@ -411,5 +411,10 @@ a3_status a3_backend_cuda_create(int device, a3_precision precision,
 void a3_backend_cuda_destroy(const a3_backend *be); // NULL is fine
 // True when `be` is a CUDA backend (its memory is device memory).
 int a3_backend_is_cuda(const a3_backend *be);
+// A CUDA backend's device index and stream (a cudaStream_t), for code that
+// queues its own work in order with the backend's ops (the NCCL gradient
+// sum); -1 and NULL for any other backend.
+int a3_backend_cuda_device(const a3_backend *be);
+void *a3_backend_cuda_stream(const a3_backend *be);
 
 #endif

@@ -6,10 +6,10 @@
 #define OMPI_SKIP_MPICXX 1 // the C API only, also when compiled as C++
 #define MPICH_SKIP_MPICXX 1
 extern "C" {
+#include "a3fta/backend.h"
 #include "a3fta/dist.h"
 #include "dist/grad_comm_internal.h"
 }
-#include "backend/cuda/cuda_internal.h"
 
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -35,6 +35,11 @@ struct nccl_impl {
   ncclResult_t async; // the last asynchronous NCCL state seen
   cudaError_t cuda;   // the CUDA error a poll met
 };
+
+// The backend's stream, where the backward queues its work.
+cudaStream_t compute_stream(const nccl_impl *im) {
+  return (cudaStream_t)a3_backend_cuda_stream(im->be);
+}
 
 // ---------------------------------------------------------------- errors
 
@@ -119,7 +124,7 @@ a3_status setup_local(a3_grad_comm *c, MPI_Comm comm, const a3_backend *be, doub
                    "parallel.backend: cuda, or A3FTA_GRAD_COMM=mpi)",
                    im->rank, im->host, be ? be->name : "none");
   im->be = be;
-  im->device = cu_state(be)->device;
+  im->device = a3_backend_cuda_device(be);
   CUDA_TRY(im, cudaSetDevice(im->device), "cudaSetDevice");
   int least = 0, greatest = 0; // the sums first when both streams have work ready
   CUDA_TRY(im, cudaDeviceGetStreamPriorityRange(&least, &greatest), "stream priorities");
@@ -223,7 +228,7 @@ a3_status step_failed(a3_grad_comm *c, int k, a3_watch_result w) {
 
 a3_status nccl_start(a3_grad_comm *c, int k, const float *grads) {
   nccl_impl *im = (nccl_impl *)c->impl;
-  CUDA_TRY(im, cudaEventRecord(im->ready, cu_stream(im->be)), "recording a bucket's event");
+  CUDA_TRY(im, cudaEventRecord(im->ready, compute_stream(im)), "recording a bucket's event");
   CUDA_TRY(im, cudaStreamWaitEvent(im->stream, im->ready, 0), "gating the NCCL stream");
   float *slot = im->packed + c->b.begin[k], *to = slot;
   for (int j = c->b.chunk_begin[k]; j < c->b.chunk_begin[k + 1]; j++) {
@@ -282,7 +287,7 @@ a3_status nccl_wait_all(a3_grad_comm *c, float *grads) {
   const a3_watch_result w = a3_grad_comm_watch(step_done, im, im->timeout_s);
   if (w != A3_WATCH_DONE) return step_failed(c, -1, w);
   // The compute stream's next work (clipping, the optimizer) comes after the sums.
-  CUDA_TRY(im, cudaStreamWaitEvent(cu_stream(im->be), im->done, 0), "ordering after the sums");
+  CUDA_TRY(im, cudaStreamWaitEvent(compute_stream(im), im->done, 0), "ordering after the sums");
   return A3_OK;
 }
 

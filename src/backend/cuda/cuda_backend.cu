@@ -287,3 +287,11 @@ extern "C" void a3_backend_cuda_destroy(const a3_backend *be) {
 }
 
 extern "C" int a3_backend_is_cuda(const a3_backend *be) { return be && be->ops == &cuda_ops; }
+
+extern "C" int a3_backend_cuda_device(const a3_backend *be) {
+  return a3_backend_is_cuda(be) ? cu_state(be)->device : -1;
+}
+
+extern "C" void *a3_backend_cuda_stream(const a3_backend *be) {
+  return a3_backend_is_cuda(be) ? (void *)cu_stream(be) : NULL;
+}

@@ -18,6 +18,16 @@ int a3_backend_is_cuda(const a3_backend *be) {
   (void)be;
   return 0;
 }
+
+int a3_backend_cuda_device(const a3_backend *be) {
+  (void)be;
+  return -1;
+}
+
+void *a3_backend_cuda_stream(const a3_backend *be) {
+  (void)be;
+  return NULL;
+}
 #else
 typedef int a3_cuda_absent_unused; // ISO C forbids an empty translation unit
 #endif
