@@ -442,7 +442,8 @@ static void draw_legend(canvas *c, uint8_t *mask, const a3_plot_series *s, int n
 
 // ---------------------------------------------------------------- PNG
 
-static a3_status png_encode(FILE *f, const char *path, const uint8_t *px) {
+static a3_status png_encode(FILE *f, const char *path, const uint8_t *px, int width, int height,
+                            int channels) {
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
   png_infop info = png ? png_create_info_struct(png) : NULL;
   if (!info) {
@@ -454,22 +455,26 @@ static a3_status png_encode(FILE *f, const char *path, const uint8_t *px) {
     return A3_FAIL(A3_ERR_IO, "%s: libpng failed to write the image (disk full?)", path);
   }
   png_init_io(png, f);
-  png_set_IHDR(png, info, W, H, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+  png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8,
+               channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   png_write_info(png, info);
-  for (int y = 0; y < H; y++) png_write_row(png, (png_const_bytep)(px + (size_t)y * W * 3));
+  for (int y = 0; y < height; y++)
+    png_write_row(png, (png_const_bytep)(px + (size_t)y * width * channels));
   png_write_end(png, NULL);
   png_destroy_write_struct(&png, &info);
   return A3_OK;
 }
 
-static a3_status write_png(const char *path, const uint8_t *px) {
+a3_status a3_write_png(const char *path, const uint8_t *px, int width, int height, int channels) {
+  if (channels != 1 && channels != 3)
+    return A3_FAIL(A3_ERR_USAGE, "%s: a PNG needs 1 or 3 channels, not %d", path, channels);
   char tmp[4200];
   if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-    return A3_FAIL(A3_ERR_USAGE, "plot: the path %.80s... is too long", path);
+    return A3_FAIL(A3_ERR_USAGE, "png: the path %.80s... is too long", path);
   FILE *f = fopen(tmp, "wb");
   if (!f) return A3_FAIL(A3_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-  a3_status s = png_encode(f, tmp, px);
+  a3_status s = png_encode(f, tmp, px, width, height, channels);
   if (fclose(f) != 0 && s == A3_OK) s = A3_FAIL(A3_ERR_IO, "cannot write %s (disk full?)", tmp);
   if (s == A3_OK) s = a3_publish_file(tmp, path);
   if (s != A3_OK) remove(tmp);
@@ -503,7 +508,7 @@ a3_status a3_plot_png(const char *path, const char *title, const a3_plot_series 
   A3_TRY(a3_alloc((void **)&c.px, (size_t)W * H * 3, 1));
   a3_status s = a3_alloc((void **)&mask, (size_t)W * H, 1);
   if (s == A3_OK) s = render(&c, mask, title, series, n_series, log_y);
-  if (s == A3_OK) s = write_png(path, c.px);
+  if (s == A3_OK) s = a3_write_png(path, c.px, W, H, 3);
   free(mask);
   free(c.px);
   A3_TRY(s);

@@ -4,13 +4,12 @@
 #include "a3fta/trainer.h"
 
 #include "a3fta/dataset.h"
+#include "a3fta/plot.h"
 
 #include "io/h5util.h"
 
 #include <errno.h>
 #include <math.h>
-#include <png.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,29 +224,6 @@ static void fill_grid(const uint8_t *images, int64_t n, int C, int h, int w, gri
   }
 }
 
-static a3_status png_encode(FILE *f, const char *path, const uint8_t *px, grid_shape g, int C) {
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
-  png_infop info = png ? png_create_info_struct(png) : NULL;
-  if (!info) {
-    png_destroy_write_struct(&png, NULL);
-    return A3_FAIL(A3_ERR_NOMEM, "%s: cannot set up libpng", path);
-  }
-  if (setjmp(png_jmpbuf(png))) {
-    png_destroy_write_struct(&png, &info);
-    return A3_FAIL(A3_ERR_IO, "%s: libpng failed to write the image (disk full?)", path);
-  }
-  png_init_io(png, f);
-  png_set_IHDR(png, info, (png_uint_32)g.width, (png_uint_32)g.height, 8,
-               C == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
-               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-  png_write_info(png, info);
-  for (int y = 0; y < g.height; y++)
-    png_write_row(png, (png_const_bytep)(px + (size_t)y * g.width * C));
-  png_write_end(png, NULL);
-  png_destroy_write_struct(&png, &info);
-  return A3_OK;
-}
-
 a3_status a3_write_png_grid(const char *path, const uint8_t *images, int64_t n, int channels,
                             int height, int width) {
   if (channels != 1 && channels != 3)
@@ -257,15 +233,7 @@ a3_status a3_write_png_grid(const char *path, const uint8_t *images, int64_t n, 
   uint8_t *px = NULL;
   A3_TRY(a3_alloc((void **)&px, (size_t)g.width * g.height * channels, 1));
   fill_grid(images, n, channels, height, width, g, px);
-  char tmp[A3_CONFIG_STR_MAX + 8];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  FILE *f = fopen(tmp, "wb");
-  a3_status s = f ? png_encode(f, tmp, px, g, channels)
-                  : A3_FAIL(A3_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-  if (f && fclose(f) != 0 && s == A3_OK) s = A3_FAIL(A3_ERR_IO, "cannot write %s", tmp);
-  if (s == A3_OK && rename(tmp, path) != 0)
-    s = A3_FAIL(A3_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-  if (s != A3_OK && f) remove(tmp);
+  const a3_status s = a3_write_png(path, px, g.width, g.height, channels);
   free(px);
   A3_TRY(s);
   return A3_OK;
