@@ -52,10 +52,7 @@ a3_status a3_cmd_eval(int argc, char **argv) {
   a3_cli_args args;
   A3_TRY(a3_cli_parse(&cmd, argc, argv, &args));
   if (args.help_requested) return A3_OK;
-  int mpi_up = 0;
-  MPI_Initialized(&mpi_up);
-  if (!mpi_up)
-    return A3_FAIL(A3_ERR_INTERNAL, "'a3fta eval' runs without MPI started (main.c: needs_mpi)");
+  A3_TRY(a3_cli_need_mpi("eval"));
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   const char *ckpt = args.positional[0];

@@ -49,10 +49,8 @@ a3_status a3_cmd_export(int argc, char **argv) {
   if (!out)
     return A3_FAIL(A3_ERR_USAGE,
                    "a3fta export: --out FILE.safetensors is required (see 'a3fta export --help')");
-  int initialized = 0, rank = 0;
-  MPI_Initialized(&initialized);
-  if (!initialized)
-    return A3_FAIL(A3_ERR_INTERNAL, "'a3fta export' runs without MPI started (main.c: needs_mpi)");
+  A3_TRY(a3_cli_need_mpi("export"));
+  int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   const a3_export_options opt = {.use_ema = !no_ema};
   a3_export_report rep;

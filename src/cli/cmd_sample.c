@@ -91,10 +91,7 @@ a3_status a3_cmd_sample(int argc, char **argv) {
   a3_cli_args args;
   A3_TRY(a3_cli_parse(&cmd, argc, argv, &args));
   if (args.help_requested) return A3_OK;
-  int initialized = 0;
-  MPI_Initialized(&initialized);
-  if (!initialized)
-    return A3_FAIL(A3_ERR_INTERNAL, "'a3fta sample' runs without MPI started (main.c: needs_mpi)");
+  A3_TRY(a3_cli_need_mpi("sample"));
   a3_sample_request req;
   A3_TRY(to_request(&a, &req));
   A3_TRY(a3_sample_checkpoint(MPI_COMM_WORLD, args.positional[0], &req));

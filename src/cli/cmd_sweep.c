@@ -408,10 +408,7 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
   if (args.help_requested) return A3_OK;
   int64_t slice_index = 0, slice_count = 0;
   if (slice) A3_TRY(parse_slice(slice, &slice_index, &slice_count));
-  int mpi_up = 0;
-  MPI_Initialized(&mpi_up);
-  if (!mpi_up)
-    return A3_FAIL(A3_ERR_INTERNAL, "'a3fta sweep' runs without MPI started (main.c: needs_mpi)");
+  A3_TRY(a3_cli_need_mpi("sweep"));
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   a3_config cfg;

@@ -11,16 +11,6 @@
 
 enum { PATH_CAP = A3_CONFIG_STR_MAX + 32 };
 
-// Datasets open with MPI-IO: main.c must have started MPI for this command.
-static a3_status need_mpi(const char *name) {
-  int initialized = 0;
-  MPI_Initialized(&initialized);
-  if (!initialized)
-    return A3_FAIL(A3_ERR_INTERNAL, "'a3fta %s' runs without MPI started (main.c: needs_mpi)",
-                   name);
-  return A3_OK;
-}
-
 static int world_rank(void) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -97,7 +87,7 @@ a3_status a3_cmd_train(int argc, char **argv) {
   a3_cli_args args;
   A3_TRY(a3_cli_parse(&cmd, argc, argv, &args));
   if (args.help_requested) return A3_OK;
-  A3_TRY(need_mpi("train"));
+  A3_TRY(a3_cli_need_mpi("train"));
   a3_config cfg;
   A3_TRY(a3_config_load(args.positional[0], overrides.items, overrides.count, &cfg));
   a3_status s = print_config(&cfg);
