@@ -36,7 +36,33 @@ cp -a "$ompi/lib" "$stage/openmpi/"
 cp -a "$pmix/lib" "$stage/pmix/"
 cp -a /usr/share/openmpi "$stage/openmpi/share" 2>/dev/null || true
 cp "$root"/configs/*.yaml "$stage/configs/"
-cp -r "$root"/configs/weights "$stage/configs/" # the pretrained base (test_cuda_sample)
+# configs/weights (the pretrained base) travels with the working tree.
+# Static archives and libtool files are for linking, which never happens there.
+find "$stage" \( -name '*.a' -o -name '*.la' \) -delete
 mkdir -p "$root/.gpu-bundle"
 XZ_OPT=-T0 tar -C "$stage" -cJf "$root/.gpu-bundle/bundle.tar.xz" .
 du -h "$root/.gpu-bundle/bundle.tar.xz"
+
+# The checks' data: a subset of data/fashion-mnist.h5 (the first 20000 train
+# and 2000 test images, every class present) beside the bundle, since the
+# whole file with the bundle and the tree is over the device's 64 MiB.
+# tests/gpu/unbundle.sh puts it at data/fashion-mnist.h5 when that is missing.
+if [[ -s $root/data/fashion-mnist.h5 ]]; then
+  /usr/bin/python3 - "$root/data/fashion-mnist.h5" "$root/.gpu-bundle/fashion-mnist.h5" <<'PY'
+import sys, h5py
+src, dst = sys.argv[1:]
+keep = {"train": 20000, "test": 2000}
+with h5py.File(src, "r") as a, h5py.File(dst + ".tmp", "w") as b:
+    b.attrs.update(a.attrs)
+    for split, n in keep.items():
+        g = b.create_group(split)
+        img = a[split]["images"]
+        d = g.create_dataset("images", data=img[:n], chunks=(min(1024, n),) + img.shape[1:],
+                             compression="gzip", compression_opts=1)
+        d.attrs.update(img.attrs)
+        g.create_dataset("labels", data=a[split]["labels"][:n])
+import os
+os.replace(dst + ".tmp", dst)
+PY
+  du -h "$root/.gpu-bundle/fashion-mnist.h5"
+fi

@@ -13,7 +13,11 @@
 # abort the job), and "sweep 1-GPU NCCL": a 2-point `a3fta sweep` of 20
 # steps each with parallel.backend cuda and A3FTA_GRAD_COMM=nccl on
 # data/fashion-mnist.h5 (A3FTA_GPU_DATA overrides; SKIPPED when missing),
-# PASS when both points are done and the log names the NCCL sum. All output goes to
+# PASS when both points are done and the log names the NCCL sum; "fine-tune per
+# strategy": tests/gpu/finetune_check.sh (30 steps of each strategy on CPU and
+# GPU, losses within 1e-3); then the benchmark against PyTorch,
+# tools/bench/run_step_gpu.sh (--max-time $A3FTA_GPU_BENCH_S, default 240;
+# SKIPPED without a python3 holding torch with CUDA). All output goes to
 # OUTDIR/gpu-check.log; OUTDIR/summary.md gets a table | check | result |
 # seconds | (PASS / FAIL / SKIPPED) and the GPU from nvidia-smi.
 # Exit status: 0 when no check failed (SKIPPED is not a failure), else 1.
@@ -222,6 +226,58 @@ YAML
 }
 sweep_nccl
 
+# ---------------------------------------------------------------- fine-tuning per strategy, CPU vs GPU
+finetune() {
+  local name="fine-tune per strategy (CPU vs GPU, 30 steps)" data=$root/data/fashion-mnist.h5
+  say "== $name"
+  if [ -z "$bin_a3fta" ] || [ ! -x "$bin_a3fta" ]; then
+    record "$name" FAIL 0
+    return
+  fi
+  if [ ! -s "$data" ]; then
+    say "$name: $data not found (a3fta import fashion-mnist --out $data)"
+    record "$name" SKIPPED 0
+    return
+  fi
+  local t0=$SECONDS rc
+  "$root/tests/gpu/finetune_check.sh" "$bin_a3fta" "$out" 30 2>&1 | tee -a "$log"
+  rc=${PIPESTATUS[0]}
+  if [ "$rc" -eq 0 ]; then record "$name" PASS $((SECONDS - t0)); else
+    record "$name" "FAIL (see finetune-check.md)" $((SECONDS - t0)); fi
+}
+finetune
+
+# ---------------------------------------------------------------- benchmark against PyTorch
+bench_bin=""
+for b in "${A3FTA_GPU_PREBUILT:-/nonexistent}/tools/bench/a3fta_bench_step" \
+  "${build:-/nonexistent}/tools/bench/a3fta_bench_step"; do
+  [ -x "$b" ] && bench_bin=$b && break
+done
+bench() {
+  local name="benchmark vs PyTorch (tools/bench/run_step_gpu.sh)"
+  say "== $name"
+  if [ -z "$bench_bin" ]; then
+    say "$name: a3fta_bench_step not built"
+    record "$name" FAIL 0
+    return
+  fi
+  # torch must not see the bundle's older libstdc++ and friends (LD_LIBRARY_PATH
+  # from tests/gpu/unbundle.sh): its Python runs through a wrapper without them.
+  local py=$out/python-without-bundle
+  printf '#!/bin/sh\nunset LD_LIBRARY_PATH\nexec %s "$@"\n' "${PYTHON:-python3}" >"$py" && chmod +x "$py"
+  if ! "$py" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    say "$name: no python3 with torch and CUDA"
+    record "$name" SKIPPED 0
+    return
+  fi
+  local t0=$SECONDS
+  PYTHON=$py "$root/tools/bench/run_step_gpu.sh" --bin "$bench_bin" --out "$out/bench" \
+    --max-time "${A3FTA_GPU_BENCH_S:-240}" >>"$log" 2>&1
+  if [ -s "$out/bench/table.txt" ]; then record "$name" "PASS (table below)" $((SECONDS - t0)); else
+    record "$name" "FAIL (no table; see bench/log.txt)" $((SECONDS - t0)); fi
+}
+bench
+
 # ---------------------------------------------------------------- summary
 failed=0
 {
@@ -241,6 +297,20 @@ failed=0
     echo "nvidia-smi: not available"
   fi
   echo
+  if [ -s "$out/finetune-check.md" ]; then
+    echo "## Fine-tuning per strategy, CPU vs GPU"
+    echo
+    cat "$out/finetune-check.md"
+    echo
+  fi
+  if [ -s "$out/bench/table.txt" ]; then
+    echo "## Training step vs PyTorch"
+    echo
+    echo '```'
+    cat "$out/bench/table.txt"
+    echo '```'
+    echo
+  fi
   echo "Log: gpu-check.log"
 } >"$out/summary.md"
 for r in "${results[@]}"; do

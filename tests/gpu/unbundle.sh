@@ -22,3 +22,7 @@ export OMPI_MCA_ess_singleton_isolated=1 # a lone rank needs no orted
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export A3FTA_GPU_PREBUILT="$a3b/bin"
 echo "bundle: $a3b; CUDA libraries from:${cuda_libs//:/ }"
+if [ ! -s data/fashion-mnist.h5 ] && [ -s .gpu-bundle/fashion-mnist.h5 ]; then
+  mkdir -p data && cp .gpu-bundle/fashion-mnist.h5 data/fashion-mnist.h5
+  echo "data/fashion-mnist.h5: the bundle's subset (20000 train, 2000 test images)"
+fi
