@@ -168,25 +168,30 @@ else
 fi
 
 # ---------------------------------------------------------------- sweep 1-GPU NCCL
+# need_binary_and_data NAME DATA: records NAME as FAIL (no a3fta) or SKIPPED (no
+# data, no usable GPU) and returns 1 when a check that runs a3fta on DATA cannot run.
+need_binary_and_data() {
+  if [ -z "$bin_a3fta" ] || [ ! -x "$bin_a3fta" ]; then
+    say "$1: no a3fta binary"
+    record "$1" FAIL 0
+    return 1
+  fi
+  if [ ! -s "$2" ]; then
+    say "$1: $2 not found (a3fta import fashion-mnist --out $2)"
+    record "$1" SKIPPED 0
+    return 1
+  fi
+  if [ -x "$testdir/test_cuda_probe" ] && { "$testdir/test_cuda_probe" >/dev/null 2>&1; [ $? -eq 77 ]; }; then
+    say "$1: no usable GPU (test_cuda_probe)"
+    record "$1" SKIPPED 0
+    return 1
+  fi
+}
 sweep_nccl() {
   local name="sweep 1-GPU NCCL" data=${A3FTA_GPU_DATA:-$root/data/fashion-mnist.h5}
   local dir=$out/sweep-nccl
   say "== $name"
-  if [ -z "$bin_a3fta" ] || [ ! -x "$bin_a3fta" ]; then
-    say "$name: no a3fta binary"
-    record "$name" FAIL 0
-    return
-  fi
-  if [ ! -s "$data" ]; then
-    say "$name: $data not found (a3fta import fashion-mnist --out $data)"
-    record "$name" SKIPPED 0
-    return
-  fi
-  if [ -x "$testdir/test_cuda_probe" ] && { "$testdir/test_cuda_probe" >/dev/null 2>&1; [ $? -eq 77 ]; }; then
-    say "$name: no usable GPU (test_cuda_probe)"
-    record "$name" SKIPPED 0
-    return
-  fi
+  need_binary_and_data "$name" "$data" || return
   rm -rf "$dir" && mkdir -p "$dir"
   cat >"$dir/sweep.yaml" <<YAML
 model:
@@ -230,15 +235,7 @@ sweep_nccl
 finetune() {
   local name="fine-tune per strategy (CPU vs GPU, 30 steps)" data=$root/data/fashion-mnist.h5
   say "== $name"
-  if [ -z "$bin_a3fta" ] || [ ! -x "$bin_a3fta" ]; then
-    record "$name" FAIL 0
-    return
-  fi
-  if [ ! -s "$data" ]; then
-    say "$name: $data not found (a3fta import fashion-mnist --out $data)"
-    record "$name" SKIPPED 0
-    return
-  fi
+  need_binary_and_data "$name" "$data" || return
   local t0=$SECONDS rc
   "$root/tests/gpu/finetune_check.sh" "$bin_a3fta" "$out" 30 2>&1 | tee -a "$log"
   rc=${PIPESTATUS[0]}
