@@ -376,6 +376,25 @@ struct a3_backend_ops {
                        const float *x_t,                    // (n)
                        const float *noise,                  // (n) or NULL
                        size_t n, const a3_sampler_scalars *s);
+
+  // ------------------------------------------------------------ training noise (diffusion)
+  // The random part of an epsilon-prediction training batch, drawn where the
+  // model trains, so that a device step needs only x0 from the host: for
+  // each sample i, global sample sample0 + i of step `step` (< 2^32),
+  //   tf[i] = t_i = a3_noise_timestep(seed, step, sample0 + i, T), as a float,
+  //   noise[i, :] = a3_noise_randn_pair over stream A3_NOISE_STREAM_TRAIN,
+  //   x_t[i, :] = sqrt(acp[t_i]) x0[i, :] + sqrt(1 - acp[t_i]) noise[i, :],
+  // i.e. a3_diffusion_training_batch (diffusion.h) with the formulas of
+  // a3fta/backend_noise.h: bitwise on the CPU; on CUDA the timesteps are
+  // exact and a noise value (and its x_t) may be one float ulp off where the
+  // device's double log/sin/cos round differently. x_t may equal x0.
+  void (*training_noise)(const a3_backend *be, float *x_t, // (batch, per_sample)
+                         float *noise,                     // (batch, per_sample)
+                         float *tf,                        // (batch) timesteps
+                         const float *x0,                  // (batch, per_sample)
+                         const float *alphas_cumprod,      // (T) the schedule
+                         uint64_t seed, uint64_t step, uint64_t sample0, int batch, int per_sample,
+                         int T);
 };
 
 // ---------------------------------------------------------------- the CPU backend
@@ -416,5 +435,8 @@ int a3_backend_is_cuda(const a3_backend *be);
 // sum); -1 and NULL for any other backend.
 int a3_backend_cuda_device(const a3_backend *be);
 void *a3_backend_cuda_stream(const a3_backend *be);
+// What runs a CUDA backend's convolutions, for logs: "cuDNN 9.x.y", or
+// "im2col + cuBLAS (why not cuDNN)"; "none" for any other backend.
+const char *a3_backend_cuda_conv_engine(const a3_backend *be);
 
 #endif

@@ -102,6 +102,40 @@ void a3_log_error_status(a3_status s);
 typedef struct {
   uint32_t v[4];
 } a3_philox_block;
+
+// A3_HD marks inline functions that CUDA files compile for the device as
+// well, so that a kernel draws its numbers with the host's very code.
+#ifdef __CUDACC__
+#define A3_HD __host__ __device__
+#else
+#define A3_HD
+#endif
+
+// One Philox round on the counter c (4 words) under the key (k0, k1).
+static inline A3_HD void a3_philox_round(uint32_t c[4], uint32_t k0, uint32_t k1) {
+  const uint64_t p0 = (uint64_t)0xD2511F53u * c[0];
+  const uint64_t p1 = (uint64_t)0xCD9E8D57u * c[2];
+  const uint32_t c1 = c[1], c3 = c[3];
+  c[0] = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
+  c[1] = (uint32_t)p1;
+  c[2] = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+  c[3] = (uint32_t)p0;
+}
+
+// The block of (key, counter): a3_philox4x32 is this, kept inline for
+// kernels (a3fta/backend_noise.h).
+static inline A3_HD a3_philox_block a3_philox4x32_hd(uint64_t key, uint64_t counter_hi,
+                                                     uint64_t counter_lo) {
+  uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
+  a3_philox_block b = {{(uint32_t)counter_lo, (uint32_t)(counter_lo >> 32), (uint32_t)counter_hi,
+                        (uint32_t)(counter_hi >> 32)}};
+  for (int round = 0; round < 10; round++) {
+    a3_philox_round(b.v, k0, k1);
+    k0 += 0x9E3779B9u; // the bump after the last round is never used
+    k1 += 0xBB67AE85u;
+  }
+  return b;
+}
 a3_philox_block a3_philox4x32(uint64_t key, uint64_t counter_hi, uint64_t counter_lo);
 // A uniform 64-bit value for (seed, stream, index); stream separates uses.
 uint64_t a3_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);

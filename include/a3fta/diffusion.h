@@ -18,6 +18,7 @@
 #define A3FTA_DIFFUSION_H
 
 #include "a3fta/backend.h"
+#include "a3fta/backend_noise.h"
 #include "a3fta/config.h"
 #include "a3fta/core.h"
 
@@ -25,10 +26,10 @@
 
 // RNG streams of this layer (core reserves the values below 16).
 enum {
-  A3_STREAM_TIMESTEP = 16,     // training timesteps
-  A3_STREAM_TRAIN_NOISE = 17,  // training noise eps
-  A3_STREAM_SAMPLE_INIT = 18,  // sampling: the initial x_T
-  A3_STREAM_SAMPLE_NOISE = 19, // sampling: the variance noise of each step
+  A3_STREAM_TIMESTEP = A3_NOISE_STREAM_TIMESTEP, // training timesteps (16)
+  A3_STREAM_TRAIN_NOISE = A3_NOISE_STREAM_TRAIN, // training noise eps (17)
+  A3_STREAM_SAMPLE_INIT = 18,                    // sampling: the initial x_T
+  A3_STREAM_SAMPLE_NOISE = 19,                   // sampling: the variance noise of each step
 };
 
 // The reference defaults (google/ddpm-cifar10-32): also used for scaled_linear,
@@ -88,6 +89,8 @@ a3_status a3_diffusion_add_noise(const a3_noise_schedule_table *s, const int32_t
 // (streams A3_STREAM_TIMESTEP / A3_STREAM_TRAIN_NOISE), x_t = add_noise.
 // The loss is mse(model(x_t, t), noise): `noise` is the target.
 // t (batch,), x0, noise, x_t: (batch, per_sample).
+// The backend's training_noise op computes the same from x0 in backend
+// memory (the same formulas, a3fta/backend_noise.h; bitwise on the CPU).
 a3_status a3_diffusion_training_batch(const a3_noise_schedule_table *s, uint64_t seed,
                                       uint64_t step, uint64_t sample0, int64_t batch,
                                       int64_t per_sample, const float *x0, int32_t *t, float *noise,

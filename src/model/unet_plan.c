@@ -19,7 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { UNET_ALIGN = 64 }; // bytes: a cache line, and room for AVX-512 loads
+// bytes: a cache line and room for AVX-512 loads on the CPU; on the GPU the
+// alignment cudaMalloc gives, which cuDNN and cuBLAS kernels may assume of
+// their operands and workspace.
+enum { UNET_ALIGN = 256 };
 
 typedef struct {
   char *base; // NULL while measuring

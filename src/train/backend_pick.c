@@ -10,6 +10,7 @@
 #endif
 
 #include <stdio.h>
+#include <string.h>
 
 // The GPU of this rank: its rank among the ranks of its node, modulo the
 // devices CUDA shows it (CUDA_VISIBLE_DEVICES and Slurm's binding applied).
@@ -45,6 +46,10 @@ a3_status a3_backend_pick(const a3_config *cfg, MPI_Comm comm, const a3_backend 
   int device = 0;
   a3_status s = pick_device(comm, &device, name, cap);
   if (s == A3_OK) s = a3_backend_cuda_create(device, cfg->train.precision, be);
+  if (s == A3_OK && cap) { // the name goes into the logs: say what runs the convolutions
+    const size_t used = strlen(name);
+    snprintf(name + used, cap - used, ", convolutions: %s", a3_backend_cuda_conv_engine(*be));
+  }
   if (s == A3_OK || cfg->parallel.backend == A3_BACKEND_CUDA) {
     if (s != A3_OK) a3_error_trace(__FILE__, __LINE__);
     return s;

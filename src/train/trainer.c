@@ -159,7 +159,8 @@ static a3_status setup_model(a3_trainer *t) {
 // On a GPU the device model trains and the host model only holds the weights
 // for checkpoints, so only one of the two needs activation memory.
 static a3_status setup_device(a3_trainer *t) {
-  A3_TRY(a3_train_device_open(&t->cfg, t->comm, t->m, t->segs, t->n_segs, t->r_count, &t->dev));
+  A3_TRY(a3_train_device_open(&t->cfg, t->comm, t->m, &t->sched, t->segs, t->n_segs, t->r_count,
+                              &t->dev));
   if (!t->dev) {
     if (t->r_count > 0) A3_TRY(a3_unet_plan(t->m, (int)t->r_count));
     return A3_OK;
@@ -214,12 +215,12 @@ static a3_status setup(a3_trainer *t) {
   t->r_count = end - t->r_begin;
   t->per_sample = (int64_t)t->data.channels * t->data.size * t->data.size;
   A3_TRY(alloc_batch(t));
+  A3_TRY(a3_schedule_init(&t->sched, t->cfg.train.noise_schedule, t->cfg.train.num_train_timesteps,
+                          A3_BETA_START, A3_BETA_END)); // before the device, which keeps a copy
   A3_TRY(setup_model(t));
   A3_TRY(setup_optimizer(t));
   A3_TRY(setup_device(t));
   A3_TRY(setup_grad_comm(t)); // after the device: NCCL sums its gradients
-  A3_TRY(a3_schedule_init(&t->sched, t->cfg.train.noise_schedule, t->cfg.train.num_train_timesteps,
-                          A3_BETA_START, A3_BETA_END));
   return A3_OK;
 }
 
@@ -263,6 +264,20 @@ static a3_status backward(a3_trainer *t, int64_t k) {
   return a3_unet_backward_hooked(t->m, t->dout, NULL, t->gc && last ? &hook : NULL);
 }
 
+// Micro-batch k on the GPU: only the images x0 go up; the device draws
+// their timesteps and noise with the host's formulas (the training_noise op).
+static a3_status device_micro(a3_trainer *t, int64_t k, int64_t sample0, double weight,
+                              double *loss_share) {
+  double loss = 0.0;
+  const a3_backward_hook hook = {grads_ready, t};
+  const bool last = k == t->cfg.train.grad_accum - 1;
+  A3_TRY(a3_train_device_micro(t->dev, t->x0, (uint64_t)t->cfg.train.seed, (uint64_t)t->step,
+                               (uint64_t)sample0, t->r_count, t->per_sample, weight,
+                               t->nccl && last ? &hook : NULL, &loss));
+  *loss_share = loss * weight;
+  return A3_OK;
+}
+
 // Forward and backward of micro-batch k on this rank's slice; returns the
 // slice's share of the global mean loss (its mean times n_r / micro / accum).
 static a3_status micro_step(a3_trainer *t, int64_t k, double *loss_share) {
@@ -273,19 +288,11 @@ static a3_status micro_step(a3_trainer *t, int64_t k, double *loss_share) {
   const int64_t g0 = t->step * t->cfg.train.batch_size + sample0;
   a3_train_batch_images(&t->data, seed, t->cfg.data.hflip, g0, t->r_count, t->perm, &t->epoch,
                         t->x0);
+  const double weight = (double)t->r_count / (double)t->micro / (double)t->cfg.train.grad_accum;
+  if (t->dev) return device_micro(t, k, sample0, weight, loss_share);
   A3_TRY(a3_diffusion_training_batch(&t->sched, seed, (uint64_t)t->step, (uint64_t)sample0,
                                      t->r_count, t->per_sample, t->x0, t->t, t->noise, t->x_t));
   for (int64_t i = 0; i < t->r_count; i++) t->tf[i] = (float)t->t[i];
-  const double weight = (double)t->r_count / (double)t->micro / (double)t->cfg.train.grad_accum;
-  if (t->dev) {
-    double loss = 0.0;
-    const a3_backward_hook hook = {grads_ready, t};
-    const bool last = k == t->cfg.train.grad_accum - 1;
-    A3_TRY(a3_train_device_micro(t->dev, t->x_t, t->tf, t->noise, t->r_count, t->per_sample, weight,
-                                 t->nccl && last ? &hook : NULL, &loss));
-    *loss_share = loss * weight;
-    return A3_OK;
-  }
   A3_TRY(a3_unet_forward(t->m, t->x_t, t->tf, t->out));
   const size_t n = (size_t)(t->r_count * t->per_sample);
   float loss = 0.0f;

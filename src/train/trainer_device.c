@@ -14,9 +14,10 @@ struct a3_train_device {
   char name[400];
   const a3_param_segment *segs; // the trainer's, flat offsets
   int n_segs;
-  int64_t n_train, batch, per_sample;
+  int64_t n_train, batch, per_sample, T;
   float *x_t, *noise, *out, *dout; // (batch, per_sample)
   float *tf;                       // (batch)
+  float *acp;                      // (T) the schedule's alphas_cumprod
   float *loss, *scale;             // (1)
   double *partials, *norm;         // (n_segs), (1)
   float *adam_m, *adam_v, *ema;    // (n_train) compact
@@ -34,6 +35,7 @@ static a3_status alloc_buffers(a3_train_device *d) {
   A3_TRY(alloc_floats(be, &d->out, act));
   A3_TRY(alloc_floats(be, &d->dout, act));
   A3_TRY(alloc_floats(be, &d->tf, (size_t)d->batch));
+  A3_TRY(alloc_floats(be, &d->acp, (size_t)d->T));
   A3_TRY(alloc_floats(be, &d->loss, 1));
   A3_TRY(alloc_floats(be, &d->scale, 1));
   A3_TRY(alloc_floats(be, &d->adam_m, nt));
@@ -56,8 +58,8 @@ static a3_status copy_model(a3_train_device *d, const a3_unet *host) {
 }
 
 a3_status a3_train_device_open(const a3_config *cfg, MPI_Comm comm, const a3_unet *host,
-                               const a3_param_segment *segs, int n_segs, int64_t batch,
-                               a3_train_device **out) {
+                               const a3_noise_schedule_table *sched, const a3_param_segment *segs,
+                               int n_segs, int64_t batch, a3_train_device **out) {
   *out = NULL;
   const a3_backend *be = NULL;
   char name[sizeof((a3_train_device *)0)->name] = "";
@@ -69,13 +71,17 @@ a3_status a3_train_device_open(const a3_config *cfg, MPI_Comm comm, const a3_une
     a3_backend_cuda_destroy(be);
     A3_TRY(s);
   }
-  *d = (a3_train_device){.be = be, .segs = segs, .n_segs = n_segs, .batch = batch > 0 ? batch : 1};
+  *d = (a3_train_device){
+      .be = be, .segs = segs, .n_segs = n_segs, .batch = batch > 0 ? batch : 1, .T = sched->T};
   snprintf(d->name, sizeof d->name, "%s", name);
   d->n_train = a3_segments_numel(segs, n_segs);
   const a3_arch_config *arch = a3_unet_arch(host);
   d->per_sample = arch->in_channels * arch->sample_size * arch->sample_size;
   A3_TRY_GOTO(s, copy_model(d, host), fail);
   A3_TRY_GOTO(s, alloc_buffers(d), fail);
+  // Once per run: every micro-batch's add_noise reads it on the device.
+  A3_TRY_GOTO(s, be->ops->upload(be, d->acp, sched->alphas_cumprod, (size_t)d->T * sizeof(float)),
+              fail);
   A3_TRY_GOTO(s, be->ops->synchronize(be), fail);
   *out = d;
   return A3_OK;
@@ -87,7 +93,7 @@ fail:
 void a3_train_device_free(a3_train_device *d) {
   if (!d) return;
   const a3_backend *be = d->be;
-  float *floats[] = {d->x_t,  d->noise, d->out,    d->dout,   d->tf,
+  float *floats[] = {d->x_t,  d->noise, d->out,    d->dout,   d->tf, d->acp,
                      d->loss, d->scale, d->adam_m, d->adam_v, d->ema};
   for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) be->ops->release(be, floats[i]);
   be->ops->release(be, d->partials);
@@ -99,14 +105,15 @@ void a3_train_device_free(a3_train_device *d) {
 
 const char *a3_train_device_name(const a3_train_device *d) { return d->name; }
 
-a3_status a3_train_device_micro(a3_train_device *d, const float *x_t, const float *tf,
-                                const float *noise, int64_t count, int64_t per_sample,
-                                double weight, const a3_backward_hook *hook, double *loss) {
+a3_status a3_train_device_micro(a3_train_device *d, const float *x0, uint64_t seed, uint64_t step,
+                                uint64_t sample0, int64_t count, int64_t per_sample, double weight,
+                                const a3_backward_hook *hook, double *loss) {
   const a3_backend *be = d->be;
   const size_t n = (size_t)(count * per_sample);
-  A3_TRY(be->ops->upload(be, d->x_t, x_t, n * sizeof(float)));
-  A3_TRY(be->ops->upload(be, d->noise, noise, n * sizeof(float)));
-  A3_TRY(be->ops->upload(be, d->tf, tf, (size_t)count * sizeof(float)));
+  // x0 goes into x_t's buffer, which the op then turns into x_t in place.
+  A3_TRY(be->ops->upload(be, d->x_t, x0, n * sizeof(float)));
+  be->ops->training_noise(be, d->x_t, d->noise, d->tf, d->x_t, d->acp, seed, step, sample0,
+                          (int)count, (int)per_sample, (int)d->T);
   A3_TRY(a3_unet_forward(d->m, d->x_t, d->tf, d->out));
   be->ops->mse_forward(be, d->loss, d->out, d->noise, n);
   be->ops->mse_backward(be, d->dout, d->out, d->noise, n, (float)weight);

@@ -1,8 +1,9 @@
 // The trainer's device side: when parallel.backend picks a GPU, the model,
 // its gradients, the optimizer moments and the EMA live in device memory and
-// the step runs there; the host keeps the data pipeline (images, noise,
-// timesteps, uploaded per micro-batch) and a host copy of the model that
-// checkpoints, sampling and exports read after a3_train_device_pull.
+// the step runs there; the host keeps the data pipeline (images, uploaded
+// per micro-batch; the device draws their timesteps and noise) and a host
+// copy of the model that checkpoints, sampling and exports read after
+// a3_train_device_pull.
 #ifndef A3FTA_TRAINER_DEVICE_H
 #define A3FTA_TRAINER_DEVICE_H
 
@@ -18,22 +19,25 @@ typedef struct a3_train_device a3_train_device;
 // modulo the visible devices, chooses the GPU): *out = NULL for the CPU (cpu,
 // or auto without a usable GPU, which is logged); A3_ERR_CUDA for cuda
 // without one. On a GPU: a copy of `host` (parameters and trainable flags)
-// planned for `batch` images, and zeroed moments and EMA (push them).
+// planned for `batch` images, the schedule's alphas_cumprod, and zeroed
+// moments and EMA (push them).
 a3_status a3_train_device_open(const a3_config *cfg, MPI_Comm comm, const a3_unet *host,
-                               const a3_param_segment *segs, int n_segs, int64_t batch,
-                               a3_train_device **out) A3_WARN_UNUSED;
+                               const a3_noise_schedule_table *sched, const a3_param_segment *segs,
+                               int n_segs, int64_t batch, a3_train_device **out) A3_WARN_UNUSED;
 void a3_train_device_free(a3_train_device *d); // NULL is fine
 const char *a3_train_device_name(const a3_train_device *d);
 
-// Forward and backward of one micro-batch given on the host: x_t and noise
-// (count, per_sample), timesteps tf (count). Gradients accumulate (+=) as
-// a3_unet_backward does; the backward reports its stages to hook (NULL:
-// none; the NCCL gradient sum starts its buckets there); *loss = the
+// Forward and backward of one micro-batch whose images x0 (count,
+// per_sample) are given on the host: the step's one upload. Its timesteps,
+// noise and x_t are drawn on the device (the training_noise op) for the
+// samples [sample0, sample0 + count) of step `step` of seed `seed`, as
+// a3_diffusion_training_batch draws them on the host. Gradients accumulate
+// (+=) as a3_unet_backward does; the backward reports its stages to hook
+// (NULL: none; the NCCL gradient sum starts its buckets there); *loss = the
 // micro-batch's mean squared error.
-a3_status a3_train_device_micro(a3_train_device *d, const float *x_t, const float *tf,
-                                const float *noise, int64_t count, int64_t per_sample,
-                                double weight, const a3_backward_hook *hook,
-                                double *loss) A3_WARN_UNUSED;
+a3_status a3_train_device_micro(a3_train_device *d, const float *x0, uint64_t seed, uint64_t step,
+                                uint64_t sample0, int64_t count, int64_t per_sample, double weight,
+                                const a3_backward_hook *hook, double *loss) A3_WARN_UNUSED;
 // Evaluation forward (the held-out loss): x_t and noise (count, per_sample),
 // tf (count) given on the host, count <= a3_train_device_batch (the rest of
 // the planned batch runs on whatever the input buffers hold and is

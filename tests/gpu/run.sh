@@ -10,14 +10,18 @@
 # test_cuda_ops --precision tf32 and bf16, test_cuda_unet, test_cuda_sample
 # (32 images, 50 DDIM steps, GPU vs CPU, max pixel diff <= 1), test_cuda_nccl (1 rank;
 # with 2+ GPUs and mpirun also on every GPU, and --peer-missing, which must
-# abort the job), and "sweep 1-GPU NCCL": a 2-point `a3fta sweep` of 20
+# abort the job), test_cuda_ops (fp32) and test_cuda_unet again with
+# A3FTA_CONV=im2col (the convolutions' path without cuDNN), "sweep 1-GPU NCCL": a 2-point `a3fta sweep` of 20
 # steps each with parallel.backend cuda and A3FTA_GRAD_COMM=nccl on
 # data/fashion-mnist.h5 (A3FTA_GPU_DATA overrides; SKIPPED when missing),
 # PASS when both points are done and the log names the NCCL sum; "fine-tune per
 # strategy": tests/gpu/finetune_check.sh (30 steps of each strategy on CPU and
 # GPU, losses within 1e-3); then the benchmark against PyTorch,
 # tools/bench/run_step_gpu.sh (--max-time $A3FTA_GPU_BENCH_S, default 240;
-# SKIPPED without a python3 holding torch with CUDA). All output goes to
+# --reps $A3FTA_GPU_BENCH_REPS, default 2), then once more with
+# A3FTA_CONV=im2col (one repetition; A3FTA_GPU_BENCH_IM2COL=0 skips it), both
+# SKIPPED without a python3 holding
+# torch with CUDA. All output goes to
 # OUTDIR/gpu-check.log; OUTDIR/summary.md gets a table | check | result |
 # seconds | (PASS / FAIL / SKIPPED) and the GPU from nvidia-smi.
 # Exit status: 0 when no check failed (SKIPPED is not a failure), else 1.
@@ -126,6 +130,12 @@ run_check "test_cuda_ops (bf16)" test_cuda_ops --precision bf16
 run_check test_cuda_unet test_cuda_unet --configs "$configs"
 run_check test_cuda_sample test_cuda_sample --configs "$configs"
 run_check "test_cuda_nccl (1 rank)" test_cuda_nccl
+# The same op and model checks with cuDNN's convolutions turned off: the
+# im2col + cuBLAS path must stay right for machines without cuDNN.
+launch=(env A3FTA_CONV=im2col)
+run_check "test_cuda_ops (fp32, im2col convs)" test_cuda_ops
+run_check "test_cuda_unet (im2col convs)" test_cuda_unet --configs "$configs"
+launch=()
 
 # ---------------------------------------------------------------- NCCL on several GPUs
 gpus=1
@@ -239,6 +249,10 @@ finetune() {
   local t0=$SECONDS rc
   "$root/tests/gpu/finetune_check.sh" "$bin_a3fta" "$out" 30 2>&1 | tee -a "$log"
   rc=${PIPESTATUS[0]}
+  # The trainer's "backend: cuda device ..., convolutions: ENGINE" line.
+  conv_engine=$(sed -n 's/.*backend: .*, convolutions: //p' "$out"/finetune/*-cuda.log 2>/dev/null |
+    head -1)
+  say "GPU convolutions: ${conv_engine:-unknown}"
   if [ "$rc" -eq 0 ]; then record "$name" PASS $((SECONDS - t0)); else
     record "$name" "FAIL (see finetune-check.md)" $((SECONDS - t0)); fi
 }
@@ -269,9 +283,21 @@ bench() {
   fi
   local t0=$SECONDS
   PYTHON=$py "$root/tools/bench/run_step_gpu.sh" --bin "$bench_bin" --out "$out/bench" \
+    --reps "${A3FTA_GPU_BENCH_REPS:-2}" \
     --max-time "${A3FTA_GPU_BENCH_S:-240}" >>"$log" 2>&1
   if [ -s "$out/bench/table.txt" ]; then record "$name" "PASS (table below)" $((SECONDS - t0)); else
     record "$name" "FAIL (no table; see bench/log.txt)" $((SECONDS - t0)); fi
+  # The same without cuDNN (one repetition): what the im2col path costs
+  # (A3FTA_GPU_BENCH_IM2COL=0 skips it).
+  [ "${A3FTA_GPU_BENCH_IM2COL:-1}" = 0 ] && return
+  t0=$SECONDS
+  A3FTA_CONV=im2col PYTHON=$py "$root/tools/bench/run_step_gpu.sh" --bin "$bench_bin" --reps 1 \
+    --out "$out/bench-im2col" --max-time "${A3FTA_GPU_BENCH_S:-240}" >>"$log" 2>&1
+  if [ -s "$out/bench-im2col/table.txt" ]; then
+    record "$name, im2col convs" "PASS (table below)" $((SECONDS - t0))
+  else
+    record "$name, im2col convs" "FAIL (no table; see bench-im2col/log.txt)" $((SECONDS - t0))
+  fi
 }
 bench
 
@@ -300,14 +326,15 @@ failed=0
     cat "$out/finetune-check.md"
     echo
   fi
-  if [ -s "$out/bench/table.txt" ]; then
-    echo "## Training step vs PyTorch"
+  for b in bench bench-im2col; do
+    [ -s "$out/$b/table.txt" ] || continue
+    echo "## Training step vs PyTorch ($b: convolutions $([ $b = bench ] && echo "${conv_engine:-?}" || echo "im2col + cuBLAS"))"
     echo
     echo '```'
-    cat "$out/bench/table.txt"
+    cat "$out/$b/table.txt"
     echo '```'
     echo
-  fi
+  done
   echo "Log: gpu-check.log"
 } >"$out/summary.md"
 for r in "${results[@]}"; do

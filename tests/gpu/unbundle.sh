@@ -1,8 +1,9 @@
 # Sourced on a GPU machine without a3fta's build dependencies:
 #   . tests/gpu/unbundle.sh     (after tests/gpu/bundle.sh made .gpu-bundle/)
 # Unpacks the bundle into /tmp/a3fta-bundle and points the loader, Open MPI
-# and PMIx at it; cuBLAS and NCCL come from the machine's CUDA toolkit or its
-# Python wheels (nvidia-cublas, nvidia-nccl), whichever is found first.
+# and PMIx at it; cuBLAS, NCCL and cuDNN (optional, loaded at run time) come
+# from the machine's CUDA toolkit or its Python wheels (nvidia-cublas,
+# nvidia-nccl, nvidia-cudnn), whichever is found first.
 a3b=/tmp/a3fta-bundle
 rm -rf "$a3b" && mkdir -p "$a3b" && tar -C "$a3b" -xJf .gpu-bundle/bundle.tar.xz
 cuda_libs=""
@@ -11,7 +12,11 @@ for pattern in /usr/local/cuda/lib64/libcublas.so.* /usr/local/cuda/targets/*/li
   /usr/local/lib/python3*/dist-packages/nvidia/cu*/lib/libcublas.so.* \
   /opt/*/.venv/lib/python3*/site-packages/nvidia/nccl/lib/libnccl.so.* \
   /opt/*/.venv/lib/python3*/site-packages/nvidia/cu*/lib/libnccl.so.* \
-  /usr/local/cuda/lib64/libnccl.so.* /usr/lib/x86_64-linux-gnu/libnccl.so.*; do
+  /usr/local/cuda/lib64/libnccl.so.* /usr/lib/x86_64-linux-gnu/libnccl.so.* \
+  /opt/*/.venv/lib/python3*/site-packages/nvidia/cudnn/lib/libcudnn.so.9 \
+  /usr/local/lib/python3*/dist-packages/nvidia/cudnn/lib/libcudnn.so.9 \
+  /usr/local/cuda/lib64/libcudnn.so.9 /usr/local/cuda/lib/libcudnn.so.9 \
+  /usr/lib/x86_64-linux-gnu/libcudnn.so.9; do
   for f in $pattern; do [ -e "$f" ] && cuda_libs="$cuda_libs:$(dirname "$f")"; done
 done
 export LD_LIBRARY_PATH="$a3b/lib$cuda_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

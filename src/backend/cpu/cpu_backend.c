@@ -75,6 +75,7 @@ static const a3_backend_ops cpu_ops = {
     .adamw_update = cpu_adamw_update,
     .ema_update = cpu_ema_update,
     .sampler_step = cpu_sampler_step,
+    .training_noise = cpu_training_noise,
 };
 
 static const a3_backend cpu_backend = {.name = "cpu", .ops = &cpu_ops, .impl = NULL};

@@ -9,8 +9,8 @@
 
 // ---------------------------------------------------------------- error recording
 
-static void cu_record(const a3_backend *be, a3_status code, const char *op, const char *file,
-                      int line, const char *name, const char *text) {
+void cu_record(const a3_backend *be, a3_status code, const char *op, const char *file, int line,
+               const char *name, const char *text) {
   cuda_state *st = cu_state(be);
   if (st->error != A3_OK) return; // keep the first: later ones are usually its echoes
   st->error = code;
@@ -191,6 +191,7 @@ static a3_backend_ops make_ops(void) {
   t.adamw_update = cu_adamw_update;
   t.ema_update = cu_ema_update;
   t.sampler_step = cu_sampler_step;
+  t.training_noise = cu_training_noise;
   return t;
 }
 
@@ -202,7 +203,9 @@ static const a3_backend_ops cuda_ops = make_ops(); // static initialisation, bef
 static void free_state(cuda_state *st) {
   if (!st) return;
   if (st->stream) cudaStreamSynchronize(st->stream);
+  cu_dnn_free(st);
   if (st->red) cudaFree(st->red);
+  if (st->col_partials) cudaFree(st->col_partials);
   if (st->blas) cublasDestroy(st->blas);
   if (st->stream) cudaStreamDestroy(st->stream);
   free(st);

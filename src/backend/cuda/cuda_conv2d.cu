@@ -20,6 +20,9 @@
 //
 // The chunk keeps the workspace at most CONV_WS_MAX bytes, but holds at
 // least one image whatever its size.
+//
+// When cuDNN is there (cuda_conv2d_dnn.cu), the other convolutions go to it
+// instead: same contract, no col.
 #include "cuda_internal.h"
 
 #define CONV_WS_MAX ((size_t)256 << 20)
@@ -50,8 +53,14 @@ static conv_dims get_dims(const a3_conv2d_shape *s) {
   return d;
 }
 
+// With cuDNN the workspace is cuDNN's; the im2col one otherwise (and for the
+// pointwise convolutions, which stay on cuBLAS).
+static int use_dnn(const a3_backend *be, const a3_conv2d_shape *s) {
+  return !is_pointwise(s) && cu_dnn_conv2d_available(be, s);
+}
+
 size_t cuda_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s) {
-  (void)be;
+  if (use_dnn(be, s)) return cu_dnn_conv2d_workspace_size(be, s);
   const conv_dims d = get_dims(s);
   return ((size_t)d.K + s->OC) * d.P * d.nb * sizeof(float);
 }
@@ -190,6 +199,12 @@ void cuda_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
     pointwise_forward(be, s, out, inp, weight, bias, d.P);
     return;
   }
+  if (use_dnn(be, s)) { // out = bias, then out += conv
+    const size_t total = (size_t)s->B * s->OC * d.P;
+    if (bias && !LAUNCH(be, total, bias_planes_kernel, out, bias, s->OC, d.P, total)) return;
+    cu_dnn_conv2d_forward(be, s, out, inp, weight, bias ? 1.0f : 0.0f, workspace);
+    return;
+  }
   float *col = (float *)workspace;
   float *tmp = col + (size_t)d.K * d.P * d.nb;
   const size_t img_size = (size_t)s->C * s->H * s->W, out_size = (size_t)s->OC * d.P;
@@ -229,6 +244,10 @@ void cuda_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s,
   if (pointwise && dinp) pointwise_dinp(be, s, dinp, dout, weight, d.P);
   const int need_dinp = dinp && !pointwise;
   if (!dweight && !need_dinp) return;
+  if (use_dnn(be, s)) {
+    cu_dnn_conv2d_backward(be, s, need_dinp ? dinp : NULL, dweight, dout, inp, weight, workspace);
+    return;
+  }
   float *col = (float *)workspace;
   float *tmp = col + (size_t)d.K * d.P * d.nb;
   const size_t img_size = (size_t)s->C * s->H * s->W;
@@ -247,3 +266,9 @@ void cuda_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s,
     }
   }
 }
+
+#ifdef A3FTA_NO_CUDNN
+extern "C" const char *a3_backend_cuda_conv_engine(const a3_backend *be) {
+  return a3_backend_is_cuda(be) ? "im2col + cuBLAS (built without cudnn.h)" : "none";
+}
+#endif

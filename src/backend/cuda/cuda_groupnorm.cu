@@ -14,6 +14,8 @@
 // z = xhat * weight[c] + bias[c] when fused; dxhat = dz * weight[c].
 #include "cuda_internal.h"
 
+#include <limits.h>
+
 enum { GN_THREADS = 512 };
 
 // ---------------------------------------------------------------- forward
@@ -21,25 +23,25 @@ enum { GN_THREADS = 512 };
 __global__ static void gn_forward_kernel(float *out, float *mean, float *rstd, const float *inp,
                                          const float *weight, const float *bias, int BG, int G,
                                          int CG, int HW, float eps, int silu) {
-  const size_t n = (size_t)CG * HW;
+  const int n = CG * HW; // gn_fits_int: 32-bit index arithmetic (64-bit division is slow)
   for (int bg = blockIdx.x; bg < BG; bg += gridDim.x) {
     const float *x = inp + (size_t)bg * n;
     float *y = out + (size_t)bg * n;
     const int c0 = (bg % G) * CG; // first channel of the group
     double s = 0.0;
-    for (size_t i = threadIdx.x; i < n; i += blockDim.x) s += x[i];
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += x[i];
     s = cu_block_sum(s);
     const float mu = (float)(s / (double)n);
     double q = 0.0;
-    for (size_t i = threadIdx.x; i < n; i += blockDim.x) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
       const float d = x[i] - mu;
       q += (double)d * d;
     }
     q = cu_block_sum(q);
     const float rs = (float)(1.0 / sqrt(q / (double)n + eps));
     if (threadIdx.x == 0) mean[bg] = mu, rstd[bg] = rs; // every thread has mu and rs
-    for (size_t i = threadIdx.x; i < n; i += blockDim.x) {
-      const int c = c0 + (int)(i / HW);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const int c = c0 + i / HW;
       // Centre first, then scale (as the CPU): folding the mean into a
       // shift cancels badly when |mean| >> std.
       const float z = (x[i] - mu) * (rs * weight[c]) + bias[c];
@@ -48,11 +50,18 @@ __global__ static void gn_forward_kernel(float *out, float *mean, float *rstd, c
   }
 }
 
+// The kernels index a group (C/G * HW) and a channel's pixels over the batch
+// (B * HW) with int: true for any model this side of 2^31 floats per channel.
+static int gn_fits_int(const a3_backend *be, int B, int C, int HW, int G) {
+  if ((long long)(C / G) * HW <= INT_MAX && (long long)B * HW <= INT_MAX) return 1;
+  return CU_CHECK(be, cudaErrorInvalidValue); // records the op and file:line
+}
+
 static void gn_forward(const a3_backend *be, float *out, float *mean, float *rstd, const float *inp,
                        const float *weight, const float *bias, int B, int C, int HW, int G,
                        float eps, int silu) {
   const int BG = B * G;
-  if (BG <= 0) return;
+  if (BG <= 0 || !gn_fits_int(be, B, C, HW, G)) return;
   const unsigned blocks = cu_grid(BG);
   gn_forward_kernel<<<blocks, GN_THREADS, 0, cu_stream(be)>>>(out, mean, rstd, inp, weight, bias,
                                                               BG, G, C / G, HW, eps, silu);
@@ -95,14 +104,14 @@ __device__ static inline float gn_dz(float dy, float xhat, float w, float bb, in
 __global__ static void gn_dinp_kernel(float *dinp, const float *dout, const float *inp,
                                       const float *weight, const float *bias, const float *mean,
                                       const float *rstd, int BG, int G, int CG, int HW, int silu) {
-  const size_t n = (size_t)CG * HW;
+  const int n = CG * HW; // gn_fits_int
   for (int bg = blockIdx.x; bg < BG; bg += gridDim.x) {
     const size_t base = (size_t)bg * n;
     const int c0 = (bg % G) * CG;
     const float mu = mean[bg], rs = rstd[bg];
     double s1 = 0.0, s2 = 0.0; // sums of dxhat and dxhat * xhat
-    for (size_t i = threadIdx.x; i < n; i += blockDim.x) {
-      const int c = c0 + (int)(i / HW);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const int c = c0 + i / HW;
       const float xhat = (inp[base + i] - mu) * rs;
       const float w = weight[c];
       const float dz = gn_dz(dout[base + i], xhat, w, silu ? bias[c] : 0.0f, silu);
@@ -113,8 +122,8 @@ __global__ static void gn_dinp_kernel(float *dinp, const float *dout, const floa
     s1 = cu_block_sum(s1);
     s2 = cu_block_sum(s2);
     const float m1 = (float)(s1 / (double)n), m2 = (float)(s2 / (double)n);
-    for (size_t i = threadIdx.x; i < n; i += blockDim.x) {
-      const int c = c0 + (int)(i / HW);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const int c = c0 + i / HW;
       const float xhat = (inp[base + i] - mu) * rs;
       const float w = weight[c];
       const float dz = gn_dz(dout[base + i], xhat, w, silu ? bias[c] : 0.0f, silu);
@@ -129,14 +138,14 @@ __global__ static void gn_dparam_kernel(float *dweight, float *dbias, const floa
                                         const float *mean, const float *rstd, int B, int C, int HW,
                                         int G, int silu) {
   const int CG = C / G;
-  const size_t n = (size_t)B * HW;
+  const int n = B * HW; // gn_fits_int
   for (int c = blockIdx.x; c < C; c += gridDim.x) {
     const int g = c / CG;
     const float w = weight[c], bb = silu ? bias[c] : 0.0f;
     double s_dz = 0.0, s_dzx = 0.0;
-    for (size_t i = threadIdx.x; i < n; i += blockDim.x) {
-      const int b = (int)(i / HW);
-      const size_t at = ((size_t)b * C + c) * HW + i % HW;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const int b = i / HW;
+      const size_t at = ((size_t)b * C + c) * HW + (i - b * HW);
       const float xhat = (inp[at] - mean[b * G + g]) * rstd[b * G + g];
       const float dz = gn_dz(dout[at], xhat, w, bb, silu);
       s_dz += dz;
@@ -156,7 +165,7 @@ static void gn_backward(const a3_backend *be, float *dinp, float *dweight, float
                         const float *mean, const float *rstd, int B, int C, int HW, int G,
                         int silu) {
   const int BG = B * G;
-  if (BG <= 0) return;
+  if (BG <= 0 || !gn_fits_int(be, B, C, HW, G)) return;
   if (dweight || dbias) {
     const unsigned blocks = cu_grid(C);
     gn_dparam_kernel<<<blocks, GN_THREADS, 0, cu_stream(be)>>>(dweight, dbias, dout, inp, weight,

@@ -34,13 +34,19 @@ extern "C" {
 // the launch cheap; each thread then loops).
 #define CU_MAX_BLOCKS 65536u
 
+typedef struct cuda_dnn cuda_dnn; // cuda_conv2d_dnn.cu
+
 typedef struct {
   int device;
   cudaStream_t stream;
   cublasHandle_t blas;
   cublasComputeType_t compute; // of every GEMM: train.precision (cuda_gemm.cu)
   double *red;                 // (CU_RED_BLOCKS) partial sums of two-stage reductions
-  a3_status error;             // first recorded error, A3_OK when none
+  double *col_partials;        // (col_partials_n) linear's dbias partial sums (cuda_linear.cu)
+  size_t col_partials_n;
+  cuda_dnn *dnn;   // cuDNN's handle and conv plans, NULL until the first conv
+  int dnn_failed;  // cuDNN was found but would not start: im2col only
+  a3_status error; // first recorded error, A3_OK when none
   char message[512];
 } cuda_state;
 
@@ -52,6 +58,9 @@ static inline cublasHandle_t cu_blas(const a3_backend *be) { return cu_state(be)
 // Each returns 1 when fine; otherwise it records the failure (the first one
 // only) with `op` and file:line and returns 0.
 int cu_check(const a3_backend *be, cudaError_t e, const char *op, const char *file, int line);
+// Records a failure of a library outside CUDA and cuBLAS (name: the library).
+void cu_record(const a3_backend *be, a3_status code, const char *op, const char *file, int line,
+               const char *name, const char *text);
 int cu_check_blas(const a3_backend *be, cublasStatus_t s, const char *op, const char *file,
                   int line);
 #define CU_CHECK(be, call) cu_check((be), (call), __func__, __FILE__, __LINE__)
@@ -157,6 +166,30 @@ void cuda_gated_add_forward(const a3_backend *be, float *out, const float *a, co
 void cuda_gated_add_backward(const a3_backend *be, float *db, float *dgate, const float *dout,
                              const float *b, const float *gate, size_t n);
 
+// cuda_conv2d_dnn.cu: cuDNN's convolutions when libcudnn.so.9 loads (see there);
+// without cuDNN's header at build time (A3FTA_NO_CUDNN) the im2col path only.
+#ifndef A3FTA_NO_CUDNN
+size_t cu_dnn_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s);
+int cu_dnn_conv2d_available(const a3_backend *be, const a3_conv2d_shape *s);
+void cu_dnn_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s, float *out,
+                           const float *inp, const float *weight, float beta, void *workspace);
+void cu_dnn_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s, float *dinp,
+                            float *dweight, const float *dout, const float *inp,
+                            const float *weight, void *workspace);
+void cu_dnn_free(cuda_state *st);
+#else
+static inline size_t cu_dnn_conv2d_workspace_size(const a3_backend *, const a3_conv2d_shape *) {
+  return 0;
+}
+static inline int cu_dnn_conv2d_available(const a3_backend *, const a3_conv2d_shape *) { return 0; }
+static inline void cu_dnn_conv2d_forward(const a3_backend *, const a3_conv2d_shape *, float *,
+                                         const float *, const float *, float, void *) {}
+static inline void cu_dnn_conv2d_backward(const a3_backend *, const a3_conv2d_shape *, float *,
+                                          float *, const float *, const float *, const float *,
+                                          void *) {}
+static inline void cu_dnn_free(cuda_state *) {}
+#endif
+
 // cuda_conv2d.cu
 size_t cuda_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s);
 void cuda_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s, float *out,
@@ -232,5 +265,10 @@ void cu_ema_update(const a3_backend *be, float *ema, const float *param, size_t 
 // cuda_sampler.cu (the DDPM / DDIM step)
 void cu_sampler_step(const a3_backend *be, float *x_prev, const float *eps, const float *x_t,
                      const float *noise, size_t n, const a3_sampler_scalars *s);
+
+// cuda_noise.cu (a training batch's timesteps, noise and x_t)
+void cu_training_noise(const a3_backend *be, float *x_t, float *noise, float *tf, const float *x0,
+                       const float *alphas_cumprod, uint64_t seed, uint64_t step, uint64_t sample0,
+                       int batch, int per_sample, int T);
 
 #endif

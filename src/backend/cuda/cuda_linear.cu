@@ -32,24 +32,69 @@ void cuda_linear_forward(const a3_backend *be,
                        out, OUT));
 }
 
-// dbias[o] += sum over rows of dout[:, o]: blocks of 32 columns x 16 row
-// lanes (coalesced along a row); each lane sums its rows in double, then
-// lane 0 of each column adds the 16 lane sums in order.
-enum { COL_X = 32, COL_Y = 16 };
+// dbias[o] += sum over rows of dout[:, o], in two deterministic stages so
+// that a tall dout (the attention's projections: N = B * T rows, 32768 for
+// a batch of 128 at 16x16) spreads over the whole GPU, not OUT / 32 blocks:
+//   1. a grid of (32-column tiles) x (row chunks of COL_CHUNK rows); each
+//      block's 16 row lanes sum their rows of the chunk in double, and lane 0
+//      of each column adds the 16 lane sums in order into partials[chunk][o];
+//   2. one thread per column adds its chunks' partials in order.
+enum { COL_X = 32, COL_Y = 16, COL_CHUNK = 1024, COL_MAX_CHUNKS = 64 };
 
-__global__ static void column_sums_kernel(float *dbias, const float *dout, int N, int OUT) {
+__global__ static void column_partials_kernel(double *partials, const float *dout, int N, int OUT,
+                                              int chunk_rows) {
   __shared__ double part[COL_Y][COL_X];
   const int o = blockIdx.x * COL_X + threadIdx.x;
+  const int r0 = blockIdx.y * chunk_rows, r1 = min(N, r0 + chunk_rows);
   double s = 0.0;
   if (o < OUT)
-    for (int r = threadIdx.y; r < N; r += COL_Y) s += dout[(size_t)r * OUT + o];
+    for (int r = r0 + threadIdx.y; r < r1; r += COL_Y) s += dout[(size_t)r * OUT + o];
   part[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
   if (threadIdx.y == 0 && o < OUT) {
     double t = 0.0;
     for (int y = 0; y < COL_Y; y++) t += part[y][threadIdx.x];
-    dbias[o] += (float)t;
+    partials[(size_t)blockIdx.y * OUT + o] = t;
   }
+}
+
+__global__ static void column_finish_kernel(float *dbias, const double *partials, int chunks,
+                                            int OUT) {
+  const int o = blockIdx.x * blockDim.x + threadIdx.x;
+  if (o >= OUT) return;
+  double t = 0.0;
+  for (int c = 0; c < chunks; c++) t += partials[(size_t)c * OUT + o];
+  dbias[o] += (float)t;
+}
+
+// The partial sums' scratch, grown on demand and kept (a few MB at most:
+// COL_MAX_CHUNKS rows of OUT doubles).
+static double *column_scratch(const a3_backend *be, size_t n) {
+  cuda_state *st = cu_state(be);
+  if (st->col_partials_n >= n) return st->col_partials;
+  if (st->col_partials && !CU_CHECK(be, cudaFree(st->col_partials))) return NULL;
+  st->col_partials = NULL, st->col_partials_n = 0;
+  if (!CU_CHECK(be, cudaMalloc(&st->col_partials, n * sizeof(double)))) return NULL;
+  st->col_partials_n = n;
+  return st->col_partials;
+}
+
+static void column_sums(const a3_backend *be, float *dbias, const float *dout, int N, int OUT) {
+  int chunk_rows = COL_CHUNK, chunks = (N + COL_CHUNK - 1) / COL_CHUNK;
+  if (chunks > COL_MAX_CHUNKS) {
+    chunk_rows = (N + COL_MAX_CHUNKS - 1) / COL_MAX_CHUNKS;
+    chunks = (N + chunk_rows - 1) / chunk_rows;
+  }
+  if (chunks < 1) chunks = 1;
+  double *partials = column_scratch(be, (size_t)chunks * OUT);
+  if (!partials) return;
+  const dim3 grid((unsigned)((OUT + COL_X - 1) / COL_X), (unsigned)chunks);
+  column_partials_kernel<<<grid, dim3(COL_X, COL_Y), 0, cu_stream(be)>>>(partials, dout, N, OUT,
+                                                                         chunk_rows);
+  if (!CU_LAUNCHED(be)) return;
+  column_finish_kernel<<<cu_blocks((size_t)OUT, CU_THREADS), CU_THREADS, 0, cu_stream(be)>>>(
+      dbias, partials, chunks, OUT);
+  CU_LAUNCHED(be);
 }
 
 void cuda_linear_backward(const a3_backend *be,
@@ -67,10 +112,5 @@ void cuda_linear_backward(const a3_backend *be,
   if (dweight) // dW^T (IN, OUT) += inp^T (IN, N) dout (N, OUT)
     CU_BLAS(be, cu_sgemm(be, CUBLAS_OP_N, CUBLAS_OP_T, IN, OUT, N, &one, inp, IN, dout, OUT, &one,
                          dweight, IN));
-  if (dbias && OUT > 0) {
-    const dim3 threads(COL_X, COL_Y);
-    const unsigned blocks = (unsigned)((OUT + COL_X - 1) / COL_X);
-    column_sums_kernel<<<blocks, threads, 0, cu_stream(be)>>>(dbias, dout, N, OUT);
-    CU_LAUNCHED(be);
-  }
+  if (dbias && OUT > 0) column_sums(be, dbias, dout, N, OUT);
 }

@@ -28,6 +28,11 @@ void *a3_backend_cuda_stream(const a3_backend *be) {
   (void)be;
   return NULL;
 }
+
+const char *a3_backend_cuda_conv_engine(const a3_backend *be) {
+  (void)be;
+  return "none";
+}
 #else
 typedef int a3_cuda_absent_unused; // ISO C forbids an empty translation unit
 #endif

@@ -1,0 +1,480 @@
+// conv2d through cuDNN, when the machine has it: an optional fast path
+// beside the im2col + cuBLAS one of cuda_conv2d.cu.
+//
+// Why: im2col writes and re-reads every input pixel KH*KW times, which on a
+// Hopper GPU costs more than the GEMM itself in tf32 (a 3x3 conv over
+// (128, 128, 32, 32) moves ~1.2 GB through col for a 39 GFLOP product);
+// cuDNN's implicit-GEMM kernels never build col.
+//
+// Why loaded at run time (dlopen), not linked: cuDNN is a large optional
+// dependency. A build needs only its header; a machine without libcudnn.so.9
+// (or with A3FTA_CONV=im2col in the environment) runs the im2col path with
+// the same results up to rounding. tests/gpu/run.sh benchmarks both.
+//
+// Every conv shape gets its descriptors and algorithms once, when the model
+// plans its workspace (cuda_conv2d_workspace_size), from cuDNN's heuristics:
+// the first deterministic algorithm that fits DNN_WS_MAX bytes of workspace
+// and the precision. fp32 allows FMA math only (no TF32); tf32 and bf16 allow
+// TF32 tensor cores (cuDNN has no fp32-storage bf16 mode, so bf16's convs
+// round operands to TF32, more precise than bf16). Asymmetric padding, which
+// cuDNN cannot express, runs over an explicitly padded copy of the input.
+// Planning never fails a run: a shape cuDNN will not take (no usable
+// algorithm, a workspace over DNN_WS_MAX) runs on the im2col path.
+#include "cuda_internal.h"
+
+#include <cudnn.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DNN_WS_MAX ((size_t)256 << 20)
+#define DNN_MAX_SHAPES 256
+#define DNN_ALGOS 16
+
+// ---------------------------------------------------------------- the library
+
+#define DNN_FUNCTIONS(X)                                                                           \
+  X(cudnnGetVersion)                                                                               \
+  X(cudnnGetErrorString)                                                                           \
+  X(cudnnCreate)                                                                                   \
+  X(cudnnDestroy)                                                                                  \
+  X(cudnnSetStream)                                                                                \
+  X(cudnnCreateTensorDescriptor)                                                                   \
+  X(cudnnSetTensor4dDescriptor)                                                                    \
+  X(cudnnDestroyTensorDescriptor)                                                                  \
+  X(cudnnCreateFilterDescriptor)                                                                   \
+  X(cudnnSetFilter4dDescriptor)                                                                    \
+  X(cudnnDestroyFilterDescriptor)                                                                  \
+  X(cudnnCreateConvolutionDescriptor)                                                              \
+  X(cudnnSetConvolution2dDescriptor)                                                               \
+  X(cudnnSetConvolutionMathType)                                                                   \
+  X(cudnnDestroyConvolutionDescriptor)                                                             \
+  X(cudnnGetConvolutionForwardAlgorithm_v7)                                                        \
+  X(cudnnGetConvolutionBackwardDataAlgorithm_v7)                                                   \
+  X(cudnnGetConvolutionBackwardFilterAlgorithm_v7)                                                 \
+  X(cudnnGetConvolutionForwardWorkspaceSize)                                                       \
+  X(cudnnGetConvolutionBackwardDataWorkspaceSize)                                                  \
+  X(cudnnGetConvolutionBackwardFilterWorkspaceSize)                                                \
+  X(cudnnConvolutionForward)                                                                       \
+  X(cudnnConvolutionBackwardData)                                                                  \
+  X(cudnnConvolutionBackwardFilter)
+
+#define DNN_TYPE(name) typedef decltype(&::name) name##_fn;
+DNN_FUNCTIONS(DNN_TYPE)
+#undef DNN_TYPE
+
+static struct {
+#define DNN_POINTER(name) name##_fn name;
+  DNN_FUNCTIONS(DNN_POINTER)
+#undef DNN_POINTER
+  int usable;
+} dnn_api;
+static pthread_once_t dnn_once = PTHREAD_ONCE_INIT;
+
+static char dnn_engine[200] = "im2col + cuBLAS";
+
+static void load_library(void) {
+  const char *conv = getenv("A3FTA_CONV");
+  if (conv && !strcmp(conv, "im2col")) {
+    snprintf(dnn_engine, sizeof dnn_engine, "im2col + cuBLAS (A3FTA_CONV=im2col)");
+    return;
+  }
+  void *lib = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    snprintf(dnn_engine, sizeof dnn_engine, "im2col + cuBLAS (no cuDNN: %.150s)", dlerror());
+    return;
+  }
+  const char *missing = NULL;
+#define DNN_LOAD(name)                                                                             \
+  dnn_api.name = (name##_fn)dlsym(lib, #name);                                                     \
+  if (!dnn_api.name && !missing) missing = #name;
+  DNN_FUNCTIONS(DNN_LOAD)
+#undef DNN_LOAD
+  const size_t version = missing ? 0 : dnn_api.cudnnGetVersion();
+  if (missing || version / 10000 != CUDNN_MAJOR) { // the library stays loaded: harmless
+    snprintf(dnn_engine, sizeof dnn_engine, "im2col + cuBLAS (libcudnn.so.9 %s%s)",
+             missing ? "lacks " : "is not version 9", missing ? missing : "");
+    return;
+  }
+  snprintf(dnn_engine, sizeof dnn_engine, "cuDNN %zu.%zu.%zu", version / 10000, version / 100 % 100,
+           version % 100);
+  dnn_api.usable = 1;
+}
+
+// ---------------------------------------------------------------- per backend
+
+typedef struct {
+  a3_conv2d_shape shape; // as asked for (the cache key)
+  a3_conv2d_shape run;   // as cuDNN runs it: asymmetric padding made explicit (pads 0)
+  size_t padded_bytes;   // the explicitly padded input or its gradient, 0 when none
+  size_t dweight_bytes;  // the filter gradient before it is added to dweight
+  cudnnTensorDescriptor_t x, y;
+  cudnnFilterDescriptor_t w;
+  cudnnConvolutionDescriptor_t conv;
+  cudnnConvolutionFwdAlgo_t fwd;
+  cudnnConvolutionBwdDataAlgo_t bwd_data;
+  cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+  cudnnMathType_t fwd_math, data_math, filter_math;
+  size_t workspace; // cuDNN's, after the padded tensor
+  int ok;           // 0: this shape runs on the im2col path
+} dnn_shape;
+
+struct cuda_dnn {
+  cudnnHandle_t handle;
+  int n;
+  dnn_shape shapes[DNN_MAX_SHAPES];
+};
+
+static int dnn_check(const a3_backend *be, cudnnStatus_t s, const char *op, int line) {
+  if (s == CUDNN_STATUS_SUCCESS) return 1;
+  cu_record(be, A3_ERR_CUDA, op, __FILE__, line, "cuDNN", dnn_api.cudnnGetErrorString(s));
+  return 0;
+}
+#define DNN(be, call) dnn_check((be), dnn_api.call, __func__, __LINE__)
+
+// The backend's cuDNN state, created at the first conv; NULL without cuDNN.
+static cuda_dnn *backend_dnn(const a3_backend *be) {
+  pthread_once(&dnn_once, load_library);
+  cuda_state *st = cu_state(be);
+  if (!dnn_api.usable || st->dnn_failed) return NULL;
+  if (st->dnn) return st->dnn;
+  cuda_dnn *d = (cuda_dnn *)calloc(1, sizeof *d);
+  if (!d || dnn_api.cudnnCreate(&d->handle) != CUDNN_STATUS_SUCCESS ||
+      dnn_api.cudnnSetStream(d->handle, st->stream) != CUDNN_STATUS_SUCCESS) {
+    if (d && d->handle) dnn_api.cudnnDestroy(d->handle);
+    free(d);
+    st->dnn_failed = 1; // e.g. a library for another CUDA: the im2col path it is
+    return NULL;
+  }
+  st->dnn = d;
+  return d;
+}
+
+void cu_dnn_free(cuda_state *st) {
+  cuda_dnn *d = st->dnn;
+  if (!d) return;
+  for (int i = 0; i < d->n; i++) {
+    dnn_shape *e = &d->shapes[i];
+    if (e->x) dnn_api.cudnnDestroyTensorDescriptor(e->x);
+    if (e->y) dnn_api.cudnnDestroyTensorDescriptor(e->y);
+    if (e->w) dnn_api.cudnnDestroyFilterDescriptor(e->w);
+    if (e->conv) dnn_api.cudnnDestroyConvolutionDescriptor(e->conv);
+  }
+  dnn_api.cudnnDestroy(d->handle);
+  free(d);
+  st->dnn = NULL;
+}
+
+// ---------------------------------------------------------------- planning a shape
+
+static int fp32_exact(const a3_backend *be) { return cu_state(be)->compute == CUBLAS_COMPUTE_32F; }
+
+// Whether a heuristic's algorithm may be used: it succeeded, is
+// deterministic, and in fp32 uses no tensor-core (TF32) math.
+static int usable_algo(const a3_backend *be, cudnnStatus_t status, cudnnDeterminism_t det,
+                       cudnnMathType_t math) {
+  return status == CUDNN_STATUS_SUCCESS && det == CUDNN_DETERMINISTIC &&
+         (!fp32_exact(be) ||
+          (math != CUDNN_TENSOR_OP_MATH && math != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION));
+}
+
+// The math type an algorithm runs with: fp32 pins FMA (no TF32 whatever
+// the heuristic said), the others take the heuristic's.
+static cudnnMathType_t run_math(const a3_backend *be, cudnnMathType_t m) {
+  return fp32_exact(be) ? CUDNN_FMA_MATH : m;
+}
+
+static cudnnMathType_t search_math(const a3_backend *be) {
+  return fp32_exact(be) ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
+}
+
+static int ok(cudnnStatus_t s) { return s == CUDNN_STATUS_SUCCESS; }
+
+// Planning never records an error: a shape cuDNN will not take runs on the
+// im2col path instead.
+static int make_descriptors(dnn_shape *e) {
+  const a3_conv2d_shape *s = &e->run;
+  return ok(dnn_api.cudnnCreateTensorDescriptor(&e->x)) &&
+         ok(dnn_api.cudnnCreateTensorDescriptor(&e->y)) &&
+         ok(dnn_api.cudnnCreateFilterDescriptor(&e->w)) &&
+         ok(dnn_api.cudnnCreateConvolutionDescriptor(&e->conv)) &&
+         ok(dnn_api.cudnnSetTensor4dDescriptor(e->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, s->B,
+                                               s->C, s->H, s->W)) &&
+         ok(dnn_api.cudnnSetTensor4dDescriptor(e->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, s->B,
+                                               s->OC, a3_conv2d_out_h(s), a3_conv2d_out_w(s))) &&
+         ok(dnn_api.cudnnSetFilter4dDescriptor(e->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, s->OC,
+                                               s->C, s->KH, s->KW)) &&
+         ok(dnn_api.cudnnSetConvolution2dDescriptor(e->conv, s->pad_top, s->pad_left, s->stride,
+                                                    s->stride, 1, 1, CUDNN_CROSS_CORRELATION,
+                                                    CUDNN_DATA_FLOAT));
+}
+
+static size_t larger(size_t a, size_t b) { return a > b ? a : b; }
+
+// The first algorithm of a heuristic's list (p, n) that is usable and whose
+// workspace, asked of cuDNN for that algorithm and math type (the
+// heuristic's own figure is not the one to trust), fits DNN_WS_MAX. Sets
+// *algo, *math and grows e->workspace.
+template <typename Perf, typename Algo, typename WorkspaceSize>
+static int first_usable(const a3_backend *be, dnn_shape *e, const Perf *p, int n,
+                        WorkspaceSize workspace_size, Algo *algo, cudnnMathType_t *math) {
+  for (int i = 0; i < n; i++) {
+    if (!usable_algo(be, p[i].status, p[i].determinism, p[i].mathType)) continue;
+    const cudnnMathType_t m = run_math(be, p[i].mathType);
+    size_t bytes = 0;
+    if (!ok(dnn_api.cudnnSetConvolutionMathType(e->conv, m)) ||
+        !ok(workspace_size(p[i].algo, &bytes)) || bytes > DNN_WS_MAX)
+      continue;
+    *algo = p[i].algo, *math = m;
+    e->workspace = larger(e->workspace, bytes);
+    return 1;
+  }
+  return 0;
+}
+
+static int pick_forward(const a3_backend *be, cuda_dnn *d, dnn_shape *e) {
+  cudnnConvolutionFwdAlgoPerf_t p[DNN_ALGOS];
+  int n = 0;
+  if (!ok(dnn_api.cudnnSetConvolutionMathType(e->conv, search_math(be))) ||
+      !ok(dnn_api.cudnnGetConvolutionForwardAlgorithm_v7(d->handle, e->x, e->w, e->conv, e->y,
+                                                         DNN_ALGOS, &n, p)))
+    return 0;
+  auto size = [&](cudnnConvolutionFwdAlgo_t a, size_t *bytes) {
+    return dnn_api.cudnnGetConvolutionForwardWorkspaceSize(d->handle, e->x, e->w, e->conv, e->y, a,
+                                                           bytes);
+  };
+  return first_usable(be, e, p, n, size, &e->fwd, &e->fwd_math);
+}
+
+static int pick_backward_data(const a3_backend *be, cuda_dnn *d, dnn_shape *e) {
+  cudnnConvolutionBwdDataAlgoPerf_t p[DNN_ALGOS];
+  int n = 0;
+  if (!ok(dnn_api.cudnnSetConvolutionMathType(e->conv, search_math(be))) ||
+      !ok(dnn_api.cudnnGetConvolutionBackwardDataAlgorithm_v7(d->handle, e->w, e->y, e->conv, e->x,
+                                                              DNN_ALGOS, &n, p)))
+    return 0;
+  auto size = [&](cudnnConvolutionBwdDataAlgo_t a, size_t *bytes) {
+    return dnn_api.cudnnGetConvolutionBackwardDataWorkspaceSize(d->handle, e->w, e->y, e->conv,
+                                                                e->x, a, bytes);
+  };
+  return first_usable(be, e, p, n, size, &e->bwd_data, &e->data_math);
+}
+
+static int pick_backward_filter(const a3_backend *be, cuda_dnn *d, dnn_shape *e) {
+  cudnnConvolutionBwdFilterAlgoPerf_t p[DNN_ALGOS];
+  int n = 0;
+  if (!ok(dnn_api.cudnnSetConvolutionMathType(e->conv, search_math(be))) ||
+      !ok(dnn_api.cudnnGetConvolutionBackwardFilterAlgorithm_v7(d->handle, e->x, e->y, e->conv,
+                                                                e->w, DNN_ALGOS, &n, p)))
+    return 0;
+  auto size = [&](cudnnConvolutionBwdFilterAlgo_t a, size_t *bytes) {
+    return dnn_api.cudnnGetConvolutionBackwardFilterWorkspaceSize(d->handle, e->x, e->y, e->conv,
+                                                                  e->w, a, bytes);
+  };
+  return first_usable(be, e, p, n, size, &e->bwd_filter, &e->filter_math);
+}
+
+// Workspace parts stay 256-byte aligned, as cudaMalloc's blocks are.
+static size_t round_up_256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// cuDNN pads symmetrically only. Diffusers' Downsample2D with padding 0 pads
+// (0, 1, 0, 1): that runs as a conv with no padding over an explicitly
+// padded copy of the input (in the workspace, before cuDNN's part).
+static void plan_padding(dnn_shape *e) {
+  const a3_conv2d_shape *s = &e->shape;
+  e->run = *s;
+  if (s->pad_top == s->pad_bottom && s->pad_left == s->pad_right) return;
+  e->run.H = s->H + s->pad_top + s->pad_bottom, e->run.W = s->W + s->pad_left + s->pad_right;
+  e->run.pad_top = e->run.pad_bottom = e->run.pad_left = e->run.pad_right = 0;
+  e->padded_bytes = round_up_256((size_t)s->B * s->C * e->run.H * e->run.W * sizeof(float));
+}
+
+// The shape's entry, planned at its first sight; NULL: the im2col path.
+static const dnn_shape *find_shape(const a3_backend *be, const a3_conv2d_shape *s) {
+  cuda_dnn *d = backend_dnn(be);
+  if (!d) return NULL;
+  for (int i = 0; i < d->n; i++)
+    if (!memcmp(&d->shapes[i].shape, s, sizeof *s)) return d->shapes[i].ok ? &d->shapes[i] : NULL;
+  if (d->n == DNN_MAX_SHAPES) return NULL;
+  dnn_shape *e = &d->shapes[d->n++];
+  e->shape = *s;
+  plan_padding(e);
+  e->dweight_bytes = round_up_256((size_t)s->OC * s->C * s->KH * s->KW * sizeof(float));
+  e->ok = make_descriptors(e) && pick_forward(be, d, e) && pick_backward_data(be, d, e) &&
+          pick_backward_filter(be, d, e);
+  return e->ok ? e : NULL;
+}
+
+// ---------------------------------------------------------------- explicit padding
+
+// padded (B*C planes of PH x PW) = inp (B*C planes of H x W) placed at
+// (top, left), zeros around it.
+__global__ static void pad_kernel(float *padded, const float *inp, int planes, int H, int W, int PH,
+                                  int PW, int top, int left) {
+  const int n = PH * PW;
+  for (int plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+    const float *src = inp + (size_t)plane * H * W;
+    float *dst = padded + (size_t)plane * n;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+      const int y = i / PW - top, x = i % PW - left;
+      dst[i] = y >= 0 && y < H && x >= 0 && x < W ? src[y * W + x] : 0.0f;
+    }
+  }
+}
+
+// dinp (B*C planes of H x W) = the (top, left) window of dpadded.
+__global__ static void crop_kernel(float *dinp, const float *dpadded, int planes, int H, int W,
+                                   int PH, int PW, int top, int left) {
+  const int n = H * W;
+  for (int plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+    const float *src = dpadded + (size_t)plane * PH * PW;
+    float *dst = dinp + (size_t)plane * n;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+      dst[i] = src[(i / W + top) * PW + i % W + left];
+  }
+}
+
+static dim3 plane_grid(int planes, int n) {
+  const unsigned x = (unsigned)((n + CU_THREADS - 1) / CU_THREADS);
+  return dim3(x < 64 ? x : 64, planes < 65535 ? (unsigned)planes : 65535u);
+}
+
+static int pad_input(const a3_backend *be, const dnn_shape *e, float *padded, const float *inp) {
+  const a3_conv2d_shape *s = &e->shape;
+  const int planes = s->B * s->C;
+  pad_kernel<<<plane_grid(planes, e->run.H * e->run.W), CU_THREADS, 0, cu_stream(be)>>>(
+      padded, inp, planes, s->H, s->W, e->run.H, e->run.W, s->pad_top, s->pad_left);
+  return CU_LAUNCHED(be);
+}
+
+static void crop_gradient(const a3_backend *be, const dnn_shape *e, float *dinp,
+                          const float *dpadded) {
+  const a3_conv2d_shape *s = &e->shape;
+  const int planes = s->B * s->C;
+  crop_kernel<<<plane_grid(planes, s->H * s->W), CU_THREADS, 0, cu_stream(be)>>>(
+      dinp, dpadded, planes, s->H, s->W, e->run.H, e->run.W, s->pad_top, s->pad_left);
+  CU_LAUNCHED(be);
+}
+
+// ---------------------------------------------------------------- the ops
+
+extern "C" const char *a3_backend_cuda_conv_engine(const a3_backend *be) {
+  if (!a3_backend_is_cuda(be)) return "none";
+  if (!backend_dnn(be) && cu_state(be)->dnn_failed)
+    return "im2col + cuBLAS (cuDNN found but cudnnCreate failed)";
+  return dnn_engine;
+}
+
+size_t cu_dnn_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s) {
+  const dnn_shape *e = find_shape(be, s);
+  return e ? e->padded_bytes + e->dweight_bytes + e->workspace : 0;
+}
+
+int cu_dnn_conv2d_available(const a3_backend *be, const a3_conv2d_shape *s) {
+  return find_shape(be, s) != NULL;
+}
+
+// The workspace: [padded input or its gradient (padded_bytes)]
+// [filter gradient (dweight_bytes)][cuDNN's (workspace)].
+static float *dweight_scratch(const dnn_shape *e, void *workspace) {
+  return (float *)((char *)workspace + e->padded_bytes);
+}
+
+static void *dnn_workspace(const dnn_shape *e, void *workspace) {
+  return (char *)workspace + e->padded_bytes + e->dweight_bytes;
+}
+
+// dweight (n) += scratch (n). The filter gradient goes through an aligned
+// scratch, not straight into dweight with beta = 1: a parameter in the flat
+// gradient buffer is only as aligned as the tensors before it make it, and
+// cuDNN's kernels may assume more.
+// The weight as cuDNN gets it: itself when 16-byte aligned (any model whose
+// tensors before it hold multiples of 4 floats), else a copy in the
+// scratch (a learned gate's single float shifts every tensor after it).
+static const float *aligned_weight(const a3_backend *be, const dnn_shape *e, const float *weight,
+                                   void *workspace) {
+  if ((uintptr_t)weight % 16 == 0) return weight;
+  const a3_conv2d_shape *s = &e->shape;
+  float *copy = dweight_scratch(e, workspace);
+  const size_t bytes = (size_t)s->OC * s->C * s->KH * s->KW * sizeof(float);
+  return CU_CHECK(be, cudaMemcpyAsync(copy, weight, bytes, cudaMemcpyDeviceToDevice, cu_stream(be)))
+             ? copy
+             : NULL;
+}
+
+__global__ static void add_into_kernel(float *dweight, const float *scratch, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    dweight[i] += scratch[i];
+}
+
+void cu_dnn_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
+                           float *out,          // (B, OC, OH, OW): = conv + beta * out
+                           const float *inp,    // (B, C, H, W)
+                           const float *weight, // (OC, C, KH, KW)
+                           float beta, void *workspace) {
+  const dnn_shape *e = find_shape(be, s);
+  const float one = 1.0f;
+  if (e->padded_bytes) { // (B, C, H + pads, W + pads)
+    if (!pad_input(be, e, (float *)workspace, inp)) return;
+    inp = (const float *)workspace;
+  }
+  if (!(weight = aligned_weight(be, e, weight, workspace)) ||
+      !DNN(be, cudnnSetConvolutionMathType(e->conv, e->fwd_math)))
+    return;
+  DNN(be,
+      cudnnConvolutionForward(backend_dnn(be)->handle, &one, e->x, inp, e->w, weight, e->conv,
+                              e->fwd, dnn_workspace(e, workspace), e->workspace, &beta, e->y, out));
+}
+
+// dweight += the filter gradient (inp padded first when the shape needs it).
+static int backward_filter(const a3_backend *be, const dnn_shape *e, float *dweight,
+                           const float *dout, const float *inp, void *workspace) {
+  const float one = 1.0f, zero = 0.0f;
+  const a3_conv2d_shape *s = &e->shape;
+  if (e->padded_bytes) {
+    if (!pad_input(be, e, (float *)workspace, inp)) return 0;
+    inp = (const float *)workspace;
+  }
+  float *scratch = dweight_scratch(e, workspace);
+  if (!DNN(be, cudnnSetConvolutionMathType(e->conv, e->filter_math)) ||
+      !DNN(be, cudnnConvolutionBackwardFilter(backend_dnn(be)->handle, &one, e->x, inp, e->y, dout,
+                                              e->conv, e->bwd_filter, dnn_workspace(e, workspace),
+                                              e->workspace, &zero, e->w, scratch)))
+    return 0;
+  const int n = s->OC * s->C * s->KH * s->KW;
+  add_into_kernel<<<cu_blocks((size_t)n, CU_THREADS), CU_THREADS, 0, cu_stream(be)>>>(dweight,
+                                                                                      scratch, n);
+  return CU_LAUNCHED(be);
+}
+
+// dinp = the data gradient (through the padded gradient, cropped, when the
+// shape needs it).
+static void backward_data(const a3_backend *be, const dnn_shape *e, float *dinp, const float *dout,
+                          const float *weight, void *workspace) {
+  const float one = 1.0f, zero = 0.0f;
+  float *dx = e->padded_bytes ? (float *)workspace : dinp;
+  if (!(weight = aligned_weight(be, e, weight, workspace)) ||
+      !DNN(be, cudnnSetConvolutionMathType(e->conv, e->data_math)) ||
+      !DNN(be, cudnnConvolutionBackwardData(backend_dnn(be)->handle, &one, e->w, weight, e->y, dout,
+                                            e->conv, e->bwd_data, dnn_workspace(e, workspace),
+                                            e->workspace, &zero, e->x, dx)))
+    return;
+  if (e->padded_bytes) crop_gradient(be, e, dinp, dx);
+}
+
+void cu_dnn_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s,
+                            float *dinp,         // (B, C, H, W) overwritten, or NULL
+                            float *dweight,      // (OC, C, KH, KW) +=, or NULL
+                            const float *dout,   // (B, OC, OH, OW)
+                            const float *inp,    // (B, C, H, W)
+                            const float *weight, // (OC, C, KH, KW)
+                            void *workspace) {
+  const dnn_shape *e = find_shape(be, s);
+  // The padded input is dead once the filter gradient is queued: the data
+  // gradient may reuse its place (same stream, in order).
+  if (dweight && !backward_filter(be, e, dweight, dout, inp, workspace)) return;
+  if (dinp) backward_data(be, e, dinp, dout, weight, workspace);
+}
