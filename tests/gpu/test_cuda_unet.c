@@ -106,10 +106,21 @@ static double typical_grad_norm(const a3_unet *ref, const float *gr) {
   return count ? sqrt(sum / count) : 0.0;
 }
 
-static bool zero_in_exact_arithmetic(const char *name) {
-  const char *suffix = ".to_k.bias";
+static bool ends_with(const char *name, const char *suffix) {
   const size_t n = strlen(name), k = strlen(suffix);
   return n >= k && !strcmp(name + n - k, suffix);
+}
+
+static bool zero_in_exact_arithmetic(const char *name) { return ends_with(name, ".to_k.bias"); }
+
+// A learned gate's gradient is one sum over B*T*C products of random-sign
+// terms, which cancels to about 1/sqrt(B*T*C) of its terms' absolute sum
+// (1/181 at batch 8 of 64 channels at 8x8): the upstream rounding that leaves
+// the other tensors near 1e-5 leaves a gate near 1e-3 (8.7e-4 seen on an H100
+// with the im2col convolutions). A wrong gate gradient is off by O(1).
+#define TOL_GATE 1e-2
+static double tolerance_for(const char *name) {
+  return ends_with(name, ".adapter.gate") ? TOL_GATE : TOL_MODEL;
 }
 
 #define ZERO_GRAD_TOL 1e-4
@@ -190,7 +201,7 @@ static int compare_grads(const char *label, const a3_unet *ref, const float *gr,
       continue;
     }
     const double e = rel_err(gc + p->offset, gr + p->offset, p->numel);
-    if (!(e <= TOL_MODEL)) bad++;
+    if (!(e <= tolerance_for(p->name))) bad++;
     if (e > max_err || isnan(e)) max_err = isnan(e) ? INFINITY : e;
     // keep the WORST_SHOWN largest, sorted descending
     int pos = n_worst < WORST_SHOWN ? n_worst++ : WORST_SHOWN;
@@ -214,8 +225,9 @@ static int compare_grads(const char *label, const a3_unet *ref, const float *gr,
   if (bad) printf("    %d tensors over the tolerance\n", bad);
   for (int k = 0; k < n_worst; k++) {
     const a3_param *p = a3_unet_param_at(ref, worst[k].idx);
+    const double tol = tolerance_for(p->name);
     printf("      %-60s %9zu  %10.3e%s\n", p->name, p->numel, worst[k].err,
-           worst[k].err <= TOL_MODEL ? "" : "  FAIL");
+           worst[k].err <= tol ? (tol == TOL_MODEL ? "" : "  (gate bound 1e-2)") : "  FAIL");
   }
   if (!probe) failures += !ok;
   return ok;

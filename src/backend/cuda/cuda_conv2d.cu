@@ -59,10 +59,27 @@ static int use_dnn(const a3_backend *be, const a3_conv2d_shape *s) {
   return !is_pointwise(s) && cu_dnn_conv2d_available(be, s);
 }
 
-size_t cuda_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s) {
-  if (use_dnn(be, s)) return cu_dnn_conv2d_workspace_size(be, s);
+// In exact fp32 the backward stays on im2col + cuBLAS even with cuDNN (only
+// the forward uses it): on an H100 (cuDNN 9.14) a training step of the
+// ddpm-cifar10-32 U-Net at batch 128 with every conv trainable hit an illegal
+// memory access in the backward with cuDNN's FMA-math algorithms, twice,
+// while tf32 / bf16, and fp32 with only the attention trainable, ran and
+// matched the CPU. Which algorithm (filter or data gradient) is not known yet.
+static int dnn_backward(const a3_backend *be) {
+  return cu_state(be)->compute != CUBLAS_COMPUTE_32F;
+}
+
+static size_t im2col_workspace_size(const a3_conv2d_shape *s) {
   const conv_dims d = get_dims(s);
   return ((size_t)d.K + s->OC) * d.P * d.nb * sizeof(float);
+}
+
+size_t cuda_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s) {
+  if (!use_dnn(be, s)) return im2col_workspace_size(s);
+  const size_t dnn = cu_dnn_conv2d_workspace_size(be, s);
+  if (dnn_backward(be)) return dnn;
+  const size_t col = im2col_workspace_size(s);
+  return dnn > col ? dnn : col;
 }
 
 // ---------------------------------------------------------------- kernels
@@ -228,6 +245,33 @@ static void pointwise_dinp(const a3_backend *be, const a3_conv2d_shape *s, float
                                (long long)s->C * P, s->B));
 }
 
+// The im2col + cuBLAS backward: dweight +=, dinp overwritten (either NULL).
+static void im2col_backward(const a3_backend *be, const a3_conv2d_shape *s, const conv_dims *d,
+                            float *dinp,         // (B, C, H, W) or NULL
+                            float *dweight,      // (OC, C, KH, KW) or NULL
+                            const float *dout,   // (B, OC, OH, OW)
+                            const float *inp,    // (B, C, H, W)
+                            const float *weight, // (OC, C, KH, KW)
+                            void *workspace) {
+  float *col = (float *)workspace;
+  float *tmp = col + (size_t)d->K * d->P * d->nb;
+  const size_t img_size = (size_t)s->C * s->H * s->W, out_size = (size_t)s->OC * d->P;
+  for (int b0 = 0; b0 < s->B; b0 += d->nb) {
+    const int nb = s->B - b0 < d->nb ? s->B - b0 : d->nb, L = nb * d->P;
+    const size_t ncol = (size_t)d->K * L, nout = (size_t)s->OC * L;
+    if (!LAUNCH(be, nout, permute_kernel, tmp, dout + b0 * out_size, s->OC, d->P, nb)) return;
+    if (dweight) {
+      if (!LAUNCH(be, ncol, im2col_kernel, col, inp + b0 * img_size, *s, d->OW, d->P, nb)) return;
+      if (!gemm_dweight(be, dweight, tmp, col, s->OC, d->K, L)) return;
+    }
+    if (dinp) { // col is free again: the dweight GEMM is queued before on the same stream
+      if (!gemm_dcol(be, col, weight, tmp, s->OC, d->K, L)) return;
+      const size_t nimg = (size_t)nb * img_size;
+      if (!LAUNCH(be, nimg, col2im_kernel, dinp + b0 * img_size, col, *s, d->OH, d->OW, nb)) return;
+    }
+  }
+}
+
 void cuda_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s,
                           float *dinp,         // (B, C, H, W) overwritten, or NULL
                           float *dweight,      // (OC, C, KH, KW) +=, or NULL
@@ -242,29 +286,12 @@ void cuda_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s,
   if (dbias) cu_plane_sums(be, dbias, dout, s->OC, s->B, out_size, d.P, 1);
   const int pointwise = is_pointwise(s);
   if (pointwise && dinp) pointwise_dinp(be, s, dinp, dout, weight, d.P);
-  const int need_dinp = dinp && !pointwise;
-  if (!dweight && !need_dinp) return;
-  if (use_dnn(be, s)) {
-    cu_dnn_conv2d_backward(be, s, need_dinp ? dinp : NULL, dweight, dout, inp, weight, workspace);
-    return;
-  }
-  float *col = (float *)workspace;
-  float *tmp = col + (size_t)d.K * d.P * d.nb;
-  const size_t img_size = (size_t)s->C * s->H * s->W;
-  for (int b0 = 0; b0 < s->B; b0 += d.nb) {
-    const int nb = s->B - b0 < d.nb ? s->B - b0 : d.nb, L = nb * d.P;
-    const size_t ncol = (size_t)d.K * L, nout = (size_t)s->OC * L;
-    if (!LAUNCH(be, nout, permute_kernel, tmp, dout + b0 * out_size, s->OC, d.P, nb)) return;
-    if (dweight) {
-      if (!LAUNCH(be, ncol, im2col_kernel, col, inp + b0 * img_size, *s, d.OW, d.P, nb)) return;
-      if (!gemm_dweight(be, dweight, tmp, col, s->OC, d.K, L)) return;
-    }
-    if (need_dinp) { // col is free again: the dweight GEMM is queued before on the same stream
-      if (!gemm_dcol(be, col, weight, tmp, s->OC, d.K, L)) return;
-      const size_t nimg = (size_t)nb * img_size;
-      if (!LAUNCH(be, nimg, col2im_kernel, dinp + b0 * img_size, col, *s, d.OH, d.OW, nb)) return;
-    }
-  }
+  float *conv_dinp = pointwise ? NULL : dinp;
+  if (!dweight && !conv_dinp) return;
+  if (use_dnn(be, s) && dnn_backward(be))
+    cu_dnn_conv2d_backward(be, s, conv_dinp, dweight, dout, inp, weight, workspace);
+  else
+    im2col_backward(be, s, &d, conv_dinp, dweight, dout, inp, weight, workspace);
 }
 
 #ifdef A3FTA_NO_CUDNN
