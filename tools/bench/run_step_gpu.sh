@@ -176,7 +176,12 @@ for c in cases:
 
 MB = 2.0 ** 20
 rows = [("config", "batch", "strategy", "precision", "a3fta-ms", "torch-ms", "ratio",
-         "a3fta-GFLOP/s", "a3fta-MB", "torch-MB")]
+         "a3fta-GFLOP/s", "MFU", "a3fta-MB", "torch-MB")]
+# The card's matrix rate, measured in this run: a3fta's 4096^3 GEMM per precision.
+gemm_peak = {}
+for (cfg, s, p), d in a3.items():
+    if d["SGEMM"]:
+        gemm_peak[p] = max(gemm_peak.get(p, 0.0), d["SGEMM"][0])
 notes = []
 for c in cases:
     cfg, batch = c.split(":")
@@ -189,9 +194,10 @@ for c in cases:
             gf = a["FLOPS"][1] / ma * 1e3 if ma and a["FLOPS"] else None
             amb = sum(a["MEM"][:4]) / MB if a and a["MEM"] else None
             tmb = t["MEM"][0] / MB if t and t["MEM"] else None
+            mfu = gf / gemm_peak[p] if gf and gemm_peak.get(p) else None
             rows.append((cfg, batch, s, p, fmt(ma, ".2f"), fmt(mt, ".2f"),
                          fmt(mt / ma if ma and mt else None, ".2f"), fmt(gf, ".0f"),
-                         fmt(amb, ".0f"), fmt(tmb, ".0f")))
+                         fmt(mfu, ".1%"), fmt(amb, ".0f"), fmt(tmb, ".0f")))
             if a and t and a["PARAMS"] and t["PARAMS"]:
                 if a["PARAMS"] != t["PARAMS"] or a["EXTRAS"] != t["EXTRAS"]:
                     notes.append(f"WARNING {cfg} {s}: the models differ: a3fta PARAMS "
@@ -213,7 +219,10 @@ for who, res in (("a3fta linear_forward", a3), ("torch.mm", torch)):
             peaks[who, p] = max(peaks.get((who, p), 0.0), d["SGEMM"][0])
 lines.append("")
 lines.append("ms: median over all timed steps of all repetitions; ratio = torch ms / a3fta ms "
-             "(> 1: a3fta faster); a3fta has no bf16 (torch's bf16 autocast row is a reference)")
+             "(> 1: a3fta faster); bf16: a3fta's bf16 GEMM operands with fp32 storage (its cuDNN "
+             "convs: TF32), torch's autocast")
+lines.append("MFU: a3fta GFLOP/s over the 4096^3 GEMM rate a3fta measured in this run at that "
+             "precision (below)")
 lines.append("GFLOP/s: a3fta's counted step FLOPs / a3fta ms; MB: device memory (a3fta: arena + "
              "params + grads + AdamW; torch: max_memory_allocated)")
 if peaks:

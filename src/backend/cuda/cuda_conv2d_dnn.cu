@@ -14,7 +14,8 @@
 // Every conv shape gets its descriptors and algorithms once, when the model
 // plans its workspace (cuda_conv2d_workspace_size), from cuDNN's heuristics:
 // the first deterministic algorithm that fits DNN_WS_MAX bytes of workspace
-// and the precision. fp32 allows FMA math only (no TF32); tf32 and bf16 allow
+// and the precision. fp32 allows FMA math only (no TF32), and only for the
+// forward (its backward stays on im2col: cuda_conv2d.cu); tf32 and bf16 allow
 // TF32 tensor cores (cuDNN has no fp32-storage bf16 mode, so bf16's convs
 // round operands to TF32, more precise than bf16). Asymmetric padding, which
 // cuDNN cannot express, runs over an explicitly padded copy of the input.
