@@ -293,6 +293,25 @@ static void plan_padding(dnn_shape *e) {
   e->padded_bytes = round_up_256((size_t)s->B * s->C * e->run.H * e->run.W * sizeof(float));
 }
 
+// With A3FTA_CONV_TRACE=1 in the environment, each conv shape's plan goes to
+// stderr: which convolutions run where, and why one is not on cuDNN.
+static void trace_plan(const dnn_shape *e, const char *missing) {
+  static int trace = -1;
+  if (trace < 0) trace = getenv("A3FTA_CONV_TRACE") && strcmp(getenv("A3FTA_CONV_TRACE"), "0");
+  if (!trace) return;
+  const a3_conv2d_shape *s = &e->shape;
+  fprintf(stderr, "conv (%d, %d, %d, %d) -> %d, %dx%d stride %d pads %d %d %d %d: ", s->B, s->C,
+          s->H, s->W, s->OC, s->KH, s->KW, s->stride, s->pad_top, s->pad_bottom, s->pad_left,
+          s->pad_right);
+  if (missing)
+    fprintf(stderr, "im2col (cuDNN: no usable %s)\n", missing);
+  else
+    fprintf(stderr, "cuDNN fwd %d data %d filter %d, workspace %.1f MB%s\n", (int)e->fwd,
+            (int)e->bwd_data, (int)e->bwd_filter,
+            (double)(e->padded_bytes + e->dweight_bytes + e->workspace) / 1048576.0,
+            e->padded_bytes ? ", explicit padding" : "");
+}
+
 // The shape's entry, planned at its first sight; NULL: the im2col path.
 static const dnn_shape *find_shape(const a3_backend *be, const a3_conv2d_shape *s) {
   cuda_dnn *d = backend_dnn(be);
@@ -305,8 +324,14 @@ static const dnn_shape *find_shape(const a3_backend *be, const a3_conv2d_shape *
   plan_padding(e);
   e->dweight_bytes = round_up_256((size_t)s->OC * s->C * s->KH * s->KW * sizeof(float));
   // Exact fp32 runs the backward on im2col (cuda_conv2d.cu says why).
-  e->ok = make_descriptors(e) && pick_forward(be, d, e) &&
-          (fp32_exact(be) || (pick_backward_data(be, d, e) && pick_backward_filter(be, d, e)));
+  const char *missing = !make_descriptors(e)              ? "descriptors"
+                        : !pick_forward(be, d, e)         ? "forward algorithm"
+                        : fp32_exact(be)                  ? NULL
+                        : !pick_backward_data(be, d, e)   ? "data-gradient algorithm"
+                        : !pick_backward_filter(be, d, e) ? "filter-gradient algorithm"
+                                                          : NULL;
+  e->ok = missing == NULL;
+  trace_plan(e, missing);
   return e->ok ? e : NULL;
 }
 
