@@ -4,7 +4,9 @@
 // tf32 and bf16 round the operands inside the tensor cores:
 //   fp32: CUBLAS_COMPUTE_32F (with the default math mode: no TF32),
 //   tf32: CUBLAS_COMPUTE_32F_FAST_TF32 (10-bit mantissa operands),
-//   bf16: CUBLAS_COMPUTE_32F_FAST_16BF (8-bit mantissa operands).
+//   bf16: CUBLAS_COMPUTE_32F_FAST_16BF (8-bit mantissa operands, in principle:
+//         on an H100 with CUDA 13 cuBLAS ran it like tf32, with tf32's errors
+//         and speed; true bf16 needs the operands stored as bf16).
 #include "cuda_internal.h"
 
 cublasComputeType_t cu_compute_type(a3_precision p) {
