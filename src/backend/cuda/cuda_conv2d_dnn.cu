@@ -414,10 +414,6 @@ static void *dnn_workspace(const dnn_shape *e, void *workspace) {
   return (char *)workspace + e->padded_bytes + e->dweight_bytes;
 }
 
-// dweight (n) += scratch (n). The filter gradient goes through an aligned
-// scratch, not straight into dweight with beta = 1: a parameter in the flat
-// gradient buffer is only as aligned as the tensors before it make it, and
-// cuDNN's kernels may assume more.
 // The weight as cuDNN gets it: itself when 16-byte aligned (any model whose
 // tensors before it hold multiples of 4 floats), else a copy in the
 // scratch (a learned gate's single float shifts every tensor after it).
@@ -430,11 +426,6 @@ static const float *aligned_weight(const a3_backend *be, const dnn_shape *e, con
   return CU_CHECK(be, cudaMemcpyAsync(copy, weight, bytes, cudaMemcpyDeviceToDevice, cu_stream(be)))
              ? copy
              : NULL;
-}
-
-__global__ static void add_into_kernel(float *dweight, const float *scratch, int n) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
-    dweight[i] += scratch[i];
 }
 
 void cu_dnn_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
@@ -457,6 +448,9 @@ void cu_dnn_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
 }
 
 // dweight += the filter gradient (inp padded first when the shape needs it).
+// It goes through an aligned scratch, then cuda_accumulate, not straight into
+// dweight with beta = 1: a parameter in the flat gradient buffer is only as
+// aligned as the tensors before it make it, and cuDNN's kernels may assume more.
 static int backward_filter(const a3_backend *be, const dnn_shape *e, float *dweight,
                            const float *dout, const float *inp, void *workspace) {
   const float one = 1.0f, zero = 0.0f;
@@ -471,10 +465,8 @@ static int backward_filter(const a3_backend *be, const dnn_shape *e, float *dwei
                                               e->conv, e->bwd_filter, dnn_workspace(e, workspace),
                                               e->workspace, &zero, e->w, scratch)))
     return 0;
-  const int n = s->OC * s->C * s->KH * s->KW;
-  add_into_kernel<<<cu_blocks((size_t)n, CU_THREADS), CU_THREADS, 0, cu_stream(be)>>>(dweight,
-                                                                                      scratch, n);
-  return CU_LAUNCHED(be);
+  cuda_accumulate(be, dweight, scratch, (size_t)s->OC * s->C * s->KH * s->KW);
+  return cu_state(be)->error == A3_OK;
 }
 
 // dinp = the data gradient (through the padded gradient, cropped, when the
