@@ -31,6 +31,7 @@
 #include "a3fta/core.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct a3_backend a3_backend;
 typedef struct a3_backend_ops a3_backend_ops;
@@ -395,6 +396,20 @@ struct a3_backend_ops {
                          const float *alphas_cumprod,      // (T) the schedule
                          uint64_t seed, uint64_t step, uint64_t sample0, int batch, int per_sample,
                          int T);
+
+  // ------------------------------------------------------------ training images
+  // A training micro-batch's images from the training subset kept in the
+  // backend's memory, so that a device step uploads nothing:
+  //   x[i, :] = a3_batch_pixel(images[k_i, :]) with k_i = items[i] >> 1,
+  //   mirrored left-right (w -> S - 1 - w) when items[i] & 1,
+  // a3_batch_pixel(p) = p / 127.5 - 1 (backend_noise.h), bitwise on every
+  // backend. `items` is HOST memory (an exception to the convention above):
+  // a device backend hands it to its kernels as launch arguments, so the
+  // call neither copies nor waits, and the caller may reuse it at once.
+  void (*batch_images)(const a3_backend *be, float *x, // (count, C, S, S)
+                       const uint8_t *images,          // (n, C, S, S) the subset
+                       const uint32_t *items,          // (count) host: image << 1 | flip
+                       int count, int C, int S);
 };
 
 // ---------------------------------------------------------------- the CPU backend

@@ -1,10 +1,11 @@
 // a3fta backend: the formulas of a training batch's randomness (timesteps,
-// Gaussian noise) and of add_noise, as inline functions for the host and the
-// device. Part of the backend module (backend.h's training_noise op): one
-// definition serves the host functions of src/diffusion/noise.c, the CPU
-// backend's op (src/backend/cpu/noise_ops.c) and the CUDA kernels
-// (src/backend/cuda/cuda_noise.cu), so that the three can differ only where
-// the device's math library does (a3_noise_randn_pair).
+// Gaussian noise), of add_noise and of its images' pixels, as inline
+// functions for the host and the device. Part of the backend module
+// (backend.h's training_noise and batch_images ops): one definition serves
+// the host functions (src/diffusion/noise.c, src/train/trainer_data.c), the
+// CPU backend's ops (src/backend/cpu/noise_ops.c) and the CUDA kernels
+// (src/backend/cuda/cuda_noise.cu), so that they can differ only where the
+// device's math library does (a3_noise_randn_pair).
 #ifndef A3FTA_BACKEND_NOISE_H
 #define A3FTA_BACKEND_NOISE_H
 
@@ -92,6 +93,16 @@ static inline A3_HD void a3_noise_coefs(float acp, float *a, float *b) {
 // One element of x_t = a x0 + b eps: two products and one sum, each rounded.
 static inline A3_HD float a3_noise_mix(float a, float x0, float b, float eps) {
   return A3_NOISE_FADD(A3_NOISE_FMUL(a, x0), A3_NOISE_FMUL(b, eps));
+}
+
+// A training image's pixel p in [0, 255] -> [-1, 1]: one division and one
+// subtraction, each rounded (the batch_images op and the host's batches).
+static inline A3_HD float a3_batch_pixel(uint8_t p) {
+#ifdef __CUDA_ARCH__
+  return __fsub_rn(__fdiv_rn((float)p, 127.5f), 1.0f);
+#else
+  return (float)p / 127.5f - 1.0f;
+#endif
 }
 
 #endif

@@ -71,9 +71,10 @@ void a3_train_data_free(a3_train_data *d); // safe on a zeroed struct
 // Subset image of global sample g (see "Batches"); `perm` (n) and `*epoch`
 // (-1 initially) cache the current epoch's permutation.
 int64_t a3_train_sample_image(uint64_t seed, int64_t n, int64_t g, int64_t *perm, int64_t *epoch);
-// x (count, C, S, S) in [-1, 1]: global samples [g0, g0 + count).
-void a3_train_batch_images(const a3_train_data *d, uint64_t seed, bool hflip, int64_t g0,
-                           int64_t count, int64_t *perm, int64_t *epoch, float *x);
+// The images of global samples [g0, g0 + count) as the backend's
+// batch_images op takes them: items[i] = subset image << 1 | mirrored.
+void a3_train_batch_items(const a3_train_data *d, uint64_t seed, bool hflip, int64_t g0,
+                          int64_t count, int64_t *perm, int64_t *epoch, uint32_t *items);
 
 // ---------------------------------------------------------------- gradients
 // The trainer sums gradients over its ranks with a3fta/comm.h's bucketed
@@ -166,21 +167,42 @@ void a3_trainer_free(a3_trainer *t); // NULL is fine
 // Continues from a checkpoint (collective; every rank reads it).
 a3_status a3_trainer_resume(a3_trainer *t, const char *path) A3_WARN_UNUSED;
 
-// One optimizer step (collective): *loss is the mean loss of the global
-// batch (every rank gets it), *lr the learning rate the update used.
+// One optimizer step (collective) whose loss is read later: on a GPU it
+// only queues the step's work (no copy, no wait: the host runs ahead) and
+// the loss stays in device memory. At most a3_trainer_pending_capacity
+// steps may wait for a3_trainer_take_losses.
+a3_status a3_trainer_advance(a3_trainer *t) A3_WARN_UNUSED;
+int64_t a3_trainer_pending(const a3_trainer *t); // steps advanced, losses not yet taken
+int64_t a3_trainer_pending_capacity(const a3_trainer *t);
+
+// The pending steps' losses, first_step .. first_step + n - 1: loss[i] is
+// the mean loss of step first_step + i's global batch (every rank gets it),
+// lr[i] the learning rate its update used. Valid until the next advance.
+typedef struct {
+  int64_t first_step, n;
+  const double *loss, *lr;
+} a3_step_losses;
+// Collective: one download of the device's losses (which waits for the
+// queued work and reports its first error) and one all-reduce of n doubles.
+a3_status a3_trainer_take_losses(a3_trainer *t, a3_step_losses *out) A3_WARN_UNUSED;
+
+// advance + take_losses (no steps may be pending): *loss is the mean loss of
+// the global batch (every rank gets it), *lr the learning rate the update used.
 a3_status a3_trainer_step(a3_trainer *t, double *loss, double *lr) A3_WARN_UNUSED;
 
 // Writes a checkpoint of the current state (collective: rank 0 writes, all
 // ranks return its status).
 a3_status a3_trainer_save(a3_trainer *t, const char *path) A3_WARN_UNUSED;
 
-// This rank's time inside a3_trainer_step (MPI_Wtime), summed over the steps
-// this trainer ran (not those before a resume): comm_s waits for the
-// data-parallel sums to finish (the gradient sum the backward started, on a
-// GPU with its copies through host memory, and the loss all-reduce); a rank
-// that computes faster waits there for the slowest. compute_s is the rest of
-// each step: batch, forward, backward (starting the gradient buckets),
-// clipping, AdamW, EMA. One rank: comm_s = 0. grad_bytes: the gradient the
+// This rank's time inside a3_trainer_advance and a3_trainer_take_losses
+// (MPI_Wtime), summed over the steps this trainer ran (not those before a
+// resume): comm_s waits for the data-parallel sums to finish (the gradient
+// sum the backward started, on a GPU with its copies through host memory,
+// and the loss all-reduce); a rank that computes faster waits there for the
+// slowest. compute_s is the rest: batch, forward, backward (starting the
+// gradient buckets), clipping, AdamW, EMA, and on a GPU, whose steps only
+// queue work, the waits for that work when the losses are taken. One rank:
+// comm_s = 0. grad_bytes: the gradient the
 // data-parallel sum reduces each step, 4 bytes per trainable parameter
 // (also with one rank, where nothing is sent).
 typedef struct {

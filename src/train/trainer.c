@@ -34,10 +34,17 @@ struct a3_trainer {
   int64_t micro, r_begin, r_count, per_sample;
   float *x0, *noise, *x_t, *tf, *out, *dout; // (r_count, per_sample) or (r_count)
   int32_t *t;                                // (r_count)
+  uint32_t *items;                           // (r_count) a micro-batch's images (batch_images)
   int64_t *perm, epoch;                      // batch permutation cache (n subset images)
-  int64_t step;                              // optimizer steps done
-  a3_step_timing timing;                     // of the steps this trainer ran
-  char base_hash[A3_BASE_HASH_MAX];          // of the weights model.init gave (checkpoints)
+  // Steps done whose losses are not yet taken (a3_trainer_take_losses):
+  // first_pending + 1 .. step. Their learning rates, and on the CPU their
+  // losses (this rank's share); on a GPU the losses wait in device memory.
+  int64_t first_pending, pending_cap;
+  double *pending_lr, *pending_loss; // (pending_cap)
+  float *micro_losses;               // (pending_cap * grad_accum) a GPU's, once taken
+  int64_t step;                      // optimizer steps done
+  a3_step_timing timing;             // of the steps this trainer ran
+  char base_hash[A3_BASE_HASH_MAX];  // of the weights model.init gave (checkpoints)
   a3_train_device *dev; // the GPU side, or NULL: m, its optimizer and EMA train on the CPU
 };
 
@@ -69,7 +76,11 @@ void a3_trainer_free(a3_trainer *t) {
   free(t->out);
   free(t->dout);
   free(t->t);
+  free(t->items);
   free(t->perm);
+  free(t->pending_lr);
+  free(t->pending_loss);
+  free(t->micro_losses);
   free(t->config_yaml);
   a3_config_free(&t->cfg);
   free(t);
@@ -114,6 +125,7 @@ static a3_status alloc_batch(a3_trainer *t) {
   A3_TRY(A3_ALLOC(t->dout, n * per));
   A3_TRY(A3_ALLOC(t->tf, n));
   A3_TRY(A3_ALLOC(t->t, n));
+  A3_TRY(A3_ALLOC(t->items, n));
   A3_TRY(A3_ALLOC(t->perm, (size_t)t->data.n));
   t->epoch = -1;
   return A3_OK;
@@ -159,8 +171,8 @@ static a3_status setup_model(a3_trainer *t) {
 // On a GPU the device model trains and the host model only holds the weights
 // for checkpoints, so only one of the two needs activation memory.
 static a3_status setup_device(a3_trainer *t) {
-  A3_TRY(a3_train_device_open(&t->cfg, t->comm, t->m, &t->sched, t->segs, t->n_segs, t->r_count,
-                              &t->dev));
+  A3_TRY(a3_train_device_open(&t->cfg, t->comm, t->m, &t->sched, &t->data, t->segs, t->n_segs,
+                              t->r_count, &t->dev));
   if (!t->dev) {
     if (t->r_count > 0) A3_TRY(a3_unet_plan(t->m, (int)t->r_count));
     return A3_OK;
@@ -169,11 +181,30 @@ static a3_status setup_device(a3_trainer *t) {
   return a3_train_device_push(t->dev, t->m, t->adam_m, t->adam_v, t->ema);
 }
 
+// Room for the losses of PENDING_STEPS steps (fewer when the device's
+// buffer holds fewer micro-batches): the loop takes them far more often.
+enum { PENDING_STEPS = 1024 };
+static a3_status alloc_pending(a3_trainer *t) {
+  const int64_t accum = t->cfg.train.grad_accum;
+  int64_t cap = PENDING_STEPS;
+  if (t->dev && a3_train_device_loss_capacity(t->dev) / accum < cap)
+    cap = a3_train_device_loss_capacity(t->dev) / accum;
+  if (cap < 1)
+    return A3_FAIL(A3_ERR_CONFIG,
+                   "train.grad_accum = %lld is more than the %lld micro-batches a step may have",
+                   (long long)accum, (long long)a3_train_device_loss_capacity(t->dev));
+  t->pending_cap = cap;
+  A3_TRY(A3_ALLOC(t->pending_lr, (size_t)cap));
+  A3_TRY(A3_ALLOC(t->pending_loss, (size_t)cap));
+  A3_TRY(A3_ALLOC(t->micro_losses, (size_t)(cap * accum)));
+  return A3_OK;
+}
+
 // More than one rank: the bucketed gradient sum, its buckets in backward
 // order; NCCL when every rank trains on a GPU (A3FTA_GRAD_COMM decides
 // otherwise, and can ask for NCCL on one rank), else MPI over host memory.
 static a3_status setup_grad_comm(a3_trainer *t) {
-  int on_gpu = t->dev != NULL, all_on_gpu = on_gpu;
+  int on_gpu = t->dev && a3_backend_is_cuda(a3_train_device_backend(t->dev)), all_on_gpu = on_gpu;
   if (t->size > 1 &&
       MPI_Allreduce(&on_gpu, &all_on_gpu, 1, MPI_INT, MPI_MIN, t->comm) != MPI_SUCCESS)
     return A3_FAIL(A3_ERR_MPI, "agreeing on the gradient sum over %d ranks failed", t->size);
@@ -220,6 +251,7 @@ static a3_status setup(a3_trainer *t) {
   A3_TRY(setup_model(t));
   A3_TRY(setup_optimizer(t));
   A3_TRY(setup_device(t));
+  A3_TRY(alloc_pending(t));
   A3_TRY(setup_grad_comm(t)); // after the device: NCCL sums its gradients
   return A3_OK;
 }
@@ -258,38 +290,37 @@ static a3_status grads_ready(void *ctx, int stage) {
   return a3_grad_comm_ready(t->gc, comm_grads(t), stage);
 }
 
+// A micro-batch's share of the step's mean loss on this rank: n_r / micro / accum.
+static double micro_weight(const a3_trainer *t) {
+  return (double)t->r_count / (double)t->micro / (double)t->cfg.train.grad_accum;
+}
+
 static a3_status backward(a3_trainer *t, int64_t k) {
   const a3_backward_hook hook = {grads_ready, t};
   const bool last = k == t->cfg.train.grad_accum - 1;
   return a3_unet_backward_hooked(t->m, t->dout, NULL, t->gc && last ? &hook : NULL);
 }
 
-// Micro-batch k on the GPU: only the images x0 go up; the device draws
-// their timesteps and noise with the host's formulas (the training_noise op).
-static a3_status device_micro(a3_trainer *t, int64_t k, int64_t sample0, double weight,
-                              double *loss_share) {
-  double loss = 0.0;
-  const a3_backward_hook hook = {grads_ready, t};
-  const bool last = k == t->cfg.train.grad_accum - 1;
-  A3_TRY(a3_train_device_micro(t->dev, t->x0, (uint64_t)t->cfg.train.seed, (uint64_t)t->step,
-                               (uint64_t)sample0, t->r_count, t->per_sample, weight,
-                               t->nccl && last ? &hook : NULL, &loss));
-  *loss_share = loss * weight;
-  return A3_OK;
-}
-
-// Forward and backward of micro-batch k on this rank's slice; returns the
-// slice's share of the global mean loss (its mean times n_r / micro / accum).
+// Forward and backward of micro-batch k on this rank's slice; on the CPU
+// *loss_share = the slice's share of the global mean loss (its mean times
+// n_r / micro / accum); on a GPU the loss stays there (take_losses).
 static a3_status micro_step(a3_trainer *t, int64_t k, double *loss_share) {
   *loss_share = 0.0;
   if (t->r_count == 0) return A3_OK; // more ranks than images in a micro-batch
   const uint64_t seed = (uint64_t)t->cfg.train.seed;
   const int64_t sample0 = k * t->micro + t->r_begin; // within the step
   const int64_t g0 = t->step * t->cfg.train.batch_size + sample0;
-  a3_train_batch_images(&t->data, seed, t->cfg.data.hflip, g0, t->r_count, t->perm, &t->epoch,
-                        t->x0);
-  const double weight = (double)t->r_count / (double)t->micro / (double)t->cfg.train.grad_accum;
-  if (t->dev) return device_micro(t, k, sample0, weight, loss_share);
+  a3_train_batch_items(&t->data, seed, t->cfg.data.hflip, g0, t->r_count, t->perm, &t->epoch,
+                       t->items);
+  const double weight = micro_weight(t);
+  if (t->dev) {
+    const a3_backward_hook hook = {grads_ready, t};
+    const bool last = k == t->cfg.train.grad_accum - 1;
+    return a3_train_device_micro(t->dev, t->items, seed, (uint64_t)t->step, (uint64_t)sample0,
+                                 t->r_count, weight, t->nccl && last ? &hook : NULL);
+  }
+  t->be->ops->batch_images(t->be, t->x0, t->data.images, t->items, (int)t->r_count,
+                           t->data.channels, t->data.size);
   A3_TRY(a3_diffusion_training_batch(&t->sched, seed, (uint64_t)t->step, (uint64_t)sample0,
                                      t->r_count, t->per_sample, t->x0, t->t, t->noise, t->x_t));
   for (int64_t i = 0; i < t->r_count; i++) t->tf[i] = (float)t->t[i];
@@ -317,13 +348,6 @@ static a3_status reduce_grads(a3_trainer *t) {
   return A3_OK;
 }
 
-static a3_status reduce_loss(a3_trainer *t, double *loss) {
-  if (t->size == 1) return A3_OK;
-  if (MPI_Allreduce(MPI_IN_PLACE, loss, 1, MPI_DOUBLE, MPI_SUM, t->comm) != MPI_SUCCESS)
-    return A3_FAIL(A3_ERR_MPI, "loss all-reduce over %d ranks failed", t->size);
-  return A3_OK;
-}
-
 static a3_status update(a3_trainer *t, double lr_factor) {
   if (t->dev) {
     a3_adamw_hparams h = t->hp;
@@ -342,9 +366,13 @@ static a3_status update(a3_trainer *t, double lr_factor) {
   return A3_OK;
 }
 
-a3_status a3_trainer_step(a3_trainer *t, double *loss, double *lr) {
+a3_status a3_trainer_advance(a3_trainer *t) {
   const double t0 = MPI_Wtime();
   const a3_train_config *tc = &t->cfg.train;
+  const int64_t pending = t->step - t->first_pending;
+  if (pending >= t->pending_cap)
+    return A3_FAIL(A3_ERR_INTERNAL, "trainer: the losses of %lld steps were not taken",
+                   (long long)pending);
   const double factor = a3_lr_factor(tc->lr_schedule, t->step, tc->warmup, tc->steps);
   if (t->dev)
     a3_train_device_zero_grads(t->dev);
@@ -357,21 +385,72 @@ a3_status a3_trainer_step(a3_trainer *t, double *loss, double *lr) {
     total += share;
   }
   // Communication: waiting for the gradient sum the backward started (on a
-  // GPU with MPI, with its copies through host memory; with NCCL, for the
-  // comm stream) and the loss sum; the rest of the step is compute. The
-  // compute stream's work before it has finished by then (the last
-  // micro-batch's loss download waits for it), as has the update's.
+  // GPU with MPI, with its copies through host memory, which wait for the
+  // backward; with NCCL the device waits for the comm stream, not the host).
   const double comm0 = MPI_Wtime();
   A3_TRY(reduce_grads(t));
-  A3_TRY(reduce_loss(t, &total));
   const double comm = MPI_Wtime() - comm0;
   A3_TRY(update(t, factor));
   t->timing.comm_s += comm;
   t->timing.compute_s += MPI_Wtime() - t0 - comm;
   t->timing.steps++;
+  t->pending_loss[pending] = total;
+  t->pending_lr[pending] = t->hp.lr * factor;
   t->step++;
-  *loss = total;
-  *lr = t->hp.lr * factor;
+  return A3_OK;
+}
+
+int64_t a3_trainer_pending(const a3_trainer *t) { return t->step - t->first_pending; }
+int64_t a3_trainer_pending_capacity(const a3_trainer *t) { return t->pending_cap; }
+
+// A GPU's pending losses: each step's sum of its micro-batches' weighted
+// means, in micro-batch order as on the CPU. The wait for the device is
+// compute time.
+static a3_status take_device_losses(a3_trainer *t, int64_t pending) {
+  const double t0 = MPI_Wtime();
+  int64_t n = 0;
+  A3_TRY(a3_train_device_take_losses(t->dev, t->micro_losses, &n));
+  t->timing.compute_s += MPI_Wtime() - t0;
+  const int64_t accum = t->cfg.train.grad_accum, expect = t->r_count > 0 ? pending * accum : 0;
+  if (n != expect)
+    return A3_FAIL(A3_ERR_INTERNAL, "device: %lld micro-batch losses for %lld steps of %lld",
+                   (long long)n, (long long)pending, (long long)accum);
+  const double weight = micro_weight(t);
+  for (int64_t i = 0; i < pending; i++) {
+    double total = 0.0;
+    for (int64_t k = 0; k < accum && n; k++)
+      total += (double)t->micro_losses[i * accum + k] * weight;
+    t->pending_loss[i] = total;
+  }
+  return A3_OK;
+}
+
+a3_status a3_trainer_take_losses(a3_trainer *t, a3_step_losses *out) {
+  const int64_t pending = t->step - t->first_pending;
+  if (t->dev) A3_TRY(take_device_losses(t, pending));
+  const double t0 = MPI_Wtime();
+  if (t->size > 1 && pending > 0 &&
+      MPI_Allreduce(MPI_IN_PLACE, t->pending_loss, (int)pending, MPI_DOUBLE, MPI_SUM, t->comm) !=
+          MPI_SUCCESS)
+    return A3_FAIL(A3_ERR_MPI, "loss all-reduce over %d ranks failed", t->size);
+  t->timing.comm_s += MPI_Wtime() - t0;
+  *out = (a3_step_losses){.first_step = t->first_pending + 1,
+                          .n = pending,
+                          .loss = t->pending_loss,
+                          .lr = t->pending_lr};
+  t->first_pending = t->step;
+  return A3_OK;
+}
+
+a3_status a3_trainer_step(a3_trainer *t, double *loss, double *lr) {
+  if (t->step > t->first_pending)
+    return A3_FAIL(A3_ERR_INTERNAL, "trainer: a3_trainer_step with %lld steps' losses not taken",
+                   (long long)(t->step - t->first_pending));
+  A3_TRY(a3_trainer_advance(t));
+  a3_step_losses taken;
+  A3_TRY(a3_trainer_take_losses(t, &taken));
+  *loss = taken.loss[0];
+  *lr = taken.lr[0];
   return A3_OK;
 }
 
@@ -414,7 +493,7 @@ a3_status a3_trainer_resume(a3_trainer *t, const char *path) {
   if (step < 0 || step > t->cfg.train.steps)
     return A3_FAIL(A3_ERR_INPUT, "%s: step %lld is outside 0..train.steps (%lld)", path,
                    (long long)step, (long long)t->cfg.train.steps);
-  t->step = step;
+  t->step = t->first_pending = step;
   if (t->dev) A3_TRY(a3_train_device_push(t->dev, t->m, t->adam_m, t->adam_v, t->ema));
   return A3_OK;
 }

@@ -4,6 +4,7 @@
 #include "a3fta/trainer.h"
 #include "io/image_fit.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,11 @@ static a3_status select_subset(a3_dataset *ds, const a3_data_config *dc, int64_t
   if (*count == 0)
     return A3_FAIL(A3_ERR_CONFIG, "data: the subset of %s (split %s) is empty", dc->path,
                    spec.split);
+  if (*count > INT32_MAX) // a batch item holds an image index in 31 bits
+    return A3_FAIL(A3_ERR_CONFIG,
+                   "data: the subset of %s (split %s) has %lld images, more than 2^31 - 1; "
+                   "select fewer with data.classes or data.shots",
+                   dc->path, spec.split, (long long)*count);
   return A3_OK;
 }
 
@@ -115,23 +121,12 @@ int64_t a3_train_sample_image(uint64_t seed, int64_t n, int64_t g, int64_t *perm
   return perm[g % n];
 }
 
-// One image (C, S, S) uint8 -> [-1, 1], mirrored left-right when flip.
-static void to_float(const uint8_t *img, int C, int S, bool flip, float *x) {
-  for (int c = 0; c < C; c++)
-    for (int y = 0; y < S; y++) {
-      const uint8_t *row = img + ((size_t)c * S + y) * S;
-      float *dst = x + ((size_t)c * S + y) * S;
-      for (int i = 0; i < S; i++) dst[i] = (float)row[flip ? S - 1 - i : i] / 127.5f - 1.0f;
-    }
-}
-
-void a3_train_batch_images(const a3_train_data *d, uint64_t seed, bool hflip, int64_t g0,
-                           int64_t count, int64_t *perm, int64_t *epoch, float *x) {
-  const size_t per = (size_t)d->channels * d->size * d->size;
+void a3_train_batch_items(const a3_train_data *d, uint64_t seed, bool hflip, int64_t g0,
+                          int64_t count, int64_t *perm, int64_t *epoch, uint32_t *items) {
   for (int64_t i = 0; i < count; i++) {
     const int64_t g = g0 + i;
     const int64_t k = a3_train_sample_image(seed, d->n, g, perm, epoch);
     const bool flip = hflip && (a3_rng_u64(seed, A3_STREAM_HFLIP, (uint64_t)g) & 1u);
-    to_float(d->images + (size_t)k * per, d->channels, d->size, flip, x + (size_t)i * per);
+    items[i] = (uint32_t)k << 1 | (uint32_t)flip; // k < 2^31 (a3_train_data_load)
   }
 }

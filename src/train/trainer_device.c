@@ -1,26 +1,44 @@
 // The trainer's device side (see trainer_device.h): a device copy of the
-// model, the optimizer's moments and EMA in device memory, and the step's
-// loss, clipping, AdamW and EMA as backend ops, so that a step moves only
-// its micro-batches up and one loss float down.
+// model, the optimizer's moments, the EMA and the training images in device
+// memory, and the step's batch, loss, clipping, AdamW and EMA as backend
+// ops, so that a step only launches.
 #include "trainer_device.h"
 
 #include "a3fta/dist.h"
 
 #include <stdlib.h>
+#include <string.h>
+
+// Micro-batch losses the device keeps between two reads by the host.
+enum { LOSS_CAPACITY = 4096 };
+
+// A3FTA_TRAIN_DEVICE=cpu: a copy of the CPU backend whose impl counts copies.
+typedef struct {
+  a3_backend be;
+  a3_backend_ops ops;
+  int64_t uploads, downloads;
+} counted_cpu;
 
 struct a3_train_device {
   const a3_backend *be;
-  a3_unet *m; // the device copy
+  counted_cpu *cpu; // the A3FTA_TRAIN_DEVICE=cpu backend (be), or NULL
+  a3_unet *m;       // the device copy
   char name[400];
   const a3_param_segment *segs; // the trainer's, flat offsets
   int n_segs;
   int64_t n_train, batch, per_sample, T;
+  int C, S;                        // image channels and size
+  const a3_train_data *data;       // the trainer's (host) subset
+  uint8_t *images;                 // (n, C, S, S) its device copy, or NULL: upload per micro-batch
+  float *x0_host;                  // (batch, per_sample) host scratch when images is NULL
   float *x_t, *noise, *out, *dout; // (batch, per_sample)
   float *tf;                       // (batch)
   float *acp;                      // (T) the schedule's alphas_cumprod
-  float *loss, *scale;             // (1)
-  double *partials, *norm;         // (n_segs), (1)
-  float *adam_m, *adam_v, *ema;    // (n_train) compact
+  float *losses;                   // (LOSS_CAPACITY) micro-batch losses not yet read
+  int64_t n_losses;
+  float *scale;                 // (1)
+  double *partials, *norm;      // (n_segs), (1)
+  float *adam_m, *adam_v, *ema; // (n_train) compact
 };
 
 static a3_status alloc_floats(const a3_backend *be, float **p, size_t n) {
@@ -36,7 +54,7 @@ static a3_status alloc_buffers(a3_train_device *d) {
   A3_TRY(alloc_floats(be, &d->dout, act));
   A3_TRY(alloc_floats(be, &d->tf, (size_t)d->batch));
   A3_TRY(alloc_floats(be, &d->acp, (size_t)d->T));
-  A3_TRY(alloc_floats(be, &d->loss, 1));
+  A3_TRY(alloc_floats(be, &d->losses, LOSS_CAPACITY));
   A3_TRY(alloc_floats(be, &d->scale, 1));
   A3_TRY(alloc_floats(be, &d->adam_m, nt));
   A3_TRY(alloc_floats(be, &d->adam_v, nt));
@@ -57,32 +75,98 @@ static a3_status copy_model(a3_train_device *d, const a3_unet *host) {
   return A3_OK;
 }
 
-a3_status a3_train_device_open(const a3_config *cfg, MPI_Comm comm, const a3_unet *host,
-                               const a3_noise_schedule_table *sched, const a3_param_segment *segs,
-                               int n_segs, int64_t batch, a3_train_device **out) {
-  *out = NULL;
-  const a3_backend *be = NULL;
-  char name[sizeof((a3_train_device *)0)->name] = "";
-  A3_TRY(a3_backend_pick(cfg, comm, &be, name, sizeof name));
-  if (!be) return A3_OK;
-  a3_train_device *d = NULL;
-  a3_status s = A3_ALLOC(d, 1);
-  if (s != A3_OK) {
-    a3_backend_cuda_destroy(be);
-    A3_TRY(s);
+// ---------------------------------------------------------------- A3FTA_TRAIN_DEVICE=cpu
+
+static a3_status counted_upload(const a3_backend *be, void *dst, const void *src, size_t bytes) {
+  ((counted_cpu *)be->impl)->uploads++;
+  return a3_backend_cpu()->ops->upload(a3_backend_cpu(), dst, src, bytes);
+}
+
+static a3_status counted_download(const a3_backend *be, void *dst, const void *src, size_t bytes) {
+  ((counted_cpu *)be->impl)->downloads++;
+  return a3_backend_cpu()->ops->download(a3_backend_cpu(), dst, src, bytes);
+}
+
+static a3_status open_counted_cpu(counted_cpu **out, char *name, size_t cap) {
+  A3_TRY(A3_ALLOC(*out, 1));
+  counted_cpu *c = *out;
+  c->ops = *a3_backend_cpu()->ops;
+  c->ops.upload = counted_upload;
+  c->ops.download = counted_download;
+  c->be = (a3_backend){.name = "cpu-device", .ops = &c->ops, .impl = c};
+  snprintf(name, cap, "cpu, through the device path (A3FTA_TRAIN_DEVICE=cpu)");
+  return A3_OK;
+}
+
+void a3_train_device_copies(const a3_train_device *d, int64_t *uploads, int64_t *downloads) {
+  *uploads = d->cpu ? d->cpu->uploads : -1;
+  *downloads = d->cpu ? d->cpu->downloads : -1;
+}
+
+// ---------------------------------------------------------------- open / free
+
+static a3_status pick_backend(a3_train_device *d, const a3_config *cfg, MPI_Comm comm) {
+  const char *env = getenv("A3FTA_TRAIN_DEVICE");
+  if (env && strcmp(env, "cpu") == 0) {
+    A3_TRY(open_counted_cpu(&d->cpu, d->name, sizeof d->name));
+    d->be = &d->cpu->be;
+    return A3_OK;
   }
-  *d = (a3_train_device){
-      .be = be, .segs = segs, .n_segs = n_segs, .batch = batch > 0 ? batch : 1, .T = sched->T};
-  snprintf(d->name, sizeof d->name, "%s", name);
+  if (env && *env)
+    return A3_FAIL(A3_ERR_USAGE, "A3FTA_TRAIN_DEVICE=%s: the only value is cpu (tests)", env);
+  return a3_backend_pick(cfg, comm, &d->be, d->name, sizeof d->name);
+}
+
+// The subset's images in device memory, once; a device too small for them
+// falls back to uploading each micro-batch's images (logged).
+static a3_status keep_images(a3_train_device *d) {
+  const a3_backend *be = d->be;
+  const size_t bytes = (size_t)d->data->n * (size_t)d->per_sample;
+  if (be->ops->alloc(be, (void **)&d->images, bytes ? bytes : 1) == A3_OK)
+    return be->ops->upload(be, d->images, d->data->images, bytes);
+  a3_warn("the %zu MB of training images do not fit in device memory (%s): each micro-batch "
+          "uploads its images instead",
+          bytes >> 20, a3_error_message());
+  a3_error_clear();
+  d->images = NULL;
+  return A3_ALLOC(d->x0_host, (size_t)(d->batch * d->per_sample));
+}
+
+static a3_status fill_device(a3_train_device *d, const a3_unet *host,
+                             const a3_noise_schedule_table *sched) {
+  const a3_backend *be = d->be;
+  A3_TRY(copy_model(d, host));
+  A3_TRY(alloc_buffers(d));
+  A3_TRY(keep_images(d));
+  // Once per run: every micro-batch's add_noise reads it on the device.
+  A3_TRY(be->ops->upload(be, d->acp, sched->alphas_cumprod, (size_t)d->T * sizeof(float)));
+  return be->ops->synchronize(be);
+}
+
+a3_status a3_train_device_open(const a3_config *cfg, MPI_Comm comm, const a3_unet *host,
+                               const a3_noise_schedule_table *sched, const a3_train_data *data,
+                               const a3_param_segment *segs, int n_segs, int64_t batch,
+                               a3_train_device **out) {
+  *out = NULL;
+  a3_train_device *d = NULL;
+  A3_TRY(A3_ALLOC(d, 1));
+  *d = (a3_train_device){.segs = segs,
+                         .n_segs = n_segs,
+                         .batch = batch > 0 ? batch : 1,
+                         .T = sched->T,
+                         .data = data,
+                         .C = data->channels,
+                         .S = data->size};
+  snprintf(d->name, sizeof d->name, "cpu");
+  a3_status s = pick_backend(d, cfg, comm);
+  if (s != A3_OK || !d->be) {
+    a3_train_device_free(d);
+    return s;
+  }
   d->n_train = a3_segments_numel(segs, n_segs);
   const a3_arch_config *arch = a3_unet_arch(host);
   d->per_sample = arch->in_channels * arch->sample_size * arch->sample_size;
-  A3_TRY_GOTO(s, copy_model(d, host), fail);
-  A3_TRY_GOTO(s, alloc_buffers(d), fail);
-  // Once per run: every micro-batch's add_noise reads it on the device.
-  A3_TRY_GOTO(s, be->ops->upload(be, d->acp, sched->alphas_cumprod, (size_t)d->T * sizeof(float)),
-              fail);
-  A3_TRY_GOTO(s, be->ops->synchronize(be), fail);
+  A3_TRY_GOTO(s, fill_device(d, host, sched), fail);
   *out = d;
   return A3_OK;
 fail:
@@ -93,35 +177,65 @@ fail:
 void a3_train_device_free(a3_train_device *d) {
   if (!d) return;
   const a3_backend *be = d->be;
-  float *floats[] = {d->x_t,  d->noise, d->out,    d->dout,   d->tf, d->acp,
-                     d->loss, d->scale, d->adam_m, d->adam_v, d->ema};
-  for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) be->ops->release(be, floats[i]);
-  be->ops->release(be, d->partials);
-  be->ops->release(be, d->norm);
+  if (be) {
+    float *floats[] = {d->x_t,    d->noise, d->out,    d->dout,   d->tf, d->acp,
+                       d->losses, d->scale, d->adam_m, d->adam_v, d->ema};
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) be->ops->release(be, floats[i]);
+    be->ops->release(be, d->images);
+    be->ops->release(be, d->partials);
+    be->ops->release(be, d->norm);
+  }
   a3_unet_free(d->m);
-  a3_backend_cuda_destroy(be);
+  if (!d->cpu) a3_backend_cuda_destroy(be);
+  free(d->cpu);
+  free(d->x0_host);
   free(d);
 }
 
 const char *a3_train_device_name(const a3_train_device *d) { return d->name; }
 
-a3_status a3_train_device_micro(a3_train_device *d, const float *x0, uint64_t seed, uint64_t step,
-                                uint64_t sample0, int64_t count, int64_t per_sample, double weight,
-                                const a3_backward_hook *hook, double *loss) {
+// ---------------------------------------------------------------- the step
+
+// x_t's buffer gets the micro-batch's images x0 (count, C, S, S).
+static a3_status batch_images(a3_train_device *d, const uint32_t *items, int64_t count) {
   const a3_backend *be = d->be;
-  const size_t n = (size_t)(count * per_sample);
-  // x0 goes into x_t's buffer, which the op then turns into x_t in place.
-  A3_TRY(be->ops->upload(be, d->x_t, x0, n * sizeof(float)));
+  if (d->images) {
+    be->ops->batch_images(be, d->x_t, d->images, items, (int)count, d->C, d->S);
+    return A3_OK;
+  }
+  const a3_backend *cpu = a3_backend_cpu();
+  cpu->ops->batch_images(cpu, d->x0_host, d->data->images, items, (int)count, d->C, d->S);
+  return be->ops->upload(be, d->x_t, d->x0_host, (size_t)(count * d->per_sample) * sizeof(float));
+}
+
+a3_status a3_train_device_micro(a3_train_device *d, const uint32_t *items, uint64_t seed,
+                                uint64_t step, uint64_t sample0, int64_t count, double weight,
+                                const a3_backward_hook *hook) {
+  const a3_backend *be = d->be;
+  if (d->n_losses >= LOSS_CAPACITY)
+    return A3_FAIL(A3_ERR_INTERNAL, "device: %d micro-batch losses not read", LOSS_CAPACITY);
+  const size_t n = (size_t)(count * d->per_sample);
+  A3_TRY(batch_images(d, items, count));
+  // x_t's buffer holds x0, which the op turns into x_t in place.
   be->ops->training_noise(be, d->x_t, d->noise, d->tf, d->x_t, d->acp, seed, step, sample0,
-                          (int)count, (int)per_sample, (int)d->T);
+                          (int)count, (int)d->per_sample, (int)d->T);
   A3_TRY(a3_unet_forward(d->m, d->x_t, d->tf, d->out));
-  be->ops->mse_forward(be, d->loss, d->out, d->noise, n);
+  be->ops->mse_forward(be, d->losses + d->n_losses++, d->out, d->noise, n);
   be->ops->mse_backward(be, d->dout, d->out, d->noise, n, (float)weight);
-  A3_TRY(a3_unet_backward_hooked(d->m, d->dout, NULL, hook));
-  float l = 0.0f;
-  A3_TRY(be->ops->download(be, &l, d->loss, sizeof l));
-  *loss = (double)l;
-  return A3_OK;
+  return a3_unet_backward_hooked(d->m, d->dout, NULL, hook);
+}
+
+int64_t a3_train_device_loss_capacity(const a3_train_device *d) {
+  (void)d;
+  return LOSS_CAPACITY;
+}
+
+a3_status a3_train_device_take_losses(a3_train_device *d, float *losses, int64_t *n) {
+  const a3_backend *be = d->be;
+  *n = d->n_losses;
+  d->n_losses = 0;
+  if (*n) A3_TRY(be->ops->download(be, losses, d->losses, (size_t)*n * sizeof(float)));
+  return be->ops->synchronize(be);
 }
 
 int64_t a3_train_device_batch(const a3_train_device *d) { return d->batch; }
@@ -160,7 +274,7 @@ a3_status a3_train_device_update(a3_train_device *d, const a3_adamw_hparams *h, 
   A3_TRY(a3_adamw_step_on(be, h, t, d->segs, d->n_segs, params, grads, d->adam_m, d->adam_v,
                           d->scale));
   if (ema_decay >= 0) a3_ema_update_on(be, d->segs, d->n_segs, params, d->ema, ema_decay);
-  return be->ops->synchronize(be);
+  return A3_OK; // errors surface at the next take_losses or pull
 }
 
 const a3_backend *a3_train_device_backend(const a3_train_device *d) { return d->be; }
@@ -183,7 +297,7 @@ a3_status a3_train_device_pull(a3_train_device *d, a3_unet *host, float *m, floa
   A3_TRY(be->ops->download(be, m, d->adam_m, bytes));
   A3_TRY(be->ops->download(be, v, d->adam_v, bytes));
   if (ema) A3_TRY(be->ops->download(be, ema, d->ema, bytes));
-  return A3_OK;
+  return be->ops->synchronize(be); // an earlier step's error must not reach a checkpoint
 }
 
 a3_status a3_train_device_push(a3_train_device *d, const a3_unet *host, const float *m,

@@ -175,22 +175,45 @@ static a3_status heldout_after(run_state *r, a3_trainer *t, int64_t step, double
   return A3_OK;
 }
 
-static a3_status after_step(run_state *r, a3_trainer *t, const a3_train_options *opt, double loss,
-                            double lr) {
-  const int64_t step = a3_trainer_steps_done(t);
+// A step after which the loop reads the pending losses: one it logs,
+// evaluates or checkpoints, the last, or one that fills the pending buffer.
+// In between, a GPU step only queues work.
+static bool take_due(const run_state *r, const a3_trainer *t, int64_t step, int64_t stop) {
+  const a3_train_config *tc = &r->cfg->train;
+  const int64_t heldout = r->cfg->eval.heldout_every;
+  return step == stop || step == tc->steps || step % tc->log_every == 0 ||
+         (heldout > 0 && step % heldout == 0) ||
+         (tc->checkpoint_every > 0 && step % tc->checkpoint_every == 0) ||
+         a3_trainer_pending(t) >= a3_trainer_pending_capacity(t);
+}
+
+static void write_row(run_state *r, int64_t step, double loss, double lr, double heldout) {
+  if (!r->csv) return;
+  fprintf(r->csv, "%lld,%.17g,%.9g,", (long long)step, loss, lr);
+  if (!isnan(heldout)) fprintf(r->csv, "%.9g", heldout);
+  fputc('\n', r->csv);
+}
+
+// The pending steps' losses into losses.csv, on_step and the log; then the
+// held-out loss and checkpoint the last of them is due for.
+static a3_status take_losses(run_state *r, a3_trainer *t, const a3_train_options *opt) {
+  a3_step_losses L;
+  A3_TRY(a3_trainer_take_losses(t, &L));
+  const int64_t last = L.first_step + L.n - 1;
   double heldout = NAN;
-  A3_TRY(heldout_after(r, t, step, &heldout));
-  if (r->csv) {
-    fprintf(r->csv, "%lld,%.17g,%.9g,", (long long)step, loss, lr);
-    if (!isnan(heldout)) fprintf(r->csv, "%.9g", heldout);
-    fputc('\n', r->csv);
-    fflush(r->csv); // a killed run keeps its rows
+  A3_TRY(heldout_after(r, t, last, &heldout));
+  for (int64_t i = 0; i < L.n; i++) {
+    const int64_t step = L.first_step + i;
+    const double held = step == last ? heldout : NAN;
+    write_row(r, step, L.loss[i], L.lr[i], held);
+    if (opt && opt->on_step) opt->on_step(opt->ctx, step, L.loss[i], L.lr[i]);
+    log_step(r, step, L.loss[i], L.lr[i], held);
+    r->last_loss = L.loss[i];
   }
-  if (opt && opt->on_step) opt->on_step(opt->ctx, step, loss, lr);
-  log_step(r, step, loss, lr, heldout);
+  if (r->csv) fflush(r->csv); // a killed run keeps its rows
   const int64_t every = r->cfg->train.checkpoint_every;
-  const bool last = step == r->cfg->train.steps;
-  if (last || (every > 0 && step % every == 0)) A3_TRY(a3_trainer_save(t, r->ckpt));
+  if (last == r->cfg->train.steps || (every > 0 && last % every == 0))
+    A3_TRY(a3_trainer_save(t, r->ckpt));
   return A3_OK;
 }
 
@@ -224,10 +247,8 @@ static a3_status loop(run_state *r, a3_trainer *t, const a3_train_options *opt) 
             (long long)steps, (long long)r->cfg->train.batch_size, size, size == 1 ? "" : "s",
             r->cfg->train.lr);
   while (a3_trainer_steps_done(t) < stop) {
-    double loss = 0.0, lr = 0.0;
-    A3_TRY(a3_trainer_step(t, &loss, &lr));
-    r->last_loss = loss;
-    A3_TRY(after_step(r, t, opt, loss, lr));
+    A3_TRY(a3_trainer_advance(t));
+    if (take_due(r, t, a3_trainer_steps_done(t), stop)) A3_TRY(take_losses(r, t, opt));
   }
   return A3_OK;
 }

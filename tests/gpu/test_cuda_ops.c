@@ -718,6 +718,11 @@ static const tcase cases[] = {
     GN("groupnorm_bwd", op_gn_bwd, NULL, 2, 64, 64, 8, 1e-5f),
     GN("groupnorm_bwd", op_gn_bwd, NULL, 2, 128, 1024, 32, 1e-6f),
     GN("groupnorm_bwd", op_gn_bwd, NULL, 3, 12, 49, 3, 1e-5f),
+    // groups of several register chunks (65536 floats), and of 4097 (one float past a chunk,
+    // odd HW: no float4 loads), for the CUDA kernels' multi-chunk path
+    GN("groupnorm_fwd", op_gn_fwd, NULL, 1, 32, 4096, 2, 1e-5f),
+    GN("groupnorm_bwd", op_gn_bwd, NULL, 1, 32, 4096, 2, 1e-5f),
+    GN("groupnorm_silu_bwd", op_gns_bwd, NULL, 2, 17, 241, 1, 1e-5f),
     GN("groupnorm_bwd", op_gn_bwd, "dinp", 2, 64, 64, 8, 1e-5f),
     GN("groupnorm_bwd", op_gn_bwd, "dweight,dbias", 2, 64, 64, 8, 1e-5f),
     GN("groupnorm_silu_fwd", op_gns_fwd, NULL, 2, 64, 256, 8, 1e-5f),
@@ -1090,9 +1095,62 @@ static int check_table(const a3_backend *be) {
   HAS(relu_forward) HAS(relu_backward) HAS(gated_add_forward) HAS(gated_add_backward);
   HAS(softmax_xent_forward) HAS(softmax_xent_backward);
   HAS(sum_squares) HAS(clip_scale) HAS(adamw_update) HAS(ema_update) HAS(sampler_step);
-  HAS(training_noise);
+  HAS(training_noise) HAS(batch_images);
 #undef HAS
   return missing == 0;
+}
+
+// ---------------------------------------------------------------- batch images
+// batch_images takes uint8 images and host items, so it runs outside the
+// float table: random images and items (flips included) on both backends,
+// compared bit for bit (one division and one subtraction, each rounded).
+// Counts above 960 take several launches on CUDA (items travel as launch
+// arguments).
+static int batch_images_case(const a3_backend *ref, const a3_backend *cand, int n, int C, int S,
+                             int count, uint64_t seed) {
+  const size_t per = (size_t)C * S * S, img_bytes = (size_t)n * per, x_bytes = count * per * 4;
+  uint8_t *images = malloc(img_bytes);
+  uint32_t *items = malloc((size_t)count * sizeof *items);
+  float *host[2] = {malloc(x_bytes), malloc(x_bytes)};
+  int ok = images && items && host[0] && host[1];
+  for (size_t i = 0; ok && i < img_bytes; i++) images[i] = (uint8_t)a3_rng_u64(seed, 1, i);
+  for (int i = 0; ok && i < count; i++)
+    items[i] = (uint32_t)(a3_rng_u64(seed, 2, (uint64_t)i) % (uint64_t)n) << 1 |
+               (uint32_t)(a3_rng_u64(seed, 3, (uint64_t)i) & 1u);
+  const a3_backend *be[2] = {ref, cand};
+  for (int k = 0; ok && k < 2; k++) {
+    uint8_t *d_img = NULL;
+    float *d_x = NULL;
+    ok = be[k]->ops->alloc(be[k], (void **)&d_img, img_bytes) == A3_OK &&
+         be[k]->ops->alloc(be[k], (void **)&d_x, x_bytes) == A3_OK &&
+         be[k]->ops->upload(be[k], d_img, images, img_bytes) == A3_OK;
+    if (ok) be[k]->ops->batch_images(be[k], d_x, d_img, items, count, C, S);
+    ok = ok && be[k]->ops->download(be[k], host[k], d_x, x_bytes) == A3_OK &&
+         be[k]->ops->synchronize(be[k]) == A3_OK;
+    be[k]->ops->release(be[k], d_img);
+    be[k]->ops->release(be[k], d_x);
+  }
+  if (!ok) printf("batch_images: %s\n", a3_error_message());
+  const int same = ok && !memcmp(host[0], host[1], x_bytes);
+  char shape[96];
+  snprintf(shape, sizeof shape, "n=%d C=%d S=%d count=%d", n, C, S, count);
+  printf("%-24s %-58s %-5s %11s %8.1e  %s\n", "batch_images", shape, "-", same ? "0" : "differs",
+         0.0, same ? "PASS" : "FAIL");
+  free(images);
+  free(items);
+  free(host[0]);
+  free(host[1]);
+  return same;
+}
+
+enum { N_BATCH_IMAGES_CASES = 3 };
+static int batch_images_cases(const a3_backend *ref, const a3_backend *cand) {
+  const uint64_t seed = base_seed ^ 0x5bd1e995u;
+  int failures = 0;
+  failures += !batch_images_case(ref, cand, 60, 1, 32, 64, seed);      // Fashion-MNIST padded
+  failures += !batch_images_case(ref, cand, 37, 3, 32, 128, seed + 1); // CIFAR
+  failures += !batch_images_case(ref, cand, 5, 3, 7, 2000, seed + 2);  // 3 launches, odd S
+  return failures;
 }
 
 // ---------------------------------------------------------------- negative checks
@@ -1218,9 +1276,11 @@ int main(int argc, char **argv) {
     printf("%-24s %-58s %-5s %11s %8s  %s\n", "op", "shape", "prec", "max-rel-err", "tol",
            "result");
     for (int i = 0; i < N_CASES; i++) failures += !run_case(i, ref, cand, prec, 0);
+    failures += batch_images_cases(ref, cand);
   }
   const int negative = against_cpu ? negative_checks(prec) : 0;
-  printf("test_cuda_ops: %d cases, %d passed, %d failed%s (%s, %s)\n", N_CASES, N_CASES - failures,
+  const int n_cases = N_CASES + N_BATCH_IMAGES_CASES;
+  printf("test_cuda_ops: %d cases, %d passed, %d failed%s (%s, %s)\n", n_cases, n_cases - failures,
          failures,
          against_cpu ? (negative ? ", negative checks FAILED" : ", negative checks passed") : "",
          cand->name, precision_name(prec));

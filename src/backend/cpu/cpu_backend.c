@@ -76,6 +76,7 @@ static const a3_backend_ops cpu_ops = {
     .ema_update = cpu_ema_update,
     .sampler_step = cpu_sampler_step,
     .training_noise = cpu_training_noise,
+    .batch_images = cpu_batch_images,
 };
 
 static const a3_backend cpu_backend = {.name = "cpu", .ops = &cpu_ops, .impl = NULL};

@@ -1,6 +1,8 @@
-// The training_noise op on the CPU: the formulas of a3fta/backend_noise.h,
-// which the host functions of src/diffusion/noise.c use too, so the op gives
-// bitwise what a3_diffusion_training_batch gives (tests/diffusion/test_noise_op.c).
+// A training batch's ops on the CPU: training_noise with the formulas of
+// a3fta/backend_noise.h, which the host functions of src/diffusion/noise.c
+// use too, so the op gives bitwise what a3_diffusion_training_batch gives
+// (tests/diffusion/test_noise_op.c); batch_images, which the host's batches
+// (a3_train_batch_images) run too.
 //
 // No CPU_FP_CONTRACT: add_noise's products and sum keep their own fp32
 // roundings, as diffusers' tensor ops do.
@@ -38,4 +40,22 @@ void cpu_training_noise(const a3_backend *be, float *x_t, float *noise, float *t
     noise_row(x_t + o, noise + o, x0 + o, alphas_cumprod[(int)tf[i]], seed, step,
               sample0 + (uint64_t)i, per_sample);
   }
+}
+
+// One image (C, S, S) -> [-1, 1], mirrored left-right when flip.
+static void image_row(float *x, const uint8_t *img, int C, int S, int flip) {
+  for (int r = 0; r < C * S; r++) {
+    const uint8_t *src = img + (size_t)r * S;
+    float *dst = x + (size_t)r * S;
+    for (int w = 0; w < S; w++) dst[w] = a3_batch_pixel(src[flip ? S - 1 - w : w]);
+  }
+}
+
+void cpu_batch_images(const a3_backend *be, float *x, const uint8_t *images, const uint32_t *items,
+                      int count, int C, int S) {
+  (void)be;
+  const size_t per = (size_t)C * S * S;
+  for (int i = 0; i < count; i++)
+    image_row(x + (size_t)i * per, images + (size_t)(items[i] >> 1) * per, C, S,
+              (int)(items[i] & 1u));
 }

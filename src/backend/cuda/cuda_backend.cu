@@ -192,6 +192,7 @@ static a3_backend_ops make_ops(void) {
   t.ema_update = cu_ema_update;
   t.sampler_step = cu_sampler_step;
   t.training_noise = cu_training_noise;
+  t.batch_images = cu_batch_images;
   return t;
 }
 

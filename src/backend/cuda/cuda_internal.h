@@ -266,9 +266,11 @@ void cu_ema_update(const a3_backend *be, float *ema, const float *param, size_t 
 void cu_sampler_step(const a3_backend *be, float *x_prev, const float *eps, const float *x_t,
                      const float *noise, size_t n, const a3_sampler_scalars *s);
 
-// cuda_noise.cu (a training batch's timesteps, noise and x_t)
+// cuda_noise.cu (a training batch: its images, timesteps, noise and x_t)
 void cu_training_noise(const a3_backend *be, float *x_t, float *noise, float *tf, const float *x0,
                        const float *alphas_cumprod, uint64_t seed, uint64_t step, uint64_t sample0,
                        int batch, int per_sample, int T);
+void cu_batch_images(const a3_backend *be, float *x, const uint8_t *images, const uint32_t *items,
+                     int count, int C, int S);
 
 #endif

@@ -1,0 +1,124 @@
+// The GPU's training path (trainer_device.c) on a machine without a GPU:
+// A3FTA_TRAIN_DEVICE=cpu runs it on a copy of the CPU backend that counts
+// its host <-> device copies. Checked here:
+// - a training step copies nothing: 7 steps advanced make no upload and no
+//   download; taking their losses is one download (the issue's "no copies
+//   inside a step except the loss at logging intervals);
+// - the device path trains like the host path: the same losses bit for bit
+//   (same CPU ops, and the backend's batch_images, training_noise, clipping,
+//   AdamW and EMA ops give the host functions' numbers), for a3fta
+//   (adapters, EMA) with gradient accumulation and a warmup + cosine lr;
+// - a3_trainer_step refuses to run while losses are pending, and
+//   a3_trainer_take_losses returns the steps in order with their lrs.
+// (The rest of the trainer tests run on this path too: CMakeLists.txt.)
+#define _POSIX_C_SOURCE 200809L
+#include "io/io_test_util.h"
+#include "test_util.h"
+#include "train/trainer_device.h"
+#include "trainer_test_util.h"
+
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { STEPS = 12 };
+
+static char *dir;
+static char data[4200];
+
+static const char *const extra[] = {
+    "strategy.name=a3fta", "train.batch_size=4",       "train.grad_accum=2", "train.steps=12",
+    "train.log_every=4",   "train.lr_schedule=cosine", "train.warmup=3"};
+enum { N_EXTRA = (int)(sizeof extra / sizeof extra[0]) };
+
+static int load(a3_config *cfg, const char *sub) {
+  const int rc = tt_config(cfg, data, io_path(dir, sub), extra, N_EXTRA);
+  CHECK(rc == 0);
+  return rc;
+}
+
+static void use_device_path(int on) {
+  if (on)
+    setenv("A3FTA_TRAIN_DEVICE", "cpu", 1);
+  else
+    unsetenv("A3FTA_TRAIN_DEVICE");
+}
+
+static void copies(a3_trainer *t, int64_t *up, int64_t *down) {
+  a3_train_device_copies(a3_trainer_device(t), up, down);
+}
+
+// Advance without reading: no copy at all; then one take is one download.
+static void test_step_copies_nothing(void) {
+  a3_config cfg;
+  if (load(&cfg, "copies")) return;
+  use_device_path(1);
+  a3_trainer *t = NULL;
+  CHECK(a3_trainer_create(&cfg, MPI_COMM_WORLD, &t) == A3_OK);
+  CHECK(t && a3_trainer_device(t) != NULL);
+  if (t && a3_trainer_device(t)) {
+    int64_t up0 = 0, down0 = 0, up = 0, down = 0;
+    copies(t, &up0, &down0);
+    CHECK(up0 > 0); // the model, moments and images went up once
+    for (int i = 0; i < 7; i++) CHECK(a3_trainer_advance(t) == A3_OK);
+    copies(t, &up, &down);
+    CHECK_MSG(up == up0 && down == down0, "7 steps made %lld uploads and %lld downloads",
+              (long long)(up - up0), (long long)(down - down0));
+    CHECK(a3_trainer_pending(t) == 7);
+    double loss = 0, lr = 0;
+    CHECK(a3_trainer_step(t, &loss, &lr) != A3_OK); // losses pending
+    a3_error_clear();
+    a3_step_losses L;
+    CHECK(a3_trainer_take_losses(t, &L) == A3_OK);
+    copies(t, &up, &down);
+    CHECK(up == up0 && down == down0 + 1);
+    CHECK(L.first_step == 1 && L.n == 7 && a3_trainer_pending(t) == 0);
+    for (int64_t i = 0; i < L.n; i++) CHECK(isfinite(L.loss[i]) && L.loss[i] > 0);
+    CHECK(L.lr[0] < L.lr[2]); // warmup
+    CHECK(a3_trainer_step(t, &loss, &lr) == A3_OK && isfinite(loss));
+    copies(t, &up, &down);
+    CHECK(up == up0 && down == down0 + 2);
+  }
+  a3_trainer_free(t);
+  use_device_path(0);
+  a3_config_free(&cfg);
+}
+
+static void test_matches_host_path(void) {
+  a3_config host_cfg, dev_cfg;
+  if (load(&host_cfg, "host") || load(&dev_cfg, "device")) return;
+  tt_losses host, dev;
+  CHECK(tt_train(&host_cfg, MPI_COMM_WORLD, 0, 0, &host) == 0);
+  use_device_path(1);
+  CHECK(tt_train(&dev_cfg, MPI_COMM_WORLD, 0, 0, &dev) == 0);
+  use_device_path(0);
+  CHECK(host.n == STEPS && dev.n == STEPS);
+  double worst = 0;
+  for (int i = 0; i < STEPS && i < host.n && i < dev.n; i++) {
+    CHECK(dev.step[i] == host.step[i] && dev.lr[i] == host.lr[i]);
+    const double rel = fabs(dev.loss[i] - host.loss[i]) / fabs(host.loss[i]);
+    worst = rel > worst ? rel : worst;
+  }
+  CHECK_MSG(worst == 0, "device path vs host path: loss differs by %.3g relative", worst);
+  a3_config_free(&host_cfg);
+  a3_config_free(&dev_cfg);
+}
+
+int main(int argc, char **argv) {
+  MPI_Init(&argc, &argv);
+  a3_log_set_level(A3_LOG_WARN);
+  dir = io_make_temp_dir("train-device");
+  CHECK(dir != NULL);
+  if (dir) {
+    snprintf(data, sizeof data, "%s", io_path(dir, "data.h5"));
+    CHECK(tt_make_dataset(data) == 0);
+    test_step_copies_nothing();
+    test_matches_host_path();
+    io_remove_tree(dir);
+    free(dir);
+  }
+  MPI_Finalize();
+  return TEST_DONE("test_train_device_path");
+}
