@@ -22,7 +22,10 @@
 // least one image whatever its size.
 //
 // When cuDNN is there (cuda_conv2d_dnn.cu), the other convolutions go to it
-// instead: same contract, no col.
+// instead (same contract, no col), one direction at a time: the forward,
+// the data gradient and the filter gradient each run on cuDNN when it
+// planned that direction (a usable algorithm; fp32 exact: the forward only),
+// on im2col + cuBLAS otherwise.
 #include "cuda_internal.h"
 
 #define CONV_WS_MAX ((size_t)256 << 20)
@@ -53,20 +56,10 @@ static conv_dims get_dims(const a3_conv2d_shape *s) {
   return d;
 }
 
-// With cuDNN the workspace is cuDNN's; the im2col one otherwise (and for the
-// pointwise convolutions, which stay on cuBLAS).
-static int use_dnn(const a3_backend *be, const a3_conv2d_shape *s) {
-  return !is_pointwise(s) && cu_dnn_conv2d_available(be, s);
-}
-
-// In exact fp32 the backward stays on im2col + cuBLAS even with cuDNN (only
-// the forward uses it): on an H100 (cuDNN 9.14) a training step of the
-// ddpm-cifar10-32 U-Net at batch 128 with every conv trainable hit an illegal
-// memory access in the backward with cuDNN's FMA-math algorithms, twice,
-// while tf32 / bf16, and fp32 with only the attention trainable, ran and
-// matched the CPU. Which algorithm (filter or data gradient) is not known yet.
-static int dnn_backward(const a3_backend *be) {
-  return cu_state(be)->compute != CUBLAS_COMPUTE_32F;
+// Whether cuDNN runs that direction of s. Never for the pointwise
+// convolutions, which stay on cuBLAS (their dweight on the im2col path).
+static int use_dnn(const a3_backend *be, const a3_conv2d_shape *s, cu_dnn_dir dir) {
+  return !is_pointwise(s) && cu_dnn_conv2d_runs(be, s, dir);
 }
 
 static size_t im2col_workspace_size(const a3_conv2d_shape *s) {
@@ -74,11 +67,14 @@ static size_t im2col_workspace_size(const a3_conv2d_shape *s) {
   return ((size_t)d.K + s->OC) * d.P * d.nb * sizeof(float);
 }
 
+// The larger of what the directions on cuDNN need and what those on im2col
+// do: one backward may run one gradient on each, one after the other over
+// the same workspace (same stream, in order).
 size_t cuda_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s) {
-  if (!use_dnn(be, s)) return im2col_workspace_size(s);
-  const size_t dnn = cu_dnn_conv2d_workspace_size(be, s);
-  if (dnn_backward(be)) return dnn;
-  const size_t col = im2col_workspace_size(s);
+  const int on_dnn =
+      use_dnn(be, s, CU_DNN_FORWARD) + use_dnn(be, s, CU_DNN_DATA) + use_dnn(be, s, CU_DNN_FILTER);
+  const size_t dnn = on_dnn ? cu_dnn_conv2d_workspace_size(be, s) : 0;
+  const size_t col = on_dnn < CU_DNN_DIRECTIONS ? im2col_workspace_size(s) : 0;
   return dnn > col ? dnn : col;
 }
 
@@ -216,7 +212,7 @@ void cuda_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
     pointwise_forward(be, s, out, inp, weight, bias, d.P);
     return;
   }
-  if (use_dnn(be, s)) { // out = bias, then out += conv
+  if (use_dnn(be, s, CU_DNN_FORWARD)) { // out = bias, then out += conv
     const size_t total = (size_t)s->B * s->OC * d.P;
     if (bias && !LAUNCH(be, total, bias_planes_kernel, out, bias, s->OC, d.P, total)) return;
     cu_dnn_conv2d_forward(be, s, out, inp, weight, bias ? 1.0f : 0.0f, workspace);
@@ -287,11 +283,15 @@ void cuda_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s,
   const int pointwise = is_pointwise(s);
   if (pointwise && dinp) pointwise_dinp(be, s, dinp, dout, weight, d.P);
   float *conv_dinp = pointwise ? NULL : dinp;
-  if (!dweight && !conv_dinp) return;
-  if (use_dnn(be, s) && dnn_backward(be))
-    cu_dnn_conv2d_backward(be, s, conv_dinp, dweight, dout, inp, weight, workspace);
-  else
-    im2col_backward(be, s, &d, conv_dinp, dweight, dout, inp, weight, workspace);
+  // Each gradient on exactly one engine, so dinp is written once and dweight
+  // added to once; the im2col calls reuse the workspace after cuDNN's.
+  float *dnn_dinp = conv_dinp && use_dnn(be, s, CU_DNN_DATA) ? conv_dinp : NULL;
+  float *dnn_dweight = dweight && use_dnn(be, s, CU_DNN_FILTER) ? dweight : NULL;
+  if (dnn_dinp || dnn_dweight)
+    cu_dnn_conv2d_backward(be, s, dnn_dinp, dnn_dweight, dout, inp, weight, workspace);
+  float *col_dinp = dnn_dinp ? NULL : conv_dinp, *col_dweight = dnn_dweight ? NULL : dweight;
+  if (col_dinp || col_dweight)
+    im2col_backward(be, s, &d, col_dinp, col_dweight, dout, inp, weight, workspace);
 }
 
 #ifdef A3FTA_NO_CUDNN

@@ -13,14 +13,18 @@
 //
 // Every conv shape gets its descriptors and algorithms once, when the model
 // plans its workspace (cuda_conv2d_workspace_size), from cuDNN's heuristics:
+// for each direction (forward, data gradient, filter gradient) on its own,
 // the first deterministic algorithm that fits DNN_WS_MAX bytes of workspace
-// and the precision. fp32 allows FMA math only (no TF32), and only for the
-// forward (its backward stays on im2col: cuda_conv2d.cu); tf32 and bf16 allow
-// TF32 tensor cores (cuDNN has no fp32-storage bf16 mode, so bf16's convs
-// round operands to TF32, more precise than bf16). Asymmetric padding, which
-// cuDNN cannot express, runs over an explicitly padded copy of the input.
-// Planning never fails a run: a shape cuDNN will not take (no usable
-// algorithm, a workspace over DNN_WS_MAX) runs on the im2col path.
+// and the precision. A direction without one runs on the im2col path while
+// the shape's other directions stay on cuDNN (planning a shape all or
+// nothing left whole convs on im2col + col2im for want of one algorithm).
+// fp32 allows FMA math only (no TF32), and only for the forward (its
+// backward stays on im2col: plan_shape says why); tf32 and bf16 allow TF32
+// tensor cores (cuDNN has no fp32-storage bf16 mode, so bf16's convs round
+// operands to TF32, more precise than bf16). Asymmetric padding, which cuDNN
+// cannot express, runs over an explicitly padded copy of the input. Planning
+// never fails a run. A3FTA_CONV_TRACE=1 prints each shape's plan: the engine
+// of each direction and, for an im2col one, why.
 #include "cuda_internal.h"
 
 #include <cudnn.h>
@@ -71,16 +75,19 @@ static struct {
 #define DNN_POINTER(name) name##_fn name;
   DNN_FUNCTIONS(DNN_POINTER)
 #undef DNN_POINTER
-  int usable;
 } dnn_api;
 static pthread_once_t dnn_once = PTHREAD_ONCE_INIT;
 
 static char dnn_engine[200] = "im2col + cuBLAS";
+// Why cuDNN runs nothing in this process (each shape's trace says it); NULL
+// once the library loaded.
+static const char *dnn_off = "cuDNN not loaded";
 
 static void load_library(void) {
   const char *conv = getenv("A3FTA_CONV");
   if (conv && !strcmp(conv, "im2col")) {
     snprintf(dnn_engine, sizeof dnn_engine, "im2col + cuBLAS (A3FTA_CONV=im2col)");
+    dnn_off = "A3FTA_CONV=im2col";
     return;
   }
   void *lib = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_LOCAL);
@@ -102,7 +109,7 @@ static void load_library(void) {
   }
   snprintf(dnn_engine, sizeof dnn_engine, "cuDNN %zu.%zu.%zu", version / 10000, version / 100 % 100,
            version % 100);
-  dnn_api.usable = 1;
+  dnn_off = NULL;
 }
 
 // ---------------------------------------------------------------- per backend
@@ -119,12 +126,17 @@ typedef struct {
   cudnnConvolutionBwdDataAlgo_t bwd_data;
   cudnnConvolutionBwdFilterAlgo_t bwd_filter;
   cudnnMathType_t fwd_math, data_math, filter_math;
-  size_t workspace; // cuDNN's, after the padded tensor
-  int ok;           // 0: this shape runs on the im2col path
+  size_t workspace; // cuDNN's, the most its planned directions need
+  // Per direction (cu_dnn_dir): NULL when cuDNN runs it, else why the im2col
+  // path does (for the trace).
+  const char *im2col_why[CU_DNN_DIRECTIONS];
 } dnn_shape;
 
+// Exists even without cuDNN (handle NULL, off saying why), so that every
+// shape is planned, and traced, once.
 struct cuda_dnn {
   cudnnHandle_t handle;
+  const char *off; // why this backend runs nothing on cuDNN, NULL when it may
   int n;
   dnn_shape shapes[DNN_MAX_SHAPES];
 };
@@ -136,19 +148,33 @@ static int dnn_check(const a3_backend *be, cudnnStatus_t s, const char *op, int 
 }
 #define DNN(be, call) dnn_check((be), dnn_api.call, __func__, __LINE__)
 
-// The backend's cuDNN state, created at the first conv; NULL without cuDNN.
+// A cuDNN handle on the backend's stream; 0 (nothing held) when it will not start.
+static int start_handle(cuda_dnn *d, cudaStream_t stream) {
+  if (dnn_api.cudnnCreate(&d->handle) == CUDNN_STATUS_SUCCESS &&
+      dnn_api.cudnnSetStream(d->handle, stream) == CUDNN_STATUS_SUCCESS)
+    return 1;
+  if (d->handle) dnn_api.cudnnDestroy(d->handle);
+  d->handle = NULL;
+  return 0;
+}
+
+// The backend's cuDNN state and shape plans, created at the first conv (with
+// off set when cuDNN runs nothing); NULL only when out of memory, then for
+// good: a later success would plan cuDNN for a shape whose workspace was
+// sized for im2col.
 static cuda_dnn *backend_dnn(const a3_backend *be) {
   pthread_once(&dnn_once, load_library);
   cuda_state *st = cu_state(be);
-  if (!dnn_api.usable || st->dnn_failed) return NULL;
-  if (st->dnn) return st->dnn;
+  if (st->dnn || st->dnn_failed) return st->dnn;
   cuda_dnn *d = (cuda_dnn *)calloc(1, sizeof *d);
-  if (!d || dnn_api.cudnnCreate(&d->handle) != CUDNN_STATUS_SUCCESS ||
-      dnn_api.cudnnSetStream(d->handle, st->stream) != CUDNN_STATUS_SUCCESS) {
-    if (d && d->handle) dnn_api.cudnnDestroy(d->handle);
-    free(d);
-    st->dnn_failed = 1; // e.g. a library for another CUDA: the im2col path it is
+  if (!d) {
+    st->dnn_failed = 1;
     return NULL;
+  }
+  d->off = dnn_off;
+  if (!d->off && !start_handle(d, st->stream)) {
+    d->off = "cuDNN not loaded: cudnnCreate failed";
+    st->dnn_failed = 1; // e.g. a library for another CUDA: the im2col path it is
   }
   st->dnn = d;
   return d;
@@ -164,7 +190,7 @@ void cu_dnn_free(cuda_state *st) {
     if (e->w) dnn_api.cudnnDestroyFilterDescriptor(e->w);
     if (e->conv) dnn_api.cudnnDestroyConvolutionDescriptor(e->conv);
   }
-  dnn_api.cudnnDestroy(d->handle);
+  if (d->handle) dnn_api.cudnnDestroy(d->handle);
   free(d);
   st->dnn = NULL;
 }
@@ -293,46 +319,80 @@ static void plan_padding(dnn_shape *e) {
   e->padded_bytes = round_up_256((size_t)s->B * s->C * e->run.H * e->run.W * sizeof(float));
 }
 
+// Each direction on its own: cuDNN when it has a usable algorithm, im2col
+// otherwise, with why recorded. Exact fp32 keeps the backward on im2col: on
+// an H100 (cuDNN 9.14) a training step of the ddpm-cifar10-32 U-Net at batch
+// 128 with every conv trainable hit an illegal memory access in the backward
+// with cuDNN's FMA-math algorithms, twice, while tf32 / bf16, and fp32 with
+// only the attention trainable, ran and matched the CPU. Which algorithm
+// (filter or data gradient) is not known yet.
+static void plan_shape(const a3_backend *be, cuda_dnn *d, dnn_shape *e) {
+  const char *none = "no usable deterministic algorithm";
+  const a3_conv2d_shape *s = &e->shape;
+  plan_padding(e);
+  e->dweight_bytes = round_up_256((size_t)s->OC * s->C * s->KH * s->KW * sizeof(float));
+  const char *all = d->off ? d->off : !make_descriptors(e) ? "cuDNN took no descriptors" : NULL;
+  const char *backward = all ? all : fp32_exact(be) ? "fp32 exact" : NULL;
+  const char **why = e->im2col_why;
+  why[CU_DNN_FORWARD] = all ? all : pick_forward(be, d, e) ? NULL : none;
+  why[CU_DNN_DATA] = backward ? backward : pick_backward_data(be, d, e) ? NULL : none;
+  why[CU_DNN_FILTER] = backward ? backward : pick_backward_filter(be, d, e) ? NULL : none;
+}
+
+static int any_on_dnn(const dnn_shape *e) {
+  for (int i = 0; i < CU_DNN_DIRECTIONS; i++)
+    if (!e->im2col_why[i]) return 1;
+  return 0;
+}
+
+// The workspace the shape's cuDNN calls use (the layout is at
+// dweight_scratch): none when im2col runs every direction.
+static size_t dnn_bytes(const dnn_shape *e) {
+  return any_on_dnn(e) ? e->padded_bytes + e->dweight_bytes + e->workspace : 0;
+}
+
+// "forward cuDNN algo 1" or "data im2col (fp32 exact)": the engine of
+// direction i of a planned shape.
+static void trace_direction(char *out, size_t cap, const dnn_shape *e, int i) {
+  static const char *const names[CU_DNN_DIRECTIONS] = {"forward", "data", "filter"};
+  const int algo[CU_DNN_DIRECTIONS] = {(int)e->fwd, (int)e->bwd_data, (int)e->bwd_filter};
+  if (e->im2col_why[i])
+    snprintf(out, cap, "%s im2col (%s)", names[i], e->im2col_why[i]);
+  else
+    snprintf(out, cap, "%s cuDNN algo %d", names[i], algo[i]);
+}
+
 // With A3FTA_CONV_TRACE=1 in the environment, each conv shape's plan goes to
-// stderr: which convolutions run where, and why one is not on cuDNN.
-static void trace_plan(const dnn_shape *e, const char *missing) {
+// stderr: the engine of each direction and why one is not on cuDNN. One
+// fprintf per shape keeps the lines of several backends whole.
+static void trace_plan(const dnn_shape *e) {
   static int trace = -1;
   if (trace < 0) trace = getenv("A3FTA_CONV_TRACE") && strcmp(getenv("A3FTA_CONV_TRACE"), "0");
   if (!trace) return;
+  char dir[CU_DNN_DIRECTIONS][128], tail[80] = "";
+  for (int i = 0; i < CU_DNN_DIRECTIONS; i++) trace_direction(dir[i], sizeof dir[i], e, i);
+  if (any_on_dnn(e))
+    snprintf(tail, sizeof tail, "; cuDNN workspace %.1f MB%s", (double)dnn_bytes(e) / 1048576.0,
+             e->padded_bytes ? ", explicit padding" : "");
   const a3_conv2d_shape *s = &e->shape;
-  fprintf(stderr, "conv (%d, %d, %d, %d) -> %d, %dx%d stride %d pads %d %d %d %d: ", s->B, s->C,
-          s->H, s->W, s->OC, s->KH, s->KW, s->stride, s->pad_top, s->pad_bottom, s->pad_left,
-          s->pad_right);
-  if (missing)
-    fprintf(stderr, "im2col (cuDNN: no usable %s)\n", missing);
-  else
-    fprintf(stderr, "cuDNN fwd %d data %d filter %d, workspace %.1f MB%s\n", (int)e->fwd,
-            (int)e->bwd_data, (int)e->bwd_filter,
-            (double)(e->padded_bytes + e->dweight_bytes + e->workspace) / 1048576.0,
-            e->padded_bytes ? ", explicit padding" : "");
+  fprintf(stderr, "conv (%d, %d, %d, %d) -> %d, %dx%d stride %d pads %d %d %d %d: %s, %s, %s%s\n",
+          s->B, s->C, s->H, s->W, s->OC, s->KH, s->KW, s->stride, s->pad_top, s->pad_bottom,
+          s->pad_left, s->pad_right, dir[0], dir[1], dir[2], tail);
 }
 
-// The shape's entry, planned at its first sight; NULL: the im2col path.
+// The shape's entry, planned at its first sight; NULL (all on im2col) only
+// when out of memory or past DNN_MAX_SHAPES shapes.
 static const dnn_shape *find_shape(const a3_backend *be, const a3_conv2d_shape *s) {
   cuda_dnn *d = backend_dnn(be);
   if (!d) return NULL;
   for (int i = 0; i < d->n; i++)
-    if (!memcmp(&d->shapes[i].shape, s, sizeof *s)) return d->shapes[i].ok ? &d->shapes[i] : NULL;
+    if (!memcmp(&d->shapes[i].shape, s, sizeof *s)) return &d->shapes[i];
   if (d->n == DNN_MAX_SHAPES) return NULL;
   dnn_shape *e = &d->shapes[d->n++];
   e->shape = *s;
-  plan_padding(e);
-  e->dweight_bytes = round_up_256((size_t)s->OC * s->C * s->KH * s->KW * sizeof(float));
-  // Exact fp32 runs the backward on im2col (cuda_conv2d.cu says why).
-  const char *missing = !make_descriptors(e)              ? "descriptors"
-                        : !pick_forward(be, d, e)         ? "forward algorithm"
-                        : fp32_exact(be)                  ? NULL
-                        : !pick_backward_data(be, d, e)   ? "data-gradient algorithm"
-                        : !pick_backward_filter(be, d, e) ? "filter-gradient algorithm"
-                                                          : NULL;
-  e->ok = missing == NULL;
-  trace_plan(e, missing);
-  return e->ok ? e : NULL;
+  plan_shape(be, d, e);
+  trace_plan(e);
+  return e;
 }
 
 // ---------------------------------------------------------------- explicit padding
@@ -390,18 +450,19 @@ static void crop_gradient(const a3_backend *be, const dnn_shape *e, float *dinp,
 
 extern "C" const char *a3_backend_cuda_conv_engine(const a3_backend *be) {
   if (!a3_backend_is_cuda(be)) return "none";
-  if (!backend_dnn(be) && cu_state(be)->dnn_failed)
-    return "im2col + cuBLAS (cuDNN found but cudnnCreate failed)";
+  backend_dnn(be); // starts cuDNN, or finds that it will not start
+  if (cu_state(be)->dnn_failed) return "im2col + cuBLAS (cuDNN found but cudnnCreate failed)";
   return dnn_engine;
 }
 
 size_t cu_dnn_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s) {
   const dnn_shape *e = find_shape(be, s);
-  return e ? e->padded_bytes + e->dweight_bytes + e->workspace : 0;
+  return e ? dnn_bytes(e) : 0;
 }
 
-int cu_dnn_conv2d_available(const a3_backend *be, const a3_conv2d_shape *s) {
-  return find_shape(be, s) != NULL;
+int cu_dnn_conv2d_runs(const a3_backend *be, const a3_conv2d_shape *s, cu_dnn_dir dir) {
+  const dnn_shape *e = find_shape(be, s);
+  return e && !e->im2col_why[dir];
 }
 
 // The workspace: [padded input or its gradient (padded_bytes)]
@@ -484,6 +545,8 @@ static void backward_data(const a3_backend *be, const dnn_shape *e, float *dinp,
   if (e->padded_bytes) crop_gradient(be, e, dinp, dx);
 }
 
+// Only the directions cuDNN runs (cu_dnn_conv2d_runs): cuda_conv2d.cu passes
+// NULL for a gradient the im2col path makes.
 void cu_dnn_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s,
                             float *dinp,         // (B, C, H, W) overwritten, or NULL
                             float *dweight,      // (OC, C, KH, KW) +=, or NULL

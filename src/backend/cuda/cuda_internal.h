@@ -168,11 +168,18 @@ void cuda_gated_add_backward(const a3_backend *be, float *db, float *dgate, cons
 
 // cuda_conv2d_dnn.cu: cuDNN's convolutions when libcudnn.so.9 loads (see there);
 // without cuDNN's header at build time (A3FTA_NO_CUDNN) the im2col path only.
+// Each direction of a shape is planned on its own: cuDNN may run the forward
+// and the filter gradient while the data gradient stays on im2col.
+typedef enum { CU_DNN_FORWARD, CU_DNN_DATA, CU_DNN_FILTER, CU_DNN_DIRECTIONS } cu_dnn_dir;
 #ifndef A3FTA_NO_CUDNN
+// Bytes the cuDNN calls of the shape's planned directions need, 0 when none is.
 size_t cu_dnn_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s);
-int cu_dnn_conv2d_available(const a3_backend *be, const a3_conv2d_shape *s);
+// Whether cuDNN runs that direction of the shape (planning it at first sight).
+int cu_dnn_conv2d_runs(const a3_backend *be, const a3_conv2d_shape *s, cu_dnn_dir dir);
 void cu_dnn_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s, float *out,
                            const float *inp, const float *weight, float beta, void *workspace);
+// dinp (overwritten) and dweight (+=) may each be NULL; a non-NULL one's
+// direction must be one cuDNN runs.
 void cu_dnn_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s, float *dinp,
                             float *dweight, const float *dout, const float *inp,
                             const float *weight, void *workspace);
@@ -181,7 +188,9 @@ void cu_dnn_free(cuda_state *st);
 static inline size_t cu_dnn_conv2d_workspace_size(const a3_backend *, const a3_conv2d_shape *) {
   return 0;
 }
-static inline int cu_dnn_conv2d_available(const a3_backend *, const a3_conv2d_shape *) { return 0; }
+static inline int cu_dnn_conv2d_runs(const a3_backend *, const a3_conv2d_shape *, cu_dnn_dir) {
+  return 0;
+}
 static inline void cu_dnn_conv2d_forward(const a3_backend *, const a3_conv2d_shape *, float *,
                                          const float *, const float *, float, void *) {}
 static inline void cu_dnn_conv2d_backward(const a3_backend *, const a3_conv2d_shape *, float *,
