@@ -12,59 +12,238 @@
 //     (b, HW) in double and adding (+=) once.
 // dz is dout for plain GroupNorm, or dout * silu'(z) at the recomputed
 // z = xhat * weight[c] + bias[c] when fused; dxhat = dz * weight[c].
+//
+// How the forward and dinp blocks walk a group (they are bound by memory
+// traffic, so each element should cross the bus once):
+//   - Slots: the group is cut into slots of V floats (V = 4, one float4
+//     load, when HW % 4 == 0 and the pointers are 16-byte aligned, so a slot
+//     never straddles two channels; else V = 1). Thread t of a T-thread
+//     block owns slots t, t + T, t + 2T, ... (coalesced: a warp reads 32
+//     neighbouring slots).
+//   - Registers: a thread holds GN_K floats (GN_K / V slots) per chunk, a
+//     chunk being T * GN_K floats. The block size is picked per launch from n
+//     (128, 256 or 512 threads) so that a group of the U-Nets' sizes (up to
+//     4096 floats) is one chunk: it is read from global memory once, and
+//     every pass runs on registers. A larger group takes several chunks and
+//     each pass reloads its chunks (x three times in the forward, x and dout
+//     twice in dinp), by the same code, so the two cases cannot drift apart.
+//   - Channels: a slot's channel is slot / (HW / V); each thread divides once
+//     per launch and then steps by T slots with one carry, so no element
+//     pays for a 32-bit integer division.
+// Sums are per-thread doubles in slot order, then cu_block_sum (fixed
+// order): deterministic, and no atomics. Each element is read and written
+// by the one thread that owns it, reads first, as before.
 #include "cuda_internal.h"
 
 #include <limits.h>
+#include <stdint.h>
 
-enum { GN_THREADS = 512 };
+// GN_K: floats a thread holds in registers per chunk (dinp: GN_K of x and
+// GN_K of dout).
+// GN_CHUNK_MAX: the largest chunk, floats.
+enum { GN_K = 8, GN_MAX_THREADS = 512, GN_CHUNK_MAX = GN_K * GN_MAX_THREADS };
+
+// Threads per forward / dinp block: the fewest of 128, 256, 512 whose chunk
+// holds the whole group (no idle warps on small groups, a shorter block sum),
+// else 512.
+static int gn_threads(int n) {
+  if (n <= 128 * GN_K) return 128;
+  if (n <= 256 * GN_K) return 256;
+  return GN_MAX_THREADS;
+}
+
+// ---------------------------------------------------------------- slots
+
+// Where this thread's slot stands: channel c of the group and slot r within
+// it, as the slot index steps by blockDim.x (dc channels and dr slots, with
+// at most one carry since dr < hwv).
+typedef struct {
+  int c, r, dc, dr, hwv; // hwv = HW / V slots per channel
+} gn_cursor;
+
+// The cursor of slot threadIdx.x: the only divisions a thread does.
+__device__ static inline gn_cursor gn_cursor_start(int hwv) {
+  gn_cursor p;
+  p.hwv = hwv;
+  p.c = (int)threadIdx.x / hwv;
+  p.r = (int)threadIdx.x - p.c * hwv;
+  p.dc = (int)blockDim.x / hwv;
+  p.dr = (int)blockDim.x - p.dc * hwv;
+  return p;
+}
+
+__device__ static inline void gn_cursor_step(gn_cursor *p) {
+  p->c += p->dc;
+  p->r += p->dr;
+  if (p->r >= p->hwv) p->r -= p->hwv, p->c++;
+}
+
+// Slot j (< GN_K / V) of chunk k for this thread; live when below nv = n / V.
+// (gn_fits_int keeps it, even past the last live slot, within int.)
+template <int V> __device__ static inline int gn_slot(int k, int j) {
+  return (int)threadIdx.x + (k * (GN_K / V) + j) * (int)blockDim.x;
+}
+
+// V floats at p (16-byte aligned when V = 4) into r, and back.
+template <int V> __device__ static inline void gn_load(float *r, const float *p) {
+  if (V == 4) {
+    const float4 q = *(const float4 *)p;
+    r[0] = q.x, r[1] = q.y, r[2] = q.z, r[3] = q.w;
+  } else {
+    r[0] = *p;
+  }
+}
+
+template <int V> __device__ static inline void gn_store(float *p, const float *r) {
+  if (V == 4) {
+    *(float4 *)p = make_float4(r[0], r[1], r[2], r[3]);
+  } else {
+    *p = r[0];
+  }
+}
+
+// The live slots of chunk k of group x (n floats) into r (GN_K registers);
+// dead slots are left as they are and never read.
+template <int V>
+__device__ static inline void gn_load_chunk(float *r, const float *x, int nv, int k) {
+#pragma unroll
+  for (int j = 0; j < GN_K / V; j++) {
+    const int v = gn_slot<V>(k, j);
+    if (v < nv) gn_load<V>(r + j * V, x + v * V);
+  }
+}
+
+// Sum over the live floats i of chunk k of (a[i] - mu) * (b[i] - mu), or of
+// a[i] - mu when b is NULL: each term exact in double, added in slot order.
+template <int V>
+__device__ static inline double gn_chunk_sum(const float *a, const float *b, int nv, int k,
+                                             float mu) {
+  double s = 0.0;
+#pragma unroll
+  for (int j = 0; j < GN_K / V; j++) {
+    if (gn_slot<V>(k, j) >= nv) continue;
+#pragma unroll
+    for (int e = 0; e < V; e++) {
+      const int i = j * V + e;
+      const double d = a[i] - mu; // exact when mu = 0
+      s += b ? d * (b[i] - mu) : d;
+    }
+  }
+  return s;
+}
+
+// Chunks of a group for this block (one when the group fits in registers).
+__device__ static inline int gn_chunks(int n) {
+  const int chunk = (int)blockDim.x * GN_K;
+  return (n + chunk - 1) / chunk;
+}
+
+// What turns a group's xhat into z: its channels' weight and bias (from the
+// group's first channel; b may be NULL when not silu), mean and rstd.
+typedef struct {
+  const float *w, *b;
+  float mu, rs;
+  int silu;
+} gn_affine;
 
 // ---------------------------------------------------------------- forward
 
-__global__ static void gn_forward_kernel(float *out, float *mean, float *rstd, const float *inp,
-                                         const float *weight, const float *bias, int BG, int G,
-                                         int CG, int HW, float eps, int silu) {
-  const int n = CG * HW; // gn_fits_int: 32-bit index arithmetic (64-bit division is slow)
+// y (the group's output, n floats) for the live slots of chunk k, x's
+// floats in r (GN_K registers); cur: the cursor of the chunk's slot 0, left
+// at the next chunk's.
+template <int V>
+__device__ static inline void gn_chunk_out(float *y, const float *r, int nv, int k, gn_cursor *cur,
+                                           gn_affine g) {
+#pragma unroll
+  for (int j = 0; j < GN_K / V; j++) {
+    const int v = gn_slot<V>(k, j);
+    if (v < nv) {
+      const float a = g.rs * g.w[cur->c], bb = g.b[cur->c];
+      float o[V];
+#pragma unroll
+      for (int e = 0; e < V; e++) {
+        // Centre first, then scale (as the CPU): folding the mean into a
+        // shift cancels badly when |mean| >> std.
+        const float z = (r[j * V + e] - g.mu) * a + bb;
+        o[e] = g.silu ? z * cu_sigmoid(z) : z;
+      }
+      gn_store<V>(y + v * V, o);
+    }
+    gn_cursor_step(cur);
+  }
+}
+
+// One block per (b, g); blockDim.x from gn_threads(n). A one-chunk group is
+// loaded once, before the passes; otherwise every pass reloads its chunks.
+template <int V>
+__global__ static void __launch_bounds__(GN_MAX_THREADS)
+    gn_forward_kernel(float *out,          // (BG, CG * HW)
+                      float *mean,         // (BG)
+                      float *rstd,         // (BG)
+                      const float *inp,    // (BG, CG * HW)
+                      const float *weight, // (G * CG)
+                      const float *bias,   // (G * CG)
+                      int BG, int G, int CG, int HW, float eps, int silu) {
+  const int n = CG * HW, nv = n / V; // gn_fits_int: 32-bit index arithmetic
+  const int chunks = gn_chunks(n), cached = chunks == 1;
+  const gn_cursor start = gn_cursor_start(HW / V);
   for (int bg = blockIdx.x; bg < BG; bg += gridDim.x) {
     const float *x = inp + (size_t)bg * n;
     float *y = out + (size_t)bg * n;
     const int c0 = (bg % G) * CG; // first channel of the group
+    float r[GN_K];
+    if (cached) gn_load_chunk<V>(r, x, nv, 0);
     double s = 0.0;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) s += x[i];
+    for (int k = 0; k < chunks; k++) {
+      if (!cached) gn_load_chunk<V>(r, x, nv, k);
+      s += gn_chunk_sum<V>(r, NULL, nv, k, 0.0f);
+    }
     s = cu_block_sum(s);
     const float mu = (float)(s / (double)n);
     double q = 0.0;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-      const float d = x[i] - mu;
-      q += (double)d * d;
+    for (int k = 0; k < chunks; k++) {
+      if (!cached) gn_load_chunk<V>(r, x, nv, k);
+      q += gn_chunk_sum<V>(r, r, nv, k, mu);
     }
     q = cu_block_sum(q);
     const float rs = (float)(1.0 / sqrt(q / (double)n + eps));
     if (threadIdx.x == 0) mean[bg] = mu, rstd[bg] = rs; // every thread has mu and rs
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-      const int c = c0 + i / HW;
-      // Centre first, then scale (as the CPU): folding the mean into a
-      // shift cancels badly when |mean| >> std.
-      const float z = (x[i] - mu) * (rs * weight[c]) + bias[c];
-      y[i] = silu ? z * cu_sigmoid(z) : z;
+    const gn_affine g = {weight + c0, bias + c0, mu, rs, silu};
+    gn_cursor cur = start;
+    for (int k = 0; k < chunks; k++) {
+      if (!cached) gn_load_chunk<V>(r, x, nv, k);
+      gn_chunk_out<V>(y, r, nv, k, &cur, g);
     }
   }
 }
 
-// The kernels index a group (C/G * HW) and a channel's pixels over the batch
-// (B * HW) with int: true for any model this side of 2^31 floats per channel.
+// The kernel's type, to pick its float4 or float instance at launch.
+typedef void gn_forward_fn(float *, float *, float *, const float *, const float *, const float *,
+                           int, int, int, int, float, int);
+
+// The kernels index a group (C/G * HW, plus a chunk of slots past its end)
+// and a channel's pixels over the batch (B * HW) with int: true for any
+// model this side of 2^31 floats per channel.
 static int gn_fits_int(const a3_backend *be, int B, int C, int HW, int G) {
-  if ((long long)(C / G) * HW <= INT_MAX && (long long)B * HW <= INT_MAX) return 1;
+  if ((long long)(C / G) * HW <= INT_MAX - GN_CHUNK_MAX && (long long)B * HW <= INT_MAX) return 1;
   return CU_CHECK(be, cudaErrorInvalidValue); // records the op and file:line
+}
+
+// float4 slots: a channel (HW floats) must be a whole number of slots, and
+// every group (at a multiple of n = CG * HW floats) then starts 16-byte
+// aligned when the tensors do. NULL counts as aligned.
+static int gn_vec4(int HW, const void *a, const void *b, const void *c) {
+  return HW % 4 == 0 && ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) % 16 == 0;
 }
 
 static void gn_forward(const a3_backend *be, float *out, float *mean, float *rstd, const float *inp,
                        const float *weight, const float *bias, int B, int C, int HW, int G,
                        float eps, int silu) {
-  const int BG = B * G;
+  const int BG = B * G, CG = C / G;
   if (BG <= 0 || !gn_fits_int(be, B, C, HW, G)) return;
-  const unsigned blocks = cu_grid(BG);
-  gn_forward_kernel<<<blocks, GN_THREADS, 0, cu_stream(be)>>>(out, mean, rstd, inp, weight, bias,
-                                                              BG, G, C / G, HW, eps, silu);
+  gn_forward_fn *kernel = gn_vec4(HW, out, inp, NULL) ? gn_forward_kernel<4> : gn_forward_kernel<1>;
+  kernel<<<cu_grid(BG), gn_threads(CG * HW), 0, cu_stream(be)>>>(out, mean, rstd, inp, weight, bias,
+                                                                 BG, G, CG, HW, eps, silu);
   CU_LAUNCHED(be);
 }
 
@@ -100,37 +279,87 @@ __device__ static inline float gn_dz(float dy, float xhat, float w, float bb, in
   return dy * (s * (1.0f + z * (1.0f - s)));
 }
 
-// dinp for one (b, g) per block (bias is read only when silu).
-__global__ static void gn_dinp_kernel(float *dinp, const float *dout, const float *inp,
-                                      const float *weight, const float *bias, const float *mean,
-                                      const float *rstd, int BG, int G, int CG, int HW, int silu) {
-  const int n = CG * HW; // gn_fits_int
+// Chunk k of the group's x and dy (n floats each), loaded into xh and dzw
+// (GN_K registers each) and turned, for the live slots, into xhat and
+// dxhat = dz * weight[c] (rounded to float, as the output uses it); cur as in
+// gn_chunk_out.
+template <int V>
+__device__ static inline void gn_dinp_chunk(float *xh, float *dzw, const float *x, const float *dy,
+                                            int nv, int k, gn_cursor *cur, gn_affine g) {
+  gn_load_chunk<V>(xh, x, nv, k); // all loads first, in flight together
+  gn_load_chunk<V>(dzw, dy, nv, k);
+#pragma unroll
+  for (int j = 0; j < GN_K / V; j++) {
+    if (gn_slot<V>(k, j) < nv) {
+      const float w = g.w[cur->c], bb = g.silu ? g.b[cur->c] : 0.0f;
+#pragma unroll
+      for (int e = 0; e < V; e++) {
+        const int i = j * V + e;
+        xh[i] = (xh[i] - g.mu) * g.rs;
+        dzw[i] = gn_dz(dzw[i], xh[i], w, bb, g.silu) * w;
+      }
+    }
+    gn_cursor_step(cur);
+  }
+}
+
+// dx (the group's dinp, n floats) = rstd * (dxhat - m1 - xhat * m2) for the
+// live slots of chunk k (xh, dzw: GN_K registers each).
+template <int V>
+__device__ static inline void gn_dinp_out(float *dx, const float *xh, const float *dzw, int nv,
+                                          int k, float rs, float m1, float m2) {
+#pragma unroll
+  for (int j = 0; j < GN_K / V; j++) {
+    const int v = gn_slot<V>(k, j);
+    if (v >= nv) continue;
+    float o[V];
+#pragma unroll
+    for (int e = 0; e < V; e++) o[e] = rs * (dzw[j * V + e] - m1 - xh[j * V + e] * m2);
+    gn_store<V>(dx + v * V, o);
+  }
+}
+
+// dinp for one (b, g) per block (bias is read only when silu); blockDim.x
+// and chunks as in gn_forward_kernel.
+template <int V>
+__global__ static void __launch_bounds__(GN_MAX_THREADS)
+    gn_dinp_kernel(float *dinp,         // (BG, CG * HW) overwritten
+                   const float *dout,   // (BG, CG * HW)
+                   const float *inp,    // (BG, CG * HW)
+                   const float *weight, // (G * CG)
+                   const float *bias,   // (G * CG), or NULL when not silu
+                   const float *mean,   // (BG)
+                   const float *rstd,   // (BG)
+                   int BG, int G, int CG, int HW, int silu) {
+  const int n = CG * HW, nv = n / V; // gn_fits_int
+  const int chunks = gn_chunks(n), cached = chunks == 1;
+  const gn_cursor start = gn_cursor_start(HW / V);
   for (int bg = blockIdx.x; bg < BG; bg += gridDim.x) {
     const size_t base = (size_t)bg * n;
     const int c0 = (bg % G) * CG;
-    const float mu = mean[bg], rs = rstd[bg];
+    const gn_affine g = {weight + c0, silu ? bias + c0 : NULL, mean[bg], rstd[bg], silu};
+    float xh[GN_K], dzw[GN_K];
+    gn_cursor cur = start;
+    if (cached) gn_dinp_chunk<V>(xh, dzw, inp + base, dout + base, nv, 0, &cur, g);
     double s1 = 0.0, s2 = 0.0; // sums of dxhat and dxhat * xhat
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-      const int c = c0 + i / HW;
-      const float xhat = (inp[base + i] - mu) * rs;
-      const float w = weight[c];
-      const float dz = gn_dz(dout[base + i], xhat, w, silu ? bias[c] : 0.0f, silu);
-      const double dxhat = (double)dz * w;
-      s1 += dxhat;
-      s2 += dxhat * xhat;
+    for (int k = 0; k < chunks; k++) {
+      if (!cached) gn_dinp_chunk<V>(xh, dzw, inp + base, dout + base, nv, k, &cur, g);
+      s1 += gn_chunk_sum<V>(dzw, NULL, nv, k, 0.0f);
+      s2 += gn_chunk_sum<V>(dzw, xh, nv, k, 0.0f);
     }
     s1 = cu_block_sum(s1);
     s2 = cu_block_sum(s2);
     const float m1 = (float)(s1 / (double)n), m2 = (float)(s2 / (double)n);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-      const int c = c0 + i / HW;
-      const float xhat = (inp[base + i] - mu) * rs;
-      const float w = weight[c];
-      const float dz = gn_dz(dout[base + i], xhat, w, silu ? bias[c] : 0.0f, silu);
-      dinp[base + i] = rs * (dz * w - m1 - xhat * m2);
+    cur = start;
+    for (int k = 0; k < chunks; k++) {
+      if (!cached) gn_dinp_chunk<V>(xh, dzw, inp + base, dout + base, nv, k, &cur, g);
+      gn_dinp_out<V>(dinp + base, xh, dzw, nv, k, g.rs, m1, m2);
     }
   }
 }
+
+typedef void gn_dinp_fn(float *, const float *, const float *, const float *, const float *,
+                        const float *, const float *, int, int, int, int, int);
 
 // dweight[c] += sum dz * xhat, dbias[c] += sum dz over (b, HW); one block per c.
 __global__ static void gn_dparam_kernel(float *dweight, float *dbias, const float *dout,
@@ -168,14 +397,15 @@ static void gn_backward(const a3_backend *be, float *dinp, float *dweight, float
   if (BG <= 0 || !gn_fits_int(be, B, C, HW, G)) return;
   if (dweight || dbias) {
     const unsigned blocks = cu_grid(C);
-    gn_dparam_kernel<<<blocks, GN_THREADS, 0, cu_stream(be)>>>(dweight, dbias, dout, inp, weight,
-                                                               bias, mean, rstd, B, C, HW, G, silu);
+    gn_dparam_kernel<<<blocks, GN_MAX_THREADS, 0, cu_stream(be)>>>(
+        dweight, dbias, dout, inp, weight, bias, mean, rstd, B, C, HW, G, silu);
     CU_LAUNCHED(be);
   }
   if (dinp) {
-    const unsigned blocks = cu_grid(BG);
-    gn_dinp_kernel<<<blocks, GN_THREADS, 0, cu_stream(be)>>>(dinp, dout, inp, weight, bias, mean,
-                                                             rstd, BG, G, C / G, HW, silu);
+    const int CG = C / G;
+    gn_dinp_fn *kernel = gn_vec4(HW, dinp, dout, inp) ? gn_dinp_kernel<4> : gn_dinp_kernel<1>;
+    kernel<<<cu_grid(BG), gn_threads(CG * HW), 0, cu_stream(be)>>>(dinp, dout, inp, weight, bias,
+                                                                   mean, rstd, BG, G, CG, HW, silu);
     CU_LAUNCHED(be);
   }
 }
