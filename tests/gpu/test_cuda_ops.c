@@ -27,7 +27,9 @@
 // - BF16 (--precision bf16): 3e-2 for the matrix ops, whose operands are
 //   rounded to 8-bit mantissas (2^-9 relative, 8x TF32's: ~4e-3 on a product,
 //   ~1e-2 through the attention backward's three products): a 3x margin,
-//   still well under the O(1e-1) of a wrong index or a missing term.
+//   still well under the O(1e-1) of a wrong index or a missing term. Two
+//   more rows (bf16_operands) check that the products really round their
+//   operands to bf16, which this bound alone would not notice.
 // - timestep_embedding: 5e-4 in both modes. The op rounds the frequency
 //   exp(e) and t * frequency to fp32 as PyTorch does; CUDA's expf may differ
 //   from glibc's by 1-2 ulp, which at t = 999 moves sin/cos arguments by up to
@@ -1153,6 +1155,82 @@ static int batch_images_cases(const a3_backend *ref, const a3_backend *cand) {
   return failures;
 }
 
+// ---------------------------------------------------------------- bf16 operands
+// The table's bf16 bound (3e-2) cannot tell bf16 operands from tf32 ones
+// (tf32 errors are ~4e-4), so in bf16 a linear of 512-term dot products runs
+// twice against the CPU: on random inputs its relative L2 error must be
+// above 1.2e-3 (bf16 rounding, ~0.7 * 2^-8 ~ 2.7e-3 expected; tf32 gives
+// ~3e-4) and below the bound; on inputs already rounded to bf16 (exact in
+// every mode, products exact in fp32) it must be under 1e-5, which only
+// fp32 accumulation order separates.
+enum { BF16_N = 256, BF16_IN = 512, BF16_OUT = 192 };
+
+static float round_to_bf16(float x) { // round to nearest even (finite x)
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+// ||cand - ref|| / ||ref|| of linear_forward(x, w) on both backends, or -1.
+static double linear_rel_l2(const a3_backend *ref, const a3_backend *cand, const float *x,
+                            const float *w) {
+  const size_t nx = (size_t)BF16_N * BF16_IN, nw = (size_t)BF16_OUT * BF16_IN,
+               ny = (size_t)BF16_N * BF16_OUT;
+  float *y[2] = {malloc(ny * 4), malloc(ny * 4)};
+  const a3_backend *be[2] = {ref, cand};
+  int ok = y[0] && y[1];
+  for (int k = 0; ok && k < 2; k++) {
+    float *d_x = NULL, *d_w = NULL, *d_y = NULL;
+    ok = be[k]->ops->alloc(be[k], (void **)&d_x, nx * 4) == A3_OK &&
+         be[k]->ops->alloc(be[k], (void **)&d_w, nw * 4) == A3_OK &&
+         be[k]->ops->alloc(be[k], (void **)&d_y, ny * 4) == A3_OK &&
+         be[k]->ops->upload(be[k], d_x, x, nx * 4) == A3_OK &&
+         be[k]->ops->upload(be[k], d_w, w, nw * 4) == A3_OK;
+    if (ok) be[k]->ops->linear_forward(be[k], d_y, d_x, d_w, NULL, BF16_N, BF16_IN, BF16_OUT);
+    ok = ok && be[k]->ops->download(be[k], y[k], d_y, ny * 4) == A3_OK &&
+         be[k]->ops->synchronize(be[k]) == A3_OK;
+    be[k]->ops->release(be[k], d_x);
+    be[k]->ops->release(be[k], d_w);
+    be[k]->ops->release(be[k], d_y);
+  }
+  double num = 0, den = 0;
+  for (size_t i = 0; ok && i < ny; i++) {
+    num += ((double)y[1][i] - y[0][i]) * ((double)y[1][i] - y[0][i]);
+    den += (double)y[0][i] * y[0][i];
+  }
+  free(y[0]);
+  free(y[1]);
+  return ok && den > 0 ? sqrt(num / den) : -1.0;
+}
+
+static int bf16_operand_row(const char *what, double e, double lo, double hi) {
+  const int ok = e >= lo && e <= hi;
+  printf("%-24s %-58s %-5s %11.3e %8.1e  %s\n", "bf16_operands", what, "bf16", e, hi,
+         ok ? "PASS" : "FAIL");
+  if (!ok) printf("    expected %.1e <= error <= %.1e\n", lo, hi);
+  return ok;
+}
+
+static int bf16_operand_checks(const a3_backend *ref, const a3_backend *cand) {
+  const size_t nx = (size_t)BF16_N * BF16_IN, nw = (size_t)BF16_OUT * BF16_IN;
+  float *x = malloc(nx * 4), *w = malloc(nw * 4);
+  if (!x || !w) return 0;
+  const uint64_t seed = base_seed ^ 0xbf16u;
+  for (size_t i = 0; i < nx; i++) x[i] = uniform(seed, 1, i);
+  for (size_t i = 0; i < nw; i++) w[i] = uniform(seed, 2, i);
+  int failures = !bf16_operand_row("linear 256x512x192, random inputs",
+                                   linear_rel_l2(ref, cand, x, w), 1.2e-3, 3e-2);
+  for (size_t i = 0; i < nx; i++) x[i] = round_to_bf16(x[i]);
+  for (size_t i = 0; i < nw; i++) w[i] = round_to_bf16(w[i]);
+  failures += !bf16_operand_row("linear 256x512x192, inputs already bf16",
+                                linear_rel_l2(ref, cand, x, w), 0.0, 1e-5);
+  free(x);
+  free(w);
+  return failures;
+}
+
 // ---------------------------------------------------------------- negative checks
 // A CPU backend with four deliberate bugs; the rows of those ops must FAIL.
 static a3_backend_ops broken_ops;
@@ -1277,9 +1355,11 @@ int main(int argc, char **argv) {
            "result");
     for (int i = 0; i < N_CASES; i++) failures += !run_case(i, ref, cand, prec, 0);
     failures += batch_images_cases(ref, cand);
+    if (prec == A3_PRECISION_BF16 && !against_cpu) failures += bf16_operand_checks(ref, cand);
   }
   const int negative = against_cpu ? negative_checks(prec) : 0;
-  const int n_cases = N_CASES + N_BATCH_IMAGES_CASES;
+  const int n_cases =
+      N_CASES + N_BATCH_IMAGES_CASES + (prec == A3_PRECISION_BF16 && !against_cpu ? 2 : 0);
   printf("test_cuda_ops: %d cases, %d passed, %d failed%s (%s, %s)\n", n_cases, n_cases - failures,
          failures,
          against_cpu ? (negative ? ", negative checks FAILED" : ", negative checks passed") : "",

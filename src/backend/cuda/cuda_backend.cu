@@ -207,6 +207,8 @@ static void free_state(cuda_state *st) {
   cu_dnn_free(st);
   if (st->red) cudaFree(st->red);
   if (st->col_partials) cudaFree(st->col_partials);
+  for (int i = 0; i < 2; i++)
+    if (st->bf16[i]) cudaFree(st->bf16[i]);
   if (st->blas) cublasDestroy(st->blas);
   if (st->stream) cudaStreamDestroy(st->stream);
   free(st);

@@ -44,9 +44,11 @@ typedef struct {
   double *red;                 // (CU_RED_BLOCKS) partial sums of two-stage reductions
   double *col_partials;        // (col_partials_n) linear's dbias partial sums (cuda_linear.cu)
   size_t col_partials_n;
-  cuda_dnn *dnn;   // cuDNN's handle and conv plans, NULL until the first conv
-  int dnn_failed;  // cuDNN was found but would not start: im2col only
-  a3_status error; // first recorded error, A3_OK when none
+  void *bf16[2];    // bf16 copies of a product's A and B (bf16 precision; cuda_gemm.cu)
+  size_t bf16_n[2]; // their capacities, elements
+  cuda_dnn *dnn;    // cuDNN's handle and conv plans, NULL until the first conv
+  int dnn_failed;   // cuDNN was found but would not start: im2col only
+  a3_status error;  // first recorded error, A3_OK when none
   char message[512];
 } cuda_state;
 
