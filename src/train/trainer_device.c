@@ -6,6 +6,7 @@
 
 #include "a3fta/dist.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,16 +118,35 @@ static a3_status pick_backend(a3_train_device *d, const a3_config *cfg, MPI_Comm
   return a3_backend_pick(cfg, comm, &d->be, d->name, sizeof d->name);
 }
 
-// The subset's images in device memory, once; a device too small for them
-// falls back to uploading each micro-batch's images (logged).
+// A3FTA_DEVICE_IMAGES_MAX_MB: the most training images kept in device
+// memory (default: no limit), in MB; 0 uploads every micro-batch's images.
+static a3_status images_limit(size_t *bytes) {
+  *bytes = SIZE_MAX;
+  const char *env = getenv("A3FTA_DEVICE_IMAGES_MAX_MB");
+  if (!env || !*env) return A3_OK;
+  char *end = NULL;
+  const double mb = strtod(env, &end);
+  if (*end || !(mb >= 0) || mb > 1e12)
+    return A3_FAIL(A3_ERR_USAGE, "A3FTA_DEVICE_IMAGES_MAX_MB=%s: give a number of MB (0 or more)",
+                   env);
+  *bytes = (size_t)(mb * 1048576.0);
+  return A3_OK;
+}
+
+// The subset's images in device memory, once; past the limit, or on a
+// device too small for them, each micro-batch uploads its images instead
+// (logged).
 static a3_status keep_images(a3_train_device *d) {
   const a3_backend *be = d->be;
   const size_t bytes = (size_t)d->data->n * (size_t)d->per_sample;
-  if (be->ops->alloc(be, (void **)&d->images, bytes ? bytes : 1) == A3_OK)
+  size_t limit = 0;
+  A3_TRY(images_limit(&limit));
+  if (bytes <= limit && be->ops->alloc(be, (void **)&d->images, bytes ? bytes : 1) == A3_OK)
     return be->ops->upload(be, d->images, d->data->images, bytes);
-  a3_warn("the %zu MB of training images do not fit in device memory (%s): each micro-batch "
-          "uploads its images instead",
-          bytes >> 20, a3_error_message());
+  a3_warn("the %.1f MB of training images stay in host memory (%s): each micro-batch uploads its "
+          "images",
+          (double)bytes / 1048576.0,
+          bytes > limit ? "over A3FTA_DEVICE_IMAGES_MAX_MB" : a3_error_message());
   a3_error_clear();
   d->images = NULL;
   return A3_ALLOC(d->x0_host, (size_t)(d->batch * d->per_sample));

@@ -8,6 +8,9 @@
 //   (same CPU ops, and the backend's batch_images, training_noise, clipping,
 //   AdamW and EMA ops give the host functions' numbers), for a3fta
 //   (adapters, EMA) with gradient accumulation and a warmup + cosine lr;
+// - with the images over A3FTA_DEVICE_IMAGES_MAX_MB (0), each micro-batch
+//   uploads its images (one copy each), with the same losses; a bad value
+//   is a usage error;
 // - a3_trainer_step refuses to run while losses are pending, and
 //   a3_trainer_take_losses returns the steps in order with their lrs.
 // (The rest of the trainer tests run on this path too: CMakeLists.txt.)
@@ -86,13 +89,46 @@ static void test_step_copies_nothing(void) {
   a3_config_free(&cfg);
 }
 
-static void test_matches_host_path(void) {
+// With the images over A3FTA_DEVICE_IMAGES_MAX_MB each micro-batch uploads
+// its own (2 per step here), and still nothing comes down.
+static void test_uploads_when_images_stay_on_host(void) {
+  a3_config cfg;
+  if (load(&cfg, "uploads")) return;
+  use_device_path(1);
+  setenv("A3FTA_DEVICE_IMAGES_MAX_MB", "0", 1);
+  a3_trainer *t = NULL;
+  CHECK(a3_trainer_create(&cfg, MPI_COMM_WORLD, &t) == A3_OK);
+  if (t && a3_trainer_device(t)) {
+    int64_t up0 = 0, down0 = 0, up = 0, down = 0;
+    copies(t, &up0, &down0);
+    for (int i = 0; i < 3; i++) CHECK(a3_trainer_advance(t) == A3_OK);
+    copies(t, &up, &down);
+    CHECK_MSG(up == up0 + 6 && down == down0, "3 steps made %lld uploads and %lld downloads",
+              (long long)(up - up0), (long long)(down - down0));
+  }
+  a3_trainer_free(t);
+  setenv("A3FTA_DEVICE_IMAGES_MAX_MB", "lots", 1);
+  CHECK(a3_trainer_create(&cfg, MPI_COMM_WORLD, &t) == A3_ERR_USAGE && !t);
+  CHECK(strstr(a3_error_message(), "A3FTA_DEVICE_IMAGES_MAX_MB=lots") != NULL);
+  a3_error_clear();
+  unsetenv("A3FTA_DEVICE_IMAGES_MAX_MB");
+  use_device_path(0);
+  a3_config_free(&cfg);
+}
+
+// The device path (images in device memory, or uploaded per micro-batch
+// when A3FTA_DEVICE_IMAGES_MAX_MB is 0) against the host path.
+static void test_matches_host_path(const char *sub, const char *images_max_mb) {
   a3_config host_cfg, dev_cfg;
-  if (load(&host_cfg, "host") || load(&dev_cfg, "device")) return;
+  char host_sub[64];
+  snprintf(host_sub, sizeof host_sub, "host-%s", sub);
+  if (load(&host_cfg, host_sub) || load(&dev_cfg, sub)) return;
   tt_losses host, dev;
   CHECK(tt_train(&host_cfg, MPI_COMM_WORLD, 0, 0, &host) == 0);
   use_device_path(1);
+  if (images_max_mb) setenv("A3FTA_DEVICE_IMAGES_MAX_MB", images_max_mb, 1);
   CHECK(tt_train(&dev_cfg, MPI_COMM_WORLD, 0, 0, &dev) == 0);
+  unsetenv("A3FTA_DEVICE_IMAGES_MAX_MB");
   use_device_path(0);
   CHECK(host.n == STEPS && dev.n == STEPS);
   double worst = 0;
@@ -101,7 +137,7 @@ static void test_matches_host_path(void) {
     const double rel = fabs(dev.loss[i] - host.loss[i]) / fabs(host.loss[i]);
     worst = rel > worst ? rel : worst;
   }
-  CHECK_MSG(worst == 0, "device path vs host path: loss differs by %.3g relative", worst);
+  CHECK_MSG(worst == 0, "device path (%s) vs host path: loss differs by %.3g relative", sub, worst);
   a3_config_free(&host_cfg);
   a3_config_free(&dev_cfg);
 }
@@ -115,7 +151,9 @@ int main(int argc, char **argv) {
     snprintf(data, sizeof data, "%s", io_path(dir, "data.h5"));
     CHECK(tt_make_dataset(data) == 0);
     test_step_copies_nothing();
-    test_matches_host_path();
+    test_uploads_when_images_stay_on_host();
+    test_matches_host_path("device", NULL);
+    test_matches_host_path("device-uploads", "0");
     io_remove_tree(dir);
     free(dir);
   }
