@@ -44,6 +44,9 @@
 //   MEM <arena> <params> <grads> <optimizer> <max RSS> <RSS before the model>
 //       the first four: the device memory of the model (planned arena, params,
 //       grads, AdamW moments), bytes; the last two are still the HOST's RSS.
+//   PIPE <ms>  then --steps more steps queued back to back with one
+//       synchronize at the end (as the trainer runs them: it reads the loss
+//       only when it logs): wall time over steps, launch overhead hidden
 // The loss is read back after each step's timing, outside it. A build
 // without CUDA (A3FTA_CUDA=OFF) says so and exits 2, as does a machine where
 // the backend cannot start (no driver, no device).
@@ -410,7 +413,8 @@ typedef struct {
   int64_t step;
 } dev_trainer;
 
-static a3_status dev_step(dev_trainer *d) {
+// One step's work queued on the device (no wait).
+static a3_status dev_step_queue(dev_trainer *d) {
   const a3_backend *be = d->be;
   a3_unet_zero_grads(d->m);
   A3_TRY(a3_unet_forward(d->m, d->x_t, d->t, d->out));
@@ -419,13 +423,26 @@ static a3_status dev_step(dev_trainer *d) {
   A3_TRY(a3_unet_backward(d->m, d->dout, NULL));
   float *params = a3_unet_params(d->m), *grads = a3_unet_grads(d->m);
   a3_clip_factor_on(be, d->segs, d->n_segs, grads, d->max_norm, d->partials, d->scale, d->norm);
-  A3_TRY(a3_adamw_step_on(be, &d->h, ++d->step, d->segs, d->n_segs, params, grads, d->adam_m,
-                          d->adam_v, d->scale));
-  return be->ops->synchronize(be);
+  return a3_adamw_step_on(be, &d->h, ++d->step, d->segs, d->n_segs, params, grads, d->adam_m,
+                          d->adam_v, d->scale);
+}
+
+static a3_status dev_step(dev_trainer *d) {
+  A3_TRY(dev_step_queue(d));
+  return d->be->ops->synchronize(d->be);
 }
 
 static void dev_check(a3_status s, const char *what) {
   if (s != A3_OK) die(what);
+}
+
+// PIPE: `steps` steps queued back to back, one synchronize at the end.
+static void dev_pipelined(dev_trainer *d, int steps) {
+  const double t0 = now();
+  for (int i = 0; i < steps; i++) dev_check(dev_step_queue(d), "step");
+  dev_check(d->be->ops->synchronize(d->be), "pipelined steps");
+  printf("PIPE %.3f\n", (now() - t0) * 1e3 / (steps > 0 ? steps : 1));
+  fflush(stdout);
 }
 
 static float *dev_buf(const a3_backend *be, size_t n) {
@@ -542,6 +559,7 @@ static int run_cuda(const a3_config *cfg, int B, int steps, int warmup, int sgem
     printf("STEP %.3f %.3f\n", ms, cpu_ms);
     fflush(stdout);
   }
+  dev_pipelined(&d, steps);
   // Device bytes of the model (the batch, loss and norm scratch, a few MB at
   // most, not counted); the RSS fields stay the host's.
   const a3_unet_memory mem = a3_unet_planned_bytes(d.m);

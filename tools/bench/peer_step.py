@@ -47,6 +47,8 @@ preceded by "COMBO <strategy> <precision>" (printed on cuda or whenever there ar
 The lines change meaning on cuda:
   # torch <version>; cuda <device name>; precision P; batch B; strategy S
   SGEMM <torch.mm 4096^3 GFLOP/s in that precision> 0   (best of --sgemm-reps, 4 mm + sync)
+  PIPE <ms>  then --steps more steps back to back, one synchronize at the end (no
+      loss read in between): wall time over steps
   MEM <torch.cuda.max_memory_allocated since the model was built> <params> <grads>
       <optimizer> <host max RSS> <host RSS before the model>
 """
@@ -333,7 +335,7 @@ def run(args, cfg, strat, strategy, precision, peaks):
         if cuda and precision == "bf16" else contextlib.nullcontext
     clip = args.grad_clip if cuda else 0.0
 
-    def step():
+    def step(sync=True):
         opt.zero_grad(set_to_none=True)
         with autocast():
             out = model(x_t, t)
@@ -343,7 +345,8 @@ def run(args, cfg, strat, strategy, precision, peaks):
             torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
         if cuda:  # the loss is read after the step's timing
-            torch.cuda.synchronize()
+            if sync:
+                torch.cuda.synchronize()
             return loss
         return loss.item()
 
@@ -360,6 +363,13 @@ def run(args, cfg, strat, strategy, precision, peaks):
         last = float(loss)
         if args.warmup == 0 and i == 0:
             first = last
+    if cuda:
+        t0 = time.perf_counter()
+        for i in range(args.steps):
+            loss = step(sync=False)
+        torch.cuda.synchronize()
+        print(f"PIPE {(time.perf_counter() - t0) * 1e3 / max(args.steps, 1):.3f}", flush=True)
+        last = float(loss)
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     pbytes = 4 * n_total
     dev_peak = torch.cuda.max_memory_allocated() if cuda else 0

@@ -9,9 +9,11 @@
 # interleaved per config, REPS times, each timing STEPS steps after WARMUP,
 # then prints one table:
 #   config batch strategy precision a3fta-ms torch-ms ratio(torch/a3fta)
-#   a3fta-GFLOP/s a3fta-MB torch-MB
+#   pipe-a3fta pipe-torch pipe-ratio a3fta-GFLOP/s MFU a3fta-MB torch-MB
 # ms: median over all timed steps of all repetitions (each step timed up to
-# a device synchronize); GFLOP/s: a3fta's architecture-derived step count
+# a device synchronize); pipe: ms per step of STEPS more steps queued back to
+# back with one synchronize at the end (the trainer's way: launch overhead
+# hidden behind the GPU's work); GFLOP/s: a3fta's architecture-derived step count
 # (bench_step.c count_flops) / a3fta's ms; MB: device memory, a3fta's planned
 # arena + params + grads + AdamW moments, torch's max_memory_allocated. A
 # WARNING follows a row whose two models differ (trainable parameters, added
@@ -128,13 +130,14 @@ raw, reps, cases, strategies = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(
 a3_prec, torch_prec, table_path = sys.argv[5].split(), sys.argv[6].split(","), sys.argv[7]
 
 def parse(lines):
-    d = {"STEP": [], "MEM": None, "FLOPS": None, "PARAMS": None, "EXTRAS": None, "SGEMM": None}
+    d = {"STEP": [], "PIPE": [], "MEM": None, "FLOPS": None, "PARAMS": None, "EXTRAS": None,
+         "SGEMM": None}
     for line in lines:
         f = line.split()
         if not f or f[0] not in d:
             continue
-        if f[0] == "STEP":
-            d["STEP"].append(float(f[1]))
+        if f[0] in ("STEP", "PIPE"):
+            d[f[0]].append(float(f[1]))
         elif f[0] == "EXTRAS":
             d["EXTRAS"] = " ".join(f[1:])
         else:
@@ -142,9 +145,11 @@ def parse(lines):
     return d
 
 def merge(runs):
-    d = {"STEP": [], "MEM": None, "FLOPS": None, "PARAMS": None, "EXTRAS": None, "SGEMM": None}
+    d = {"STEP": [], "PIPE": [], "MEM": None, "FLOPS": None, "PARAMS": None, "EXTRAS": None,
+         "SGEMM": None}
     for x in runs:
         d["STEP"] += x["STEP"]
+        d["PIPE"] += x["PIPE"]
         for k in ("MEM", "FLOPS", "PARAMS", "EXTRAS", "SGEMM"):
             d[k] = d[k] or x[k]
     return d
@@ -176,7 +181,7 @@ for c in cases:
 
 MB = 2.0 ** 20
 rows = [("config", "batch", "strategy", "precision", "a3fta-ms", "torch-ms", "ratio",
-         "a3fta-GFLOP/s", "MFU", "a3fta-MB", "torch-MB")]
+         "pipe-a3fta", "pipe-torch", "pipe-ratio", "a3fta-GFLOP/s", "MFU", "a3fta-MB", "torch-MB")]
 # The card's matrix rate, measured in this run: a3fta's 4096^3 GEMM per precision.
 gemm_peak = {}
 for (cfg, s, p), d in a3.items():
@@ -190,13 +195,16 @@ for c in cases:
             a, t = a3.get((cfg, s, p)), torch.get((cfg, s, p))
             ma = statistics.median(a["STEP"]) if a and a["STEP"] else None
             mt = statistics.median(t["STEP"]) if t and t["STEP"] else None
+            pa = statistics.median(a["PIPE"]) if a and a["PIPE"] else None
+            pt = statistics.median(t["PIPE"]) if t and t["PIPE"] else None
             fmt = lambda v, f: "-" if v is None else format(v, f)
             gf = a["FLOPS"][1] / ma * 1e3 if ma and a["FLOPS"] else None
             amb = sum(a["MEM"][:4]) / MB if a and a["MEM"] else None
             tmb = t["MEM"][0] / MB if t and t["MEM"] else None
             mfu = gf / gemm_peak[p] if gf and gemm_peak.get(p) else None
             rows.append((cfg, batch, s, p, fmt(ma, ".2f"), fmt(mt, ".2f"),
-                         fmt(mt / ma if ma and mt else None, ".2f"), fmt(gf, ".0f"),
+                         fmt(mt / ma if ma and mt else None, ".2f"), fmt(pa, ".2f"),
+                         fmt(pt, ".2f"), fmt(pt / pa if pa and pt else None, ".2f"), fmt(gf, ".0f"),
                          fmt(mfu, ".1%"), fmt(amb, ".0f"), fmt(tmb, ".0f")))
             if a and t and a["PARAMS"] and t["PARAMS"]:
                 if a["PARAMS"] != t["PARAMS"] or a["EXTRAS"] != t["EXTRAS"]:
@@ -221,6 +229,9 @@ lines.append("")
 lines.append("ms: median over all timed steps of all repetitions; ratio = torch ms / a3fta ms "
              "(> 1: a3fta faster); bf16: a3fta's bf16 GEMM operands with fp32 storage (its cuDNN "
              "convs: TF32), torch's autocast")
+lines.append("pipe: ms per step of --steps steps queued back to back with one synchronize "
+             "at the end (as a3fta's trainer runs them, reading the loss only when it logs); "
+             "pipe-ratio = torch / a3fta")
 lines.append("MFU: a3fta GFLOP/s over the 4096^3 GEMM rate a3fta measured in this run at that "
              "precision (below)")
 lines.append("GFLOP/s: a3fta's counted step FLOPs / a3fta ms; MB: device memory (a3fta: arena + "
