@@ -21,7 +21,8 @@
 # --reps $A3FTA_GPU_BENCH_REPS, default 2), then once more with
 # A3FTA_CONV=im2col (one repetition; A3FTA_GPU_BENCH_IM2COL=0 skips it), both
 # SKIPPED without a python3 holding
-# torch with CUDA. All output goes to
+# torch with CUDA; then one traced cifar step whose cuDNN plan goes to
+# OUTDIR/conv-trace.txt (the row counts the directions on cuDNN). All output goes to
 # OUTDIR/gpu-check.log; OUTDIR/summary.md gets a table | check | result |
 # seconds | (PASS / FAIL / SKIPPED) and the GPU from nvidia-smi.
 # Exit status: 0 when no check failed (SKIPPED is not a failure), else 1.
@@ -191,11 +192,17 @@ need_binary_and_data() {
     record "$1" SKIPPED 0
     return 1
   fi
+  ! skipped_without_gpu "$1"
+}
+
+# Records NAME as SKIPPED and returns 0 when test_cuda_probe finds no usable GPU.
+skipped_without_gpu() {
   if [ -x "$testdir/test_cuda_probe" ] && { "$testdir/test_cuda_probe" >/dev/null 2>&1; [ $? -eq 77 ]; }; then
     say "$1: no usable GPU (test_cuda_probe)"
     record "$1" SKIPPED 0
-    return 1
+    return 0
   fi
+  return 1
 }
 sweep_nccl() {
   local name="sweep 1-GPU NCCL" data=${A3FTA_GPU_DATA:-$root/data/fashion-mnist.h5}
@@ -300,6 +307,38 @@ bench() {
   fi
 }
 bench
+
+# ---------------------------------------------------------------- the cuDNN plan of the cifar step
+# One traced step of ddpm-cifar10-32 (full, tf32, batch 128: every conv
+# trainable, so every direction planned): OUTDIR/conv-trace.txt lists each
+# shape's engine per direction; the row counts the directions on cuDNN.
+conv_plan() {
+  local name="cuDNN plan, ddpm-cifar10-32 full tf32 (A3FTA_CONV_TRACE=1)"
+  say "== $name"
+  if [ -z "$bench_bin" ]; then
+    say "$name: a3fta_bench_step not built"
+    record "$name" FAIL 0
+    return
+  fi
+  skipped_without_gpu "$name" && return
+  local t0=$SECONDS trace=$out/conv-trace.txt
+  A3FTA_CONV_TRACE=1 timeout "$timeout_s" "$bench_bin" --backend cuda --precision tf32 \
+    --strategy full --config "$root/configs/ddpm-cifar10-32.yaml" --batch 128 --steps 1 \
+    --warmup 0 >/dev/null 2>"$trace.err"
+  local rc=$?
+  grep '^conv ' "$trace.err" >"$trace"
+  local shapes dnn total
+  shapes=$(wc -l <"$trace")
+  dnn=$(grep -o 'cuDNN algo' "$trace" | wc -l)
+  total=$((shapes * 3))
+  say "conv plan: $shapes shapes, $dnn of $total directions on cuDNN (see conv-trace.txt)"
+  if [ "$rc" -eq 0 ]; then
+    record "$name" "PASS: $shapes shapes, $dnn of $total directions on cuDNN" $((SECONDS - t0))
+  else
+    record "$name" "FAIL (exit $rc; see conv-trace.txt.err)" $((SECONDS - t0))
+  fi
+}
+conv_plan
 
 # ---------------------------------------------------------------- summary
 failed=0
