@@ -1157,12 +1157,14 @@ static int batch_images_cases(const a3_backend *ref, const a3_backend *cand) {
 
 // ---------------------------------------------------------------- bf16 operands
 // The table's bf16 bound (3e-2) cannot tell bf16 operands from tf32 ones
-// (tf32 errors are ~4e-4), so in bf16 a linear of 512-term dot products runs
-// twice against the CPU: on random inputs its relative L2 error must be
-// above 1.2e-3 (bf16 rounding, ~0.7 * 2^-8 ~ 2.7e-3 expected; tf32 gives
-// ~3e-4) and below the bound; on inputs already rounded to bf16 (exact in
-// every mode, products exact in fp32) it must be under 1e-5, which only
-// fp32 accumulation order separates.
+// (tf32 errors are ~4e-4), so in bf16 a linear of 512-term dot products and
+// a 3x3 convolution (576-term, cuDNN's path when present) run twice against
+// the CPU: on random inputs the relative L2 error must be above 1.2e-3 (bf16
+// rounding, ~0.7 * 2^-8 ~ 2.7e-3 expected; tf32 gives ~3e-4) and below the
+// bound; on inputs already rounded to bf16 (exact in every mode, products
+// exact in fp32) it must be under 1e-5 for the linear, which only fp32
+// accumulation order separates, and 3e-3 for the convolution, whose result
+// cuDNN stores in bf16.
 enum { BF16_N = 256, BF16_IN = 512, BF16_OUT = 192 };
 
 static float round_to_bf16(float x) { // round to nearest even (finite x)
@@ -1173,11 +1175,36 @@ static float round_to_bf16(float x) { // round to nearest even (finite x)
   return x;
 }
 
-// ||cand - ref|| / ||ref|| of linear_forward(x, w) on both backends, or -1.
-static double linear_rel_l2(const a3_backend *ref, const a3_backend *cand, const float *x,
-                            const float *w) {
-  const size_t nx = (size_t)BF16_N * BF16_IN, nw = (size_t)BF16_OUT * BF16_IN,
-               ny = (size_t)BF16_N * BF16_OUT;
+// The product checked: a linear (conv NULL) or a 3x3 convolution.
+static const a3_conv2d_shape BF16_CONV = {8, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1};
+
+static size_t bf16_counts(const a3_conv2d_shape *cs, size_t *nw, size_t *ny) {
+  *nw = cs ? (size_t)cs->OC * cs->C * 9 : (size_t)BF16_OUT * BF16_IN;
+  *ny = cs ? (size_t)cs->B * cs->OC * cs->H * cs->W : (size_t)BF16_N * BF16_OUT;
+  return cs ? (size_t)cs->B * cs->C * cs->H * cs->W : (size_t)BF16_N * BF16_IN;
+}
+
+// y = the product of x and w on backend be (device buffers given), queued.
+static int bf16_product(const a3_backend *be, const a3_conv2d_shape *cs, float *y, const float *x,
+                        const float *w) {
+  if (!cs) {
+    be->ops->linear_forward(be, y, x, w, NULL, BF16_N, BF16_IN, BF16_OUT);
+    return 1;
+  }
+  void *ws = NULL;
+  const size_t bytes = be->ops->conv2d_workspace_size(be, cs);
+  if (be->ops->alloc(be, &ws, bytes ? bytes : 1) != A3_OK) return 0;
+  be->ops->conv2d_forward(be, cs, y, x, w, NULL, ws);
+  const int ok = be->ops->synchronize(be) == A3_OK;
+  be->ops->release(be, ws);
+  return ok;
+}
+
+// ||cand - ref|| / ||ref|| of the product of x and w on both backends, or -1.
+static double product_rel_l2(const a3_backend *ref, const a3_backend *cand,
+                             const a3_conv2d_shape *cs, const float *x, const float *w) {
+  size_t nw = 0, ny = 0;
+  const size_t nx = bf16_counts(cs, &nw, &ny);
   float *y[2] = {malloc(ny * 4), malloc(ny * 4)};
   const a3_backend *be[2] = {ref, cand};
   int ok = y[0] && y[1];
@@ -1187,9 +1214,9 @@ static double linear_rel_l2(const a3_backend *ref, const a3_backend *cand, const
          be[k]->ops->alloc(be[k], (void **)&d_w, nw * 4) == A3_OK &&
          be[k]->ops->alloc(be[k], (void **)&d_y, ny * 4) == A3_OK &&
          be[k]->ops->upload(be[k], d_x, x, nx * 4) == A3_OK &&
-         be[k]->ops->upload(be[k], d_w, w, nw * 4) == A3_OK;
-    if (ok) be[k]->ops->linear_forward(be[k], d_y, d_x, d_w, NULL, BF16_N, BF16_IN, BF16_OUT);
-    ok = ok && be[k]->ops->download(be[k], y[k], d_y, ny * 4) == A3_OK &&
+         be[k]->ops->upload(be[k], d_w, w, nw * 4) == A3_OK &&
+         bf16_product(be[k], cs, d_y, d_x, d_w) &&
+         be[k]->ops->download(be[k], y[k], d_y, ny * 4) == A3_OK &&
          be[k]->ops->synchronize(be[k]) == A3_OK;
     be[k]->ops->release(be[k], d_x);
     be[k]->ops->release(be[k], d_w);
@@ -1213,22 +1240,34 @@ static int bf16_operand_row(const char *what, double e, double lo, double hi) {
   return ok;
 }
 
-static int bf16_operand_checks(const a3_backend *ref, const a3_backend *cand) {
-  const size_t nx = (size_t)BF16_N * BF16_IN, nw = (size_t)BF16_OUT * BF16_IN;
+// Random operands, then the same rounded to bf16, for one product.
+static int bf16_operand_product(const a3_backend *ref, const a3_backend *cand,
+                                const a3_conv2d_shape *cs, const char *name) {
+  size_t nw = 0, ny = 0;
+  const size_t nx = bf16_counts(cs, &nw, &ny);
   float *x = malloc(nx * 4), *w = malloc(nw * 4);
-  if (!x || !w) return 0;
+  if (!x || !w) return 1;
   const uint64_t seed = base_seed ^ 0xbf16u;
   for (size_t i = 0; i < nx; i++) x[i] = uniform(seed, 1, i);
   for (size_t i = 0; i < nw; i++) w[i] = uniform(seed, 2, i);
-  int failures = !bf16_operand_row("linear 256x512x192, random inputs",
-                                   linear_rel_l2(ref, cand, x, w), 1.2e-3, 3e-2);
+  char what[96];
+  snprintf(what, sizeof what, "%s, random inputs", name);
+  int failures = !bf16_operand_row(what, product_rel_l2(ref, cand, cs, x, w), 1.2e-3, 3e-2);
   for (size_t i = 0; i < nx; i++) x[i] = round_to_bf16(x[i]);
   for (size_t i = 0; i < nw; i++) w[i] = round_to_bf16(w[i]);
-  failures += !bf16_operand_row("linear 256x512x192, inputs already bf16",
-                                linear_rel_l2(ref, cand, x, w), 0.0, 1e-5);
+  snprintf(what, sizeof what, "%s, inputs already bf16", name);
+  // A convolution's result is stored as bf16 by cuDNN before widening:
+  // 2^-9 relative at most, ~1.1e-3 rms; the linear keeps fp32 results.
+  failures += !bf16_operand_row(what, product_rel_l2(ref, cand, cs, x, w), 0.0, cs ? 3e-3 : 1e-5);
   free(x);
   free(w);
   return failures;
+}
+
+enum { N_BF16_OPERAND_ROWS = 4 };
+static int bf16_operand_checks(const a3_backend *ref, const a3_backend *cand) {
+  return bf16_operand_product(ref, cand, NULL, "linear 256x512x192") +
+         bf16_operand_product(ref, cand, &BF16_CONV, "conv 3x3 (8,64,16,16)->64");
 }
 
 // ---------------------------------------------------------------- negative checks
@@ -1358,8 +1397,8 @@ int main(int argc, char **argv) {
     if (prec == A3_PRECISION_BF16 && !against_cpu) failures += bf16_operand_checks(ref, cand);
   }
   const int negative = against_cpu ? negative_checks(prec) : 0;
-  const int n_cases =
-      N_CASES + N_BATCH_IMAGES_CASES + (prec == A3_PRECISION_BF16 && !against_cpu ? 2 : 0);
+  const int n_cases = N_CASES + N_BATCH_IMAGES_CASES +
+                      (prec == A3_PRECISION_BF16 && !against_cpu ? N_BF16_OPERAND_ROWS : 0);
   printf("test_cuda_ops: %d cases, %d passed, %d failed%s (%s, %s)\n", n_cases, n_cases - failures,
          failures,
          against_cpu ? (negative ? ", negative checks FAILED" : ", negative checks passed") : "",

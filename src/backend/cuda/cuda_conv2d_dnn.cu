@@ -19,9 +19,11 @@
 // the shape's other directions stay on cuDNN (planning a shape all or
 // nothing left whole convs on im2col + col2im for want of one algorithm).
 // fp32 allows FMA math only (no TF32), and only for the forward (its
-// backward stays on im2col: plan_shape says why); tf32 and bf16 allow TF32
-// tensor cores (cuDNN has no fp32-storage bf16 mode, so bf16's convs round
-// operands to TF32, more precise than bf16). Asymmetric padding, which cuDNN
+// backward stays on im2col: plan_shape says why); tf32 allows TF32 tensor
+// cores. bf16 runs cuDNN on bf16 tensors (its BFLOAT16 config: bf16 x, w and
+// y, fp32 compute), as torch's autocast runs convolutions: the fp32 operands
+// are rounded into bf16 copies in the workspace and the bf16 result is
+// widened into the fp32 output or gradient (dweight: added). Asymmetric padding, which cuDNN
 // cannot express, runs over an explicitly padded copy of the input. Planning
 // never fails a run. A3FTA_CONV_TRACE=1 prints each shape's plan: the engine
 // of each direction and, for an im2col one, why.
@@ -119,6 +121,8 @@ typedef struct {
   a3_conv2d_shape run;   // as cuDNN runs it: asymmetric padding made explicit (pads 0)
   size_t padded_bytes;   // the explicitly padded input or its gradient, 0 when none
   size_t dweight_bytes;  // the filter gradient before it is added to dweight
+  cudnnDataType_t dtype; // of x, w and y: FLOAT, or BFLOAT16 in bf16 precision
+  size_t x16_bytes, y16_bytes, w16_bytes; // bf16 copies of x (or dx), y (or dy), w (and dw)
   cudnnTensorDescriptor_t x, y;
   cudnnFilterDescriptor_t w;
   cudnnConvolutionDescriptor_t conv;
@@ -228,12 +232,12 @@ static int make_descriptors(dnn_shape *e) {
          ok(dnn_api.cudnnCreateTensorDescriptor(&e->y)) &&
          ok(dnn_api.cudnnCreateFilterDescriptor(&e->w)) &&
          ok(dnn_api.cudnnCreateConvolutionDescriptor(&e->conv)) &&
-         ok(dnn_api.cudnnSetTensor4dDescriptor(e->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, s->B,
-                                               s->C, s->H, s->W)) &&
-         ok(dnn_api.cudnnSetTensor4dDescriptor(e->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, s->B,
-                                               s->OC, a3_conv2d_out_h(s), a3_conv2d_out_w(s))) &&
-         ok(dnn_api.cudnnSetFilter4dDescriptor(e->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, s->OC,
-                                               s->C, s->KH, s->KW)) &&
+         ok(dnn_api.cudnnSetTensor4dDescriptor(e->x, CUDNN_TENSOR_NCHW, e->dtype, s->B, s->C, s->H,
+                                               s->W)) &&
+         ok(dnn_api.cudnnSetTensor4dDescriptor(e->y, CUDNN_TENSOR_NCHW, e->dtype, s->B, s->OC,
+                                               a3_conv2d_out_h(s), a3_conv2d_out_w(s))) &&
+         ok(dnn_api.cudnnSetFilter4dDescriptor(e->w, e->dtype, CUDNN_TENSOR_NCHW, s->OC, s->C,
+                                               s->KH, s->KW)) &&
          ok(dnn_api.cudnnSetConvolution2dDescriptor(e->conv, s->pad_top, s->pad_left, s->stride,
                                                     s->stride, 1, 1, CUDNN_CROSS_CORRELATION,
                                                     CUDNN_DATA_FLOAT));
@@ -319,6 +323,18 @@ static void plan_padding(dnn_shape *e) {
   e->padded_bytes = round_up_256((size_t)s->B * s->C * e->run.H * e->run.W * sizeof(float));
 }
 
+// bf16 precision: cuDNN's tensors are bf16 copies in the workspace.
+static void plan_bf16(const a3_backend *be, dnn_shape *e) {
+  e->dtype = cu_bf16_operands(be) ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+  if (e->dtype != CUDNN_DATA_BFLOAT16) return;
+  const a3_conv2d_shape *r = &e->run;
+  const size_t half = sizeof(__nv_bfloat16);
+  e->x16_bytes = round_up_256((size_t)r->B * r->C * r->H * r->W * half);
+  e->y16_bytes =
+      round_up_256((size_t)r->B * r->OC * a3_conv2d_out_h(r) * a3_conv2d_out_w(r) * half);
+  e->w16_bytes = round_up_256((size_t)r->OC * r->C * r->KH * r->KW * half);
+}
+
 // Each direction on its own: cuDNN when it has a usable algorithm, im2col
 // otherwise, with why recorded. Exact fp32 keeps the backward on im2col: on
 // an H100 (cuDNN 9.14) a training step of the ddpm-cifar10-32 U-Net at batch
@@ -331,6 +347,7 @@ static void plan_shape(const a3_backend *be, cuda_dnn *d, dnn_shape *e) {
   const a3_conv2d_shape *s = &e->shape;
   plan_padding(e);
   e->dweight_bytes = round_up_256((size_t)s->OC * s->C * s->KH * s->KW * sizeof(float));
+  plan_bf16(be, e);
   const char *all = d->off ? d->off : !make_descriptors(e) ? "cuDNN took no descriptors" : NULL;
   const char *backward = all ? all : fp32_exact(be) ? "fp32 exact" : NULL;
   const char **why = e->im2col_why;
@@ -345,10 +362,15 @@ static int any_on_dnn(const dnn_shape *e) {
   return 0;
 }
 
+// The bf16 copies' part of the workspace (0 unless bf16).
+static size_t bf16_bytes(const dnn_shape *e) {
+  return e->x16_bytes + e->y16_bytes + 2 * e->w16_bytes;
+}
+
 // The workspace the shape's cuDNN calls use (the layout is at
 // dweight_scratch): none when im2col runs every direction.
 static size_t dnn_bytes(const dnn_shape *e) {
-  return any_on_dnn(e) ? e->padded_bytes + e->dweight_bytes + e->workspace : 0;
+  return any_on_dnn(e) ? e->padded_bytes + e->dweight_bytes + bf16_bytes(e) + e->workspace : 0;
 }
 
 // "forward cuDNN algo 1" or "data im2col (fp32 exact)": the engine of
@@ -372,8 +394,9 @@ static void trace_plan(const dnn_shape *e) {
   char dir[CU_DNN_DIRECTIONS][128], tail[80] = "";
   for (int i = 0; i < CU_DNN_DIRECTIONS; i++) trace_direction(dir[i], sizeof dir[i], e, i);
   if (any_on_dnn(e))
-    snprintf(tail, sizeof tail, "; cuDNN workspace %.1f MB%s", (double)dnn_bytes(e) / 1048576.0,
-             e->padded_bytes ? ", explicit padding" : "");
+    snprintf(tail, sizeof tail, "; cuDNN workspace %.1f MB%s%s", (double)dnn_bytes(e) / 1048576.0,
+             e->padded_bytes ? ", explicit padding" : "",
+             e->dtype == CUDNN_DATA_BFLOAT16 ? ", bf16 tensors" : "");
   const a3_conv2d_shape *s = &e->shape;
   fprintf(stderr, "conv (%d, %d, %d, %d) -> %d, %dx%d stride %d pads %d %d %d %d: %s, %s, %s%s\n",
           s->B, s->C, s->H, s->W, s->OC, s->KH, s->KW, s->stride, s->pad_top, s->pad_bottom,
@@ -466,13 +489,51 @@ int cu_dnn_conv2d_runs(const a3_backend *be, const a3_conv2d_shape *s, cu_dnn_di
 }
 
 // The workspace: [padded input or its gradient (padded_bytes)]
-// [filter gradient (dweight_bytes)][cuDNN's (workspace)].
+// [filter gradient (dweight_bytes)][bf16: x or dx (x16_bytes), y or dy
+// (y16_bytes), w (w16_bytes), dw (w16_bytes)][cuDNN's (workspace)].
 static float *dweight_scratch(const dnn_shape *e, void *workspace) {
   return (float *)((char *)workspace + e->padded_bytes);
 }
 
+typedef struct {
+  __nv_bfloat16 *x, *y, *w, *dw;
+} bf16_copies;
+
+static bf16_copies bf16_parts(const dnn_shape *e, void *workspace) {
+  char *p = (char *)workspace + e->padded_bytes + e->dweight_bytes;
+  bf16_copies c;
+  c.x = (__nv_bfloat16 *)p;
+  c.y = (__nv_bfloat16 *)(p + e->x16_bytes);
+  c.w = (__nv_bfloat16 *)(p + e->x16_bytes + e->y16_bytes);
+  c.dw = (__nv_bfloat16 *)(p + e->x16_bytes + e->y16_bytes + e->w16_bytes);
+  return c;
+}
+
 static void *dnn_workspace(const dnn_shape *e, void *workspace) {
-  return (char *)workspace + e->padded_bytes + e->dweight_bytes;
+  return (char *)workspace + e->padded_bytes + e->dweight_bytes + bf16_bytes(e);
+}
+
+static int bf16(const dnn_shape *e) { return e->dtype == CUDNN_DATA_BFLOAT16; }
+
+static size_t x_count(const dnn_shape *e) {
+  const a3_conv2d_shape *r = &e->run;
+  return (size_t)r->B * r->C * r->H * r->W;
+}
+static size_t y_count(const dnn_shape *e) {
+  const a3_conv2d_shape *r = &e->run;
+  return (size_t)r->B * r->OC * a3_conv2d_out_h(r) * a3_conv2d_out_w(r);
+}
+static size_t w_count(const dnn_shape *e) {
+  const a3_conv2d_shape *r = &e->run;
+  return (size_t)r->OC * r->C * r->KH * r->KW;
+}
+
+// What cuDNN reads for an fp32 tensor of `count` floats: the tensor itself,
+// or (bf16) its rounded copy in `copy`; NULL after a recorded failure.
+static const void *dnn_operand(const a3_backend *be, const dnn_shape *e, const float *t,
+                               __nv_bfloat16 *copy, size_t count) {
+  if (!bf16(e)) return t;
+  return cu_round_bf16(be, copy, t, count) ? copy : NULL;
 }
 
 // The weight as cuDNN gets it: itself when 16-byte aligned (any model whose
@@ -500,48 +561,65 @@ void cu_dnn_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
     if (!pad_input(be, e, (float *)workspace, inp)) return;
     inp = (const float *)workspace;
   }
-  if (!(weight = aligned_weight(be, e, weight, workspace)) ||
-      !DNN(be, cudnnSetConvolutionMathType(e->conv, e->fwd_math)))
+  const bf16_copies c = bf16_parts(e, workspace);
+  const void *x = dnn_operand(be, e, inp, c.x, x_count(e));
+  const void *w = bf16(e) ? dnn_operand(be, e, weight, c.w, w_count(e))
+                          : aligned_weight(be, e, weight, workspace);
+  if (!x || !w || !DNN(be, cudnnSetConvolutionMathType(e->conv, e->fwd_math))) return;
+  const float zero = 0.0f;
+  void *y = bf16(e) ? (void *)c.y : (void *)out; // bf16: out = y + beta * out below
+  if (!DNN(be, cudnnConvolutionForward(backend_dnn(be)->handle, &one, e->x, x, e->w, w, e->conv,
+                                       e->fwd, dnn_workspace(e, workspace), e->workspace,
+                                       bf16(e) ? &zero : &beta, e->y, y)))
     return;
-  DNN(be,
-      cudnnConvolutionForward(backend_dnn(be)->handle, &one, e->x, inp, e->w, weight, e->conv,
-                              e->fwd, dnn_workspace(e, workspace), e->workspace, &beta, e->y, out));
+  if (bf16(e)) cu_widen_bf16(be, out, c.y, y_count(e), beta);
 }
 
 // dweight += the filter gradient (inp padded first when the shape needs it).
 // It goes through an aligned scratch, then cuda_accumulate, not straight into
 // dweight with beta = 1: a parameter in the flat gradient buffer is only as
 // aligned as the tensors before it make it, and cuDNN's kernels may assume more.
-static int backward_filter(const a3_backend *be, const dnn_shape *e, float *dweight,
-                           const float *dout, const float *inp, void *workspace) {
+// dy: dout as cuDNN reads it (bf16: its copy).
+static int backward_filter(const a3_backend *be, const dnn_shape *e, float *dweight, const void *dy,
+                           const float *inp, void *workspace) {
   const float one = 1.0f, zero = 0.0f;
-  const a3_conv2d_shape *s = &e->shape;
   if (e->padded_bytes) {
     if (!pad_input(be, e, (float *)workspace, inp)) return 0;
     inp = (const float *)workspace;
   }
-  float *scratch = dweight_scratch(e, workspace);
-  if (!DNN(be, cudnnSetConvolutionMathType(e->conv, e->filter_math)) ||
-      !DNN(be, cudnnConvolutionBackwardFilter(backend_dnn(be)->handle, &one, e->x, inp, e->y, dout,
+  const bf16_copies c = bf16_parts(e, workspace);
+  const void *x = dnn_operand(be, e, inp, c.x, x_count(e));
+  void *scratch = bf16(e) ? (void *)c.dw : (void *)dweight_scratch(e, workspace);
+  if (!x || !DNN(be, cudnnSetConvolutionMathType(e->conv, e->filter_math)) ||
+      !DNN(be, cudnnConvolutionBackwardFilter(backend_dnn(be)->handle, &one, e->x, x, e->y, dy,
                                               e->conv, e->bwd_filter, dnn_workspace(e, workspace),
                                               e->workspace, &zero, e->w, scratch)))
     return 0;
-  cuda_accumulate(be, dweight, scratch, (size_t)s->OC * s->C * s->KH * s->KW);
+  if (bf16(e))
+    cu_widen_bf16(be, dweight, c.dw, w_count(e), 1.0f);
+  else
+    cuda_accumulate(be, dweight, (const float *)scratch, w_count(e));
   return cu_state(be)->error == A3_OK;
 }
 
 // dinp = the data gradient (through the padded gradient, cropped, when the
 // shape needs it).
-static void backward_data(const a3_backend *be, const dnn_shape *e, float *dinp, const float *dout,
+// (bf16: into the x copy's place, free once the filter gradient is queued,
+// then widened.)
+static void backward_data(const a3_backend *be, const dnn_shape *e, float *dinp, const void *dy,
                           const float *weight, void *workspace) {
   const float one = 1.0f, zero = 0.0f;
   float *dx = e->padded_bytes ? (float *)workspace : dinp;
-  if (!(weight = aligned_weight(be, e, weight, workspace)) ||
-      !DNN(be, cudnnSetConvolutionMathType(e->conv, e->data_math)) ||
-      !DNN(be, cudnnConvolutionBackwardData(backend_dnn(be)->handle, &one, e->w, weight, e->y, dout,
-                                            e->conv, e->bwd_data, dnn_workspace(e, workspace),
-                                            e->workspace, &zero, e->x, dx)))
+  const bf16_copies c = bf16_parts(e, workspace);
+  const void *w = bf16(e) ? dnn_operand(be, e, weight, c.w, w_count(e))
+                          : aligned_weight(be, e, weight, workspace);
+  if (!w || !DNN(be, cudnnSetConvolutionMathType(e->conv, e->data_math)) ||
+      !DNN(be,
+           cudnnConvolutionBackwardData(backend_dnn(be)->handle, &one, e->w, w, e->y, dy, e->conv,
+                                        e->bwd_data, dnn_workspace(e, workspace), e->workspace,
+                                        &zero, e->x, bf16(e) ? (void *)c.x : (void *)dx)))
     return;
+  if (bf16(e) && !cu_widen_bf16(be, dx, c.x, x_count(e), 0.0f)) return;
   if (e->padded_bytes) crop_gradient(be, e, dinp, dx);
 }
 
@@ -557,6 +635,7 @@ void cu_dnn_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s,
   const dnn_shape *e = find_shape(be, s);
   // The padded input is dead once the filter gradient is queued: the data
   // gradient may reuse its place (same stream, in order).
-  if (dweight && !backward_filter(be, e, dweight, dout, inp, workspace)) return;
-  if (dinp) backward_data(be, e, dinp, dout, weight, workspace);
+  const void *dy = dnn_operand(be, e, dout, bf16_parts(e, workspace).y, y_count(e));
+  if (!dy || (dweight && !backward_filter(be, e, dweight, dy, inp, workspace))) return;
+  if (dinp) backward_data(be, e, dinp, dy, weight, workspace);
 }

@@ -15,8 +15,6 @@
 // which the 2x faster bf16 products repay on the large matrices.
 #include "cuda_internal.h"
 
-#include <cuda_bf16.h>
-
 cublasComputeType_t cu_compute_type(a3_precision p) {
   switch (p) {
   case A3_PRECISION_TF32: return CUBLAS_COMPUTE_32F_FAST_TF32;
@@ -25,7 +23,7 @@ cublasComputeType_t cu_compute_type(a3_precision p) {
   }
 }
 
-static int bf16_operands(const a3_backend *be) {
+int cu_bf16_operands(const a3_backend *be) {
   return cu_state(be)->compute == CUBLAS_COMPUTE_32F_FAST_16BF;
 }
 
@@ -33,6 +31,27 @@ __global__ static void k_round_bf16(__nv_bfloat16 *dst, const float *src, size_t
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
        i += (size_t)gridDim.x * blockDim.x)
     dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+int cu_round_bf16(const a3_backend *be, __nv_bfloat16 *dst, const float *src, size_t n) {
+  if (n) k_round_bf16<<<cu_blocks(n, CU_THREADS), CU_THREADS, 0, cu_stream(be)>>>(dst, src, n);
+  return CU_LAUNCHED(be);
+}
+
+// dst = src (beta 0: dst is not read, so it may hold anything) or src + beta * dst.
+__global__ static void k_widen_bf16(float *dst, const __nv_bfloat16 *src, size_t n, float beta) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+       i += (size_t)gridDim.x * blockDim.x) {
+    const float v = __bfloat162float(src[i]);
+    dst[i] = beta == 0.0f ? v : v + beta * dst[i];
+  }
+}
+
+int cu_widen_bf16(const a3_backend *be, float *dst, const __nv_bfloat16 *src, size_t n,
+                  float beta) {
+  if (n)
+    k_widen_bf16<<<cu_blocks(n, CU_THREADS), CU_THREADS, 0, cu_stream(be)>>>(dst, src, n, beta);
+  return CU_LAUNCHED(be);
 }
 
 // Elements a column-major operand spans: `batch` matrices `stride` apart,
@@ -60,9 +79,7 @@ static __nv_bfloat16 *bf16_scratch(const a3_backend *be, int slot, size_t n) {
 // src's n elements rounded to bf16 in scratch `slot`, or NULL (recorded).
 static const __nv_bfloat16 *as_bf16(const a3_backend *be, int slot, const float *src, size_t n) {
   __nv_bfloat16 *dst = bf16_scratch(be, slot, n ? n : 1);
-  if (!dst) return NULL;
-  if (n) k_round_bf16<<<cu_blocks(n, CU_THREADS), CU_THREADS, 0, cu_stream(be)>>>(dst, src, n);
-  return CU_LAUNCHED(be) ? dst : NULL;
+  return dst && cu_round_bf16(be, dst, src, n) ? dst : NULL;
 }
 
 // The operands' types, pointers and compute type for this backend's
@@ -78,7 +95,7 @@ static int gemm_operands_for(const a3_backend *be, cublasOperation_t ta, cublasO
                              const float *B, int ldb, long long stride_b, int batch,
                              gemm_operands *o) {
   *o = (gemm_operands){A, B, CUDA_R_32F, cu_state(be)->compute};
-  if (!bf16_operands(be)) return 1;
+  if (!cu_bf16_operands(be)) return 1;
   const int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
   const int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
   o->A = as_bf16(be, 0, A, operand_span(a_rows, a_cols, lda, stride_a, batch));

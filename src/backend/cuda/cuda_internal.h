@@ -21,6 +21,7 @@ extern "C" {
 }
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stddef.h>
 
@@ -133,6 +134,13 @@ void cu_plane_sums(const a3_backend *be, float *dst, const float *x, int J, int 
 // cublasSgemm / cublasSgemmStridedBatched with the same arguments (less the
 // handle), computed in the backend's precision.
 cublasComputeType_t cu_compute_type(a3_precision p);
+// bf16 precision: products (and cuDNN's convolutions) take bf16 copies of
+// their fp32 operands, rounded to nearest even, and give fp32 results.
+int cu_bf16_operands(const a3_backend *be);
+// dst (n) = src rounded to bf16; dst (n) = src widened (beta 0: dst not
+// read) or src + beta * dst. Both return CU_LAUNCHED's verdict.
+int cu_round_bf16(const a3_backend *be, __nv_bfloat16 *dst, const float *src, size_t n);
+int cu_widen_bf16(const a3_backend *be, float *dst, const __nv_bfloat16 *src, size_t n, float beta);
 cublasStatus_t cu_sgemm(const a3_backend *be, cublasOperation_t ta, cublasOperation_t tb, int m,
                         int n, int k, const float *alpha, const float *A, int lda, const float *B,
                         int ldb, const float *beta, float *C, int ldc);
