@@ -168,7 +168,7 @@ void a3_trainer_free(a3_trainer *t); // NULL is fine
 a3_status a3_trainer_resume(a3_trainer *t, const char *path) A3_WARN_UNUSED;
 
 // One optimizer step (collective) whose loss is read later: on a GPU it
-// only queues the step's work (no copy, no wait: the host runs ahead) and
+// only queues the step's work (no copy, no wait but NCCL's watched gradient sum) and
 // the loss stays in device memory. At most a3_trainer_pending_capacity
 // steps may wait for a3_trainer_take_losses.
 a3_status a3_trainer_advance(a3_trainer *t) A3_WARN_UNUSED;
