@@ -9,7 +9,7 @@
 # interleaved per config, REPS times, each timing STEPS steps after WARMUP,
 # then prints one table:
 #   config batch strategy precision a3fta-ms torch-ms ratio(torch/a3fta)
-#   pipe-a3fta pipe-torch pipe-ratio a3fta-GFLOP/s MFU a3fta-MB torch-MB
+#   pipe-a3fta pipe-torch pipe-ratio a3fta-GFLOP/s MFU MFU-peak a3fta-MB torch-MB
 # ms: median over all timed steps of all repetitions (each step timed up to
 # a device synchronize); pipe: ms per step of STEPS more steps queued back to
 # back with one synchronize at the end (the trainer's way: launch overhead
@@ -123,11 +123,24 @@ for f in "$raw"/a3.*.0 "$raw"/torch.*.0; do
   [[ -s $f ]] && grep -m1 '^#' "$f"
 done | sed 's/; precision.*//' | sort -u
 
+gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 "$py" - "$raw" "$reps" "$cases" "$strategies" "$a3_precisions" "$torch_precisions" \
-  "${out:+$out/table.txt}" <<'PY'
+  "${out:+$out/table.txt}" "$gpu_name" <<'PY'
 import glob, os, statistics, sys
 raw, reps, cases, strategies = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
 a3_prec, torch_prec, table_path = sys.argv[5].split(), sys.argv[6].split(","), sys.argv[7]
+gpu_name = sys.argv[8] if len(sys.argv) > 8 else ""
+
+# The card's datasheet peak, dense (half the "with sparsity" figures),
+# TFLOP/s per precision, by the first name nvidia-smi's contains: H100 SXM5
+# (and H200, the same chip) 66.9 / 494.7 / 989.4, H100 PCIe 51 / 378 / 756.5,
+# A100 19.5 / 156 / 312; other cards (the H100 NVL among them): unknown.
+DATASHEET = [("H200", {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4}),
+             ("H100 PCIe", {"fp32": 51.2, "tf32": 378.0, "bf16": 756.5}),
+             ("H100 NVL", None),
+             ("H100", {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4}),
+             ("A100", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0})]
+card_peak = next((p for name, p in DATASHEET if name in gpu_name), None)
 
 def parse(lines):
     d = {"STEP": [], "PIPE": [], "MEM": None, "FLOPS": None, "PARAMS": None, "EXTRAS": None,
@@ -181,7 +194,8 @@ for c in cases:
 
 MB = 2.0 ** 20
 rows = [("config", "batch", "strategy", "precision", "a3fta-ms", "torch-ms", "ratio",
-         "pipe-a3fta", "pipe-torch", "pipe-ratio", "a3fta-GFLOP/s", "MFU", "a3fta-MB", "torch-MB")]
+         "pipe-a3fta", "pipe-torch", "pipe-ratio", "a3fta-GFLOP/s", "MFU", "MFU-peak", "a3fta-MB",
+         "torch-MB")]
 # The card's matrix rate, measured in this run: a3fta's 4096^3 GEMM per precision.
 gemm_peak = {}
 for (cfg, s, p), d in a3.items():
@@ -202,10 +216,11 @@ for c in cases:
             amb = sum(a["MEM"][:4]) / MB if a and a["MEM"] else None
             tmb = t["MEM"][0] / MB if t and t["MEM"] else None
             mfu = gf / gemm_peak[p] if gf and gemm_peak.get(p) else None
+            mfu_peak = gf / (card_peak[p] * 1e3) if gf and card_peak and p in card_peak else None
             rows.append((cfg, batch, s, p, fmt(ma, ".2f"), fmt(mt, ".2f"),
                          fmt(mt / ma if ma and mt else None, ".2f"), fmt(pa, ".2f"),
                          fmt(pt, ".2f"), fmt(pt / pa if pa and pt else None, ".2f"), fmt(gf, ".0f"),
-                         fmt(mfu, ".1%"), fmt(amb, ".0f"), fmt(tmb, ".0f")))
+                         fmt(mfu, ".1%"), fmt(mfu_peak, ".1%"), fmt(amb, ".0f"), fmt(tmb, ".0f")))
             if a and t and a["PARAMS"] and t["PARAMS"]:
                 if a["PARAMS"] != t["PARAMS"] or a["EXTRAS"] != t["EXTRAS"]:
                     notes.append(f"WARNING {cfg} {s}: the models differ: a3fta PARAMS "
@@ -227,13 +242,15 @@ for who, res in (("a3fta linear_forward", a3), ("torch.mm", torch)):
             peaks[who, p] = max(peaks.get((who, p), 0.0), d["SGEMM"][0])
 lines.append("")
 lines.append("ms: median over all timed steps of all repetitions; ratio = torch ms / a3fta ms "
-             "(> 1: a3fta faster); bf16: a3fta's bf16 GEMM operands with fp32 storage (its cuDNN "
-             "convs: TF32), torch's autocast")
+             "(> 1: a3fta faster); bf16: a3fta's bf16 copies of the GEMM and cuDNN conv operands "
+             "with fp32 storage, torch's autocast")
 lines.append("pipe: ms per step of --steps steps queued back to back with one synchronize "
              "at the end (as a3fta's trainer runs them, reading the loss only when it logs); "
              "pipe-ratio = torch / a3fta")
 lines.append("MFU: a3fta GFLOP/s over the 4096^3 GEMM rate a3fta measured in this run at that "
-             "precision (below)")
+             "precision (below); MFU-peak: over the card's datasheet peak, dense"
+             + (f" ({gpu_name}: " + ", ".join(f"{k} {v:g}" for k, v in card_peak.items())
+                + " TFLOP/s)" if card_peak else f" (unknown for '{gpu_name}': '-')"))
 lines.append("GFLOP/s: a3fta's counted step FLOPs / a3fta ms; MB: device memory (a3fta: arena + "
              "params + grads + AdamW; torch: max_memory_allocated)")
 if peaks:
