@@ -271,14 +271,16 @@ for b in "${A3FTA_GPU_PREBUILT:-/nonexistent}/tools/bench/a3fta_bench_step" \
   "${build:-/nonexistent}/tools/bench/a3fta_bench_step"; do
   [ -x "$b" ] && bench_bin=$b && break
 done
+# Records NAME as FAIL and returns 0 when a3fta_bench_step was not built.
+bench_bin_missing() {
+  [ -n "$bench_bin" ] && return 1
+  say "$1: a3fta_bench_step not built"
+  record "$1" FAIL 0
+}
 bench() {
   local name="benchmark vs PyTorch (tools/bench/run_step_gpu.sh)"
   say "== $name"
-  if [ -z "$bench_bin" ]; then
-    say "$name: a3fta_bench_step not built"
-    record "$name" FAIL 0
-    return
-  fi
+  bench_bin_missing "$name" && return
   # torch must not see the bundle's older libstdc++ and friends (LD_LIBRARY_PATH
   # from tests/gpu/unbundle.sh): its Python runs through a wrapper without them.
   local py=$out/python-without-bundle
@@ -315,11 +317,7 @@ bench
 conv_plan() {
   local name="cuDNN plan, ddpm-cifar10-32 full tf32 (A3FTA_CONV_TRACE=1)"
   say "== $name"
-  if [ -z "$bench_bin" ]; then
-    say "$name: a3fta_bench_step not built"
-    record "$name" FAIL 0
-    return
-  fi
+  bench_bin_missing "$name" && return
   skipped_without_gpu "$name" && return
   local t0=$SECONDS trace=$out/conv-trace.txt
   A3FTA_CONV_TRACE=1 timeout "$timeout_s" "$bench_bin" --backend cuda --precision tf32 \
