@@ -16,7 +16,7 @@
 # data/fashion-mnist.h5 (A3FTA_GPU_DATA overrides; SKIPPED when missing),
 # PASS when both points are done and the log names the NCCL sum; "fine-tune per
 # strategy": tests/gpu/finetune_check.sh (30 steps of each strategy on CPU and
-# GPU, losses within 1e-3); then the benchmark against PyTorch,
+# GPU, losses within 1e-3; full and a3fta also in bf16, within 5e-2); then the benchmark against PyTorch,
 # tools/bench/run_step_gpu.sh (--max-time $A3FTA_GPU_BENCH_S, default 240;
 # --reps $A3FTA_GPU_BENCH_REPS, default 2), then once more with
 # A3FTA_CONV=im2col (one repetition; A3FTA_GPU_BENCH_IM2COL=0 skips it), both
