@@ -47,7 +47,7 @@ static a3_status cuda_alloc(const a3_backend *be, void **out, size_t bytes) {
   // Zeroed on the backend's stream, so that every later op sees the zeros.
   e = cudaMemsetAsync(*out, 0, n, cu_stream(be));
   if (e != cudaSuccess) {
-    cudaFree(*out);
+    cudaFree(*out); // unchecked: the memset's error is the one to report
     *out = NULL;
     return A3_FAIL(A3_ERR_CUDA, "cudaMemsetAsync of %zu bytes failed: %s (%s)", n,
                    cudaGetErrorName(e), cudaGetErrorString(e));

@@ -157,7 +157,7 @@ static int start_handle(cuda_dnn *d, cudaStream_t stream) {
   if (dnn_api.cudnnCreate(&d->handle) == CUDNN_STATUS_SUCCESS &&
       dnn_api.cudnnSetStream(d->handle, stream) == CUDNN_STATUS_SUCCESS)
     return 1;
-  if (d->handle) dnn_api.cudnnDestroy(d->handle);
+  if (d->handle) dnn_api.cudnnDestroy(d->handle); // unchecked: cleanup after a failed start
   d->handle = NULL;
   return 0;
 }

@@ -14,8 +14,8 @@ static void copy_name(char *dst, size_t cap, const char *src) {
 
 extern "C" void a3_cuda_probe(a3_cuda_info *out) {
   memset(out, 0, sizeof *out);
-  cudaRuntimeGetVersion(&out->runtime_version);
-  ncclGetVersion(&out->nccl_version);
+  cudaRuntimeGetVersion(&out->runtime_version); // unchecked: 0 when unknown
+  ncclGetVersion(&out->nccl_version);           // unchecked: 0 when unknown
   int count = 0;
   cudaError_t err = cudaGetDeviceCount(&count);
   out->error_code = (int)err;
