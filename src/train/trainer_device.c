@@ -141,8 +141,13 @@ static a3_status keep_images(a3_train_device *d) {
   const size_t bytes = (size_t)d->data->n * (size_t)d->per_sample;
   size_t limit = 0;
   A3_TRY(images_limit(&limit));
-  if (bytes <= limit && be->ops->alloc(be, (void **)&d->images, bytes ? bytes : 1) == A3_OK)
+  if (bytes <= limit && be->ops->alloc(be, (void **)&d->images, bytes ? bytes : 1) == A3_OK) {
+    const size_t used = strlen(d->name); // the log's "backend:" line says where the images are
+    const int mb = bytes >= 1048576;
+    snprintf(d->name + used, sizeof d->name - used, ", training images in device memory (%.1f %s)",
+             (double)bytes / (mb ? 1048576.0 : 1024.0), mb ? "MB" : "kB");
     return be->ops->upload(be, d->images, d->data->images, bytes);
+  }
   a3_warn("the %.1f MB of training images stay in host memory (%s): each micro-batch uploads its "
           "images",
           (double)bytes / 1048576.0,

@@ -257,7 +257,7 @@ finetune() {
   "$root/tests/gpu/finetune_check.sh" "$bin_a3fta" "$out" 30 2>&1 | tee -a "$log"
   rc=${PIPESTATUS[0]}
   # The trainer's "backend: cuda device ..., convolutions: ENGINE" line.
-  conv_engine=$(sed -n 's/.*backend: .*, convolutions: //p' "$out"/finetune/*-cuda.log 2>/dev/null |
+  conv_engine=$(sed -n 's/.*backend: .*, convolutions: \([^,]*\).*/\1/p' "$out"/finetune/*-cuda.log 2>/dev/null |
     head -1)
   say "GPU convolutions: ${conv_engine:-unknown}"
   if [ "$rc" -eq 0 ]; then record "$name" PASS $((SECONDS - t0)); else
