@@ -33,6 +33,25 @@ ensure_debian_packages() {
 # mpirun as root needs explicit consent; CI and containers run as root.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
+# OpenBLAS's kernel set for this CPU, by the rules of src/backend/cpu/blas_setup.c
+# (best_coretype), from /proc/cpuinfo; empty when none applies.
+best_openblas_coretype() {
+  local flags
+  flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
+  has() { local f; for f in "$@"; do [[ $flags == *" $f "* ]] || return 1; done; }
+  if has avx512f avx512bw avx512dq avx512vl; then
+    if has avx512_bf16; then echo Cooperlake; else echo SkylakeX; fi
+  elif has avx2 fma; then
+    echo Haswell
+  fi
+}
+
+# Every process then starts on the kernels a3fta would pick, so none switches
+# OpenBLAS's kernel table at run time (see blas_setup.c).
+coretype=$(best_openblas_coretype)
+[ -n "$coretype" ] && export OPENBLAS_CORETYPE=$coretype
+unset coretype
+
 # configure_and_build BUILD_DIR [cmake options...]
 configure_and_build() {
   local dir=$1; shift

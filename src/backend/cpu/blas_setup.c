@@ -32,6 +32,13 @@
 // The choice follows the features, not a timing race, so that one machine
 // always runs the same kernels. Without the symbols (an OpenBLAS that is not
 // DYNAMIC_ARCH) nothing changes.
+//
+// When OpenBLAS already runs the kernel set a3fta would pick (an
+// OPENBLAS_CORETYPE exported before the process started, as tools/test.sh
+// does), nothing is switched: the switch is the one moment the kernel table
+// is NULL, and on the build machines a process crashed there a few times in
+// many thousands (inside gotoblas_dynamic_init, at its gotoblas->init() call,
+// which found gotoblas NULL again; the other writer is not known).
 #define _POSIX_C_SOURCE 200809L
 #include "cpu_ops.h"
 
@@ -40,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #if defined(__GNUC__)
 // Weak: an OpenBLAS that is not DYNAMIC_ARCH does not have them.
@@ -68,6 +76,12 @@ static void switch_kernels(const char *core) { (void)core; }
 
 static char blas_info[256] = "OpenBLAS (not set up yet)";
 
+// Whether OpenBLAS runs the kernel set `core` now.
+static int running(const char *core) {
+  const char *now = openblas_get_corename();
+  return now && strcasecmp(now, core) == 0;
+}
+
 // The newest OpenBLAS 0.3.21 kernel set this CPU can run, or NULL.
 static const char *best_coretype(void) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -89,7 +103,7 @@ void cpu_blas_setup(void) {
   const char *pick = (force && *force) ? force : best_coretype();
   char how[128] = "OpenBLAS's own choice";
   if (*env) snprintf(how, sizeof how, "OPENBLAS_CORETYPE=%s", env);
-  if (pick && strcmp(pick, "keep") != 0 && can_switch()) {
+  if (pick && strcmp(pick, "keep") != 0 && !running(pick) && can_switch()) {
     switch_kernels(pick);
     if (force && *force)
       snprintf(how, sizeof how, "A3FTA_BLAS_CORETYPE=%s", force);
