@@ -2,8 +2,8 @@
 // Gaussian noise), of add_noise and of its images' pixels, as inline
 // functions for the host and the device. Part of the backend module
 // (backend.h's training_noise and batch_images ops): one definition serves
-// the host functions (src/diffusion/noise.c, src/train/trainer_data.c), the
-// CPU backend's ops (src/backend/cpu/noise_ops.c) and the CUDA kernels
+// the host functions (src/diffusion/noise.c), the CPU backend's ops
+// (src/backend/cpu/noise_ops.c) and the CUDA kernels
 // (src/backend/cuda/cuda_noise.cu), so that they can differ only where the
 // device's math library does (a3_noise_randn_pair).
 #ifndef A3FTA_BACKEND_NOISE_H

@@ -57,13 +57,13 @@ typedef struct {
   bool markers;        // a 5x5 square at each point (sparse series)
 } a3_plot_series;
 
-// Writes the chart to path (atomically: path.tmp, then renamed). Serial.
 // An 8-bit PNG of width x height interleaved pixels, channels 1 (grey) or 3
 // (RGB), written atomically (path.tmp, synced, renamed). The plots and the
 // sample grids (a3_write_png_grid) both go through it.
 a3_status a3_write_png(const char *path, const uint8_t *px, int width, int height,
                        int channels) A3_WARN_UNUSED;
 
+// Writes the chart to path (atomically: path.tmp, then renamed). Serial.
 a3_status a3_plot_png(const char *path, const char *title, const a3_plot_series *series,
                       int n_series, bool log_y) A3_WARN_UNUSED;
 

@@ -168,9 +168,9 @@ void a3_trainer_free(a3_trainer *t); // NULL is fine
 a3_status a3_trainer_resume(a3_trainer *t, const char *path) A3_WARN_UNUSED;
 
 // One optimizer step (collective) whose loss is read later: on a GPU it
-// only queues the step's work (no copy, no wait but NCCL's watched gradient sum) and
-// the loss stays in device memory. At most a3_trainer_pending_capacity
-// steps may wait for a3_trainer_take_losses.
+// only queues the step's work (no copy; no wait but for NCCL's watched
+// gradient sum) and the loss stays in device memory. At most
+// a3_trainer_pending_capacity steps may wait for a3_trainer_take_losses.
 a3_status a3_trainer_advance(a3_trainer *t) A3_WARN_UNUSED;
 int64_t a3_trainer_pending(const a3_trainer *t); // steps advanced, losses not yet taken
 int64_t a3_trainer_pending_capacity(const a3_trainer *t);
@@ -202,9 +202,9 @@ a3_status a3_trainer_save(a3_trainer *t, const char *path) A3_WARN_UNUSED;
 // slowest. compute_s is the rest: batch, forward, backward (starting the
 // gradient buckets), clipping, AdamW, EMA, and on a GPU, whose steps only
 // queue work, the waits for that work when the losses are taken. One rank:
-// comm_s = 0. grad_bytes: the gradient the
-// data-parallel sum reduces each step, 4 bytes per trainable parameter
-// (also with one rank, where nothing is sent).
+// comm_s = 0. grad_bytes: the gradient the data-parallel sum reduces each
+// step, 4 bytes per trainable parameter (also with one rank, where nothing
+// is sent).
 typedef struct {
   double compute_s, comm_s;
   int64_t steps;

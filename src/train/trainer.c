@@ -196,7 +196,7 @@ static a3_status alloc_pending(a3_trainer *t) {
   t->pending_cap = cap;
   A3_TRY(A3_ALLOC(t->pending_lr, (size_t)cap));
   A3_TRY(A3_ALLOC(t->pending_loss, (size_t)cap));
-  A3_TRY(A3_ALLOC(t->micro_losses, (size_t)(cap * accum)));
+  if (t->dev) A3_TRY(A3_ALLOC(t->micro_losses, (size_t)(cap * accum)));
   return A3_OK;
 }
 
@@ -415,11 +415,11 @@ static a3_status take_device_losses(a3_trainer *t, int64_t pending) {
   if (n != expect)
     return A3_FAIL(A3_ERR_INTERNAL, "device: %lld micro-batch losses for %lld steps of %lld",
                    (long long)n, (long long)pending, (long long)accum);
+  if (n == 0) return A3_OK; // no images on this rank: advance left its shares at 0
   const double weight = micro_weight(t);
   for (int64_t i = 0; i < pending; i++) {
     double total = 0.0;
-    for (int64_t k = 0; k < accum && n; k++)
-      total += (double)t->micro_losses[i * accum + k] * weight;
+    for (int64_t k = 0; k < accum; k++) total += (double)t->micro_losses[i * accum + k] * weight;
     t->pending_loss[i] = total;
   }
   return A3_OK;

@@ -28,7 +28,6 @@ struct a3_train_device {
   const a3_param_segment *segs; // the trainer's, flat offsets
   int n_segs;
   int64_t n_train, batch, per_sample, T;
-  int C, S;                        // image channels and size
   const a3_train_data *data;       // the trainer's (host) subset
   uint8_t *images;                 // (n, C, S, S) its device copy, or NULL: upload per micro-batch
   float *x0_host;                  // (batch, per_sample) host scratch when images is NULL
@@ -175,13 +174,8 @@ a3_status a3_train_device_open(const a3_config *cfg, MPI_Comm comm, const a3_une
   *out = NULL;
   a3_train_device *d = NULL;
   A3_TRY(A3_ALLOC(d, 1));
-  *d = (a3_train_device){.segs = segs,
-                         .n_segs = n_segs,
-                         .batch = batch > 0 ? batch : 1,
-                         .T = sched->T,
-                         .data = data,
-                         .C = data->channels,
-                         .S = data->size};
+  *d = (a3_train_device){
+      .segs = segs, .n_segs = n_segs, .batch = batch > 0 ? batch : 1, .T = sched->T, .data = data};
   snprintf(d->name, sizeof d->name, "cpu");
   a3_status s = pick_backend(d, cfg, comm);
   if (s != A3_OK || !d->be) {
@@ -224,12 +218,13 @@ const char *a3_train_device_name(const a3_train_device *d) { return d->name; }
 // x_t's buffer gets the micro-batch's images x0 (count, C, S, S).
 static a3_status batch_images(a3_train_device *d, const uint32_t *items, int64_t count) {
   const a3_backend *be = d->be;
+  const int C = d->data->channels, S = d->data->size;
   if (d->images) {
-    be->ops->batch_images(be, d->x_t, d->images, items, (int)count, d->C, d->S);
+    be->ops->batch_images(be, d->x_t, d->images, items, (int)count, C, S);
     return A3_OK;
   }
   const a3_backend *cpu = a3_backend_cpu();
-  cpu->ops->batch_images(cpu, d->x0_host, d->data->images, items, (int)count, d->C, d->S);
+  cpu->ops->batch_images(cpu, d->x0_host, d->data->images, items, (int)count, C, S);
   return be->ops->upload(be, d->x_t, d->x0_host, (size_t)(count * d->per_sample) * sizeof(float));
 }
 

@@ -5,8 +5,8 @@
 // to the batch_images op as launch arguments), the device draws their
 // timesteps and noise and keeps each micro-batch's loss, which the host
 // reads in one copy when it logs (a3_train_device_take_losses). So a step
-// neither copies nor waits (with NCCL the host still waits for the gradient sum,
-// under its watchdog), and the host runs ahead of the GPU. The host
+// neither copies nor waits (with NCCL the host still waits for the gradient
+// sum, under its watchdog), and the host runs ahead of the GPU. The host
 // keeps a copy of the model that checkpoints, sampling and exports read
 // after a3_train_device_pull.
 //

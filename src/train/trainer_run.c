@@ -148,9 +148,12 @@ static void format_eta(double seconds, char *buf, size_t size) {
     snprintf(buf, size, "%lds", s);
 }
 
+// Whether a task done every `every` steps (0: never) falls on `step`.
+static bool every_due(int64_t step, int64_t every) { return every > 0 && step % every == 0; }
+
 static void log_step(run_state *r, int64_t step, double loss, double lr, double heldout) {
   const a3_train_config *tc = &r->cfg->train;
-  const bool due = step % tc->log_every == 0 || step == tc->steps || !isnan(heldout);
+  const bool due = every_due(step, tc->log_every) || step == tc->steps || !isnan(heldout);
   if (r->rank != 0 || !due) return;
   const double now = now_s();
   const double rate = (double)(step - r->s_log) / (now - r->t_log > 1e-9 ? now - r->t_log : 1e-9);
@@ -169,7 +172,7 @@ static void log_step(run_state *r, int64_t step, double loss, double lr, double 
 static a3_status heldout_after(run_state *r, a3_trainer *t, int64_t step, double *heldout) {
   *heldout = NAN;
   const int64_t every = r->cfg->eval.heldout_every;
-  if (every <= 0 || (step % every != 0 && step != r->cfg->train.steps)) return A3_OK;
+  if (every <= 0 || (!every_due(step, every) && step != r->cfg->train.steps)) return A3_OK;
   A3_TRY(a3_trainer_heldout_loss(t, r->comm, &r->heldout, heldout));
   r->last_heldout = *heldout;
   return A3_OK;
@@ -180,10 +183,8 @@ static a3_status heldout_after(run_state *r, a3_trainer *t, int64_t step, double
 // In between, a GPU step only queues work.
 static bool take_due(const run_state *r, const a3_trainer *t, int64_t step, int64_t stop) {
   const a3_train_config *tc = &r->cfg->train;
-  const int64_t heldout = r->cfg->eval.heldout_every;
-  return step == stop || step == tc->steps || step % tc->log_every == 0 ||
-         (heldout > 0 && step % heldout == 0) ||
-         (tc->checkpoint_every > 0 && step % tc->checkpoint_every == 0) ||
+  return step == stop || step == tc->steps || every_due(step, tc->log_every) ||
+         every_due(step, r->cfg->eval.heldout_every) || every_due(step, tc->checkpoint_every) ||
          a3_trainer_pending(t) >= a3_trainer_pending_capacity(t);
 }
 
@@ -211,8 +212,7 @@ static a3_status take_losses(run_state *r, a3_trainer *t, const a3_train_options
     r->last_loss = L.loss[i];
   }
   if (r->csv) fflush(r->csv); // a killed run keeps its rows
-  const int64_t every = r->cfg->train.checkpoint_every;
-  if (last == r->cfg->train.steps || (every > 0 && last % every == 0))
+  if (last == r->cfg->train.steps || every_due(last, r->cfg->train.checkpoint_every))
     A3_TRY(a3_trainer_save(t, r->ckpt));
   return A3_OK;
 }

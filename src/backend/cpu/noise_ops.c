@@ -1,8 +1,8 @@
 // A training batch's ops on the CPU: training_noise with the formulas of
 // a3fta/backend_noise.h, which the host functions of src/diffusion/noise.c
 // use too, so the op gives bitwise what a3_diffusion_training_batch gives
-// (tests/diffusion/test_noise_op.c); batch_images, which the host's batches
-// (a3_train_batch_images) run too.
+// (tests/diffusion/test_noise_op.c); batch_images, which the trainer's CPU
+// path runs too (the host's batches, items from a3_train_batch_items).
 //
 // No CPU_FP_CONTRACT: add_noise's products and sum keep their own fp32
 // roundings, as diffusers' tensor ops do.

@@ -55,6 +55,15 @@ static a3_status cuda_alloc(const a3_backend *be, void **out, size_t bytes) {
   return A3_OK;
 }
 
+void *cu_scratch_get(const a3_backend *be, cu_scratch *s, size_t bytes) {
+  if (bytes <= s->bytes) return s->ptr;
+  if (s->ptr && !CU_CHECK(be, cudaFree(s->ptr))) return NULL;
+  s->ptr = NULL, s->bytes = 0;
+  if (!CU_CHECK(be, cudaMalloc(&s->ptr, bytes))) return NULL;
+  s->bytes = bytes;
+  return s->ptr;
+}
+
 static void cuda_release(const a3_backend *be, void *ptr) {
   if (ptr) CU_CHECK(be, cudaFree(ptr)); // cudaFree waits for work that may still use ptr
 }
@@ -206,9 +215,9 @@ static void free_state(cuda_state *st) {
   if (st->stream) cudaStreamSynchronize(st->stream);
   cu_dnn_free(st);
   if (st->red) cudaFree(st->red);
-  if (st->col_partials) cudaFree(st->col_partials);
+  if (st->col_partials.ptr) cudaFree(st->col_partials.ptr);
   for (int i = 0; i < 2; i++)
-    if (st->bf16[i]) cudaFree(st->bf16[i]);
+    if (st->bf16[i].ptr) cudaFree(st->bf16[i].ptr);
   if (st->blas) cublasDestroy(st->blas);
   if (st->stream) cudaStreamDestroy(st->stream);
   free(st);

@@ -311,6 +311,20 @@ static int pick_backward_filter(const a3_backend *be, cuda_dnn *d, dnn_shape *e)
 // Workspace parts stay 256-byte aligned, as cudaMalloc's blocks are.
 static size_t round_up_256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
+// Elements of the tensors cuDNN runs on (asymmetric padding made explicit).
+static size_t x_count(const dnn_shape *e) {
+  const a3_conv2d_shape *r = &e->run;
+  return (size_t)r->B * r->C * r->H * r->W;
+}
+static size_t y_count(const dnn_shape *e) {
+  const a3_conv2d_shape *r = &e->run;
+  return (size_t)r->B * r->OC * a3_conv2d_out_h(r) * a3_conv2d_out_w(r);
+}
+static size_t w_count(const dnn_shape *e) {
+  const a3_conv2d_shape *r = &e->run;
+  return (size_t)r->OC * r->C * r->KH * r->KW;
+}
+
 // cuDNN pads symmetrically only. Diffusers' Downsample2D with padding 0 pads
 // (0, 1, 0, 1): that runs as a conv with no padding over an explicitly
 // padded copy of the input (in the workspace, before cuDNN's part).
@@ -320,19 +334,17 @@ static void plan_padding(dnn_shape *e) {
   if (s->pad_top == s->pad_bottom && s->pad_left == s->pad_right) return;
   e->run.H = s->H + s->pad_top + s->pad_bottom, e->run.W = s->W + s->pad_left + s->pad_right;
   e->run.pad_top = e->run.pad_bottom = e->run.pad_left = e->run.pad_right = 0;
-  e->padded_bytes = round_up_256((size_t)s->B * s->C * e->run.H * e->run.W * sizeof(float));
+  e->padded_bytes = round_up_256(x_count(e) * sizeof(float));
 }
 
 // bf16 precision: cuDNN's tensors are bf16 copies in the workspace.
 static void plan_bf16(const a3_backend *be, dnn_shape *e) {
   e->dtype = cu_bf16_operands(be) ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
   if (e->dtype != CUDNN_DATA_BFLOAT16) return;
-  const a3_conv2d_shape *r = &e->run;
   const size_t half = sizeof(__nv_bfloat16);
-  e->x16_bytes = round_up_256((size_t)r->B * r->C * r->H * r->W * half);
-  e->y16_bytes =
-      round_up_256((size_t)r->B * r->OC * a3_conv2d_out_h(r) * a3_conv2d_out_w(r) * half);
-  e->w16_bytes = round_up_256((size_t)r->OC * r->C * r->KH * r->KW * half);
+  e->x16_bytes = round_up_256(x_count(e) * half);
+  e->y16_bytes = round_up_256(y_count(e) * half);
+  e->w16_bytes = round_up_256(w_count(e) * half);
 }
 
 // Each direction on its own: cuDNN when it has a usable algorithm, im2col
@@ -344,9 +356,8 @@ static void plan_bf16(const a3_backend *be, dnn_shape *e) {
 // (filter or data gradient) is not known yet.
 static void plan_shape(const a3_backend *be, cuda_dnn *d, dnn_shape *e) {
   const char *none = "no usable deterministic algorithm";
-  const a3_conv2d_shape *s = &e->shape;
   plan_padding(e);
-  e->dweight_bytes = round_up_256((size_t)s->OC * s->C * s->KH * s->KW * sizeof(float));
+  e->dweight_bytes = round_up_256(w_count(e) * sizeof(float));
   plan_bf16(be, e);
   const char *all = d->off ? d->off : !make_descriptors(e) ? "cuDNN took no descriptors" : NULL;
   const char *backward = all ? all : fp32_exact(be) ? "fp32 exact" : NULL;
@@ -515,19 +526,6 @@ static void *dnn_workspace(const dnn_shape *e, void *workspace) {
 
 static int bf16(const dnn_shape *e) { return e->dtype == CUDNN_DATA_BFLOAT16; }
 
-static size_t x_count(const dnn_shape *e) {
-  const a3_conv2d_shape *r = &e->run;
-  return (size_t)r->B * r->C * r->H * r->W;
-}
-static size_t y_count(const dnn_shape *e) {
-  const a3_conv2d_shape *r = &e->run;
-  return (size_t)r->B * r->OC * a3_conv2d_out_h(r) * a3_conv2d_out_w(r);
-}
-static size_t w_count(const dnn_shape *e) {
-  const a3_conv2d_shape *r = &e->run;
-  return (size_t)r->OC * r->C * r->KH * r->KW;
-}
-
 // What cuDNN reads for an fp32 tensor of `count` floats: the tensor itself,
 // or (bf16) its rounded copy in `copy`; NULL after a recorded failure.
 static const void *dnn_operand(const a3_backend *be, const dnn_shape *e, const float *t,
@@ -542,12 +540,18 @@ static const void *dnn_operand(const a3_backend *be, const dnn_shape *e, const f
 static const float *aligned_weight(const a3_backend *be, const dnn_shape *e, const float *weight,
                                    void *workspace) {
   if ((uintptr_t)weight % 16 == 0) return weight;
-  const a3_conv2d_shape *s = &e->shape;
   float *copy = dweight_scratch(e, workspace);
-  const size_t bytes = (size_t)s->OC * s->C * s->KH * s->KW * sizeof(float);
+  const size_t bytes = w_count(e) * sizeof(float);
   return CU_CHECK(be, cudaMemcpyAsync(copy, weight, bytes, cudaMemcpyDeviceToDevice, cu_stream(be)))
              ? copy
              : NULL;
+}
+
+// The weight cuDNN reads: its bf16 copy, or the (aligned) fp32 weight.
+static const void *dnn_weight(const a3_backend *be, const dnn_shape *e, const float *weight,
+                              void *workspace) {
+  return bf16(e) ? dnn_operand(be, e, weight, bf16_parts(e, workspace).w, w_count(e))
+                 : aligned_weight(be, e, weight, workspace);
 }
 
 void cu_dnn_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
@@ -563,8 +567,7 @@ void cu_dnn_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
   }
   const bf16_copies c = bf16_parts(e, workspace);
   const void *x = dnn_operand(be, e, inp, c.x, x_count(e));
-  const void *w = bf16(e) ? dnn_operand(be, e, weight, c.w, w_count(e))
-                          : aligned_weight(be, e, weight, workspace);
+  const void *w = dnn_weight(be, e, weight, workspace);
   if (!x || !w || !DNN(be, cudnnSetConvolutionMathType(e->conv, e->fwd_math))) return;
   const float zero = 0.0f;
   void *y = bf16(e) ? (void *)c.y : (void *)out; // bf16: out = y + beta * out below
@@ -611,8 +614,7 @@ static void backward_data(const a3_backend *be, const dnn_shape *e, float *dinp,
   const float one = 1.0f, zero = 0.0f;
   float *dx = e->padded_bytes ? (float *)workspace : dinp;
   const bf16_copies c = bf16_parts(e, workspace);
-  const void *w = bf16(e) ? dnn_operand(be, e, weight, c.w, w_count(e))
-                          : aligned_weight(be, e, weight, workspace);
+  const void *w = dnn_weight(be, e, weight, workspace);
   if (!w || !DNN(be, cudnnSetConvolutionMathType(e->conv, e->data_math)) ||
       !DNN(be,
            cudnnConvolutionBackwardData(backend_dnn(be)->handle, &one, e->w, w, e->y, dy, e->conv,

@@ -62,23 +62,11 @@ static size_t operand_span(int rows, int cols, int ld, long long stride, int bat
   return (size_t)(batch - 1) * (size_t)stride + (size_t)(cols - 1) * (size_t)ld + (size_t)rows;
 }
 
-// Scratch `slot` (0: A, 1: B) with room for n bf16 values; grown, never
-// shrunk, so after the first step no product allocates. cudaFree waits for
-// the work that may still read the old buffer.
-static __nv_bfloat16 *bf16_scratch(const a3_backend *be, int slot, size_t n) {
-  cuda_state *st = cu_state(be);
-  if (n <= st->bf16_n[slot]) return (__nv_bfloat16 *)st->bf16[slot];
-  if (st->bf16[slot] && !CU_CHECK(be, cudaFree(st->bf16[slot]))) return NULL;
-  st->bf16[slot] = NULL;
-  st->bf16_n[slot] = 0;
-  if (!CU_CHECK(be, cudaMalloc(&st->bf16[slot], n * sizeof(__nv_bfloat16)))) return NULL;
-  st->bf16_n[slot] = n;
-  return (__nv_bfloat16 *)st->bf16[slot];
-}
-
-// src's n elements rounded to bf16 in scratch `slot`, or NULL (recorded).
+// src's n elements rounded to bf16 in scratch `slot` (0: A, 1: B), or NULL
+// (recorded).
 static const __nv_bfloat16 *as_bf16(const a3_backend *be, int slot, const float *src, size_t n) {
-  __nv_bfloat16 *dst = bf16_scratch(be, slot, n ? n : 1);
+  __nv_bfloat16 *dst = (__nv_bfloat16 *)cu_scratch_get(be, &cu_state(be)->bf16[slot],
+                                                       (n ? n : 1) * sizeof(__nv_bfloat16));
   return dst && cu_round_bf16(be, dst, src, n) ? dst : NULL;
 }
 

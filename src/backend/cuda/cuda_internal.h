@@ -37,19 +37,23 @@ extern "C" {
 
 typedef struct cuda_dnn cuda_dnn; // cuda_conv2d_dnn.cu
 
+// Device memory an op keeps between calls, grown on demand (cu_scratch_get).
+typedef struct {
+  void *ptr;
+  size_t bytes;
+} cu_scratch;
+
 typedef struct {
   int device;
   cudaStream_t stream;
   cublasHandle_t blas;
   cublasComputeType_t compute; // of every GEMM: train.precision (cuda_gemm.cu)
   double *red;                 // (CU_RED_BLOCKS) partial sums of two-stage reductions
-  double *col_partials;        // (col_partials_n) linear's dbias partial sums (cuda_linear.cu)
-  size_t col_partials_n;
-  void *bf16[2];    // bf16 copies of a product's A and B (bf16 precision; cuda_gemm.cu)
-  size_t bf16_n[2]; // their capacities, elements
-  cuda_dnn *dnn;    // cuDNN's handle and conv plans, NULL until the first conv
-  int dnn_failed;   // cuDNN was found but would not start: im2col only
-  a3_status error;  // first recorded error, A3_OK when none
+  cu_scratch col_partials;     // linear's dbias partial sums, doubles (cuda_linear.cu)
+  cu_scratch bf16[2];          // bf16 copies of a product's A and B (bf16 precision; cuda_gemm.cu)
+  cuda_dnn *dnn;               // cuDNN's handle and conv plans, NULL until the first conv
+  int dnn_failed;              // cuDNN was found but would not start: im2col only
+  a3_status error;             // first recorded error, A3_OK when none
   char message[512];
 } cuda_state;
 
@@ -66,6 +70,11 @@ void cu_record(const a3_backend *be, a3_status code, const char *op, const char 
                const char *name, const char *text);
 int cu_check_blas(const a3_backend *be, cublasStatus_t s, const char *op, const char *file,
                   int line);
+// s's memory with room for `bytes`: kept when large enough, else freed and
+// allocated again (never shrunk, so after the first step no op allocates;
+// cudaFree waits for work that may still read the old buffer). NULL after
+// a recorded failure.
+void *cu_scratch_get(const a3_backend *be, cu_scratch *s, size_t bytes);
 #define CU_CHECK(be, call) cu_check((be), (call), __func__, __FILE__, __LINE__)
 #define CU_BLAS(be, call) cu_check_blas((be), (call), __func__, __FILE__, __LINE__)
 // After every kernel launch: a bad configuration shows up here.

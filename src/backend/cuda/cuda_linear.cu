@@ -67,18 +67,6 @@ __global__ static void column_finish_kernel(float *dbias, const double *partials
   dbias[o] += (float)t;
 }
 
-// The partial sums' scratch, grown on demand and kept (a few MB at most:
-// COL_MAX_CHUNKS rows of OUT doubles).
-static double *column_scratch(const a3_backend *be, size_t n) {
-  cuda_state *st = cu_state(be);
-  if (st->col_partials_n >= n) return st->col_partials;
-  if (st->col_partials && !CU_CHECK(be, cudaFree(st->col_partials))) return NULL;
-  st->col_partials = NULL, st->col_partials_n = 0;
-  if (!CU_CHECK(be, cudaMalloc(&st->col_partials, n * sizeof(double)))) return NULL;
-  st->col_partials_n = n;
-  return st->col_partials;
-}
-
 static void column_sums(const a3_backend *be, float *dbias, const float *dout, int N, int OUT) {
   int chunk_rows = COL_CHUNK, chunks = (N + COL_CHUNK - 1) / COL_CHUNK;
   if (chunks > COL_MAX_CHUNKS) {
@@ -86,7 +74,9 @@ static void column_sums(const a3_backend *be, float *dbias, const float *dout, i
     chunks = (N + chunk_rows - 1) / chunk_rows;
   }
   if (chunks < 1) chunks = 1;
-  double *partials = column_scratch(be, (size_t)chunks * OUT);
+  // A few MB at most: COL_MAX_CHUNKS rows of OUT doubles, kept for the next call.
+  double *partials = (double *)cu_scratch_get(be, &cu_state(be)->col_partials,
+                                              (size_t)chunks * OUT * sizeof(double));
   if (!partials) return;
   const dim3 grid((unsigned)((OUT + COL_X - 1) / COL_X), (unsigned)chunks);
   column_partials_kernel<<<grid, dim3(COL_X, COL_Y), 0, cu_stream(be)>>>(partials, dout, N, OUT,
