@@ -32,20 +32,31 @@
 // NCCL (a3_grad_comm_create_nccl). The same buckets, in device memory: a
 // bucket starts when the backward has *enqueued* its stage: an event
 // recorded on the backend's compute stream gates a dedicated comm stream,
-// which packs the bucket (device-to-device copies), sums it in place
-// (ncclAllReduce, ncclSum, no scaling) and, at finish, unpacks every bucket;
-// the compute stream then waits for that (the optimizer runs after it), so
-// the sums overlap the rest of the backward on the GPU. Each float's sum
-// comes from NCCL's algorithm (ring, tree, NVLS) over the ranks:
-// deterministic for a fixed rank count, topology, NCCL version and bucket
-// size (NCCL picks algorithm and chunking from the message size), so reruns
-// on the same machines are bitwise alike; with 1 rank the sums are the
-// inputs, with 2 they are a + b, one fp32 addition (MPI's bits); with 3 or
-// more they equal MPI's sums to fp32 rounding, not bitwise.
+// which packs the bucket (one gather kernel; each float finds its chunk with
+// a3_grad_chunk_at), sums it in place (ncclAllReduce, ncclSum, no scaling)
+// and, at finish, unpacks every bucket (one scatter kernel); the compute
+// stream then waits for that (the optimizer runs after it), so the sums
+// overlap the rest of the backward on the GPU, and the host waits for them
+// only at settle. Each float's sum comes from NCCL's algorithm (ring, tree,
+// NVLS) over the ranks: deterministic for a fixed rank count, topology, NCCL
+// version and bucket size (NCCL picks algorithm and chunking from the
+// message size), so reruns on the same machines are bitwise alike; with 1
+// rank the sums are the inputs, with 2 they are a + b, one fp32 addition
+// (MPI's bits); with 3 or more they equal MPI's sums to fp32 rounding, not
+// bitwise.
+//
+// Communicator. A rank keeps the NCCL communicator of its last sum when
+// that sum is freed in order; the next a3_grad_comm_create_nccl on a
+// congruent MPI communicator (the same ranks in the same order) and the
+// same GPU takes it over when every rank of the group still holds a healthy
+// one (they agree with one MPI_Allreduce), so the points of a sweep on one
+// group share one communicator; otherwise every rank drops its own (abort)
+// and they make a new one. The one left is finalized and destroyed inside
+// MPI_Finalize (an attribute of MPI_COMM_SELF), under the abort grace.
 //
 // Failures never hang the job: the communicator is non-blocking, and every
-// wait on it (its creation, enqueues, the step's sums, its destruction)
-// polls ncclCommGetAsyncError and the completion event with a limit,
+// wait on it (its creation, enqueues, settle, its destruction) polls
+// ncclCommGetAsyncError and the completion event with a limit,
 // timeout_s (parallel.nccl_timeout_s). On an asynchronous error or at the
 // limit the rank aborts its communicator (ncclCommAbort) and says so,
 // naming its rank, host, the bucket and the NCCL error; if every rank of
@@ -81,13 +92,29 @@ typedef struct {
 
 typedef struct {
   int n_buckets;
-  int64_t total;        // floats in all buckets
-  int64_t *begin;       // (n_buckets + 1) bucket k packs floats [begin[k], begin[k+1])
-  int *stage;           // (n_buckets) started once this stage is done
-  int *chunk_begin;     // (n_buckets + 1) bucket k gathers chunks [chunk_begin[k], ...[k+1])
-  a3_grad_chunk *chunk; // in packing order
+  int64_t total;         // floats in all buckets
+  int64_t *begin;        // (n_buckets + 1) bucket k packs floats [begin[k], begin[k+1])
+  int *stage;            // (n_buckets) started once this stage is done
+  int *chunk_begin;      // (n_buckets + 1) bucket k gathers chunks [chunk_begin[k], ...[k+1])
+  a3_grad_chunk *chunk;  // in packing order
+  int64_t *chunk_packed; // (n_chunks + 1) chunk j fills packed floats [chunk_packed[j], ...[j+1])
   int n_chunks;
 } a3_grad_buckets;
+
+// The chunk that packed float p comes from: the last j in [lo, hi) with
+// chunk_packed[j] <= p (lo, hi: a bucket's chunk_begin[k], chunk_begin[k+1],
+// or 0, n_chunks). One copy kernel per bucket finds its source this way on
+// the device (NCCL), so host and device share it.
+static inline A3_HD int a3_grad_chunk_at(const int64_t *chunk_packed, int lo, int hi, int64_t p) {
+  while (hi - lo > 1) { // invariant: chunk_packed[lo] <= p < chunk_packed[hi]
+    const int mid = lo + (hi - lo) / 2;
+    if (chunk_packed[mid] <= p)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return lo;
+}
 
 // The partition described above. bucket_bytes is rounded down to whole
 // floats (at least one) and capped at 2^30 floats (MPI counts are ints).
@@ -139,15 +166,27 @@ const char *a3_grad_comm_kind_name(a3_grad_comm_kind k); // "mpi", "nccl", ...
 // they complete, in order, and lets started sums progress.
 a3_status a3_grad_comm_ready(a3_grad_comm *c, const float *grads, int stage) A3_WARN_UNUSED;
 // Starts the rest, waits for all, grads[pieces] = their sums over the ranks
-// (for NCCL: queued on the device, ordered before the compute stream's next work).
-// The next step begins again at bucket 0.
+// (for NCCL: queued on the device, ordered before the compute stream's next
+// work, and not waited for: see a3_grad_comm_settle). The next step begins
+// again at bucket 0.
 a3_status a3_grad_comm_finish(a3_grad_comm *c, float *grads) A3_WARN_UNUSED;
+// NCCL: waits, under the watchdog (timeout_s), until the sums the last
+// finish queued have landed in the gradients; MPI: returns at once (finish
+// waited). Between finish and settle the host may queue more work that the
+// sums gate (the trainer queues its optimizer step and EMA), so that it is
+// ready when the sums arrive; it must not read device memory the sums gate
+// before settle (a copy would wait with no limit) nor queue much (CUDA
+// blocks a launch when about a thousand are pending, again with no limit).
+a3_status a3_grad_comm_settle(a3_grad_comm *c) A3_WARN_UNUSED;
 // NULL is fine. Destroying it with sums in flight (after an error) leaks
 // their buffers rather than free memory MPI may still write.
 void a3_grad_comm_free(a3_grad_comm *c);
 
 const a3_grad_buckets *a3_grad_comm_buckets(const a3_grad_comm *c);
 const char *a3_grad_comm_name(const a3_grad_comm *c); // "mpi" or "nccl"
+// NCCL: this sum took over the communicator an earlier one on the same
+// group and GPUs left (see "Communicator" above); MPI: false.
+bool a3_grad_comm_reused(const a3_grad_comm *c);
 // Buckets started so far in this step (tests: were they started during the backward?).
 int a3_grad_comm_started(const a3_grad_comm *c);
 

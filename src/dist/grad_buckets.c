@@ -28,6 +28,7 @@ void a3_grad_buckets_free(a3_grad_buckets *b) {
   free(b->stage);
   free(b->chunk_begin);
   free(b->chunk);
+  free(b->chunk_packed);
   memset(b, 0, sizeof *b);
 }
 
@@ -68,6 +69,7 @@ static void cut(a3_grad_buckets *b, const a3_grad_piece *p, int n, int64_t per) 
     for (int64_t done = 0; done < p[i].count;) {
       const int64_t room = (int64_t)(k + 1) * per - pos;
       const int64_t take = p[i].count - done < room ? p[i].count - done : room;
+      b->chunk_packed[c] = pos;
       b->chunk[c++] = (a3_grad_chunk){p[i].offset + done, take};
       if (b->stage[k] < p[i].stage) b->stage[k] = p[i].stage;
       done += take;
@@ -80,6 +82,7 @@ static void cut(a3_grad_buckets *b, const a3_grad_piece *p, int n, int64_t per) 
     }
   }
   b->n_chunks = c;
+  b->chunk_packed[c] = pos;
 }
 
 a3_status a3_grad_buckets_make(const a3_grad_piece *pieces, int n_pieces, size_t bucket_bytes,
@@ -101,6 +104,7 @@ a3_status a3_grad_buckets_make(const a3_grad_piece *pieces, int n_pieces, size_t
   if (s == A3_OK) s = A3_ALLOC(out->stage, (size_t)buckets + 1);
   if (s == A3_OK) s = A3_ALLOC(out->chunk_begin, (size_t)buckets + 1);
   if (s == A3_OK) s = A3_ALLOC(out->chunk, chunks);
+  if (s == A3_OK) s = A3_ALLOC(out->chunk_packed, chunks + 1);
   if (s == A3_OK) {
     out->n_buckets = (int)buckets;
     cut(out, p, n, per);

@@ -41,6 +41,10 @@ a3_status a3_grad_comm_finish(a3_grad_comm *c, float *grads) {
   return A3_OK;
 }
 
+a3_status a3_grad_comm_settle(a3_grad_comm *c) {
+  return c->ops->settle ? c->ops->settle(c) : A3_OK;
+}
+
 void a3_grad_comm_free(a3_grad_comm *c) {
   if (!c) return;
   c->ops->destroy(c, c->next > 0);
@@ -51,6 +55,7 @@ void a3_grad_comm_free(a3_grad_comm *c) {
 const a3_grad_buckets *a3_grad_comm_buckets(const a3_grad_comm *c) { return &c->b; }
 int a3_grad_comm_started(const a3_grad_comm *c) { return c->next; }
 const char *a3_grad_comm_name(const a3_grad_comm *c) { return c->ops->name; }
+bool a3_grad_comm_reused(const a3_grad_comm *c) { return c->reused; }
 
 // ---------------------------------------------------------------- which sum
 

@@ -17,8 +17,11 @@ typedef struct {
   // Lets started sums advance (a library without a progress thread only
   // moves data inside its calls).
   a3_status (*progress)(a3_grad_comm *c);
-  // Completes every started sum and unpacks it into grads.
+  // Completes every started sum and unpacks it into grads (NCCL: queues
+  // that on the device).
   a3_status (*wait_all)(a3_grad_comm *c, float *grads);
+  // Waits until what wait_all queued has completed (NULL: wait_all waited).
+  a3_status (*settle)(a3_grad_comm *c);
   // Frees the implementation's state; in_flight: sums were started and not
   // completed (their buffers must then outlive the communicator).
   void (*destroy)(a3_grad_comm *c, bool in_flight);
@@ -28,7 +31,8 @@ struct a3_grad_comm {
   const a3_grad_comm_ops *ops;
   void *impl;
   a3_grad_buckets b;
-  int next; // buckets started in this step (they start in order)
+  int next;    // buckets started in this step (they start in order)
+  bool reused; // the implementation took over a communicator an earlier sum made
 };
 
 // The generic part of creation: the buckets, ops and impl set, next = 0.

@@ -53,7 +53,8 @@ static void mpi_destroy(a3_grad_comm *c, bool in_flight) {
   free(im);
 }
 
-static const a3_grad_comm_ops mpi_ops = {"mpi", mpi_start, mpi_progress, mpi_wait_all, mpi_destroy};
+static const a3_grad_comm_ops mpi_ops = {"mpi",        mpi_start, mpi_progress,
+                                         mpi_wait_all, NULL,      mpi_destroy};
 
 static a3_status mpi_setup(a3_grad_comm *c, MPI_Comm comm) {
   mpi_impl *im = NULL;

@@ -1,8 +1,9 @@
-// The gradient sum over NCCL (a3fta/comm.h, "NCCL" and "Failures"): each
-// bucket packed on a dedicated comm stream, gated by an event on the
-// backend's compute stream, summed in place with ncclAllReduce into its slot
-// of one device buffer; a non-blocking communicator and a watchdog on every
-// wait.
+// The gradient sum over NCCL (a3fta/comm.h, "NCCL", "Communicator" and
+// "Failures"): each bucket packed by one kernel on a dedicated comm stream,
+// gated by an event on the backend's compute stream, summed in place with
+// ncclAllReduce into its slot of one device buffer; a non-blocking
+// communicator, kept for the next sum on the same group, and a watchdog on
+// every wait.
 #define OMPI_SKIP_MPICXX 1 // the C API only, also when compiled as C++
 #define MPICH_SKIP_MPICXX 1
 extern "C" {
@@ -19,21 +20,34 @@ extern "C" {
 
 namespace {
 
+// A group's NCCL communicator, which outlives the sum that made it (comm.h,
+// "Communicator").
+struct nccl_link {
+  MPI_Comm mpi;  // a duplicate of the group's: agreeing on reuse and failures
+  ncclComm_t nc; // NULL once aborted (ncclCommAbort frees it)
+  int device;
+};
+
+// The link the last sum freed in order, for the next one to take over.
+nccl_link *idle_link = NULL;
+
 struct nccl_impl {
   const a3_backend *be; // its stream is the compute stream
   int device, rank, size;
   char host[MPI_MAX_PROCESSOR_NAME + 1];
   double timeout_s;
-  MPI_Comm mpi;  // a duplicate of the group's: agreeing on failures
-  ncclComm_t nc; // NULL until created; freed by ncclCommAbort when aborted
-  bool aborted;  // after ncclCommAbort
+  nccl_link *link; // NULL until made or taken over
+  ncclComm_t nc;   // link->nc while it lives
+  bool aborted;    // after ncclCommAbort
+  bool unsettled;  // wait_all queued sums that settle has not waited for
   cudaStream_t stream;
-  cudaEvent_t ready;  // recorded on the compute stream as each bucket starts
-  cudaEvent_t done;   // the step's last unpack
-  cudaEvent_t *sent;  // (n_buckets) bucket k's sum has finished (names a stuck bucket)
-  float *packed;      // device (b.total): bucket k at packed + b.begin[k]
-  ncclResult_t async; // the last asynchronous NCCL state seen
-  cudaError_t cuda;   // the CUDA error a poll met
+  cudaEvent_t ready; // recorded on the compute stream as each bucket starts
+  cudaEvent_t done;  // the step's last unpack
+  cudaEvent_t *sent; // (n_buckets) bucket k's sum has finished (names a stuck bucket)
+  float *packed;     // device (b.total): bucket k at packed + b.begin[k]
+  int64_t *chunk_packed, *chunk_offset; // device copies of the buckets' chunk table
+  ncclResult_t async;                   // the last asynchronous NCCL state seen
+  cudaError_t cuda;                     // the CUDA error a poll met
 };
 
 // The backend's stream, where the backward queues its work.
@@ -103,16 +117,34 @@ void abort_comm(nccl_impl *im) {
   if (!im->nc || im->aborted) return;
   ncclCommAbort(im->nc); // returns once the device work is stopped and the communicator freed
   im->aborted = true;
+  if (im->link) im->link->nc = NULL;
 }
 
 // ---------------------------------------------------------------- setup
+
+// The chunk table the pack kernels search: where each chunk starts in the
+// packed buffer and in the gradients.
+a3_status upload_chunks(nccl_impl *im, const a3_grad_buckets *b) {
+  const size_t n = (size_t)b->n_chunks + 1;
+  int64_t *offset = (int64_t *)calloc(n, sizeof *offset);
+  if (!offset) return A3_FAIL(A3_ERR_NOMEM, "the NCCL chunk table (%zu chunks)", n);
+  for (int j = 0; j < b->n_chunks; j++) offset[j] = b->chunk[j].offset;
+  cudaError_t e = cudaMalloc((void **)&im->chunk_packed, n * sizeof(int64_t));
+  if (e == cudaSuccess) e = cudaMalloc((void **)&im->chunk_offset, n * sizeof(int64_t));
+  if (e == cudaSuccess)
+    e = cudaMemcpy(im->chunk_packed, b->chunk_packed, n * sizeof(int64_t), cudaMemcpyHostToDevice);
+  if (e == cudaSuccess)
+    e = cudaMemcpy(im->chunk_offset, offset, n * sizeof(int64_t), cudaMemcpyHostToDevice);
+  free(offset);
+  CUDA_TRY(im, e, "uploading the NCCL chunk table");
+  return A3_OK;
+}
 
 // Everything local: the backend, the device, the stream, events and buffer.
 a3_status setup_local(a3_grad_comm *c, MPI_Comm comm, const a3_backend *be, double timeout_s) {
   nccl_impl *im = NULL;
   A3_TRY(A3_ALLOC(im, 1));
   c->impl = im;
-  im->mpi = MPI_COMM_NULL;
   im->timeout_s = timeout_s;
   MPI_Comm_rank(comm, &im->rank);
   MPI_Comm_size(comm, &im->size);
@@ -137,7 +169,7 @@ a3_status setup_local(a3_grad_comm *c, MPI_Comm comm, const a3_backend *be, doub
     CUDA_TRY(im, cudaEventCreateWithFlags(&im->sent[k], cudaEventDisableTiming), "cudaEventCreate");
   CUDA_TRY(im, cudaMalloc((void **)&im->packed, ((size_t)c->b.total + 1) * sizeof(float)),
            "allocating the NCCL gradient buffer");
-  return A3_OK;
+  return upload_chunks(im, &c->b);
 }
 
 // The same outcome on every rank of comm: this rank's failure, or that
@@ -153,9 +185,98 @@ a3_status agree(MPI_Comm comm, a3_status mine, const char *what) {
   return A3_OK;
 }
 
-// The communicator: group rank 0's NCCL id, broadcast; every rank joins.
+// ---------------------------------------------------------------- the group's communicator
+
+// Finalizes and destroys a link's communicator (or aborts it when the other
+// ranks do not take part within the limit) and frees the link.
+void release_link(nccl_link *link, double limit) {
+  if (!link) return;
+  if (link->nc) {
+    nccl_impl im; // settle's context: the link's communicator, the limit
+    memset(&im, 0, sizeof im);
+    im.nc = link->nc;
+    im.timeout_s = limit;
+    const a3_watch_result w = settle(&im, ncclCommFinalize(link->nc));
+    if (w == A3_WATCH_DONE) {
+      ncclCommDestroy(link->nc); // unchecked: local, and nothing is left to do on failure
+    } else {
+      a3_warn("ncclCommFinalize %s; aborting the communicator",
+              w == A3_WATCH_TIMEOUT ? "timed out" : ncclGetErrorString(im.async));
+      ncclCommAbort(link->nc); // unchecked: the last resort
+    }
+  }
+  if (link->mpi != MPI_COMM_NULL) MPI_Comm_free(&link->mpi);
+  free(link);
+}
+
+// Drops a link at once, without the other ranks (they drop theirs too).
+void drop_link(nccl_link *link) {
+  if (!link) return;
+  if (link->nc) ncclCommAbort(link->nc); // unchecked: freeing, nothing to report
+  link->nc = NULL;
+  release_link(link, 0.0);
+}
+
+// Inside MPI_Finalize (MPI still works there): the idle link goes.
+extern "C" int release_idle_at_finalize(MPI_Comm, int, void *, void *) {
+  nccl_link *link = idle_link;
+  idle_link = NULL;
+  release_link(link, a3_world_abort_grace_s());
+  return MPI_SUCCESS;
+}
+
+// Keeps the link for the next sum (or, when one is kept already, releases it).
+void park_link(nccl_link *link, double limit) {
+  static bool hooked = false; // release_idle_at_finalize is set on MPI_COMM_SELF
+  if (!hooked) {
+    int key = MPI_KEYVAL_INVALID;
+    hooked = MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, release_idle_at_finalize, &key, NULL) ==
+                 MPI_SUCCESS &&
+             MPI_Comm_set_attr(MPI_COMM_SELF, key, NULL) == MPI_SUCCESS;
+  }
+  if (idle_link || !hooked) {
+    release_link(link, limit);
+    return;
+  }
+  idle_link = link;
+}
+
+// 1 when this rank's idle link serves `comm` on `device`: the same ranks in
+// the same order, the same GPU, and no asynchronous error.
+int idle_link_fits(MPI_Comm comm, int device) {
+  if (!idle_link || !idle_link->nc || idle_link->device != device) return 0;
+  int same = MPI_UNEQUAL;
+  if (MPI_Comm_compare(comm, idle_link->mpi, &same) != MPI_SUCCESS) return 0;
+  if (same != MPI_IDENT && same != MPI_CONGRUENT) return 0;
+  ncclResult_t st = ncclInternalError;
+  return ncclCommGetAsyncError(idle_link->nc, &st) == ncclSuccess && st == ncclSuccess;
+}
+
+// Takes over the idle link when every rank of comm can (*taken), else every
+// rank drops its idle link.
+a3_status take_idle_link(nccl_impl *im, MPI_Comm comm, bool *taken) {
+  const int mine = idle_link_fits(comm, im->device);
+  int all = 0;
+  A3_MPI_TRY(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm),
+             "agreeing on the NCCL communicator to use");
+  *taken = all != 0;
+  if (!*taken) {
+    drop_link(idle_link);
+    idle_link = NULL;
+    return A3_OK;
+  }
+  im->link = idle_link;
+  im->nc = idle_link->nc;
+  idle_link = NULL;
+  return A3_OK;
+}
+
+// A new communicator: group rank 0's NCCL id, broadcast; every rank joins.
 a3_status init_comm(nccl_impl *im, MPI_Comm comm) {
-  A3_MPI_TRY(MPI_Comm_dup(comm, &im->mpi), "MPI_Comm_dup for the NCCL gradient sum");
+  A3_TRY(A3_ALLOC(im->link, 1));
+  im->link->mpi = MPI_COMM_NULL;
+  im->link->device = im->device;
+  A3_MPI_TRY(MPI_Comm_dup(comm, &im->link->mpi), "MPI_Comm_dup for the NCCL gradient sum");
   struct {
     int ok;
     ncclUniqueId id;
@@ -167,7 +288,8 @@ a3_status init_comm(nccl_impl *im, MPI_Comm comm) {
     if (r != ncclSuccess) s = nccl_failure(im, r, "ncclGetUniqueId", __FILE__, __LINE__);
     msg.ok = r == ncclSuccess;
   }
-  A3_MPI_TRY(MPI_Bcast(&msg, (int)sizeof msg, MPI_BYTE, 0, im->mpi), "broadcasting the NCCL id");
+  A3_MPI_TRY(MPI_Bcast(&msg, (int)sizeof msg, MPI_BYTE, 0, im->link->mpi),
+             "broadcasting the NCCL id");
   if (!msg.ok)
     return s != A3_OK
                ? s
@@ -175,9 +297,19 @@ a3_status init_comm(nccl_impl *im, MPI_Comm comm) {
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0; // every call returns; the watchdog decides how long to wait
   const ncclResult_t r = ncclCommInitRankConfig(&im->nc, im->size, msg.id, im->rank, &config);
+  im->link->nc = im->nc;
   s = nccl_call(im, r, "ncclCommInitRankConfig", __FILE__, __LINE__);
   if (s != A3_OK) abort_comm(im);
   return s;
+}
+
+// The group's communicator: the idle one when every rank has it, else new.
+a3_status join_comm(a3_grad_comm *c, MPI_Comm comm) {
+  nccl_impl *im = (nccl_impl *)c->impl;
+  bool taken = false;
+  A3_TRY(take_idle_link(im, comm, &taken));
+  c->reused = taken;
+  return taken ? A3_OK : init_comm(im, comm);
 }
 
 // ---------------------------------------------------------------- the step
@@ -216,7 +348,7 @@ a3_status step_failed(a3_grad_comm *c, int k, a3_watch_result w) {
   a3_log(A3_LOG_ERROR, "%s", a3_error_message());
   const double grace = a3_world_abort_grace_s();
   MPI_Request pending;
-  if (!a3_grad_comm_peers_arrive(im->mpi, grace, &pending)) {
+  if (!a3_grad_comm_peers_arrive(im->link->mpi, grace, &pending)) {
     a3_log(A3_LOG_ERROR,
            "rank %d on %s: the other ranks of its group did not fail within %.0f s "
            "(A3FTA_ABORT_GRACE_S); aborting the MPI job",
@@ -226,20 +358,42 @@ a3_status step_failed(a3_grad_comm *c, int k, a3_watch_result w) {
   return s;
 }
 
+// packed[p] = grads[its source] for the packed floats p in [first, end),
+// whose chunks are lo..hi-1 (one bucket, or all of them); unpacking, the
+// other way round (grads is only read when packing).
+__global__ void chunk_copy_kernel(float *packed, float *grads, const int64_t *chunk_packed,
+                                  const int64_t *chunk_offset, int lo, int hi, int64_t first,
+                                  int64_t end, bool unpack) {
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t p = first + (int64_t)blockIdx.x * blockDim.x + threadIdx.x; p < end; p += stride) {
+    const int j = a3_grad_chunk_at(chunk_packed, lo, hi, p);
+    float *g = grads + chunk_offset[j] + (p - chunk_packed[j]);
+    if (unpack)
+      *g = packed[p];
+    else
+      packed[p] = *g;
+  }
+}
+
+const int PACK_THREADS = 256;
+const int64_t PACK_MAX_BLOCKS = 4096;
+
+unsigned pack_blocks(int64_t floats) {
+  const int64_t b = (floats + PACK_THREADS - 1) / PACK_THREADS;
+  return (unsigned)(b < 1 ? 1 : b < PACK_MAX_BLOCKS ? b : PACK_MAX_BLOCKS);
+}
+
 a3_status nccl_start(a3_grad_comm *c, int k, const float *grads) {
   nccl_impl *im = (nccl_impl *)c->impl;
   CUDA_TRY(im, cudaEventRecord(im->ready, compute_stream(im)), "recording a bucket's event");
   CUDA_TRY(im, cudaStreamWaitEvent(im->stream, im->ready, 0), "gating the NCCL stream");
-  float *slot = im->packed + c->b.begin[k], *to = slot;
-  for (int j = c->b.chunk_begin[k]; j < c->b.chunk_begin[k + 1]; j++) {
-    const a3_grad_chunk *ch = &c->b.chunk[j];
-    CUDA_TRY(im,
-             cudaMemcpyAsync(to, grads + ch->offset, (size_t)ch->count * sizeof(float),
-                             cudaMemcpyDeviceToDevice, im->stream),
-             "packing a gradient bucket");
-    to += ch->count;
-  }
-  const size_t count = (size_t)(c->b.begin[k + 1] - c->b.begin[k]);
+  const int64_t first = c->b.begin[k], end = c->b.begin[k + 1];
+  chunk_copy_kernel<<<pack_blocks(end - first), PACK_THREADS, 0, im->stream>>>(
+      im->packed, const_cast<float *>(grads), im->chunk_packed, im->chunk_offset,
+      c->b.chunk_begin[k], c->b.chunk_begin[k + 1], first, end, false);
+  CUDA_TRY(im, cudaGetLastError(), "packing a gradient bucket"); // CU_LAUNCHED's check
+  float *slot = im->packed + first;
+  const size_t count = (size_t)(end - first);
   const a3_watch_result w =
       settle(im, ncclAllReduce(slot, slot, count, ncclFloat, ncclSum, im->nc, im->stream));
   if (w != A3_WATCH_DONE) return step_failed(c, k, w);
@@ -268,70 +422,75 @@ int step_done(void *ctx) {
   return im->async == ncclSuccess || im->async == ncclInProgress ? 0 : -1;
 }
 
+// Queues the unpacking of every bucket and orders the compute stream's next
+// work (clipping, the optimizer) after it; settle waits for it.
 a3_status nccl_wait_all(a3_grad_comm *c, float *grads) {
   nccl_impl *im = (nccl_impl *)c->impl;
-  for (int k = 0; k < c->b.n_buckets; k++) {
-    const float *from = im->packed + c->b.begin[k];
-    for (int j = c->b.chunk_begin[k]; j < c->b.chunk_begin[k + 1]; j++) {
-      const a3_grad_chunk *ch = &c->b.chunk[j];
-      CUDA_TRY(im,
-               cudaMemcpyAsync(grads + ch->offset, from, (size_t)ch->count * sizeof(float),
-                               cudaMemcpyDeviceToDevice, im->stream),
-               "unpacking a gradient bucket");
-      from += ch->count;
-    }
+  if (c->b.total > 0) {
+    chunk_copy_kernel<<<pack_blocks(c->b.total), PACK_THREADS, 0, im->stream>>>(
+        im->packed, grads, im->chunk_packed, im->chunk_offset, 0, c->b.n_chunks, 0, c->b.total,
+        true);
+    CUDA_TRY(im, cudaGetLastError(), "unpacking the gradient buckets"); // CU_LAUNCHED's check
   }
   CUDA_TRY(im, cudaEventRecord(im->done, im->stream), "recording the sums' event");
+  CUDA_TRY(im, cudaStreamWaitEvent(compute_stream(im), im->done, 0), "ordering after the sums");
+  im->unsettled = true;
+  return A3_OK;
+}
+
+// The watchdog over the last step's sums (comm.h, a3_grad_comm_settle).
+a3_status nccl_settle(a3_grad_comm *c) {
+  nccl_impl *im = (nccl_impl *)c->impl;
+  if (!im->unsettled) return A3_OK;
   im->cuda = cudaSuccess;
   im->async = ncclSuccess;
   const a3_watch_result w = a3_grad_comm_watch(step_done, im, im->timeout_s);
   if (w != A3_WATCH_DONE) return step_failed(c, -1, w);
-  // The compute stream's next work (clipping, the optimizer) comes after the sums.
-  CUDA_TRY(im, cudaStreamWaitEvent(compute_stream(im), im->done, 0), "ordering after the sums");
+  im->unsettled = false;
   return A3_OK;
 }
 
 // ---------------------------------------------------------------- teardown
 
+void free_device_side(nccl_impl *im, int n_buckets) {
+  if (im->sent)
+    for (int k = 0; k < n_buckets; k++)
+      if (im->sent[k]) cudaEventDestroy(im->sent[k]);
+  if (im->ready) cudaEventDestroy(im->ready);
+  if (im->done) cudaEventDestroy(im->done);
+  if (im->stream) cudaStreamDestroy(im->stream);
+  if (im->packed) cudaFree(im->packed);
+  if (im->chunk_packed) cudaFree(im->chunk_packed);
+  if (im->chunk_offset) cudaFree(im->chunk_offset);
+}
+
+// In order (every sum settled): the communicator stays for the next sum.
+// With sums in flight (after an error): it is aborted, and the device
+// buffers are kept, as queued work may still use them.
 void nccl_destroy(a3_grad_comm *c, bool in_flight) {
   nccl_impl *im = (nccl_impl *)c->impl;
   if (!im) return;
-  if (im->nc && !im->aborted) {
-    if (in_flight) {
-      abort_comm(im);
-    } else { // flush and free; abort if the other ranks do not take part in time
-      const double limit = im->timeout_s;
-      im->timeout_s = a3_world_abort_grace_s() < limit ? a3_world_abort_grace_s() : limit;
-      // (Not through nccl_call: the caller may be returning an error of its own.)
-      const a3_watch_result w = settle(im, ncclCommFinalize(im->nc));
-      if (w == A3_WATCH_DONE) {
-        ncclCommDestroy(im->nc);
-      } else {
-        a3_warn("rank %d on %s: ncclCommFinalize %s; aborting the communicator", im->rank, im->host,
-                w == A3_WATCH_TIMEOUT ? "timed out" : ncclGetErrorString(im->async));
-        abort_comm(im);
-      }
-    }
+  in_flight = in_flight || im->unsettled;
+  if (in_flight) abort_comm(im);
+  if (im->link && im->link->nc && !im->aborted) {
+    const double grace = a3_world_abort_grace_s();
+    park_link(im->link, grace < im->timeout_s ? grace : im->timeout_s);
+  } else {
+    release_link(im->link, 0.0); // its communicator is aborted or was never made
   }
-  if (in_flight || im->aborted) { // queued work may still use them: keep the device buffers
+  im->link = NULL;
+  if (in_flight || im->aborted)
     a3_debug("NCCL gradient sum freed %s; keeping its device buffers",
              in_flight ? "with sums in flight" : "after an abort");
-  } else {
-    if (im->sent)
-      for (int k = 0; k < c->b.n_buckets; k++)
-        if (im->sent[k]) cudaEventDestroy(im->sent[k]);
-    if (im->ready) cudaEventDestroy(im->ready);
-    if (im->done) cudaEventDestroy(im->done);
-    if (im->stream) cudaStreamDestroy(im->stream);
-    if (im->packed) cudaFree(im->packed);
-  }
+  else
+    free_device_side(im, c->b.n_buckets);
   free(im->sent);
-  if (im->mpi != MPI_COMM_NULL) MPI_Comm_free(&im->mpi);
   free(im);
   c->impl = NULL;
 }
 
-const a3_grad_comm_ops nccl_ops = {"nccl", nccl_start, nccl_progress, nccl_wait_all, nccl_destroy};
+const a3_grad_comm_ops nccl_ops = {"nccl",        nccl_start,  nccl_progress,
+                                   nccl_wait_all, nccl_settle, nccl_destroy};
 
 } // namespace
 
@@ -346,7 +505,7 @@ extern "C" a3_status a3_grad_comm_create_nccl(MPI_Comm comm, const a3_backend *b
   a3_status s = a3_grad_comm_init(&c, &nccl_ops, pieces, n_pieces, bucket_bytes);
   if (s == A3_OK) s = setup_local(c, comm, be, timeout_s);
   s = agree(comm, s, "setting up the NCCL gradient sum");
-  if (s == A3_OK) s = init_comm((nccl_impl *)c->impl, comm);
+  if (s == A3_OK) s = join_comm(c, comm);
   s = agree(comm, s, "creating the NCCL communicator");
   if (s != A3_OK) {
     if (c && c->impl) abort_comm((nccl_impl *)c->impl); // a peer failed: no orderly teardown

@@ -41,7 +41,7 @@ struct a3_trainer {
   // losses (this rank's share); on a GPU the losses wait in device memory.
   int64_t first_pending, pending_cap;
   double *pending_lr, *pending_loss; // (pending_cap)
-  float *micro_losses;               // (pending_cap * grad_accum) a GPU's, once taken
+  float *micro_losses;               // (the device loss capacity) a GPU's, once taken
   int64_t step;                      // optimizer steps done
   a3_step_timing timing;             // of the steps this trainer ran
   char base_hash[A3_BASE_HASH_MAX];  // of the weights model.init gave (checkpoints)
@@ -196,8 +196,17 @@ static a3_status alloc_pending(a3_trainer *t) {
   t->pending_cap = cap;
   A3_TRY(A3_ALLOC(t->pending_lr, (size_t)cap));
   A3_TRY(A3_ALLOC(t->pending_loss, (size_t)cap));
-  if (t->dev) A3_TRY(A3_ALLOC(t->micro_losses, (size_t)(cap * accum)));
+  // As many as the device may hold (not cap * accum): a run that goes on
+  // after a failed step may have left more there.
+  if (t->dev) A3_TRY(A3_ALLOC(t->micro_losses, (size_t)a3_train_device_loss_capacity(t->dev)));
   return A3_OK;
+}
+
+// The log's word on the sum: host copies, or NCCL's communicator.
+static const char *grad_comm_note(const a3_trainer *t) {
+  if (!t->nccl) return t->dev ? " (through host memory)" : "";
+  return a3_grad_comm_reused(t->gc) ? ", the group's NCCL communicator reused"
+                                    : ", a new NCCL communicator";
 }
 
 // More than one rank: the bucketed gradient sum, its buckets in backward
@@ -227,7 +236,7 @@ static a3_status setup_grad_comm(a3_trainer *t) {
   if (t->rank == 0)
     a3_info("gradient sum: %s over %d rank(s), %d bucket(s) of up to %zu bytes%s",
             a3_grad_comm_name(t->gc), t->size, a3_grad_comm_buckets(t->gc)->n_buckets, bytes,
-            t->dev && !t->nccl ? " (through host memory)" : "");
+            grad_comm_note(t));
   return A3_OK;
 }
 
@@ -386,11 +395,18 @@ a3_status a3_trainer_advance(a3_trainer *t) {
   }
   // Communication: waiting for the gradient sum the backward started (on a
   // GPU with MPI, with its copies through host memory, which wait for the
-  // backward; with NCCL the device waits for the comm stream, not the host).
+  // backward). With NCCL the device waits for the comm stream, and the host
+  // queues the update before it waits for the sums (settle), so that the
+  // update is queued when they arrive.
   const double comm0 = MPI_Wtime();
   A3_TRY(reduce_grads(t));
-  const double comm = MPI_Wtime() - comm0;
+  double comm = MPI_Wtime() - comm0;
   A3_TRY(update(t, factor));
+  if (t->nccl) {
+    const double settle0 = MPI_Wtime();
+    A3_TRY(a3_grad_comm_settle(t->gc));
+    comm += MPI_Wtime() - settle0;
+  }
   t->timing.comm_s += comm;
   t->timing.compute_s += MPI_Wtime() - t0 - comm;
   t->timing.steps++;

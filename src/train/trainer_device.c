@@ -281,7 +281,7 @@ a3_status a3_train_device_eval(a3_train_device *d, const float *x_t, const float
     be->ops->mse_forward(be, d->dout + i, d->out + (size_t)i * per, d->noise + (size_t)i * per,
                          per);
   A3_TRY(be->ops->download(be, losses, d->dout, (size_t)count * sizeof(float)));
-  return A3_OK;
+  return be->ops->synchronize(be); // a failed launch must not pass stale losses on
 }
 
 void a3_train_device_zero_grads(a3_train_device *d) { a3_unet_zero_grads(d->m); }

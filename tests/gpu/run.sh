@@ -14,7 +14,8 @@
 # A3FTA_CONV=im2col (the convolutions' path without cuDNN), "sweep 1-GPU NCCL": a 2-point `a3fta sweep` of 20
 # steps each with parallel.backend cuda and A3FTA_GRAD_COMM=nccl on
 # data/fashion-mnist.h5 (A3FTA_GPU_DATA overrides; SKIPPED when missing),
-# PASS when both points are done and the log names the NCCL sum; "fine-tune per
+# PASS when both points are done, the log names the NCCL sum and point 2 took over
+# point 1's NCCL communicator; "fine-tune per
 # strategy": tests/gpu/finetune_check.sh (30 steps of each strategy on CPU and
 # GPU, losses within 1e-3; full and a3fta also in bf16, within 5e-2); then the benchmark against PyTorch,
 # tools/bench/run_step_gpu.sh (--max-time $A3FTA_GPU_BENCH_S, default 240;
@@ -234,13 +235,17 @@ YAML
   cat "$dir/sweep.log" "$dir/info.csv" >>"$log"
   local done_points
   done_points=$(grep -c ',done,' "$dir/info.csv")
-  if [ $rc -eq 0 ] && [ "$done_points" -eq 2 ] && grep -q "gradient sum: nccl" "$dir/sweep.log"; then
-    result=PASS
+  # The second point takes over the first one's communicator (one per group).
+  local reused
+  reused=$(grep -c "NCCL communicator reused" "$dir/sweep.log")
+  if [ $rc -eq 0 ] && [ "$done_points" -eq 2 ] && grep -q "gradient sum: nccl" "$dir/sweep.log" &&
+    [ "$reused" -eq 1 ]; then
+    result="PASS (communicator reused by point 2)"
   elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
     result="FAIL (timeout ${timeout_s}s)"
   else
-    result="FAIL (exit $rc, $done_points of 2 points done$(grep -q 'gradient sum: nccl' \
-      "$dir/sweep.log" || echo ', no NCCL sum in the log'))"
+    result="FAIL (exit $rc, $done_points of 2 points done, communicator reused $reused time(s)$(
+      grep -q 'gradient sum: nccl' "$dir/sweep.log" || echo ', no NCCL sum in the log'))"
   fi
   local dt=$((SECONDS - t0))
   say "$name: $result (${dt}s)"

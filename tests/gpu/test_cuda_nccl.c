@@ -21,13 +21,17 @@
 //        a step with no reports; the sums against the MPI communicator's on
 //        the same host values (1 and 2 ranks bitwise: the inputs, a + b; more
 //        to fp32 rounding), the gaps still NaN, the two steps bitwise alike;
+//        each size after the first takes over the communicator the one
+//        before left; then rank 0 leaves one of MPI_COMM_SELF behind, and
+//        the next sum on WORLD must make a new one (1 rank: take it over);
 //     2. the trainer on the GPU (parallel.backend cuda): A3FTA_GRAD_COMM=nccl
 //        against mpi (1 rank: no sum at all): losses bitwise equal for 1 and
 //        2 ranks, to 1e-6 relative for more;
 //     3. the watchdog: 2 s limit, the compute stream busy for ~8 s before the
-//        sums can start: every rank times out, aborts, returns A3_ERR_CUDA
-//        naming rank, host, bucket and parallel.nccl_timeout_s; a new
-//        communicator then sums correctly.
+//        sums can start: finish returns at once, and settle times out on
+//        every rank, aborts, returns A3_ERR_CUDA naming rank, host, bucket
+//        and parallel.nccl_timeout_s; a new communicator (not the aborted
+//        one) then sums correctly.
 //   test_cuda_nccl --peer-missing   (2+ ranks on GPUs; tests/gpu/run.sh) rank
 //     1 never starts its sums: rank 0's watchdog must abort the MPI job
 //     (A3FTA_ABORT_GRACE_S after its 2 s limit): this program exits non-zero
@@ -355,6 +359,7 @@ static a3_status device_step(sum_env *g, a3_grad_comm *c, bool report, float *ou
     A3_TRY(be->ops->upload(be, into, g->host, bytes_of(g))); // still NaN and zeros
   }
   A3_TRY(a3_grad_comm_finish(c, into));
+  A3_TRY(a3_grad_comm_settle(c));
   A3_TRY(be->ops->download(be, out, into, bytes_of(g)));
   return be->ops->synchronize(be);
 }
@@ -423,6 +428,9 @@ static void check_sums(sum_env *g, bool nccl) {
     CHECK_MSG(s == A3_OK, "%zu bytes: %s", sizes[z], a3_error_message());
     if (!c) return;
     CHECK(strcmp(a3_grad_comm_name(c), nccl ? "nccl" : "mpi") == 0);
+    // The sum before freed its communicator in order: this one takes it over.
+    CHECK_MSG(a3_grad_comm_reused(c) == (nccl && z > 0), "%zu bytes: communicator %s", sizes[z],
+              a3_grad_comm_reused(c) ? "reused" : "new");
     s = device_step(g, c, true, g->got);
     CHECK_MSG(s == A3_OK, "%zu bytes, reported step: %s", sizes[z], a3_error_message());
     if (s == A3_OK) s = device_step(g, c, false, g->again);
@@ -490,6 +498,19 @@ static int cpu_checks(void) {
 // ================================================================ GPU checks
 #ifdef A3FTA_HAVE_CUDA
 
+// c's sums of two steps (reported stages, then none) against the MPI
+// communicator's on the host values.
+static void check_one_size(sum_env *g, a3_grad_comm *c, size_t bucket) {
+  a3_grad_comm *m = NULL;
+  CHECK(a3_grad_comm_create_mpi(MPI_COMM_WORLD, g->l.p, g->l.n, bucket, &m) == A3_OK);
+  fill(&g->l, g->ref, ALL, true);
+  if (m) CHECK(a3_grad_comm_finish(m, g->ref) == A3_OK);
+  a3_grad_comm_free(m);
+  CHECK(device_step(g, c, true, g->got) == A3_OK);
+  CHECK(device_step(g, c, false, g->again) == A3_OK);
+  compare(g, bucket);
+}
+
 // Work for the compute stream: fp32 GEMMs of 8192^3 (~20 ms each on an
 // H100). The buffers outlive the work (cudaFree would wait for it).
 enum { BUSY_D = 8192, BUSY_GEMMS = 400 };
@@ -513,7 +534,10 @@ static void check_watchdog(sum_env *g) {
   for (int i = 0; i < BUSY_GEMMS; i++)
     be->ops->linear_forward(be, busy[2], busy[0], busy[1], NULL, BUSY_D, BUSY_D, BUSY_D);
   a3_error_clear();
-  const a3_status s = a3_grad_comm_finish(c, g->d_g);
+  a3_status s = a3_grad_comm_finish(c, g->d_g); // queues: no wait
+  CHECK_MSG(s == A3_OK && now_s() - t0 < limit, "finish: status %d after %.1f s: %s", (int)s,
+            now_s() - t0, a3_error_message());
+  if (s == A3_OK) s = a3_grad_comm_settle(c);
   const double waited = now_s() - t0;
   char host[MPI_MAX_PROCESSOR_NAME + 1] = "";
   int len = 0;
@@ -536,17 +560,29 @@ static void check_watchdog(sum_env *g) {
   // The GPU and NCCL still work: a fresh communicator sums.
   a3_grad_comm *fresh = NULL;
   CHECK(a3_grad_comm_create_nccl(MPI_COMM_WORLD, be, g->l.p, g->l.n, 4096, 60.0, &fresh) == A3_OK);
-  if (fresh) {
-    a3_grad_comm *m = NULL;
-    CHECK(a3_grad_comm_create_mpi(MPI_COMM_WORLD, g->l.p, g->l.n, 4096, &m) == A3_OK);
-    fill(&g->l, g->ref, ALL, true);
-    if (m) CHECK(a3_grad_comm_finish(m, g->ref) == A3_OK);
-    a3_grad_comm_free(m);
-    CHECK(device_step(g, fresh, true, g->got) == A3_OK);
-    CHECK(device_step(g, fresh, false, g->again) == A3_OK);
-    compare(g, 4096);
-  }
+  CHECK_MSG(!fresh || !a3_grad_comm_reused(fresh), "an aborted communicator was taken over");
+  if (fresh) check_one_size(g, fresh, 4096);
   a3_grad_comm_free(fresh);
+}
+
+// Rank 0 leaves a communicator of its own group (MPI_COMM_SELF) behind:
+// with more ranks the others' communicator no longer serves the whole
+// group, so all of them make a new one, which sums; on 1 rank SELF is
+// congruent with WORLD and the communicator is taken over.
+static void check_rejoin(sum_env *g) {
+  if (rank == 0) {
+    a3_grad_comm *alone = NULL;
+    CHECK(a3_grad_comm_create_nccl(MPI_COMM_SELF, g->be, g->l.p, g->l.n, 4096, 60.0, &alone) ==
+          A3_OK);
+    CHECK(!alone || a3_grad_comm_reused(alone) == (size == 1));
+    a3_grad_comm_free(alone);
+  }
+  a3_grad_comm *c = NULL;
+  CHECK(a3_grad_comm_create_nccl(MPI_COMM_WORLD, g->be, g->l.p, g->l.n, 4096, 60.0, &c) == A3_OK);
+  CHECK_MSG(!c || a3_grad_comm_reused(c) == (size == 1), "%d rank(s): communicator %s", size,
+            c && a3_grad_comm_reused(c) ? "reused" : "new");
+  if (c) check_one_size(g, c, 4096);
+  a3_grad_comm_free(c);
 }
 
 // The trainer on the GPU, NCCL against MPI (on 1 rank MPI means no sum).
@@ -616,6 +652,7 @@ static int gpu_checks(void) {
   const int rc = open_gpu(&g);
   if (rc == 0) {
     check_sums(&g, true);
+    check_rejoin(&g);
     check_trainer_gpu();
     check_watchdog(&g); // last: it leaves an aborted communicator's buffers behind
   }
@@ -636,7 +673,8 @@ static int peer_missing(void) {
   if (c && rank == 0) {
     fill(&g.l, g.host, ALL, true);
     CHECK(g.be->ops->upload(g.be, g.d_g, g.host, bytes_of(&g)) == A3_OK);
-    const a3_status s = a3_grad_comm_finish(c, g.d_g); // never returns: MPI_Abort
+    a3_status s = a3_grad_comm_finish(c, g.d_g);
+    if (s == A3_OK) s = a3_grad_comm_settle(c); // never returns: MPI_Abort
     fprintf(stderr, "rank 0: finish returned %d: %s\n", (int)s, a3_error_message());
   } else if (c) {
     sleep(120); // the job is aborted long before

@@ -725,6 +725,12 @@ static const tcase cases[] = {
     GN("groupnorm_fwd", op_gn_fwd, NULL, 1, 32, 4096, 2, 1e-5f),
     GN("groupnorm_bwd", op_gn_bwd, NULL, 1, 32, 4096, 2, 1e-5f),
     GN("groupnorm_silu_bwd", op_gns_bwd, NULL, 2, 17, 241, 1, 1e-5f),
+    // float4 loads with a partial last chunk (5120 floats), and a Stable-Diffusion-sized group
+    // (10 channels of 64x64: 10 chunks)
+    GN("groupnorm_fwd", op_gn_fwd, NULL, 2, 20, 1024, 4, 1e-5f),
+    GN("groupnorm_bwd", op_gn_bwd, NULL, 2, 20, 1024, 4, 1e-5f),
+    GN("groupnorm_silu_fwd", op_gns_fwd, NULL, 1, 320, 4096, 32, 1e-6f),
+    GN("groupnorm_silu_bwd", op_gns_bwd, NULL, 1, 320, 4096, 32, 1e-6f),
     GN("groupnorm_bwd", op_gn_bwd, "dinp", 2, 64, 64, 8, 1e-5f),
     GN("groupnorm_bwd", op_gn_bwd, "dweight,dbias", 2, 64, 64, 8, 1e-5f),
     GN("groupnorm_silu_fwd", op_gns_fwd, NULL, 2, 64, 256, 8, 1e-5f),

@@ -82,8 +82,24 @@ static uint64_t buckets_hash(const a3_grad_buckets *b) {
   return fnv(h, b->chunk, sizeof *b->chunk * (size_t)b->n_chunks);
 }
 
+// a3_grad_chunk_at (the NCCL pack kernel's lookup) for every packed float
+// of bucket k, searching the bucket's chunks and all chunks: the chunk that
+// holds it.
+static int chunk_lookup_errors(const a3_grad_buckets *b, int k) {
+  int bad = 0;
+  const int lo = b->chunk_begin[k], hi = b->chunk_begin[k + 1];
+  for (int64_t p = b->begin[k]; p < b->begin[k + 1]; p++) {
+    const int j = a3_grad_chunk_at(b->chunk_packed, lo, hi, p);
+    const int all = a3_grad_chunk_at(b->chunk_packed, 0, b->n_chunks, p);
+    bad += j < lo || j >= hi || j != all || p < b->chunk_packed[j] ||
+           p >= b->chunk_packed[j] + b->chunk[j].count;
+  }
+  return bad;
+}
+
 // Local properties of the partition: stages never decrease, bucket sizes,
-// every piece float in exactly one chunk.
+// every piece float in exactly one chunk, each chunk's place in the packed
+// stream and the lookup of packed floats.
 static void check_partition(const layout *l, const a3_grad_buckets *b, int64_t per) {
   int64_t total = 0;
   for (int i = 0; i < l->n; i++) total += l->p[i].count;
@@ -96,11 +112,14 @@ static void check_partition(const layout *l, const a3_grad_buckets *b, int64_t p
     if (len != (k + 1 < b->n_buckets ? per : total - per * k)) bad++;
     int64_t in = 0;
     for (int c = b->chunk_begin[k]; c < b->chunk_begin[k + 1]; c++) {
+      if (b->chunk_packed[c] != b->begin[k] + in) bad++;
       in += b->chunk[c].count;
       for (int64_t j = 0; j < b->chunk[c].count; j++) seen[b->chunk[c].offset + j]++;
     }
     if (in != len) bad++;
+    bad += chunk_lookup_errors(b, k);
   }
+  if (b->chunk_packed[b->n_chunks] != total) bad++;
   for (int i = 0; i < l->n; i++)
     for (int64_t k = 0; k < l->p[i].count; k++) bad += seen[l->p[i].offset + k] != 1;
   CHECK_MSG(bad == 0, "%lld floats per bucket: %d partition errors", (long long)per, bad);
