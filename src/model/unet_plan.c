@@ -81,9 +81,15 @@ static size_t work_bytes(const a3_unet *m, const unet_layer *L) {
   const a3_backend_ops *op = m->be->ops;
   switch (L->kind) {
   case UNET_RESNET: {
-    size_t w = op->conv2d_workspace_size(m->be, &L->u.res.conv1.s);
-    size_t w2 = op->conv2d_workspace_size(m->be, &L->u.res.conv2.s);
-    return w > w2 ? w : w2; // the 1x1 shortcut needs none
+    const unet_resnet *r = &L->u.res;
+    size_t w = op->conv2d_workspace_size(m->be, &r->conv1.s);
+    const size_t w2 = op->conv2d_workspace_size(m->be, &r->conv2.s);
+    if (w2 > w) w = w2;
+    // The 1x1 shortcut's weight gradient goes through the workspace on the
+    // GPU (and may need more than conv1 and conv2 on cuDNN).
+    const size_t w3 =
+        r->shortcut.weight >= 0 ? op->conv2d_workspace_size(m->be, &r->shortcut.s) : 0;
+    return w > w3 ? w : w3;
   }
   case UNET_ATTN:
     return op->attention_workspace_size(m->be, m->B, L->H * L->W, L->C_in, L->u.attn.heads);

@@ -375,6 +375,21 @@ static a3_status update(a3_trainer *t, double lr_factor) {
   return A3_OK;
 }
 
+// The update's kernel launches (a3_train_device_update: a sum of squares,
+// an AdamW and an EMA kernel per segment, and the clip scale). Behind a hung
+// NCCL sum CUDA would block the host in a launch once about a thousand are
+// pending, out of the watchdog's reach: a larger update waits for the sums.
+enum { UPDATE_LAUNCHES_AHEAD = 512 };
+static int64_t update_launches(const a3_trainer *t) { return 3 * (int64_t)t->n_segs + 1; }
+
+// The NCCL sums of this step, waited for under the watchdog; *comm_s grows.
+static a3_status settle_sums(a3_trainer *t, double *comm_s) {
+  const double t0 = MPI_Wtime();
+  const a3_status s = a3_grad_comm_settle(t->gc);
+  *comm_s += MPI_Wtime() - t0;
+  return s;
+}
+
 a3_status a3_trainer_advance(a3_trainer *t) {
   const double t0 = MPI_Wtime();
   const a3_train_config *tc = &t->cfg.train;
@@ -396,17 +411,15 @@ a3_status a3_trainer_advance(a3_trainer *t) {
   // Communication: waiting for the gradient sum the backward started (on a
   // GPU with MPI, with its copies through host memory, which wait for the
   // backward). With NCCL the device waits for the comm stream, and the host
-  // queues the update before it waits for the sums (settle), so that the
-  // update is queued when they arrive.
+  // waits for the sums (settle) after it has queued the update behind them,
+  // so that the update is ready when they arrive.
   const double comm0 = MPI_Wtime();
   A3_TRY(reduce_grads(t));
   double comm = MPI_Wtime() - comm0;
+  const bool queue_update_first = t->nccl && update_launches(t) <= UPDATE_LAUNCHES_AHEAD;
+  if (t->nccl && !queue_update_first) A3_TRY(settle_sums(t, &comm));
   A3_TRY(update(t, factor));
-  if (t->nccl) {
-    const double settle0 = MPI_Wtime();
-    A3_TRY(a3_grad_comm_settle(t->gc));
-    comm += MPI_Wtime() - settle0;
-  }
+  if (queue_update_first) A3_TRY(settle_sums(t, &comm));
   t->timing.comm_s += comm;
   t->timing.compute_s += MPI_Wtime() - t0 - comm;
   t->timing.steps++;

@@ -204,12 +204,14 @@ void cu_dnn_free(cuda_state *st) {
 static int fp32_exact(const a3_backend *be) { return cu_state(be)->compute == CUBLAS_COMPUTE_32F; }
 
 // Whether a heuristic's algorithm may be used: it succeeded, is
-// deterministic, and in fp32 uses no tensor-core (TF32) math.
+// deterministic, never converts its operands down (ALLOW_CONVERSION would
+// let fp32 data go to fp16: overflow above 65504, small gradients flushed),
+// and in fp32 uses no tensor-core (TF32) math.
 static int usable_algo(const a3_backend *be, cudnnStatus_t status, cudnnDeterminism_t det,
                        cudnnMathType_t math) {
   return status == CUDNN_STATUS_SUCCESS && det == CUDNN_DETERMINISTIC &&
-         (!fp32_exact(be) ||
-          (math != CUDNN_TENSOR_OP_MATH && math != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION));
+         math != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION &&
+         (!fp32_exact(be) || math != CUDNN_TENSOR_OP_MATH);
 }
 
 // The math type an algorithm runs with: fp32 pins FMA (no TF32 whatever
@@ -352,8 +354,11 @@ static void plan_bf16(const a3_backend *be, dnn_shape *e) {
 // an H100 (cuDNN 9.14) a training step of the ddpm-cifar10-32 U-Net at batch
 // 128 with every conv trainable hit an illegal memory access in the backward
 // with cuDNN's FMA-math algorithms, twice, while tf32 / bf16, and fp32 with
-// only the attention trainable, ran and matched the CPU. Which algorithm
-// (filter or data gradient) is not known yet.
+// only the attention trainable, ran and matched the CPU. The likelier cause
+// was found later without a GPU: the memory plan reserved no workspace for
+// the resnets' 1x1 shortcuts, whose weight gradient runs on im2col (fixed in
+// unet_plan.c; test_unet_workspace); their errors were in pointwise_dinp and
+// column_scratch. Until a GPU run confirms it, fp32 stays on im2col here.
 static void plan_shape(const a3_backend *be, cuda_dnn *d, dnn_shape *e) {
   const char *none = "no usable deterministic algorithm";
   plan_padding(e);
@@ -384,15 +389,26 @@ static size_t dnn_bytes(const dnn_shape *e) {
   return any_on_dnn(e) ? e->padded_bytes + e->dweight_bytes + bf16_bytes(e) + e->workspace : 0;
 }
 
-// "forward cuDNN algo 1" or "data im2col (fp32 exact)": the engine of
-// direction i of a planned shape.
+static const char *math_name(cudnnMathType_t m) {
+  switch (m) {
+  case CUDNN_DEFAULT_MATH: return "default math";
+  case CUDNN_TENSOR_OP_MATH: return "tensor-op math";
+  case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION: return "tensor-op math with conversion";
+  case CUDNN_FMA_MATH: return "FMA math";
+  }
+  return "unknown math";
+}
+
+// "forward cuDNN algo 1, tensor-op math" or "data im2col (fp32 exact)": the
+// engine of direction i of a planned shape.
 static void trace_direction(char *out, size_t cap, const dnn_shape *e, int i) {
   static const char *const names[CU_DNN_DIRECTIONS] = {"forward", "data", "filter"};
   const int algo[CU_DNN_DIRECTIONS] = {(int)e->fwd, (int)e->bwd_data, (int)e->bwd_filter};
+  const cudnnMathType_t math[CU_DNN_DIRECTIONS] = {e->fwd_math, e->data_math, e->filter_math};
   if (e->im2col_why[i])
     snprintf(out, cap, "%s im2col (%s)", names[i], e->im2col_why[i]);
   else
-    snprintf(out, cap, "%s cuDNN algo %d", names[i], algo[i]);
+    snprintf(out, cap, "%s cuDNN algo %d, %s", names[i], algo[i], math_name(math[i]));
 }
 
 // With A3FTA_CONV_TRACE=1 in the environment, each conv shape's plan goes to
