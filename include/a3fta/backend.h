@@ -76,6 +76,19 @@ typedef struct {
   float eps;
 } a3_adamw_scalars;
 
+// The trainable segments of a flat parameter buffer, as the optimizer ops
+// over every segment at once take them; the arrays are in the backend's
+// memory (a3_segment_table_make, optim.h). Segment k is the floats
+// [offset[k], offset[k] + begin[k+1] - begin[k]) of params and grads, and
+// [begin[k], begin[k+1]) of the compact m, v and EMA.
+typedef struct {
+  int n;
+  const int64_t *begin;  // (n + 1) begin[0] = 0, increasing
+  const int64_t *offset; // (n)
+  const int32_t *decay;  // (n) 1: weight decay applies to segment k
+  int64_t total;         // begin[n] (host copy)
+} a3_segment_table;
+
 // The per-step scalars of a DDPM or DDIM sampler step, computed once per step
 // on the host (a3_sampler_prepare, diffusion.h) in fp32 as diffusers'
 // schedulers compute them; the sampler_step op applies them elementwise.
@@ -364,6 +377,20 @@ struct a3_backend_ops {
   void (*ema_update)(const a3_backend *be, float *ema, // (n)
                      const float *param,               // (n)
                      size_t n, float one_minus_decay);
+  // The three above over every segment of a table in one call (a device
+  // launches one kernel for all, not one per segment), each segment's
+  // result bitwise what the op above gives it: partials[k] = sum_squares
+  // of segment k of grads; AdamW with decay = t->decay[k] && decay; the EMA
+  // of each segment (ema compact, params flat).
+  void (*sum_squares_segments)(const a3_backend *be, double *partials, // (t->n)
+                               const float *grads, const a3_segment_table *t);
+  void (*adamw_update_segments)(const a3_backend *be, float *params, const float *grads, float *m,
+                                float *v, // (t->total)
+                                const a3_segment_table *t, const a3_adamw_scalars *s, int decay,
+                                const float *grad_scale);       // (1) or NULL
+  void (*ema_update_segments)(const a3_backend *be, float *ema, // (t->total)
+                              const float *params, const a3_segment_table *t,
+                              float one_minus_decay);
 
   // ------------------------------------------------------------ sampler step (DDPM / DDIM)
   // Per element, each line one fp32 rounding (no fused multiply-add), as

@@ -32,8 +32,8 @@
 // NCCL (a3_grad_comm_create_nccl). The same buckets, in device memory: a
 // bucket starts when the backward has *enqueued* its stage: an event
 // recorded on the backend's compute stream gates a dedicated comm stream,
-// which packs the bucket (one gather kernel; each float finds its chunk with
-// a3_grad_chunk_at), sums it in place (ncclAllReduce, ncclSum, no scaling)
+// which packs the bucket (one gather kernel; each float finds its chunk in
+// chunk_packed with a3_run_at), sums it in place (ncclAllReduce, ncclSum, no scaling)
 // and, at finish, unpacks every bucket (one scatter kernel); the compute
 // stream then waits for that (the optimizer runs after it), so the sums
 // overlap the rest of the backward on the GPU, and the host waits for them
@@ -100,21 +100,6 @@ typedef struct {
   int64_t *chunk_packed; // (n_chunks + 1) chunk j fills packed floats [chunk_packed[j], ...[j+1])
   int n_chunks;
 } a3_grad_buckets;
-
-// The chunk that packed float p comes from: the last j in [lo, hi) with
-// chunk_packed[j] <= p (lo, hi: a bucket's chunk_begin[k], chunk_begin[k+1],
-// or 0, n_chunks). One copy kernel per bucket finds its source this way on
-// the device (NCCL), so host and device share it.
-static inline A3_HD int a3_grad_chunk_at(const int64_t *chunk_packed, int lo, int hi, int64_t p) {
-  while (hi - lo > 1) { // invariant: chunk_packed[lo] <= p < chunk_packed[hi]
-    const int mid = lo + (hi - lo) / 2;
-    if (chunk_packed[mid] <= p)
-      lo = mid;
-    else
-      hi = mid;
-  }
-  return lo;
-}
 
 // The partition described above. bucket_bytes is rounded down to whole
 // floats (at least one) and capped at 2^30 floats (MPI counts are ints).

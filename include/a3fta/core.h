@@ -144,6 +144,23 @@ uint64_t a3_rng_below(uint64_t seed, uint64_t stream, uint64_t index, uint64_t n
 // Streams in use (one per purpose, so adding a use never shifts another's numbers).
 enum { A3_STREAM_SUBSET = 1, A3_STREAM_SHUFFLE = 2, A3_STREAM_INIT = 3 };
 
+// ---------------------------------------------------------------- runs
+// The run that position p falls in, for runs laid end to end: the last j in
+// [lo, hi) with begin[j] <= p (begin increasing, begin[lo] <= p <
+// begin[hi]). Kernels that walk many runs in one launch (the NCCL bucket
+// packing, the optimizer over every trainable segment) find each element's
+// run with it, and the CPU tests check it with the very same code.
+static inline A3_HD int a3_run_at(const int64_t *begin, int lo, int hi, int64_t p) {
+  while (hi - lo > 1) {
+    const int mid = lo + (hi - lo) / 2;
+    if (begin[mid] <= p)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
 // ---------------------------------------------------------------- hashing
 // FNV-1a 64: stable across runs and machines (used for config hashes).
 uint64_t a3_hash64(const void *data, size_t len, uint64_t seed);

@@ -61,13 +61,20 @@ a3_adamw_scalars a3_adamw_prepare(const a3_adamw_hparams *h, int64_t t);
 a3_status a3_adamw_step(const a3_adamw_hparams *h, int64_t t, const a3_param_segment *segs,
                         int n_segs, float *params, const float *grads, float *m,
                         float *v) A3_WARN_UNUSED;
-// The same on backend `be` (every tensor in its memory), each gradient first
-// multiplied by grad_scale[0] (one float in be's memory; NULL: 1), as the
-// clip factor of a3_clip_factor_on. a3_adamw_step = this on the CPU, NULL.
+// The same on backend `be` over a segment table (every tensor and the
+// table in be's memory; one adamw_update_segments call, so one launch on a
+// device), each gradient first multiplied by grad_scale[0] (one float in
+// be's memory; NULL: 1), as the clip factor of a3_clip_factor_on. Bitwise
+// a3_adamw_step's result.
 a3_status a3_adamw_step_on(const a3_backend *be, const a3_adamw_hparams *h, int64_t t,
-                           const a3_param_segment *segs, int n_segs, float *params,
-                           const float *grads, float *m, float *v,
-                           const float *grad_scale) A3_WARN_UNUSED;
+                           const a3_segment_table *table, float *params, const float *grads,
+                           float *m, float *v, const float *grad_scale) A3_WARN_UNUSED;
+
+// The segments as a table in be's memory (a3fta/backend.h), for the _on
+// functions; free with a3_segment_table_free.
+a3_status a3_segment_table_make(const a3_backend *be, const a3_param_segment *segs, int n_segs,
+                                a3_segment_table *out) A3_WARN_UNUSED;
+void a3_segment_table_free(const a3_backend *be, a3_segment_table *t); // be NULL: nothing
 
 // ---------------------------------------------------------------- clipping
 // Global L2 norm of the gradients over the segments, accumulated in double
@@ -77,11 +84,10 @@ double a3_grad_norm(const a3_param_segment *segs, int n_segs, const float *grads
 void a3_grad_scale(const a3_param_segment *segs, int n_segs, float *grads, float scale);
 // clip_grad_norm_'s factor on backend `be`, left in its memory for
 // a3_adamw_step_on: norm[0] = the global norm, scale[0] = max_norm / (norm +
-// 1e-6) when below 1 (max_norm > 0), else 1. partials: n_segs doubles of
+// 1e-6) when below 1 (max_norm > 0), else 1. partials: table->n doubles of
 // scratch in be's memory.
-void a3_clip_factor_on(const a3_backend *be, const a3_param_segment *segs, int n_segs,
-                       const float *grads, double max_norm, double *partials, float *scale,
-                       double *norm);
+void a3_clip_factor_on(const a3_backend *be, const a3_segment_table *table, const float *grads,
+                       double max_norm, double *partials, float *scale, double *norm);
 // torch.nn.utils.clip_grad_norm_(max_norm, norm_type 2): scale =
 // max_norm / (norm + 1e-6), applied only when below 1 (torch multiplies by the
 // clamped scale, and 1.0f is exact, so this is the same). Returns the norm
@@ -111,8 +117,9 @@ double a3_ema_decay(int64_t optimization_step, double max_decay);
 // ema: compact over the segments; params: the flat buffer.
 void a3_ema_update(const a3_param_segment *segs, int n_segs, const float *params, float *ema,
                    double decay);
-// The same on backend `be` (ema and params in its memory).
-void a3_ema_update_on(const a3_backend *be, const a3_param_segment *segs, int n_segs,
-                      const float *params, float *ema, double decay);
+// The same on backend `be` over a segment table (ema, params and the table
+// in its memory; one ema_update_segments call).
+void a3_ema_update_on(const a3_backend *be, const a3_segment_table *table, const float *params,
+                      float *ema, double decay);
 
 #endif

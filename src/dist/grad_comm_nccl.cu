@@ -366,7 +366,7 @@ __global__ void chunk_copy_kernel(float *packed, float *grads, const int64_t *ch
                                   int64_t end, bool unpack) {
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   for (int64_t p = first + (int64_t)blockIdx.x * blockDim.x + threadIdx.x; p < end; p += stride) {
-    const int j = a3_grad_chunk_at(chunk_packed, lo, hi, p);
+    const int j = a3_run_at(chunk_packed, lo, hi, p);
     float *g = grads + chunk_offset[j] + (p - chunk_packed[j]);
     if (unpack)
       *g = packed[p];

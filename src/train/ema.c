@@ -17,14 +17,15 @@ double a3_ema_decay(int64_t optimization_step, double max_decay) {
 void a3_ema_update(const a3_param_segment *segs, int n_segs, const float *params, float *ema,
                    double decay) {
   // The arithmetic lives in the backend's optim ops.
-  a3_ema_update_on(a3_backend_cpu(), segs, n_segs, params, ema, decay);
-}
-
-void a3_ema_update_on(const a3_backend *be, const a3_param_segment *segs, int n_segs,
-                      const float *params, float *ema, double decay) {
+  const a3_backend *cpu = a3_backend_cpu();
   const float one_minus_decay = (float)(1.0 - decay);
   for (int k = 0; k < n_segs; k++) {
-    be->ops->ema_update(be, ema, params + segs[k].offset, (size_t)segs[k].count, one_minus_decay);
+    cpu->ops->ema_update(cpu, ema, params + segs[k].offset, (size_t)segs[k].count, one_minus_decay);
     ema += segs[k].count;
   }
+}
+
+void a3_ema_update_on(const a3_backend *be, const a3_segment_table *table, const float *params,
+                      float *ema, double decay) {
+  be->ops->ema_update_segments(be, ema, params, table, (float)(1.0 - decay));
 }

@@ -3,6 +3,7 @@
 #include "a3fta/optim.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 // Segments below this many elements run on one thread: fork/join costs more.
@@ -62,23 +63,66 @@ a3_adamw_scalars a3_adamw_prepare(const a3_adamw_hparams *h, int64_t t) {
 
 a3_status a3_adamw_step(const a3_adamw_hparams *h, int64_t t, const a3_param_segment *segs,
                         int n_segs, float *params, const float *grads, float *m, float *v) {
-  // The arithmetic lives in the backend's optim ops.
-  return a3_adamw_step_on(a3_backend_cpu(), h, t, segs, n_segs, params, grads, m, v, NULL);
-}
-
-a3_status a3_adamw_step_on(const a3_backend *be, const a3_adamw_hparams *h, int64_t t,
-                           const a3_param_segment *segs, int n_segs, float *params,
-                           const float *grads, float *m, float *v, const float *grad_scale) {
   if (t < 1) return A3_FAIL(A3_ERR_INTERNAL, "adamw: step %lld, counted from 1", (long long)t);
+  // The arithmetic lives in the backend's optim ops.
+  const a3_backend *cpu = a3_backend_cpu();
   const a3_adamw_scalars s = a3_adamw_prepare(h, t);
   int64_t c = 0; // offset into the compact m, v
   for (int k = 0; k < n_segs; k++) {
     const a3_param_segment *sg = &segs[k];
-    be->ops->adamw_update(be, params + sg->offset, grads + sg->offset, m + c, v + c,
-                          (size_t)sg->count, &s, sg->decay && h->weight_decay != 0, grad_scale);
+    cpu->ops->adamw_update(cpu, params + sg->offset, grads + sg->offset, m + c, v + c,
+                           (size_t)sg->count, &s, sg->decay && h->weight_decay != 0, NULL);
     c += sg->count;
   }
   return A3_OK;
+}
+
+a3_status a3_adamw_step_on(const a3_backend *be, const a3_adamw_hparams *h, int64_t t,
+                           const a3_segment_table *table, float *params, const float *grads,
+                           float *m, float *v, const float *grad_scale) {
+  if (t < 1) return A3_FAIL(A3_ERR_INTERNAL, "adamw: step %lld, counted from 1", (long long)t);
+  const a3_adamw_scalars s = a3_adamw_prepare(h, t);
+  be->ops->adamw_update_segments(be, params, grads, m, v, table, &s, h->weight_decay != 0,
+                                 grad_scale);
+  return A3_OK;
+}
+
+// ---------------------------------------------------------------- the segment table
+
+a3_status a3_segment_table_make(const a3_backend *be, const a3_param_segment *segs, int n_segs,
+                                a3_segment_table *out) {
+  memset(out, 0, sizeof *out);
+  const size_t n = (size_t)n_segs;
+  int64_t *begin = calloc(n + 1, sizeof *begin), *offset = calloc(n + 1, sizeof *offset);
+  int32_t *decay = calloc(n + 1, sizeof *decay);
+  void *dev[3] = {NULL, NULL, NULL};
+  a3_status s = begin && offset && decay ? A3_OK : A3_FAIL(A3_ERR_NOMEM, "segment table");
+  for (size_t k = 0; s == A3_OK && k < n; k++) {
+    begin[k + 1] = begin[k] + segs[k].count;
+    offset[k] = segs[k].offset;
+    decay[k] = segs[k].decay;
+  }
+  const size_t bytes[3] = {(n + 1) * sizeof *begin, (n + 1) * sizeof *offset,
+                           (n + 1) * sizeof *decay};
+  const void *host[3] = {begin, offset, decay};
+  for (int i = 0; i < 3 && s == A3_OK; i++) {
+    s = be->ops->alloc(be, &dev[i], bytes[i]);
+    if (s == A3_OK) s = be->ops->upload(be, dev[i], host[i], bytes[i]);
+  }
+  if (s == A3_OK)
+    *out = (a3_segment_table){n_segs, dev[0], dev[1], dev[2], begin[n]};
+  else
+    for (int i = 0; i < 3; i++) be->ops->release(be, dev[i]);
+  free(begin), free(offset), free(decay);
+  return s;
+}
+
+void a3_segment_table_free(const a3_backend *be, a3_segment_table *t) {
+  if (!be) return;
+  be->ops->release(be, (void *)t->begin);
+  be->ops->release(be, (void *)t->offset);
+  be->ops->release(be, (void *)t->decay);
+  memset(t, 0, sizeof *t);
 }
 
 // ---------------------------------------------------------------- clipping
@@ -112,10 +156,8 @@ double a3_clip_grad_norm(const a3_param_segment *segs, int n_segs, float *grads,
   return norm;
 }
 
-void a3_clip_factor_on(const a3_backend *be, const a3_param_segment *segs, int n_segs,
-                       const float *grads, double max_norm, double *partials, float *scale,
-                       double *norm) {
-  for (int k = 0; k < n_segs; k++)
-    be->ops->sum_squares(be, partials + k, grads + segs[k].offset, (size_t)segs[k].count);
-  be->ops->clip_scale(be, scale, norm, partials, n_segs, max_norm);
+void a3_clip_factor_on(const a3_backend *be, const a3_segment_table *table, const float *grads,
+                       double max_norm, double *partials, float *scale, double *norm) {
+  be->ops->sum_squares_segments(be, partials, grads, table);
+  be->ops->clip_scale(be, scale, norm, partials, table->n, max_norm);
 }

@@ -375,13 +375,6 @@ static a3_status update(a3_trainer *t, double lr_factor) {
   return A3_OK;
 }
 
-// The update's kernel launches (a3_train_device_update: a sum of squares,
-// an AdamW and an EMA kernel per segment, and the clip scale). Behind a hung
-// NCCL sum CUDA would block the host in a launch once about a thousand are
-// pending, out of the watchdog's reach: a larger update waits for the sums.
-enum { UPDATE_LAUNCHES_AHEAD = 512 };
-static int64_t update_launches(const a3_trainer *t) { return 3 * (int64_t)t->n_segs + 1; }
-
 // The NCCL sums of this step, waited for under the watchdog; *comm_s grows.
 static a3_status settle_sums(a3_trainer *t, double *comm_s) {
   const double t0 = MPI_Wtime();
@@ -412,14 +405,15 @@ a3_status a3_trainer_advance(a3_trainer *t) {
   // GPU with MPI, with its copies through host memory, which wait for the
   // backward). With NCCL the device waits for the comm stream, and the host
   // waits for the sums (settle) after it has queued the update behind them,
-  // so that the update is ready when they arrive.
+  // so that the update is ready when they arrive. That is 4 launches
+  // (a3_train_device_update, whatever the segments): behind a hung sum, CUDA
+  // blocks a launch only once about a thousand are pending, so the host
+  // still reaches the watchdog.
   const double comm0 = MPI_Wtime();
   A3_TRY(reduce_grads(t));
   double comm = MPI_Wtime() - comm0;
-  const bool queue_update_first = t->nccl && update_launches(t) <= UPDATE_LAUNCHES_AHEAD;
-  if (t->nccl && !queue_update_first) A3_TRY(settle_sums(t, &comm));
   A3_TRY(update(t, factor));
-  if (queue_update_first) A3_TRY(settle_sums(t, &comm));
+  if (t->nccl) A3_TRY(settle_sums(t, &comm));
   t->timing.comm_s += comm;
   t->timing.compute_s += MPI_Wtime() - t0 - comm;
   t->timing.steps++;

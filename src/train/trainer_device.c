@@ -27,6 +27,7 @@ struct a3_train_device {
   char name[400];
   const a3_param_segment *segs; // the trainer's, flat offsets
   int n_segs;
+  a3_segment_table table; // segs in device memory: the optimizer's one launch per op
   int64_t n_train, batch, per_sample, T;
   const a3_train_data *data;       // the trainer's (host) subset
   uint8_t *images;                 // (n, C, S, S) its device copy, or NULL: upload per micro-batch
@@ -162,6 +163,7 @@ static a3_status fill_device(a3_train_device *d, const a3_unet *host,
   A3_TRY(copy_model(d, host));
   A3_TRY(alloc_buffers(d));
   A3_TRY(keep_images(d));
+  A3_TRY(a3_segment_table_make(be, d->segs, d->n_segs, &d->table));
   // Once per run: every micro-batch's add_noise reads it on the device.
   A3_TRY(be->ops->upload(be, d->acp, sched->alphas_cumprod, (size_t)d->T * sizeof(float)));
   return be->ops->synchronize(be);
@@ -203,6 +205,7 @@ void a3_train_device_free(a3_train_device *d) {
     be->ops->release(be, d->images);
     be->ops->release(be, d->partials);
     be->ops->release(be, d->norm);
+    a3_segment_table_free(be, &d->table);
   }
   a3_unet_free(d->m);
   if (!d->cpu) a3_backend_cuda_destroy(be);
@@ -290,10 +293,9 @@ a3_status a3_train_device_update(a3_train_device *d, const a3_adamw_hparams *h, 
                                  double max_norm, double ema_decay) {
   const a3_backend *be = d->be;
   float *params = a3_unet_params(d->m), *grads = a3_unet_grads(d->m);
-  a3_clip_factor_on(be, d->segs, d->n_segs, grads, max_norm, d->partials, d->scale, d->norm);
-  A3_TRY(a3_adamw_step_on(be, h, t, d->segs, d->n_segs, params, grads, d->adam_m, d->adam_v,
-                          d->scale));
-  if (ema_decay >= 0) a3_ema_update_on(be, d->segs, d->n_segs, params, d->ema, ema_decay);
+  a3_clip_factor_on(be, &d->table, grads, max_norm, d->partials, d->scale, d->norm);
+  A3_TRY(a3_adamw_step_on(be, h, t, &d->table, params, grads, d->adam_m, d->adam_v, d->scale));
+  if (ema_decay >= 0) a3_ema_update_on(be, &d->table, params, d->ema, ema_decay);
   return A3_OK; // errors surface at the next take_losses or pull
 }
 

@@ -57,6 +57,7 @@
 #include "a3fta/backend.h"
 #include "a3fta/core.h"
 #include "a3fta/diffusion.h"
+#include "a3fta/optim.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -1161,6 +1162,118 @@ static int batch_images_cases(const a3_backend *ref, const a3_backend *cand) {
   return failures;
 }
 
+// ---------------------------------------------------------------- optimizer over segments
+// The optimizer ops over a whole segment table (one launch each on CUDA)
+// against the CPU's: segments of 1 float to over a million with frozen gaps
+// between them, decay on some; AdamW with a clip factor and weight decay,
+// then the EMA: params (gaps included), m, v and the EMA bit for bit, and
+// each segment's sum of squares to 1e-12 relative (summation order).
+enum { SEG_N = 300 };
+
+typedef struct {
+  float *params, *grads, *m, *v, *ema; // host: flat (params, grads) or compact
+  double partials[SEG_N];
+} seg_state;
+
+static void seg_layout(a3_param_segment *segs, int64_t *flat, int64_t *compact, uint64_t seed) {
+  int64_t off = 0, c = 0;
+  for (int k = 0; k < SEG_N; k++) {
+    const uint64_t r = a3_rng_u64(seed, 4, (uint64_t)k);
+    const int64_t count = k == 7       ? 1200000
+                          : k % 3 == 0 ? 1 + (int64_t)(r % 17)
+                                       : 1 + (int64_t)(r % 9000);
+    off += (int64_t)(r >> 40) % 5; // a frozen gap, or none
+    segs[k] = (a3_param_segment){off, count, (r >> 20) & 1};
+    off += count;
+    c += count;
+  }
+  *flat = off + 3;
+  *compact = c;
+}
+
+// The three ops on backend be, starting from the host values in `in`, results into `out`.
+static int seg_run(const a3_backend *be, const a3_param_segment *segs, int64_t nf, int64_t nc,
+                   const seg_state *in, seg_state *out) {
+  a3_segment_table t;
+  if (a3_segment_table_make(be, segs, SEG_N, &t) != A3_OK) return 0;
+  const size_t bf = (size_t)nf * 4, bc = (size_t)nc * 4;
+  float *p = NULL, *g = NULL, *m = NULL, *v = NULL, *e = NULL, *scale = NULL;
+  double *partials = NULL;
+  const a3_backend_ops *o = be->ops;
+  int ok = o->alloc(be, (void **)&p, bf) == A3_OK && o->alloc(be, (void **)&g, bf) == A3_OK &&
+           o->alloc(be, (void **)&m, bc) == A3_OK && o->alloc(be, (void **)&v, bc) == A3_OK &&
+           o->alloc(be, (void **)&e, bc) == A3_OK && o->alloc(be, (void **)&scale, 4) == A3_OK &&
+           o->alloc(be, (void **)&partials, sizeof in->partials) == A3_OK;
+  const float clip = 0.75f;
+  ok = ok && o->upload(be, p, in->params, bf) == A3_OK &&
+       o->upload(be, g, in->grads, bf) == A3_OK && o->upload(be, m, in->m, bc) == A3_OK &&
+       o->upload(be, v, in->v, bc) == A3_OK && o->upload(be, e, in->ema, bc) == A3_OK &&
+       o->upload(be, scale, &clip, 4) == A3_OK;
+  if (ok) {
+    const a3_adamw_hparams h = {
+        .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.1};
+    const a3_adamw_scalars sc = a3_adamw_prepare(&h, 3);
+    o->sum_squares_segments(be, partials, g, &t);
+    o->adamw_update_segments(be, p, g, m, v, &t, &sc, 1, scale);
+    o->ema_update_segments(be, e, p, &t, 0.01f);
+  }
+  ok = ok && o->download(be, out->params, p, bf) == A3_OK &&
+       o->download(be, out->m, m, bc) == A3_OK && o->download(be, out->v, v, bc) == A3_OK &&
+       o->download(be, out->ema, e, bc) == A3_OK &&
+       o->download(be, out->partials, partials, sizeof in->partials) == A3_OK &&
+       o->synchronize(be) == A3_OK;
+  void *bufs[] = {p, g, m, v, e, scale, partials};
+  for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) o->release(be, bufs[i]);
+  a3_segment_table_free(be, &t);
+  return ok;
+}
+
+static int seg_alloc(seg_state *st, int64_t nf, int64_t nc) {
+  st->params = malloc((size_t)nf * 4), st->grads = malloc((size_t)nf * 4);
+  st->m = malloc((size_t)nc * 4), st->v = malloc((size_t)nc * 4), st->ema = malloc((size_t)nc * 4);
+  return st->params && st->grads && st->m && st->v && st->ema;
+}
+
+static void seg_free(seg_state *st) {
+  free(st->params), free(st->grads), free(st->m), free(st->v), free(st->ema);
+}
+
+static int optimizer_segments_case(const a3_backend *ref, const a3_backend *cand) {
+  const uint64_t seed = base_seed ^ 0x27d4eb2fu;
+  a3_param_segment segs[SEG_N];
+  int64_t nf = 0, nc = 0;
+  seg_layout(segs, &nf, &nc, seed);
+  seg_state in, got[2];
+  int ok = seg_alloc(&in, nf, nc) && seg_alloc(&got[0], nf, nc) && seg_alloc(&got[1], nf, nc);
+  for (int64_t i = 0; ok && i < nf; i++) {
+    in.params[i] = (float)((double)(a3_rng_u64(seed, 5, (uint64_t)i) >> 40) / 16777216.0 - 0.5);
+    in.grads[i] = (float)((double)(a3_rng_u64(seed, 6, (uint64_t)i) >> 40) / 16777216.0 - 0.5);
+  }
+  for (int64_t i = 0; ok && i < nc; i++) {
+    in.m[i] = 0.01f * (float)((double)(a3_rng_u64(seed, 7, (uint64_t)i) >> 40) / 16777216.0 - 0.5);
+    in.v[i] = 1e-4f * (float)((double)(a3_rng_u64(seed, 8, (uint64_t)i) >> 40) / 16777216.0);
+    in.ema[i] = (float)((double)(a3_rng_u64(seed, 9, (uint64_t)i) >> 40) / 16777216.0 - 0.5);
+  }
+  ok = ok && seg_run(ref, segs, nf, nc, &in, &got[0]) && seg_run(cand, segs, nf, nc, &in, &got[1]);
+  if (!ok) printf("optimizer segments: %s\n", a3_error_message());
+  double worst = 0.0;
+  for (int k = 0; ok && k < SEG_N; k++)
+    worst = fmax(worst, fabs(got[1].partials[k] - got[0].partials[k]) /
+                            fmax(fabs(got[0].partials[k]), 1e-300));
+  const int same = ok && !memcmp(got[0].params, got[1].params, (size_t)nf * 4) &&
+                   !memcmp(got[0].m, got[1].m, (size_t)nc * 4) &&
+                   !memcmp(got[0].v, got[1].v, (size_t)nc * 4) &&
+                   !memcmp(got[0].ema, got[1].ema, (size_t)nc * 4);
+  const int pass = same && worst <= 1e-12;
+  char shape[96];
+  snprintf(shape, sizeof shape, "%d segments, %lld of %lld floats", SEG_N, (long long)nc,
+           (long long)nf);
+  printf("%-24s %-58s %-5s %11.1e %8.1e  %s%s\n", "optimizer_segments", shape, "-", worst, 1e-12,
+         pass ? "PASS" : "FAIL", ok && !same ? " (updates not bitwise)" : "");
+  seg_free(&in), seg_free(&got[0]), seg_free(&got[1]);
+  return pass;
+}
+
 // ---------------------------------------------------------------- bf16 operands
 // The table's bf16 bound (3e-2) cannot tell bf16 operands from tf32 ones
 // (tf32 errors are ~4e-4), so in bf16 a linear of 512-term dot products and
@@ -1400,10 +1513,11 @@ int main(int argc, char **argv) {
            "result");
     for (int i = 0; i < N_CASES; i++) failures += !run_case(i, ref, cand, prec, 0);
     failures += batch_images_cases(ref, cand);
+    failures += !optimizer_segments_case(ref, cand);
     if (prec == A3_PRECISION_BF16 && !against_cpu) failures += bf16_operand_checks(ref, cand);
   }
   const int negative = against_cpu ? negative_checks(prec) : 0;
-  const int n_cases = N_CASES + N_BATCH_IMAGES_CASES +
+  const int n_cases = N_CASES + N_BATCH_IMAGES_CASES + 1 +
                       (prec == A3_PRECISION_BF16 && !against_cpu ? N_BF16_OPERAND_ROWS : 0);
   printf("test_cuda_ops: %d cases, %d passed, %d failed%s (%s, %s)\n", n_cases, n_cases - failures,
          failures,

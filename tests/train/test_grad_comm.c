@@ -82,15 +82,15 @@ static uint64_t buckets_hash(const a3_grad_buckets *b) {
   return fnv(h, b->chunk, sizeof *b->chunk * (size_t)b->n_chunks);
 }
 
-// a3_grad_chunk_at (the NCCL pack kernel's lookup) for every packed float
+// a3_run_at (the NCCL pack kernel's lookup) for every packed float
 // of bucket k, searching the bucket's chunks and all chunks: the chunk that
 // holds it.
 static int chunk_lookup_errors(const a3_grad_buckets *b, int k) {
   int bad = 0;
   const int lo = b->chunk_begin[k], hi = b->chunk_begin[k + 1];
   for (int64_t p = b->begin[k]; p < b->begin[k + 1]; p++) {
-    const int j = a3_grad_chunk_at(b->chunk_packed, lo, hi, p);
-    const int all = a3_grad_chunk_at(b->chunk_packed, 0, b->n_chunks, p);
+    const int j = a3_run_at(b->chunk_packed, lo, hi, p);
+    const int all = a3_run_at(b->chunk_packed, 0, b->n_chunks, p);
     bad += j < lo || j >= hi || j != all || p < b->chunk_packed[j] ||
            p >= b->chunk_packed[j] + b->chunk[j].count;
   }

@@ -7,7 +7,8 @@
 // - the device path trains like the host path: the same losses bit for bit
 //   (same CPU ops, and the backend's batch_images, training_noise, clipping,
 //   AdamW and EMA ops give the host functions' numbers), for a3fta
-//   (adapters, EMA) with gradient accumulation and a warmup + cosine lr;
+//   (adapters, EMA) with gradient accumulation, a warmup + cosine lr, weight
+//   decay on the decayed segments only and clipping;
 // - with the images over A3FTA_DEVICE_IMAGES_MAX_MB (0), each micro-batch
 //   uploads its images (one copy each), with the same losses; a bad value
 //   is a usage error;
@@ -31,9 +32,12 @@ enum { STEPS = 12 };
 static char *dir;
 static char data[4200];
 
+// Weight decay large enough that 1 - lr * decay is not 1.0f (so the
+// segments' decay flags show), and a clip that acts.
 static const char *const extra[] = {
-    "strategy.name=a3fta", "train.batch_size=4",       "train.grad_accum=2", "train.steps=12",
-    "train.log_every=4",   "train.lr_schedule=cosine", "train.warmup=3"};
+    "strategy.name=a3fta",    "train.batch_size=4",       "train.grad_accum=2", "train.steps=12",
+    "train.log_every=4",      "train.lr_schedule=cosine", "train.warmup=3",     "train.lr=1e-3",
+    "train.weight_decay=0.1", "train.grad_clip=0.05"};
 enum { N_EXTRA = (int)(sizeof extra / sizeof extra[0]) };
 
 static int load(a3_config *cfg, const char *sub) {

@@ -406,8 +406,7 @@ typedef struct {
   double *partials, *norm;         // (n_segs), (1)
   float *adam_m, *adam_v;          // (n_train) compact
   size_t n_out;
-  const a3_param_segment *segs;
-  int n_segs;
+  a3_segment_table table; // the trainable segments in device memory
   a3_adamw_hparams h;
   double max_norm;
   int64_t step;
@@ -422,9 +421,9 @@ static a3_status dev_step_queue(dev_trainer *d) {
   be->ops->mse_backward(be, d->dout, d->out, d->noise, d->n_out, 1.0f);
   A3_TRY(a3_unet_backward(d->m, d->dout, NULL));
   float *params = a3_unet_params(d->m), *grads = a3_unet_grads(d->m);
-  a3_clip_factor_on(be, d->segs, d->n_segs, grads, d->max_norm, d->partials, d->scale, d->norm);
-  return a3_adamw_step_on(be, &d->h, ++d->step, d->segs, d->n_segs, params, grads, d->adam_m,
-                          d->adam_v, d->scale);
+  a3_clip_factor_on(be, &d->table, grads, d->max_norm, d->partials, d->scale, d->norm);
+  return a3_adamw_step_on(be, &d->h, ++d->step, &d->table, params, grads, d->adam_m, d->adam_v,
+                          d->scale);
 }
 
 static a3_status dev_step(dev_trainer *d) {
@@ -530,11 +529,11 @@ static int run_cuda(const a3_config *cfg, int B, int steps, int warmup, int sgem
 
   a3_param_segment *segs = calloc((size_t)a3_unet_param_count(d.m) + 1, sizeof *segs);
   if (!segs) die("out of memory");
-  d.segs = segs;
-  d.n_segs = make_segments(d.m, segs);
-  const int64_t n_train = a3_segments_numel(segs, d.n_segs);
+  const int n_segs = make_segments(d.m, segs);
+  dev_check(a3_segment_table_make(be, segs, n_segs, &d.table), "device segment table");
+  const int64_t n_train = a3_segments_numel(segs, n_segs);
   d.adam_m = dev_buf(be, (size_t)n_train), d.adam_v = dev_buf(be, (size_t)n_train);
-  dev_check(be->ops->alloc(be, (void **)&d.partials, sizeof(double) * (size_t)(d.n_segs + 1)),
+  dev_check(be->ops->alloc(be, (void **)&d.partials, sizeof(double) * (size_t)(n_segs + 1)),
             "device alloc");
   dev_check(be->ops->alloc(be, (void **)&d.norm, sizeof(double)), "device alloc");
   dev_check(be->ops->synchronize(be), "device setup");
@@ -571,6 +570,7 @@ static int run_cuda(const a3_config *cfg, int B, int steps, int warmup, int sgem
   float *floats[] = {d.x_t, d.noise, d.t, d.out, d.dout, d.loss, d.scale, d.adam_m, d.adam_v};
   for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) be->ops->release(be, floats[i]);
   be->ops->release(be, d.partials), be->ops->release(be, d.norm);
+  a3_segment_table_free(be, &d.table);
   free(segs);
   a3_unet_free(d.m);
   a3_backend_cuda_destroy(be);

@@ -81,3 +81,29 @@ void cpu_ema_update(const a3_backend *be, float *ema, const float *param, size_t
     ema[i] = ema[i] - step;
   }
 }
+
+// ---------------------------------------------------------------- over every segment
+
+void cpu_sum_squares_segments(const a3_backend *be, double *partials, const float *grads,
+                              const a3_segment_table *t) {
+  for (int k = 0; k < t->n; k++)
+    cpu_sum_squares(be, partials + k, grads + t->offset[k],
+                    (size_t)(t->begin[k + 1] - t->begin[k]));
+}
+
+void cpu_adamw_update_segments(const a3_backend *be, float *params, const float *grads, float *m,
+                               float *v, const a3_segment_table *t, const a3_adamw_scalars *s,
+                               int decay, const float *grad_scale) {
+  for (int k = 0; k < t->n; k++) {
+    const int64_t c = t->begin[k], n = t->begin[k + 1] - c;
+    cpu_adamw_update(be, params + t->offset[k], grads + t->offset[k], m + c, v + c, (size_t)n, s,
+                     decay && t->decay[k], grad_scale);
+  }
+}
+
+void cpu_ema_update_segments(const a3_backend *be, float *ema, const float *params,
+                             const a3_segment_table *t, float one_minus_decay) {
+  for (int k = 0; k < t->n; k++)
+    cpu_ema_update(be, ema + t->begin[k], params + t->offset[k],
+                   (size_t)(t->begin[k + 1] - t->begin[k]), one_minus_decay);
+}

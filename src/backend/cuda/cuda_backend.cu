@@ -199,6 +199,9 @@ static a3_backend_ops make_ops(void) {
   t.clip_scale = cu_clip_scale;
   t.adamw_update = cu_adamw_update;
   t.ema_update = cu_ema_update;
+  t.sum_squares_segments = cu_sum_squares_segments;
+  t.adamw_update_segments = cu_adamw_update_segments;
+  t.ema_update_segments = cu_ema_update_segments;
   t.sampler_step = cu_sampler_step;
   t.training_noise = cu_training_noise;
   t.batch_images = cu_batch_images;

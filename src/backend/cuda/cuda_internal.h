@@ -289,6 +289,13 @@ void cu_adamw_update(const a3_backend *be, float *param, const float *grad, floa
                      size_t n, const a3_adamw_scalars *s, int decay, const float *grad_scale);
 void cu_ema_update(const a3_backend *be, float *ema, const float *param, size_t n,
                    float one_minus_decay);
+void cu_sum_squares_segments(const a3_backend *be, double *partials, const float *grads,
+                             const a3_segment_table *t);
+void cu_adamw_update_segments(const a3_backend *be, float *params, const float *grads, float *m,
+                              float *v, const a3_segment_table *t, const a3_adamw_scalars *s,
+                              int decay, const float *grad_scale);
+void cu_ema_update_segments(const a3_backend *be, float *ema, const float *params,
+                            const a3_segment_table *t, float one_minus_decay);
 
 // cuda_sampler.cu (the DDPM / DDIM step)
 void cu_sampler_step(const a3_backend *be, float *x_prev, const float *eps, const float *x_t,
