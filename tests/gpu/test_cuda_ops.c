@@ -1104,7 +1104,8 @@ static int check_table(const a3_backend *be) {
   HAS(relu_forward) HAS(relu_backward) HAS(gated_add_forward) HAS(gated_add_backward);
   HAS(softmax_xent_forward) HAS(softmax_xent_backward);
   HAS(sum_squares) HAS(clip_scale) HAS(adamw_update) HAS(ema_update) HAS(sampler_step);
-  HAS(training_noise) HAS(batch_images);
+  HAS(training_noise) HAS(batch_images) HAS(sum_squares_segments) HAS(adamw_update_segments);
+  HAS(ema_update_segments);
 #undef HAS
   return missing == 0;
 }
