@@ -26,6 +26,7 @@ struct nccl_link {
   MPI_Comm mpi;  // a duplicate of the group's: agreeing on reuse and failures
   ncclComm_t nc; // NULL once aborted (ncclCommAbort frees it)
   int device;
+  uint64_t id; // the same on every rank of the link (a hash of its NCCL id), never 0
 };
 
 // The link the last sum freed in order, for the next one to take over.
@@ -36,10 +37,12 @@ struct nccl_impl {
   int device, rank, size;
   char host[MPI_MAX_PROCESSOR_NAME + 1];
   double timeout_s;
-  nccl_link *link; // NULL until made or taken over
-  ncclComm_t nc;   // link->nc while it lives
-  bool aborted;    // after ncclCommAbort
-  bool unsettled;  // wait_all queued sums that settle has not waited for
+  nccl_link *link;  // NULL until made or taken over
+  nccl_link *fresh; // allocated in the local setup, for init_comm (so no rank fails alone later)
+  ncclComm_t nc;    // link->nc while it lives; NULL once aborted
+  bool aborted;     // after ncclCommAbort
+  bool queued;      // NCCL work queued since the last settle (or none ever settled)
+  bool unsettled;   // wait_all queued sums that settle has not waited for
   cudaStream_t stream;
   cudaEvent_t ready; // recorded on the compute stream as each bucket starts
   cudaEvent_t done;  // the step's last unpack
@@ -66,7 +69,7 @@ a3_status cuda_failure(const nccl_impl *im, cudaError_t e, const char *what, con
 
 a3_status nccl_failure(const nccl_impl *im, ncclResult_t r, const char *what, const char *file,
                        int line) {
-  const char *last = im->nc ? ncclGetLastError(im->nc) : NULL;
+  const char *last = im->nc ? ncclGetLastError(im->nc) : NULL; // NULL: aborted
   return a3_error_set(A3_ERR_CUDA, file, line, "rank %d of %d on %s: %s: NCCL %s%s%s", im->rank,
                       im->size, im->host, what, ncclGetErrorString(r), last && *last ? ": " : "",
                       last ? last : "");
@@ -83,6 +86,10 @@ a3_status nccl_failure(const nccl_impl *im, ncclResult_t r, const char *what, co
 // 1: no NCCL operation pending, 0: still in progress, -1: an error (im->async).
 int settled(void *ctx) {
   nccl_impl *im = (nccl_impl *)ctx;
+  if (!im->nc) { // aborted: nothing will ever complete
+    im->async = ncclInvalidUsage;
+    return -1;
+  }
   ncclResult_t st = ncclSuccess;
   const ncclResult_t r = ncclCommGetAsyncError(im->nc, &st);
   im->async = r != ncclSuccess ? r : st;
@@ -117,6 +124,7 @@ void abort_comm(nccl_impl *im) {
   if (!im->nc || im->aborted) return;
   ncclCommAbort(im->nc); // returns once the device work is stopped and the communicator freed
   im->aborted = true;
+  im->nc = NULL;
   if (im->link) im->link->nc = NULL;
 }
 
@@ -164,6 +172,8 @@ a3_status setup_local(a3_grad_comm *c, MPI_Comm comm, const a3_backend *be, doub
            "creating the NCCL stream");
   CUDA_TRY(im, cudaEventCreateWithFlags(&im->ready, cudaEventDisableTiming), "cudaEventCreate");
   CUDA_TRY(im, cudaEventCreateWithFlags(&im->done, cudaEventDisableTiming), "cudaEventCreate");
+  A3_TRY(A3_ALLOC(im->fresh, 1));
+  im->fresh->mpi = MPI_COMM_NULL;
   A3_TRY(A3_ALLOC(im->sent, (size_t)c->b.n_buckets + 1));
   for (int k = 0; k < c->b.n_buckets; k++)
     CUDA_TRY(im, cudaEventCreateWithFlags(&im->sent[k], cudaEventDisableTiming), "cudaEventCreate");
@@ -218,7 +228,7 @@ void drop_link(nccl_link *link) {
 }
 
 // Inside MPI_Finalize (MPI still works there): the idle link goes.
-extern "C" int release_idle_at_finalize(MPI_Comm, int, void *, void *) {
+int release_idle_at_finalize(MPI_Comm, int, void *, void *) {
   nccl_link *link = idle_link;
   idle_link = NULL;
   release_link(link, a3_world_abort_grace_s());
@@ -241,25 +251,27 @@ void park_link(nccl_link *link, double limit) {
   idle_link = link;
 }
 
-// 1 when this rank's idle link serves `comm` on `device`: the same ranks in
-// the same order, the same GPU, and no asynchronous error.
-int idle_link_fits(MPI_Comm comm, int device) {
+// This rank's idle link's id when it serves `comm` on `device` (the same
+// ranks in the same order, the same GPU, no asynchronous error), else 0.
+uint64_t idle_link_fits(MPI_Comm comm, int device) {
   if (!idle_link || !idle_link->nc || idle_link->device != device) return 0;
   int same = MPI_UNEQUAL;
   if (MPI_Comm_compare(comm, idle_link->mpi, &same) != MPI_SUCCESS) return 0;
   if (same != MPI_IDENT && same != MPI_CONGRUENT) return 0;
   ncclResult_t st = ncclInternalError;
-  return ncclCommGetAsyncError(idle_link->nc, &st) == ncclSuccess && st == ncclSuccess;
+  if (ncclCommGetAsyncError(idle_link->nc, &st) != ncclSuccess || st != ncclSuccess) return 0;
+  return idle_link->id;
 }
 
-// Takes over the idle link when every rank of comm can (*taken), else every
-// rank drops its idle link.
+// Takes over the idle link when every rank of comm holds the same one
+// (*taken; one MPI_Allreduce of (id, ~id) with MAX gives the largest and the
+// smallest id), else every rank drops its idle link.
 a3_status take_idle_link(nccl_impl *im, MPI_Comm comm, bool *taken) {
-  const int mine = idle_link_fits(comm, im->device);
-  int all = 0;
-  A3_MPI_TRY(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm),
+  const uint64_t id = idle_link_fits(comm, im->device);
+  uint64_t mine[2] = {id, ~id}, most[2] = {0, 0};
+  A3_MPI_TRY(MPI_Allreduce(mine, most, 2, MPI_UINT64_T, MPI_MAX, comm),
              "agreeing on the NCCL communicator to use");
-  *taken = all != 0;
+  *taken = id != 0 && most[0] == id && ~most[1] == id;
   if (!*taken) {
     drop_link(idle_link);
     idle_link = NULL;
@@ -271,10 +283,18 @@ a3_status take_idle_link(nccl_impl *im, MPI_Comm comm, bool *taken) {
   return A3_OK;
 }
 
+// A nonzero id for a link, the same on every rank: FNV-1a of its NCCL id.
+uint64_t link_id(const ncclUniqueId *u) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < sizeof u->internal; i++)
+    h = (h ^ (unsigned char)u->internal[i]) * 0x100000001b3ull;
+  return h ? h : 1;
+}
+
 // A new communicator: group rank 0's NCCL id, broadcast; every rank joins.
 a3_status init_comm(nccl_impl *im, MPI_Comm comm) {
-  A3_TRY(A3_ALLOC(im->link, 1));
-  im->link->mpi = MPI_COMM_NULL;
+  im->link = im->fresh;
+  im->fresh = NULL;
   im->link->device = im->device;
   A3_MPI_TRY(MPI_Comm_dup(comm, &im->link->mpi), "MPI_Comm_dup for the NCCL gradient sum");
   struct {
@@ -294,6 +314,7 @@ a3_status init_comm(nccl_impl *im, MPI_Comm comm) {
     return s != A3_OK
                ? s
                : A3_FAIL(A3_ERR_CUDA, "rank 0 of the group found no NCCL id (see its message)");
+  im->link->id = link_id(&msg.id);
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0; // every call returns; the watchdog decides how long to wait
   const ncclResult_t r = ncclCommInitRankConfig(&im->nc, im->size, msg.id, im->rank, &config);
@@ -383,8 +404,17 @@ unsigned pack_blocks(int64_t floats) {
   return (unsigned)(b < 1 ? 1 : b < PACK_MAX_BLOCKS ? b : PACK_MAX_BLOCKS);
 }
 
+// After an abort every call fails: the communicator is gone.
+a3_status refuse_aborted(const nccl_impl *im) {
+  return A3_FAIL(A3_ERR_CUDA,
+                 "rank %d of %d on %s: the NCCL gradient sum was aborted after an earlier error",
+                 im->rank, im->size, im->host);
+}
+
 a3_status nccl_start(a3_grad_comm *c, int k, const float *grads) {
   nccl_impl *im = (nccl_impl *)c->impl;
+  if (im->aborted) return refuse_aborted(im);
+  im->queued = true;
   CUDA_TRY(im, cudaEventRecord(im->ready, compute_stream(im)), "recording a bucket's event");
   CUDA_TRY(im, cudaStreamWaitEvent(im->stream, im->ready, 0), "gating the NCCL stream");
   const int64_t first = c->b.begin[k], end = c->b.begin[k + 1];
@@ -416,6 +446,7 @@ int step_done(void *ctx) {
     im->cuda = e;
     return -1;
   }
+  if (!im->nc) return -1; // aborted
   ncclResult_t st = ncclSuccess;
   const ncclResult_t r = ncclCommGetAsyncError(im->nc, &st);
   im->async = r != ncclSuccess ? r : st;
@@ -426,6 +457,8 @@ int step_done(void *ctx) {
 // work (clipping, the optimizer) after it; settle waits for it.
 a3_status nccl_wait_all(a3_grad_comm *c, float *grads) {
   nccl_impl *im = (nccl_impl *)c->impl;
+  if (im->aborted) return refuse_aborted(im);
+  im->queued = true;
   if (c->b.total > 0) {
     chunk_copy_kernel<<<pack_blocks(c->b.total), PACK_THREADS, 0, im->stream>>>(
         im->packed, grads, im->chunk_packed, im->chunk_offset, 0, c->b.n_chunks, 0, c->b.total,
@@ -441,12 +474,13 @@ a3_status nccl_wait_all(a3_grad_comm *c, float *grads) {
 // The watchdog over the last step's sums (comm.h, a3_grad_comm_settle).
 a3_status nccl_settle(a3_grad_comm *c) {
   nccl_impl *im = (nccl_impl *)c->impl;
+  if (im->aborted) return refuse_aborted(im);
   if (!im->unsettled) return A3_OK;
   im->cuda = cudaSuccess;
   im->async = ncclSuccess;
   const a3_watch_result w = a3_grad_comm_watch(step_done, im, im->timeout_s);
   if (w != A3_WATCH_DONE) return step_failed(c, -1, w);
-  im->unsettled = false;
+  im->unsettled = im->queued = false;
   return A3_OK;
 }
 
@@ -465,12 +499,12 @@ void free_device_side(nccl_impl *im, int n_buckets) {
 }
 
 // In order (every sum settled): the communicator stays for the next sum.
-// With sums in flight (after an error): it is aborted, and the device
-// buffers are kept, as queued work may still use them.
+// With NCCL work queued and not settled (after an error): it is aborted,
+// and the device buffers are kept, as queued work may still use them.
 void nccl_destroy(a3_grad_comm *c, bool in_flight) {
   nccl_impl *im = (nccl_impl *)c->impl;
   if (!im) return;
-  in_flight = in_flight || im->unsettled;
+  in_flight = in_flight || im->queued || im->unsettled;
   if (in_flight) abort_comm(im);
   if (im->link && im->link->nc && !im->aborted) {
     const double grace = a3_world_abort_grace_s();
@@ -479,9 +513,9 @@ void nccl_destroy(a3_grad_comm *c, bool in_flight) {
     release_link(im->link, 0.0); // its communicator is aborted or was never made
   }
   im->link = NULL;
-  if (in_flight || im->aborted)
-    a3_debug("NCCL gradient sum freed %s; keeping its device buffers",
-             in_flight ? "with sums in flight" : "after an abort");
+  release_link(im->fresh, 0.0); // unused: the idle link was taken over, or setup failed
+  if (in_flight)
+    a3_debug("NCCL gradient sum freed with work queued; keeping its device buffers");
   else
     free_device_side(im, c->b.n_buckets);
   free(im->sent);
