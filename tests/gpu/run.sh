@@ -15,7 +15,10 @@
 # steps each with parallel.backend cuda and A3FTA_GRAD_COMM=nccl on
 # data/fashion-mnist.h5 (A3FTA_GPU_DATA overrides; SKIPPED when missing),
 # PASS when both points are done, the log names the NCCL sum and point 2 took over
-# point 1's NCCL communicator; "fine-tune per
+# point 1's NCCL communicator; "memcheck: 2 full bf16 steps": two full
+# fine-tuning steps of a small U-Net with 1x1 shortcuts in bf16 under
+# compute-sanitizer's memcheck (SKIPPED without it, or on a device it cannot
+# use); "fine-tune per
 # strategy": tests/gpu/finetune_check.sh (30 steps of each strategy on CPU and
 # GPU, losses within 1e-3; full and a3fta also in bf16, within 5e-2); then the benchmark against PyTorch,
 # tools/bench/run_step_gpu.sh (--max-time $A3FTA_GPU_BENCH_S, default 240;
@@ -254,6 +257,55 @@ YAML
   record "$name" "$result" "$dt"
 }
 sweep_nccl
+
+# ---------------------------------------------------------------- memcheck of a training step
+# Two full fine-tuning steps in bf16 (cuDNN's convolutions, the 1x1
+# shortcuts' weight gradients on im2col, the model arena and workspace) under
+# compute-sanitizer's memcheck: PASS with "ERROR SUMMARY: 0 errors";
+# SKIPPED where compute-sanitizer is missing or cannot use the device (gVisor).
+memcheck_step() {
+  local name="memcheck: 2 full bf16 steps" data=${A3FTA_GPU_DATA:-$root/data/fashion-mnist.h5}
+  local dir=$out/memcheck
+  say "== $name"
+  need_binary_and_data "$name" "$data" || return
+  if ! command -v compute-sanitizer >/dev/null 2>&1; then
+    say "$name: compute-sanitizer not found"
+    record "$name" SKIPPED 0
+    return
+  fi
+  rm -rf "$dir" && mkdir -p "$dir"
+  cat >"$dir/train.yaml" <<YAML
+model:
+  arch: {sample_size: 32, in_channels: 1, out_channels: 1, block_out_channels: [16, 32],
+         layers_per_block: 1, down_block_types: [DownBlock2D, AttnDownBlock2D],
+         up_block_types: [AttnUpBlock2D, UpBlock2D], norm_num_groups: 4}
+data: {path: $data, classes: [9], shots: 10, hflip: true}
+strategy: {name: full}
+train: {steps: 2, batch_size: 8, lr: 1.0e-3, lr_schedule: constant, warmup: 0, log_every: 1,
+        checkpoint_every: 0, precision: bf16}
+output: {dir: $dir/out, samples_per_run: 0}
+parallel: {backend: cuda}
+YAML
+  local t0=$SECONDS rc result
+  timeout --kill-after=30 "$timeout_s" compute-sanitizer --tool memcheck --leak-check no \
+    --error-exitcode 3 "$bin_a3fta" train "$dir/train.yaml" >"$dir/memcheck.log" 2>&1
+  rc=$?
+  cat "$dir/memcheck.log" >>"$log"
+  if grep -q "Device not supported\|Target application not supported" "$dir/memcheck.log"; then
+    result="SKIPPED (compute-sanitizer cannot use this device)"
+  elif [ $rc -eq 0 ] && grep -q "ERROR SUMMARY: 0 errors" "$dir/memcheck.log"; then
+    result=PASS
+  elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+    result="FAIL (timeout ${timeout_s}s)"
+  else
+    result="FAIL (exit $rc, $(grep -o 'ERROR SUMMARY: [0-9]* error' "$dir/memcheck.log" | head -1 ||
+      echo 'no summary'); see memcheck/memcheck.log)"
+  fi
+  local dt=$((SECONDS - t0))
+  say "$name: $result (${dt}s)"
+  record "$name" "$result" "$dt"
+}
+memcheck_step
 
 # ---------------------------------------------------------------- fine-tuning per strategy, CPU vs GPU
 finetune() {
