@@ -140,6 +140,11 @@ run_check "test_cuda_nccl (1 rank)" test_cuda_nccl
 launch=(env A3FTA_CONV=im2col)
 run_check "test_cuda_ops (fp32, im2col convs)" test_cuda_ops
 run_check "test_cuda_unet (im2col convs)" test_cuda_unet --configs "$configs"
+# Exact fp32 with its backward on cuDNN too (not the default yet: see
+# fp32_dnn_backward below and cuda_conv2d_dnn.cu's plan_shape).
+launch=(env A3FTA_CONV=cudnn-all)
+run_check "test_cuda_unet (fp32 backward on cuDNN, A3FTA_CONV=cudnn-all)" test_cuda_unet \
+  --configs "$configs"
 launch=()
 
 # ---------------------------------------------------------------- NCCL on several GPUs
@@ -396,6 +401,43 @@ conv_plan() {
   fi
 }
 conv_plan
+
+# ---------------------------------------------------------------- fp32's backward on cuDNN
+# The case that once failed with an illegal address (ddpm-cifar10-32, full,
+# fp32, batch 128, cuDNN's backward), now with the 1x1 shortcuts' workspace
+# planned: 3 steps with A3FTA_CONV=cudnn-all against the default (backward on
+# im2col). PASS when both run and their last losses agree to 1e-4; the row
+# gives both step times, to decide the default.
+fp32_dnn_backward() {
+  local name="cifar full fp32 step, backward on cuDNN (A3FTA_CONV=cudnn-all) vs im2col"
+  say "== $name"
+  bench_bin_missing "$name" && return
+  skipped_without_gpu "$name" && return
+  local t0=$SECONDS mode rc=0 args=(--backend cuda --precision fp32 --strategy full
+    --config "$root/configs/ddpm-cifar10-32.yaml" --batch 128 --steps 3 --warmup 1)
+  for mode in default cudnn-all; do
+    local conv="" # empty: the default plan
+    [ $mode = cudnn-all ] && conv=cudnn-all
+    A3FTA_CONV=$conv timeout "$timeout_s" "$bench_bin" "${args[@]}" >"$out/fp32-$mode.txt" 2>&1 ||
+      rc=$?
+    cat "$out/fp32-$mode.txt" >>"$log"
+  done
+  local a b ms_a ms_b
+  a=$(awk '/^LOSS/ {print $3}' "$out/fp32-default.txt")
+  b=$(awk '/^LOSS/ {print $3}' "$out/fp32-cudnn-all.txt")
+  ms_a=$(awk '/^STEP/ {s += $2; n++} END {if (n) printf "%.1f", s / n}' "$out/fp32-default.txt")
+  ms_b=$(awk '/^STEP/ {s += $2; n++} END {if (n) printf "%.1f", s / n}' "$out/fp32-cudnn-all.txt")
+  local result="FAIL (exit $rc; see fp32-default.txt, fp32-cudnn-all.txt)"
+  if [ $rc -eq 0 ] && [ -n "$a" ] && [ -n "$b" ] &&
+    awk -v a="$a" -v b="$b" 'BEGIN {d = a - b; if (d < 0) d = -d; exit !(d <= 1e-4 * (a < 0 ? -a : a))}'; then
+    result="PASS: loss $a vs $b; $ms_a ms/step (im2col backward) vs $ms_b (cuDNN)"
+  elif [ $rc -eq 0 ]; then
+    result="FAIL: loss $a (im2col backward) vs $b (cuDNN)"
+  fi
+  say "$name: $result"
+  record "$name" "$result" $((SECONDS - t0))
+}
+fp32_dnn_backward
 
 # ---------------------------------------------------------------- summary
 failed=0

@@ -81,6 +81,8 @@ static struct {
 static pthread_once_t dnn_once = PTHREAD_ONCE_INIT;
 
 static char dnn_engine[200] = "im2col + cuBLAS";
+// A3FTA_CONV=cudnn-all: exact fp32 runs its backward on cuDNN (FMA math) too.
+static int fp32_backward_on_dnn = 0;
 // Why cuDNN runs nothing in this process (each shape's trace says it); NULL
 // once the library loaded.
 static const char *dnn_off = "cuDNN not loaded";
@@ -109,8 +111,10 @@ static void load_library(void) {
              missing ? "lacks " : "is not version 9", missing ? missing : "");
     return;
   }
-  snprintf(dnn_engine, sizeof dnn_engine, "cuDNN %zu.%zu.%zu", version / 10000, version / 100 % 100,
-           version % 100);
+  fp32_backward_on_dnn = conv && !strcmp(conv, "cudnn-all");
+  snprintf(dnn_engine, sizeof dnn_engine, "cuDNN %zu.%zu.%zu%s", version / 10000,
+           version / 100 % 100, version % 100,
+           fp32_backward_on_dnn ? " (A3FTA_CONV=cudnn-all: fp32's backward too)" : "");
   dnn_off = NULL;
 }
 
@@ -358,14 +362,15 @@ static void plan_bf16(const a3_backend *be, dnn_shape *e) {
 // was found later without a GPU: the memory plan reserved no workspace for
 // the resnets' 1x1 shortcuts, whose weight gradient runs on im2col (fixed in
 // unet_plan.c; test_unet_workspace); their errors were in pointwise_dinp and
-// column_scratch. Until a GPU run confirms it, fp32 stays on im2col here.
+// column_scratch. Until a GPU run confirms it, fp32 stays on im2col here
+// unless A3FTA_CONV=cudnn-all (tests/gpu/run.sh compares the two).
 static void plan_shape(const a3_backend *be, cuda_dnn *d, dnn_shape *e) {
   const char *none = "no usable deterministic algorithm";
   plan_padding(e);
   e->dweight_bytes = round_up_256(w_count(e) * sizeof(float));
   plan_bf16(be, e);
   const char *all = d->off ? d->off : !make_descriptors(e) ? "cuDNN took no descriptors" : NULL;
-  const char *backward = all ? all : fp32_exact(be) ? "fp32 exact" : NULL;
+  const char *backward = all ? all : fp32_exact(be) && !fp32_backward_on_dnn ? "fp32 exact" : NULL;
   const char **why = e->im2col_why;
   why[CU_DNN_FORWARD] = all ? all : pick_forward(be, d, e) ? NULL : none;
   why[CU_DNN_DATA] = backward ? backward : pick_backward_data(be, d, e) ? NULL : none;
