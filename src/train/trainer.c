@@ -500,6 +500,9 @@ a3_status a3_trainer_save(a3_trainer *t, const char *path) {
 }
 
 a3_status a3_trainer_resume(a3_trainer *t, const char *path) {
+  if (t->step > t->first_pending) // their losses would be attributed to the resumed steps
+    return A3_FAIL(A3_ERR_INTERNAL, "trainer: resuming %s with %lld steps' losses not taken", path,
+                   (long long)(t->step - t->first_pending));
   int64_t step = 0;
   a3_status s =
       a3_model_checkpoint_read_state(path, t->m, &t->cfg, t->adam_m, t->adam_v, t->ema, &step);
