@@ -44,6 +44,7 @@
 
 #include <cblas.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,7 +96,7 @@ static const char *best_coretype(void) {
   return NULL;
 }
 
-void cpu_blas_setup(void) {
+static void blas_setup_once(void) {
   // Copied: setenv() below may free the string getenv() returned.
   char env[64] = "";
   if (getenv("OPENBLAS_CORETYPE")) snprintf(env, sizeof env, "%s", getenv("OPENBLAS_CORETYPE"));
@@ -117,13 +118,17 @@ void cpu_blas_setup(void) {
            openblas_get_corename(), how, openblas_get_num_threads());
 }
 
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+
+void cpu_blas_setup(void) { pthread_once(&blas_once, blas_setup_once); }
+
 const char *a3_backend_cpu_blas_info(void) {
-  (void)a3_backend_cpu(); // sets up on first use
+  cpu_blas_setup(); // on first use
   return blas_info;
 }
 
 void a3_backend_cpu_set_threads(int n) {
-  (void)a3_backend_cpu();
+  cpu_blas_setup();
   if (n > 0) {
     openblas_set_num_threads(n);
     omp_set_num_threads(n); // the OpenMP loops and oneDNN (its OpenMP runtime)

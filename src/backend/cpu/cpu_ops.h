@@ -76,7 +76,8 @@ enum { CPU_PAR_MIN = 1 << 15 };
     }                                                                                              \
   } while (0)
 
-// blas_setup.c: picks OpenBLAS's kernels once, before the first GEMM.
+// blas_setup.c: picks OpenBLAS's kernels, once (later calls return at once),
+// before the first GEMM.
 void cpu_blas_setup(void);
 // profile.c: with A3FTA_PROFILE set, a copy of `real` whose compute ops are
 // timed (report at exit, on stderr); else `real`. Called once.
