@@ -83,7 +83,7 @@ typedef struct {
 // [begin[k], begin[k+1]) of the compact m, v and EMA.
 typedef struct {
   int n;
-  const int64_t *begin;  // (n + 1) begin[0] = 0, increasing
+  const int64_t *begin;  // (n + 1) begin[0] = 0, non-decreasing
   const int64_t *offset; // (n)
   const int32_t *decay;  // (n) 1: weight decay applies to segment k
   int64_t total;         // begin[n] (host copy)

@@ -146,10 +146,10 @@ enum { A3_STREAM_SUBSET = 1, A3_STREAM_SHUFFLE = 2, A3_STREAM_INIT = 3 };
 
 // ---------------------------------------------------------------- runs
 // The run that position p falls in, for runs laid end to end: the last j in
-// [lo, hi) with begin[j] <= p (begin increasing, begin[lo] <= p <
-// begin[hi]). Kernels that walk many runs in one launch (the NCCL bucket
-// packing, the optimizer over every trainable segment) find each element's
-// run with it, and the CPU tests check it with the very same code.
+// [lo, hi) with begin[j] <= p (begin non-decreasing, begin[lo] <= p <
+// begin[hi]; an empty run is never the answer). Kernels that walk many runs in one launch (the NCCL
+// bucket packing, the optimizer over every trainable segment) find each element's run with it, and
+// the CPU tests check it with the very same code.
 static inline A3_HD int a3_run_at(const int64_t *begin, int lo, int hi, int64_t p) {
   while (hi - lo > 1) {
     const int mid = lo + (hi - lo) / 2;

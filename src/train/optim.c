@@ -92,6 +92,11 @@ a3_status a3_adamw_step_on(const a3_backend *be, const a3_adamw_hparams *h, int6
 a3_status a3_segment_table_make(const a3_backend *be, const a3_param_segment *segs, int n_segs,
                                 a3_segment_table *out) {
   memset(out, 0, sizeof *out);
+  if (n_segs < 0) return A3_FAIL(A3_ERR_INTERNAL, "segment table: %d segments", n_segs);
+  for (int k = 0; k < n_segs; k++)
+    if (segs[k].count < 0 || segs[k].offset < 0)
+      return A3_FAIL(A3_ERR_INTERNAL, "segment table: segment %d at %lld of %lld floats", k,
+                     (long long)segs[k].offset, (long long)segs[k].count);
   const size_t n = (size_t)n_segs;
   int64_t *begin = calloc(n + 1, sizeof *begin), *offset = calloc(n + 1, sizeof *offset);
   int32_t *decay = calloc(n + 1, sizeof *decay);

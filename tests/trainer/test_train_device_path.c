@@ -8,7 +8,8 @@
 //   (same CPU ops, and the backend's batch_images, training_noise, clipping,
 //   AdamW and EMA ops give the host functions' numbers), for a3fta
 //   (adapters, EMA) with gradient accumulation, a warmup + cosine lr, weight
-//   decay on the decayed segments only and clipping;
+//   decay on the decayed segments only and clipping; and the weights and EMA
+//   after the steps, bit for bit;
 // - with the images over A3FTA_DEVICE_IMAGES_MAX_MB (0), each micro-batch
 //   uploads its images (one copy each), with the same losses; a bad value
 //   is a usage error;
@@ -146,6 +147,43 @@ static void test_matches_host_path(const char *sub, const char *images_max_mb) {
   a3_config_free(&dev_cfg);
 }
 
+// The weights and the EMA after the device path's steps (pulled by a
+// checkpoint save) against the host path's, bit for bit: the losses alone
+// cannot show a wrong EMA.
+static void test_state_matches_host_path(void) {
+  a3_config cfg;
+  if (load(&cfg, "state")) return;
+  a3_trainer *t[2] = {NULL, NULL};
+  for (int k = 0; k < 2; k++) {
+    use_device_path(k);
+    CHECK(a3_trainer_create(&cfg, MPI_COMM_WORLD, &t[k]) == A3_OK);
+    a3_step_losses L;
+    for (int i = 0; t[k] && i < STEPS; i++) CHECK(a3_trainer_advance(t[k]) == A3_OK);
+    if (t[k]) CHECK(a3_trainer_take_losses(t[k], &L) == A3_OK && L.n == STEPS);
+    char name[32];
+    snprintf(name, sizeof name, "state-%d.h5", k);
+    if (t[k]) CHECK(a3_trainer_save(t[k], io_path(dir, name)) == A3_OK);
+  }
+  use_device_path(0);
+  if (t[0] && t[1]) {
+    CHECK(a3_trainer_device(t[0]) == NULL && a3_trainer_device(t[1]) != NULL);
+    const a3_unet *m[2] = {a3_trainer_model(t[0]), a3_trainer_model(t[1])};
+    const size_t nf = a3_unet_num_floats(m[0]);
+    const size_t ne = (size_t)a3_trainer_timing(t[0]).grad_bytes / sizeof(float);
+    const float *e[2] = {a3_trainer_ema(t[0]), a3_trainer_ema(t[1])};
+    CHECK(a3_unet_num_floats(m[1]) == nf && e[0] && e[1] && ne > 0);
+    CHECK_MSG(!memcmp(a3_unet_params((a3_unet *)m[0]), a3_unet_params((a3_unet *)m[1]),
+                      nf * sizeof(float)),
+              "device path: weights differ from the host path's");
+    if (e[0] && e[1])
+      CHECK_MSG(!memcmp(e[0], e[1], ne * sizeof(float)),
+                "device path: the EMA differs from the host path's");
+  }
+  a3_trainer_free(t[0]);
+  a3_trainer_free(t[1]);
+  a3_config_free(&cfg);
+}
+
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   a3_log_set_level(A3_LOG_WARN);
@@ -158,6 +196,7 @@ int main(int argc, char **argv) {
     test_uploads_when_images_stay_on_host();
     test_matches_host_path("device", NULL);
     test_matches_host_path("device-uploads", "0");
+    test_state_matches_host_path();
     io_remove_tree(dir);
     free(dir);
   }

@@ -33,9 +33,10 @@
 // the default: exact fp32; tf32 / bf16: TF32 / BF16 tensor cores in cuBLAS). The batch is
 // made on the host as above and uploaded once. The timed step runs on the
 // device as the trainer's (src/train/trainer_device.c): zero the gradients,
-// forward, MSE forward and backward, backward, then per trainable segment
-// sum_squares, clip_scale (max norm train.grad_clip, 1 by default: the
-// trainer clips, so the device step does too) and adamw_update; each STEP is
+// forward, MSE forward and backward, backward, then over every trainable
+// segment at once sum_squares_segments, clip_scale (max norm
+// train.grad_clip, 1 by default: the trainer clips, so the device step does
+// too) and adamw_update_segments; each STEP is
 // the wall time of the step including the synchronize that ends it (its CPU
 // ms: the host's launch work and the wait). The lines change meaning:
 //   # a3fta cuda device D (<name>); precision P; batch B; strategy S

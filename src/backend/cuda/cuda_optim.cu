@@ -7,7 +7,7 @@
 #include "cuda_internal.h"
 
 // One block sums x^2 in a fixed order (thread i takes i, i + T, ...), in
-// double: segments are at most a few million floats, and one launch per
+// double: segments are at most a few million floats, and one block per
 // segment keeps the norm independent of the device's size.
 __device__ static double block_sum_squares(const float *x, size_t n) {
   double acc = 0.0;
