@@ -44,13 +44,14 @@ struct nccl_impl {
   bool queued;      // NCCL work queued since the last settle (or none ever settled)
   bool unsettled;   // wait_all queued sums that settle has not waited for
   cudaStream_t stream;
-  cudaEvent_t ready; // recorded on the compute stream as each bucket starts
-  cudaEvent_t done;  // the step's last unpack
-  cudaEvent_t *sent; // (n_buckets) bucket k's sum has finished (names a stuck bucket)
-  float *packed;     // device (b.total): bucket k at packed + b.begin[k]
-  int64_t *chunk_packed, *chunk_offset; // device copies of the buckets' chunk table
-  ncclResult_t async;                   // the last asynchronous NCCL state seen
-  cudaError_t cuda;                     // the CUDA error a poll met
+  cudaEvent_t ready;     // recorded on the compute stream as each bucket starts
+  cudaEvent_t done;      // the step's last unpack
+  cudaEvent_t *sent;     // (n_buckets) bucket k's sum has finished (names a stuck bucket)
+  float *packed;         // device (b.total): bucket k at packed + b.begin[k]
+  int64_t *chunk_packed; // device copies of the buckets' chunk table:
+  a3_grad_chunk *chunks; //   places in packed, and runs of the gradients
+  ncclResult_t async;    // the last asynchronous NCCL state seen
+  cudaError_t cuda;      // the CUDA error a poll met
 };
 
 // The backend's stream, where the backward queues its work.
@@ -134,16 +135,12 @@ void abort_comm(nccl_impl *im) {
 // packed buffer and in the gradients.
 a3_status upload_chunks(nccl_impl *im, const a3_grad_buckets *b) {
   const size_t n = (size_t)b->n_chunks + 1;
-  int64_t *offset = (int64_t *)calloc(n, sizeof *offset);
-  if (!offset) return A3_FAIL(A3_ERR_NOMEM, "the NCCL chunk table (%zu chunks)", n);
-  for (int j = 0; j < b->n_chunks; j++) offset[j] = b->chunk[j].offset;
   cudaError_t e = cudaMalloc((void **)&im->chunk_packed, n * sizeof(int64_t));
-  if (e == cudaSuccess) e = cudaMalloc((void **)&im->chunk_offset, n * sizeof(int64_t));
+  if (e == cudaSuccess) e = cudaMalloc((void **)&im->chunks, n * sizeof(a3_grad_chunk));
   if (e == cudaSuccess)
     e = cudaMemcpy(im->chunk_packed, b->chunk_packed, n * sizeof(int64_t), cudaMemcpyHostToDevice);
   if (e == cudaSuccess)
-    e = cudaMemcpy(im->chunk_offset, offset, n * sizeof(int64_t), cudaMemcpyHostToDevice);
-  free(offset);
+    e = cudaMemcpy(im->chunks, b->chunk, (n - 1) * sizeof(a3_grad_chunk), cudaMemcpyHostToDevice);
   CUDA_TRY(im, e, "uploading the NCCL chunk table");
   return A3_OK;
 }
@@ -283,11 +280,9 @@ a3_status take_idle_link(nccl_impl *im, MPI_Comm comm, bool *taken) {
   return A3_OK;
 }
 
-// A nonzero id for a link, the same on every rank: FNV-1a of its NCCL id.
+// A nonzero id for a link, the same on every rank: a hash of its NCCL id.
 uint64_t link_id(const ncclUniqueId *u) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (size_t i = 0; i < sizeof u->internal; i++)
-    h = (h ^ (unsigned char)u->internal[i]) * 0x100000001b3ull;
+  const uint64_t h = a3_hash64(u->internal, sizeof u->internal, A3_HASH_SEED);
   return h ? h : 1;
 }
 
@@ -383,12 +378,12 @@ a3_status step_failed(a3_grad_comm *c, int k, a3_watch_result w) {
 // whose chunks are lo..hi-1 (one bucket, or all of them); unpacking, the
 // other way round (grads is only read when packing).
 __global__ void chunk_copy_kernel(float *packed, float *grads, const int64_t *chunk_packed,
-                                  const int64_t *chunk_offset, int lo, int hi, int64_t first,
+                                  const a3_grad_chunk *chunks, int lo, int hi, int64_t first,
                                   int64_t end, bool unpack) {
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   for (int64_t p = first + (int64_t)blockIdx.x * blockDim.x + threadIdx.x; p < end; p += stride) {
     const int j = a3_run_at(chunk_packed, lo, hi, p);
-    float *g = grads + chunk_offset[j] + (p - chunk_packed[j]);
+    float *g = grads + chunks[j].offset + (p - chunk_packed[j]);
     if (unpack)
       *g = packed[p];
     else
@@ -419,8 +414,8 @@ a3_status nccl_start(a3_grad_comm *c, int k, const float *grads) {
   CUDA_TRY(im, cudaStreamWaitEvent(im->stream, im->ready, 0), "gating the NCCL stream");
   const int64_t first = c->b.begin[k], end = c->b.begin[k + 1];
   chunk_copy_kernel<<<pack_blocks(end - first), PACK_THREADS, 0, im->stream>>>(
-      im->packed, const_cast<float *>(grads), im->chunk_packed, im->chunk_offset,
-      c->b.chunk_begin[k], c->b.chunk_begin[k + 1], first, end, false);
+      im->packed, const_cast<float *>(grads), im->chunk_packed, im->chunks, c->b.chunk_begin[k],
+      c->b.chunk_begin[k + 1], first, end, false);
   CUDA_TRY(im, cudaGetLastError(), "packing a gradient bucket"); // CU_LAUNCHED's check
   float *slot = im->packed + first;
   const size_t count = (size_t)(end - first);
@@ -461,8 +456,7 @@ a3_status nccl_wait_all(a3_grad_comm *c, float *grads) {
   im->queued = true;
   if (c->b.total > 0) {
     chunk_copy_kernel<<<pack_blocks(c->b.total), PACK_THREADS, 0, im->stream>>>(
-        im->packed, grads, im->chunk_packed, im->chunk_offset, 0, c->b.n_chunks, 0, c->b.total,
-        true);
+        im->packed, grads, im->chunk_packed, im->chunks, 0, c->b.n_chunks, 0, c->b.total, true);
     CUDA_TRY(im, cudaGetLastError(), "unpacking the gradient buckets"); // CU_LAUNCHED's check
   }
   CUDA_TRY(im, cudaEventRecord(im->done, im->stream), "recording the sums' event");
@@ -495,7 +489,7 @@ void free_device_side(nccl_impl *im, int n_buckets) {
   if (im->stream) cudaStreamDestroy(im->stream);
   if (im->packed) cudaFree(im->packed);
   if (im->chunk_packed) cudaFree(im->chunk_packed);
-  if (im->chunk_offset) cudaFree(im->chunk_offset);
+  if (im->chunks) cudaFree(im->chunks);
 }
 
 // In order (every sum settled): the communicator stays for the next sum.

@@ -213,18 +213,24 @@ skipped_without_gpu() {
   fi
   return 1
 }
+# The model and data lines of the small runs' configs (a U-Net with 1x1
+# shortcuts and attention, 10 images of one class of DATA).
+small_model_yaml() {
+  cat <<YAML
+model:
+  arch: {sample_size: 32, in_channels: 1, out_channels: 1, block_out_channels: [16, 32],
+         layers_per_block: 1, down_block_types: [DownBlock2D, AttnDownBlock2D],
+         up_block_types: [AttnUpBlock2D, UpBlock2D], norm_num_groups: 4}
+data: {path: $1, classes: [9], shots: 10, hflip: true}
+YAML
+}
 sweep_nccl() {
   local name="sweep 1-GPU NCCL" data=${A3FTA_GPU_DATA:-$root/data/fashion-mnist.h5}
   local dir=$out/sweep-nccl
   say "== $name"
   need_binary_and_data "$name" "$data" || return
   rm -rf "$dir" && mkdir -p "$dir"
-  cat >"$dir/sweep.yaml" <<YAML
-model:
-  arch: {sample_size: 32, in_channels: 1, out_channels: 1, block_out_channels: [16, 32],
-         layers_per_block: 1, down_block_types: [DownBlock2D, AttnDownBlock2D],
-         up_block_types: [AttnUpBlock2D, UpBlock2D], norm_num_groups: 4}
-data: {path: $data, classes: [9], shots: 10, hflip: true}
+  { small_model_yaml "$data" && cat <<YAML; } >"$dir/sweep.yaml"
 strategy: {name: a3fta, adapter: {rank: 4}}
 train: {steps: 20, batch_size: 8, lr: 1.0e-3, lr_schedule: constant, warmup: 0, log_every: 10,
         checkpoint_every: 0}
@@ -279,12 +285,7 @@ memcheck_step() {
     return
   fi
   rm -rf "$dir" && mkdir -p "$dir"
-  cat >"$dir/train.yaml" <<YAML
-model:
-  arch: {sample_size: 32, in_channels: 1, out_channels: 1, block_out_channels: [16, 32],
-         layers_per_block: 1, down_block_types: [DownBlock2D, AttnDownBlock2D],
-         up_block_types: [AttnUpBlock2D, UpBlock2D], norm_num_groups: 4}
-data: {path: $data, classes: [9], shots: 10, hflip: true}
+  { small_model_yaml "$data" && cat <<YAML; } >"$dir/train.yaml"
 strategy: {name: full}
 train: {steps: 2, batch_size: 8, lr: 1.0e-3, lr_schedule: constant, warmup: 0, log_every: 1,
         checkpoint_every: 0, precision: bf16}
