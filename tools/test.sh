@@ -20,10 +20,10 @@ ensure_debian_packages || exit 1
 failed=0
 
 step "clang-format check"
-unformatted=$(git ls-files '*.c' '*.h' '*.cu' | xargs -r clang-format --dry-run -Werror 2>&1 | grep -c 'error:')
+unformatted=$(git ls-files '*.c' '*.h' '*.cu' '*.cpp' | xargs -r clang-format --dry-run -Werror 2>&1 | grep -c 'error:')
 if [ "$unformatted" != 0 ]; then
-  git ls-files '*.c' '*.h' '*.cu' | xargs -r clang-format --dry-run -Werror 2>&1 | grep 'error:' | head -20
-  echo "clang-format: $unformatted problem(s); run: clang-format -i \$(git ls-files '*.c' '*.h' '*.cu')" >&2
+  git ls-files '*.c' '*.h' '*.cu' '*.cpp' | xargs -r clang-format --dry-run -Werror 2>&1 | grep 'error:' | head -20
+  echo "clang-format: $unformatted problem(s); run: clang-format -i \$(git ls-files '*.c' '*.h' '*.cu' '*.cpp')" >&2
   failed=1
 fi
 
@@ -38,6 +38,23 @@ if [ "$fast" = 0 ]; then
        -DCMAKE_BUILD_TYPE=Debug; then
     run_suite build-asan
   else
+    failed=1
+  fi
+fi
+
+# The CUDA backend's own code on the CPU emulator (tests/cuda_emu/README.md),
+# under ASan + UBSan: only the targets the emu tests need.
+if [ "$fast" = 0 ]; then
+  step "configure build-emu (the CUDA backend on the CPU emulator)"
+  if cmake -S . -B build-emu -DA3FTA_WERROR=ON -DA3FTA_SANITIZE=ON -DA3FTA_CUDA=OFF \
+       -DA3FTA_CUDA_EMU=ON >build-emu.configure.log 2>&1 &&
+     cmake --build build-emu -j"$(nproc)" --target test_cuda_ops test_cuda_unet test_cuda_sample \
+       >build-emu.build.log 2>&1; then
+    step "ctest in build-emu"
+    ctest --test-dir build-emu --output-on-failure -j"$(nproc)" -L emu "${ctest_args[@]}" || failed=1
+  else
+    cat build-emu.configure.log >&2
+    grep -E -B2 -A6 'error|Error' build-emu.build.log | head -80 >&2
     failed=1
   fi
 fi

@@ -1,0 +1,38 @@
+# The CUDA emulator build (A3FTA_CUDA_EMU=ON; tests/cuda_emu/README.md): the
+# CUDA backend's .cu files, translated to C++ (translate.py), with the
+# emulator's runtime, fibers and cuBLAS. No cuDNN (its convolutions take the
+# im2col path) and no NCCL (the gradient sum says so).
+enable_language(CXX)
+set(CMAKE_CXX_STANDARD 17)
+set(CMAKE_CXX_STANDARD_REQUIRED ON)
+find_package(Python3 REQUIRED COMPONENTS Interpreter)
+
+set(a3fta_emu_dir ${CMAKE_CURRENT_LIST_DIR})
+file(GLOB a3fta_emu_cu CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/backend/cuda/*.cu)
+list(FILTER a3fta_emu_cu EXCLUDE REGEX "cuda_conv2d_dnn\\.cu$")
+set(A3FTA_CUDA_EMU_SOURCES ${a3fta_emu_dir}/emu_threads.cpp ${a3fta_emu_dir}/emu_runtime.cpp
+                           ${a3fta_emu_dir}/emu_blas.cpp)
+foreach(cu ${a3fta_emu_cu})
+  get_filename_component(name ${cu} NAME_WE)
+  set(out ${CMAKE_BINARY_DIR}/cuda_emu/${name}.cpp)
+  add_custom_command(OUTPUT ${out}
+                     COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_BINARY_DIR}/cuda_emu
+                     COMMAND Python3::Interpreter ${a3fta_emu_dir}/translate.py ${cu} ${out}
+                     DEPENDS ${cu} ${a3fta_emu_dir}/translate.py
+                     COMMENT "cuda emulator: translating ${name}.cu")
+  list(APPEND A3FTA_CUDA_EMU_SOURCES ${out})
+endforeach()
+
+function(a3fta_cuda_emu_configure target)
+  set(warnings -Wall -Wextra -Wno-unknown-pragmas)
+  if(A3FTA_WERROR)
+    list(APPEND warnings -Werror)
+  endif()
+  # -ffp-contract=off: __fmul_rn and friends stay single roundings, as on the GPU.
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${warnings} -ffp-contract=off>)
+  target_include_directories(${target} PRIVATE
+                             $<$<COMPILE_LANGUAGE:CXX>:${a3fta_emu_dir}/include>
+                             $<$<COMPILE_LANGUAGE:CXX>:${CMAKE_SOURCE_DIR}/src/backend/cuda>)
+  target_compile_definitions(${target} PUBLIC A3FTA_HAVE_CUDA=1 A3FTA_CUDA_EMU=1
+                                       PRIVATE A3FTA_NO_CUDNN=1)
+endfunction()

@@ -1,0 +1,166 @@
+// The CUDA emulator's runtime API (tests/cuda_emu/README.md): one device,
+// host memory, streams and events that are done as soon as work is queued
+// (every call runs its work at once, in order). A kernel that failed
+// (cudaErrorLaunchFailure) poisons the context as on a GPU: every later
+// call that waits reports it.
+#include "cuda_runtime.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+struct emu_stream {
+  int unused;
+};
+struct emu_event {
+  int unused;
+};
+
+static cudaError_t launch_error = cudaSuccess; // cudaGetLastError's
+static cudaError_t sticky_error = cudaSuccess; // a failed kernel's, for good
+
+extern "C" void emu_set_launch_error(cudaError_t e) {
+  if (launch_error == cudaSuccess) launch_error = e;
+  if (e == cudaErrorLaunchFailure) sticky_error = e;
+}
+
+static cudaError_t done(cudaError_t e) { return sticky_error != cudaSuccess ? sticky_error : e; }
+
+const char *cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+  case cudaSuccess: return "cudaSuccess";
+  case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+  case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+  case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+  case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
+  case cudaErrorNoDevice: return "cudaErrorNoDevice";
+  case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+  case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+  case cudaErrorNotReady: return "cudaErrorNotReady";
+  case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+  }
+  return "cudaErrorUnknown";
+}
+
+const char *cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+  case cudaSuccess: return "no error";
+  case cudaErrorInvalidValue: return "invalid argument";
+  case cudaErrorMemoryAllocation: return "out of memory";
+  case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+  case cudaErrorLaunchFailure: return "unspecified launch failure (emulator: see stderr)";
+  default: return cudaGetErrorName(e);
+  }
+}
+
+cudaError_t cudaGetLastError(void) {
+  const cudaError_t e = launch_error;
+  launch_error = cudaSuccess;
+  return done(e);
+}
+cudaError_t cudaPeekAtLastError(void) { return done(launch_error); }
+
+cudaError_t cudaRuntimeGetVersion(int *v) {
+  *v = CUDART_VERSION;
+  return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int *v) {
+  *v = CUDART_VERSION;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceCount(int *n) {
+  *n = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
+  if (device != 0) return cudaErrorInvalidDevice;
+  memset(p, 0, sizeof *p);
+  snprintf(p->name, sizeof p->name, "a3fta CUDA emulator (CPU)");
+  p->totalGlobalMem = (size_t)4 << 30;
+  p->major = 9;
+  p->minor = 0;
+  p->multiProcessorCount = 1;
+  p->warpSize = 32;
+  p->maxThreadsPerBlock = 1024;
+  p->sharedMemPerBlock = 48 * 1024;
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+cudaError_t cudaGetDevice(int *device) {
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) { return done(cudaSuccess); }
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
+  *free_bytes = *total_bytes = (size_t)4 << 30;
+  return cudaSuccess;
+}
+
+// 256-byte aligned, as cudaMalloc's, and full of NaNs (all bits set), so
+// that reading memory no op wrote shows in the results.
+cudaError_t cudaMalloc(void **p, size_t bytes) {
+  *p = NULL;
+  if (posix_memalign(p, 256, bytes ? bytes : 1) != 0) return cudaErrorMemoryAllocation;
+  memset(*p, 0xff, bytes ? bytes : 1);
+  return done(cudaSuccess);
+}
+cudaError_t cudaFree(void *p) {
+  free(p);
+  return done(cudaSuccess);
+}
+
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+  if ((int)kind < 0 || (int)kind > 4) return cudaErrorInvalidValue;
+  if (bytes) memmove(dst, src, bytes);
+  return done(cudaSuccess);
+}
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t) {
+  return cudaMemcpy(dst, src, bytes, kind);
+}
+cudaError_t cudaMemset(void *p, int value, size_t bytes) {
+  if (bytes) memset(p, value, bytes);
+  return done(cudaSuccess);
+}
+cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t) {
+  return cudaMemset(p, value, bytes);
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t *s) {
+  *s = (cudaStream_t)calloc(1, sizeof(emu_stream));
+  return *s ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) { return cudaStreamCreate(s); }
+cudaError_t cudaStreamCreateWithPriority(cudaStream_t *s, unsigned, int) {
+  return cudaStreamCreate(s);
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  free(s);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return done(cudaSuccess); }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return done(cudaSuccess); }
+cudaError_t cudaDeviceGetStreamPriorityRange(int *least, int *greatest) {
+  *least = 0;
+  *greatest = -5;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t *e) {
+  *e = (cudaEvent_t)calloc(1, sizeof(emu_event));
+  return *e ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) { return cudaEventCreate(e); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  free(e);
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return done(cudaSuccess); }
+cudaError_t cudaEventQuery(cudaEvent_t) { return done(cudaSuccess); }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return done(cudaSuccess); }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t, cudaEvent_t) {
+  *ms = 0.0f;
+  return cudaSuccess;
+}

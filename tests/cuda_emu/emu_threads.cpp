@@ -1,0 +1,287 @@
+// The CUDA emulator's kernel launches (tests/cuda_emu/README.md): each block
+// runs on the calling thread, its GPU threads as fibers with their own
+// stacks. A fiber runs until it finishes or reaches a barrier
+// (__syncthreads, or a warp's shuffle); a barrier opens when every live
+// thread of its block (or warp) waits there. Threads that wait at different
+// barriers that can never open are a kernel bug: the launch fails with
+// cudaErrorLaunchFailure and a message naming the kernel.
+#include "cuda_runtime.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_ASAN 1
+#include <sanitizer/common_interface_defs.h>
+#else
+#define EMU_ASAN 0
+#endif
+
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+
+extern "C" cudaError_t emu_take_launch_error(void);
+extern "C" void emu_set_launch_error(cudaError_t e);
+
+// Saves the callee-saved registers on the current stack, stores its pointer
+// in *save and resumes the stack `to` (System V x86-64).
+extern "C" void emu_switch(void **save, void *to);
+__asm__(".text\n"
+        ".globl emu_switch\n"
+        ".type emu_switch,@function\n"
+        "emu_switch:\n"
+        "  pushq %rbp\n"
+        "  pushq %rbx\n"
+        "  pushq %r12\n"
+        "  pushq %r13\n"
+        "  pushq %r14\n"
+        "  pushq %r15\n"
+        "  movq %rsp, (%rdi)\n"
+        "  movq %rsi, %rsp\n"
+        "  popq %r15\n"
+        "  popq %r14\n"
+        "  popq %r13\n"
+        "  popq %r12\n"
+        "  popq %rbx\n"
+        "  popq %rbp\n"
+        "  ret\n"
+        ".size emu_switch, .-emu_switch\n");
+
+namespace {
+
+enum { MAX_THREADS = 1024, STACK_BYTES = EMU_ASAN ? (1 << 20) : (256 << 10), GUARD = 4096 };
+enum fiber_state { RUNNABLE, AT_BLOCK_BARRIER, AT_WARP_BARRIER, FINISHED };
+
+struct fiber {
+  void *sp;
+  char *stack; // lowest usable byte (a guard page lies below)
+  fiber_state state;
+  uint3 tid;
+  uint64_t shfl; // the value this lane offers to its warp's shuffle
+  void *fake_stack;
+};
+
+struct block_run {
+  fiber f[MAX_THREADS];
+  int n, cur;
+  void *sched_sp;
+  emu_thread_body body;
+  void *ctx;
+  const void *sched_bottom; // ASan: the scheduler's stack
+  size_t sched_size;
+  void *sched_fake;
+};
+
+block_run run;
+const char *running_kernel; // for the crash report; NULL outside kernels
+
+// A crash inside a kernel names it (on its own stack: a fiber's may be the
+// one that overflowed), then dies of the same signal. ASan has its own.
+void report_crash(int sig) {
+  char line[256];
+  const int n =
+      running_kernel
+          ? snprintf(line, sizeof line,
+                     "cuda emulator: signal %d in kernel %s, block (%u,%u,%u), thread "
+                     "(%u,%u,%u)\n",
+                     sig, running_kernel, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x,
+                     threadIdx.y, threadIdx.z)
+          : snprintf(line, sizeof line, "cuda emulator: signal %d outside kernels\n", sig);
+  if (n > 0 && write(2, line, (size_t)n) < 0) _exit(128 + sig);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+void install_crash_report() {
+  static bool done;
+  if (done || EMU_ASAN) return;
+  done = true;
+  static char alt[64 << 10];
+  stack_t ss = {};
+  ss.ss_sp = alt;
+  ss.ss_size = sizeof alt;
+  sigaltstack(&ss, NULL);
+  struct sigaction sa = {};
+  sa.sa_handler = report_crash;
+  sa.sa_flags = SA_ONSTACK | SA_RESETHAND;
+  sigaction(SIGSEGV, &sa, NULL);
+  sigaction(SIGBUS, &sa, NULL);
+}
+
+char *stack_for(int i) {
+  static char *stacks[MAX_THREADS];
+  if (!stacks[i]) {
+    void *p = mmap(NULL, STACK_BYTES + GUARD, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+      fprintf(stderr, "cuda emulator: cannot map a fiber stack\n");
+      abort();
+    }
+    mprotect(p, GUARD, PROT_NONE); // an overflow faults instead of corrupting
+    stacks[i] = (char *)p + GUARD;
+  }
+  return stacks[i];
+}
+
+void enter_fiber_stack() {
+#if EMU_ASAN
+  __sanitizer_finish_switch_fiber(run.f[run.cur].fake_stack, &run.sched_bottom, &run.sched_size);
+#endif
+}
+
+// From the running fiber back to the scheduler.
+void to_scheduler(bool finished) {
+  fiber *f = &run.f[run.cur];
+#if EMU_ASAN
+  __sanitizer_start_switch_fiber(finished ? NULL : &f->fake_stack, run.sched_bottom,
+                                 run.sched_size);
+#else
+  (void)finished;
+#endif
+  emu_switch(&f->sp, run.sched_sp);
+  enter_fiber_stack();
+}
+
+void fiber_main() {
+  enter_fiber_stack();
+  run.body(run.ctx);
+  run.f[run.cur].state = FINISHED;
+  to_scheduler(true);
+  abort(); // a finished fiber is never resumed
+}
+
+void start_fiber(int i, uint3 tid) {
+  fiber *f = &run.f[i];
+  f->stack = stack_for(i);
+  f->state = RUNNABLE;
+  f->tid = tid;
+  f->fake_stack = NULL;
+  uintptr_t top = ((uintptr_t)f->stack + STACK_BYTES) & ~(uintptr_t)15;
+  void **slot = (void **)(top - 16); // fiber_main starts as if called: rsp = 8 mod 16
+  slot[0] = (void *)fiber_main;
+  for (int r = 1; r <= 6; r++) slot[-r] = NULL; // the six registers emu_switch pops
+  f->sp = (void *)(slot - 6);
+}
+
+void resume(int i) {
+  run.cur = i;
+  threadIdx = run.f[i].tid;
+#if EMU_ASAN
+  __sanitizer_start_switch_fiber(&run.sched_fake, run.f[i].stack, STACK_BYTES);
+#endif
+  emu_switch(&run.sched_sp, run.f[i].sp);
+#if EMU_ASAN
+  __sanitizer_finish_switch_fiber(run.sched_fake, NULL, NULL);
+#endif
+}
+
+// Opens the barriers whose threads have all arrived; false when none can.
+bool open_barriers() {
+  bool opened = false;
+  for (int w = 0; w * 32 < run.n; w++) {
+    const int end = (w + 1) * 32 < run.n ? (w + 1) * 32 : run.n;
+    int waiting = 0, live = 0;
+    for (int i = w * 32; i < end; i++) {
+      live += run.f[i].state != FINISHED;
+      waiting += run.f[i].state == AT_WARP_BARRIER;
+    }
+    if (waiting && waiting == live) {
+      for (int i = w * 32; i < end; i++)
+        if (run.f[i].state == AT_WARP_BARRIER) run.f[i].state = RUNNABLE;
+      opened = true;
+    }
+  }
+  if (opened) return true;
+  int waiting = 0, live = 0;
+  for (int i = 0; i < run.n; i++) {
+    live += run.f[i].state != FINISHED;
+    waiting += run.f[i].state == AT_BLOCK_BARRIER;
+  }
+  if (!waiting || waiting != live) return false;
+  for (int i = 0; i < run.n; i++)
+    if (run.f[i].state == AT_BLOCK_BARRIER) run.f[i].state = RUNNABLE;
+  return true;
+}
+
+// Runs one block to its end; false when its threads are stuck.
+bool run_block(dim3 block) {
+  run.n = (int)(block.x * block.y * block.z);
+  for (int i = 0; i < run.n; i++) {
+    const unsigned x = i % block.x, y = (i / block.x) % block.y, z = i / (block.x * block.y);
+    start_fiber(i, uint3{x, y, z});
+  }
+  for (;;) {
+    bool ran = false;
+    for (int i = 0; i < run.n; i++) {
+      if (run.f[i].state != RUNNABLE) continue;
+      resume(i);
+      ran = true;
+    }
+    if (ran) continue;
+    if (open_barriers()) continue;
+    for (int i = 0; i < run.n; i++)
+      if (run.f[i].state != FINISHED) return false;
+    return true;
+  }
+}
+
+bool legal_launch(dim3 g, dim3 b, size_t shmem) {
+  const unsigned long long threads = (unsigned long long)b.x * b.y * b.z;
+  return threads >= 1 && threads <= MAX_THREADS && b.z <= 64 && g.x >= 1 && g.y >= 1 && g.z >= 1 &&
+         g.x <= 2147483647u && g.y <= 65535u && g.z <= 65535u && shmem <= 48 * 1024;
+}
+
+} // namespace
+
+extern "C" void emu_syncthreads(void) {
+  run.f[run.cur].state = AT_BLOCK_BARRIER;
+  to_scheduler(false);
+}
+
+static void warp_barrier(void) {
+  run.f[run.cur].state = AT_WARP_BARRIER;
+  to_scheduler(false);
+}
+
+extern "C" uint64_t emu_shfl(uint64_t bits, int arg, int mode) {
+  const int me = run.cur, lane = me & 31, base = me - lane;
+  run.f[me].shfl = bits;
+  warp_barrier(); // every lane has offered its value
+  int src = mode == EMU_SHFL_XOR ? (lane ^ arg) : mode == EMU_SHFL_DOWN ? lane + arg : arg & 31;
+  const uint64_t got = src < 32 && base + src < run.n ? run.f[base + src].shfl : bits;
+  warp_barrier(); // every lane has read before any offers the next value
+  return got;
+}
+
+extern "C" void emu_run_grid(const char *name, dim3 grid, dim3 block, size_t shmem, cudaStream_t s,
+                             emu_thread_body body, void *ctx) {
+  (void)s;
+  if (!legal_launch(grid, block, shmem)) {
+    emu_set_launch_error(cudaErrorInvalidConfiguration);
+    return;
+  }
+  install_crash_report();
+  running_kernel = name;
+  run.body = body;
+  run.ctx = ctx;
+  gridDim = grid;
+  blockDim = block;
+  for (unsigned z = 0; z < grid.z; z++)
+    for (unsigned y = 0; y < grid.y; y++)
+      for (unsigned x = 0; x < grid.x; x++) {
+        blockIdx = uint3{x, y, z};
+        if (!run_block(block)) {
+          fprintf(stderr,
+                  "cuda emulator: kernel %s, block (%u,%u,%u): threads wait at barriers that "
+                  "can never open (a __syncthreads or shuffle not reached by all)\n",
+                  name, x, y, z);
+          emu_set_launch_error(cudaErrorLaunchFailure);
+          running_kernel = NULL;
+          return;
+        }
+      }
+  running_kernel = NULL;
+}

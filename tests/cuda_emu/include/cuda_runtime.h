@@ -1,0 +1,219 @@
+// The CUDA emulator's runtime header (tests/cuda_emu/README.md): the part of
+// CUDA's language and runtime API that src/backend/cuda uses, for C++ on the
+// CPU. Kernels run on the host, one block after another; each of a block's
+// threads is a fiber, so __syncthreads and the warp shuffles block and
+// resume them as a GPU's barriers do. Memory is host memory, streams run
+// their work at once, in order.
+//
+// It lets CI run the CUDA backend's own kernels and launch code against the
+// CPU backend where there is no GPU. It says nothing about what only a GPU
+// shows: races between threads that a fixed schedule hides, the memory
+// model, cuBLAS's and cuDNN's own behaviour, speed.
+#ifndef A3FTA_CUDA_EMU_RUNTIME_H
+#define A3FTA_CUDA_EMU_RUNTIME_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+// ---------------------------------------------------------------- qualifiers
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+// Blocks run one at a time, so one static per declaration is each block's.
+#define __shared__ static
+#define __launch_bounds__(...)
+
+// ---------------------------------------------------------------- vector types
+struct uint3 {
+  unsigned x, y, z;
+};
+struct dim3 {
+  unsigned x, y, z;
+  dim3(unsigned vx = 1, unsigned vy = 1, unsigned vz = 1) : x(vx), y(vy), z(vz) {}
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+struct alignas(8) float2 {
+  float x, y;
+};
+static inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+static inline float2 make_float2(float x, float y) { return float2{x, y}; }
+
+// The running thread's coordinates: set by the scheduler at every switch.
+extern uint3 threadIdx, blockIdx;
+extern dim3 blockDim, gridDim;
+enum { warpSize = 32 };
+
+// ---------------------------------------------------------------- barriers
+extern "C" void emu_syncthreads(void);
+extern "C" uint64_t emu_shfl(uint64_t bits, int src_lane_or_mask, int mode);
+enum { EMU_SHFL_XOR, EMU_SHFL_DOWN, EMU_SHFL_IDX };
+// The memory clobber: values other threads stored before the barrier are
+// read again, not kept in registers.
+static inline void emu_block_barrier(void) {
+  emu_syncthreads();
+  __asm__ __volatile__("" ::: "memory");
+}
+#define __syncthreads() emu_block_barrier()
+
+template <typename T> static inline T emu_shfl_typed(T v, int arg, int mode) {
+  static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
+  uint64_t bits = 0;
+  memcpy(&bits, &v, sizeof v);
+  bits = emu_shfl(bits, arg, mode);
+  T r;
+  memcpy(&r, &bits, sizeof r);
+  return r;
+}
+template <typename T> static inline T __shfl_xor_sync(unsigned, T v, int mask, int = 32) {
+  return emu_shfl_typed(v, mask, EMU_SHFL_XOR);
+}
+template <typename T> static inline T __shfl_down_sync(unsigned, T v, unsigned delta, int = 32) {
+  return emu_shfl_typed(v, (int)delta, EMU_SHFL_DOWN);
+}
+template <typename T> static inline T __shfl_sync(unsigned, T v, int lane, int = 32) {
+  return emu_shfl_typed(v, lane, EMU_SHFL_IDX);
+}
+
+// ---------------------------------------------------------------- intrinsics
+// Compiled with -ffp-contract=off: each is one correctly rounded operation.
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline float __fsub_rn(float a, float b) { return a - b; }
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fdiv_rn(float a, float b) { return a / b; }
+static inline float __frcp_rn(float a) { return 1.0f / a; }
+static inline float __fsqrt_rn(float a) { return sqrtf(a); }
+static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+static inline double __dadd_rn(double a, double b) { return a + b; }
+static inline double __dmul_rn(double a, double b) { return a * b; }
+static inline float __fdividef(float a, float b) { return a / b; }
+static inline float rsqrtf(float a) { return 1.0f / sqrtf(a); }
+static inline double rsqrt(double a) { return 1.0 / sqrt(a); }
+// CUDA's overloaded min and max (same-typed operands).
+#define EMU_MIN_MAX(T)                                                                             \
+  static inline T min(T a, T b) { return a < b ? a : b; }                                          \
+  static inline T max(T a, T b) { return a < b ? b : a; }
+EMU_MIN_MAX(int)
+EMU_MIN_MAX(unsigned)
+EMU_MIN_MAX(long long)
+EMU_MIN_MAX(unsigned long long)
+EMU_MIN_MAX(long)
+EMU_MIN_MAX(unsigned long)
+#undef EMU_MIN_MAX
+static inline float __saturatef(float a) { return a < 0.0f ? 0.0f : (a > 1.0f ? 1.0f : a); }
+
+// ---------------------------------------------------------------- runtime API
+typedef enum cudaError {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorInsufficientDriver = 35,
+  cudaErrorNoDevice = 100,
+  cudaErrorInvalidDevice = 101,
+  cudaErrorInvalidResourceHandle = 400,
+  cudaErrorNotReady = 600,
+  cudaErrorLaunchFailure = 719,
+} cudaError_t;
+
+typedef enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4,
+} cudaMemcpyKind;
+
+typedef struct emu_stream *cudaStream_t;
+typedef struct emu_event *cudaEvent_t;
+#define cudaStreamDefault 0x0u
+#define cudaStreamNonBlocking 0x1u
+#define cudaEventDefault 0x0u
+#define cudaEventDisableTiming 0x2u
+
+typedef struct cudaDeviceProp {
+  char name[256];
+  size_t totalGlobalMem;
+  int major, minor;
+  int multiProcessorCount;
+  int warpSize;
+  int maxThreadsPerBlock;
+  size_t sharedMemPerBlock;
+} cudaDeviceProp;
+
+#define CUDART_VERSION 13000
+
+const char *cudaGetErrorName(cudaError_t e);
+const char *cudaGetErrorString(cudaError_t e);
+cudaError_t cudaGetLastError(void);
+cudaError_t cudaPeekAtLastError(void);
+cudaError_t cudaRuntimeGetVersion(int *v);
+cudaError_t cudaDriverGetVersion(int *v);
+cudaError_t cudaGetDeviceCount(int *n);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device);
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaGetDevice(int *device);
+cudaError_t cudaDeviceSynchronize(void);
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes);
+cudaError_t cudaMalloc(void **p, size_t bytes);
+template <typename T> static inline cudaError_t cudaMalloc(T **p, size_t bytes) {
+  return cudaMalloc((void **)p, bytes);
+}
+cudaError_t cudaFree(void *p);
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t s = 0);
+cudaError_t cudaMemset(void *p, int value, size_t bytes);
+cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s = 0);
+cudaError_t cudaStreamCreate(cudaStream_t *s);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
+cudaError_t cudaStreamCreateWithPriority(cudaStream_t *s, unsigned flags, int priority);
+cudaError_t cudaStreamDestroy(cudaStream_t s);
+cudaError_t cudaStreamSynchronize(cudaStream_t s);
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags = 0);
+cudaError_t cudaDeviceGetStreamPriorityRange(int *least, int *greatest);
+cudaError_t cudaEventCreate(cudaEvent_t *e);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags);
+cudaError_t cudaEventDestroy(cudaEvent_t e);
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = 0);
+cudaError_t cudaEventQuery(cudaEvent_t e);
+cudaError_t cudaEventSynchronize(cudaEvent_t e);
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b);
+
+// ---------------------------------------------------------------- launches
+// The translator (translate.py) turns `k<<<grid, block, shmem, stream>>>(args)`
+// into `emu_launch("k", grid, block, shmem, stream, k, args)`.
+typedef void (*emu_thread_body)(void *ctx);
+// Runs body(ctx) as every thread of every block, or records
+// cudaErrorInvalidConfiguration (cudaGetLastError) for a launch a GPU refuses.
+extern "C" void emu_run_grid(const char *name, dim3 grid, dim3 block, size_t shmem, cudaStream_t s,
+                             emu_thread_body body, void *ctx);
+
+template <typename... P> struct emu_kernel_call {
+  void (*kernel)(P...);
+  std::tuple<typename std::decay<P>::type...> args;
+  static void run(void *ctx) {
+    emu_kernel_call *c = (emu_kernel_call *)ctx;
+    std::tuple<typename std::decay<P>::type...> mine = c->args; // parameters are per thread
+    std::apply(c->kernel, mine);
+  }
+};
+
+template <typename... P, typename... A>
+static inline void emu_launch(const char *name, dim3 grid, dim3 block, size_t shmem, cudaStream_t s,
+                              void (*kernel)(P...), A &&...args) {
+  static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong argument count");
+  emu_kernel_call<P...> call{kernel, std::tuple<typename std::decay<P>::type...>(
+                                         static_cast<typename std::decay<P>::type>(args)...)};
+  emu_run_grid(name, grid, block, shmem, s, emu_kernel_call<P...>::run, &call);
+}
+
+#endif
