@@ -1,0 +1,87 @@
+#!/bin/bash
+# `a3fta train` with parallel.backend: cuda on the CUDA emulator (an
+# A3FTA_CUDA_EMU build; tests/cuda_emu/README.md), against the CPU backend:
+# - per strategy (full, a3fta, lora, bitfit), 6 steps with gradient
+#   accumulation, weight decay, clipping and EMA on both backends: the run
+#   must take the device path (images in device memory) and its losses must
+#   track the CPU's within 1e-4 relative at every step;
+# - 2 ranks of one group (MPI gradient sum, the emulator has no NCCL):
+#   the losses track the CPU's 2-rank run within 1e-4.
+# (Bit-exact resume on this path: test_trainer_train, also run in the emu
+# build; see tests/gpu/CMakeLists.txt.)
+# Usage: train_emu.sh MAKE_DATASET_BIN   (A3FTA_BIN set by CTest)
+set -u
+make_dataset=$1
+bin=${A3FTA_BIN:?}
+dir=$(mktemp -d "${TMPDIR:-/tmp}/a3fta-train-emu-XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+export A3FTA_GRAD_COMM=mpi
+fail=0
+
+"$make_dataset" "$dir/data.h5" || exit 1
+cat >"$dir/tiny.yaml" <<YAML
+model:
+  arch: {sample_size: 16, in_channels: 1, out_channels: 1, block_out_channels: [8, 16],
+         layers_per_block: 1, down_block_types: [DownBlock2D, AttnDownBlock2D],
+         up_block_types: [AttnUpBlock2D, UpBlock2D], norm_num_groups: 4}
+data: {path: $dir/data.h5, classes: [1], shots: 6, hflip: true}
+strategy: {name: a3fta, adapter: {rank: 4}}
+train: {steps: 6, batch_size: 4, grad_accum: 2, lr: 1.0e-3, lr_schedule: cosine, warmup: 2,
+        weight_decay: 0.1, grad_clip: 0.05, ema: true, ema_max_decay: 0.9, log_every: 1, checkpoint_every: 0}
+output: {samples_per_run: 0}
+YAML
+
+train() { # NAME [LAUNCHER...] -- ARGS...: a3fta train, log in $dir/NAME.log
+  local name=$1 launcher=()
+  shift
+  while [ "$1" != -- ]; do launcher+=("$1"); shift; done
+  shift
+  if ! "${launcher[@]}" "$bin" train "$dir/tiny.yaml" -o "output.dir=$dir/$name" "$@" \
+    >"$dir/$name.log" 2>&1; then
+    echo "FAILED: $name: a3fta train failed:" >&2
+    tail -5 "$dir/$name.log" >&2
+    fail=1
+  fi
+}
+
+# compare NAME REF CAND TOL: losses.csv's loss column, step by step
+compare() {
+  local name=$1 ref=$dir/$2/losses.csv cand=$dir/$3/losses.csv tol=$4 out
+  if ! out=$(python3 - "$ref" "$cand" "$tol" <<'PY'
+import csv, sys
+ref, cand, tol = sys.argv[1], sys.argv[2], float(sys.argv[3])
+a = [float(r["loss"]) for r in csv.DictReader(open(ref))]
+b = [float(r["loss"]) for r in csv.DictReader(open(cand))]
+if len(a) != 6 or len(b) != 6:
+    sys.exit("%d and %d steps, expected 6" % (len(a), len(b)))
+worst = max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(a, b))
+print("max relative loss difference %.3g (tolerance %g)" % (worst, tol))
+sys.exit(0 if worst <= tol else 1)
+PY
+  ); then
+    echo "FAILED: $name: $out" >&2
+    fail=1
+  else
+    echo "$name: $out"
+  fi
+}
+
+for strategy in full a3fta lora bitfit; do
+  train "cpu-$strategy" -- -o parallel.backend=cpu -o "strategy.name=$strategy"
+  train "emu-$strategy" -- -o parallel.backend=cuda -o "strategy.name=$strategy"
+  if ! grep -q "a3fta CUDA emulator.*training images in device memory" "$dir/emu-$strategy.log"; then
+    echo "FAILED: $strategy: the run did not take the emulated device path:" >&2
+    grep "backend" "$dir/emu-$strategy.log" >&2
+    fail=1
+  fi
+  compare "$strategy, emulated cuda vs cpu" "cpu-$strategy" "emu-$strategy" 1e-4
+done
+
+# Two ranks of one group, gradients summed over MPI.
+mpi=(mpirun -np 2 --oversubscribe)
+train cpu-np2 "${mpi[@]}" -- -o parallel.backend=cpu -o parallel.ranks_per_run=2
+train emu-np2 "${mpi[@]}" -- -o parallel.backend=cuda -o parallel.ranks_per_run=2
+compare "2 ranks, emulated cuda vs cpu" cpu-np2 emu-np2 1e-4
+
+[ "$fail" = 0 ] && echo "train_emu: all checks passed"
+exit "$fail"
