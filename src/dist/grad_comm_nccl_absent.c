@@ -1,19 +1,13 @@
-// The NCCL gradient sum in a build without CUDA (A3FTA_CUDA=OFF) or on the
-// CUDA emulator: it says so instead of failing to link
-// (src/dist/grad_comm_nccl.cu is the real one).
+// The NCCL gradient sum in a build without CUDA (A3FTA_CUDA=OFF): it says so
+// instead of failing to link (src/dist/grad_comm_nccl.cu is the real one).
 #include "a3fta/comm.h"
 
-#if !defined(A3FTA_HAVE_CUDA) || defined(A3FTA_CUDA_EMU)
+#ifndef A3FTA_HAVE_CUDA
 a3_status a3_grad_comm_create_nccl(MPI_Comm comm, const a3_backend *be, const a3_grad_piece *pieces,
                                    int n_pieces, size_t bucket_bytes, double timeout_s,
                                    a3_grad_comm **out) {
   (void)comm, (void)be, (void)pieces, (void)n_pieces, (void)bucket_bytes, (void)timeout_s;
   *out = NULL;
-#ifdef A3FTA_CUDA_EMU
-  return A3_FAIL(A3_ERR_UNIMPLEMENTED,
-                 "this a3fta was built for the CUDA emulator (A3FTA_CUDA_EMU, tests/cuda_emu), "
-                 "which has no NCCL; set A3FTA_GRAD_COMM=mpi");
-#endif
   return A3_FAIL(A3_ERR_UNIMPLEMENTED,
                  "the NCCL gradient sum needs CUDA, and this a3fta was built without it "
                  "(A3FTA_CUDA=OFF); rebuild with nvcc on the PATH, or set A3FTA_GRAD_COMM=mpi");

@@ -1,17 +1,18 @@
 # The CUDA emulator build (A3FTA_CUDA_EMU=ON; tests/cuda_emu/README.md): the
 # CUDA backend's .cu files, translated to C++ (translate.py), with the
-# emulator's runtime, fibers and cuBLAS. No cuDNN (its convolutions take the
-# im2col path) and no NCCL (the gradient sum says so).
+# emulator's runtime, fibers, cuBLAS and NCCL. No cuDNN: its convolutions
+# take the im2col path.
 enable_language(CXX)
 set(CMAKE_CXX_STANDARD 17)
 set(CMAKE_CXX_STANDARD_REQUIRED ON)
 find_package(Python3 REQUIRED COMPONENTS Interpreter)
 
 set(a3fta_emu_dir ${CMAKE_CURRENT_LIST_DIR})
-file(GLOB a3fta_emu_cu CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/backend/cuda/*.cu)
+file(GLOB a3fta_emu_cu CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/backend/cuda/*.cu
+     ${CMAKE_SOURCE_DIR}/src/dist/*.cu)
 list(FILTER a3fta_emu_cu EXCLUDE REGEX "cuda_conv2d_dnn\\.cu$")
 set(A3FTA_CUDA_EMU_SOURCES ${a3fta_emu_dir}/emu_threads.cpp ${a3fta_emu_dir}/emu_runtime.cpp
-                           ${a3fta_emu_dir}/emu_blas.cpp)
+                           ${a3fta_emu_dir}/emu_blas.cpp ${a3fta_emu_dir}/emu_nccl.cpp)
 foreach(cu ${a3fta_emu_cu})
   get_filename_component(name ${cu} NAME_WE)
   set(out ${CMAKE_BINARY_DIR}/cuda_emu/${name}.cpp)

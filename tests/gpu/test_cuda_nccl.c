@@ -609,6 +609,12 @@ static void check_trainer_gpu(void) {
   train_env_free(&e);
 }
 
+#ifdef A3FTA_CUDA_EMU
+static const bool on_emulator = true; // tests/cuda_emu
+#else
+static const bool on_emulator = false;
+#endif
+
 static int local_rank(void) {
   MPI_Comm local;
   int r = 0;
@@ -624,6 +630,7 @@ static int open_gpu(sum_env *g) {
   a3_cuda_info info;
   a3_cuda_probe(&info);
   int enough = info.device_count >= 1 && info.device_count >= size, all = 0;
+  if (on_emulator) enough = info.device_count >= 1; // its one device takes any number of ranks
   MPI_Allreduce(&enough, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
   if (!all) {
     if (rank == 0)
@@ -654,7 +661,11 @@ static int gpu_checks(void) {
     check_sums(&g, true);
     check_rejoin(&g);
     check_trainer_gpu();
-    check_watchdog(&g); // last: it leaves an aborted communicator's buffers behind
+    // The emulator runs every kernel and collective before the call returns:
+    // nothing is ever in flight for the watchdog to time out.
+    if (on_emulator && rank == 0)
+      fprintf(stderr, "SKIPPED on the CUDA emulator: check 3 (the watchdog)\n");
+    if (!on_emulator) check_watchdog(&g); // last: it leaves an aborted communicator's buffers
   }
   close_gpu(&g);
   return rc;

@@ -1,13 +1,56 @@
-// The CUDA emulator has no NCCL (tests/cuda_emu/README.md): only the version
-// query of the probe, which answers 0 (unknown), as a missing library would.
+// The CUDA emulator's NCCL (tests/cuda_emu/README.md): the calls
+// src/dist/grad_comm_nccl.cu makes, over MPI point-to-point messages between
+// the ranks of one host. Every call finishes its work before it returns
+// (never ncclInProgress), so a missing peer blocks instead of timing out:
+// the watchdog's timeouts can only be checked on a GPU.
 #ifndef A3FTA_CUDA_EMU_NCCL_H
 #define A3FTA_CUDA_EMU_NCCL_H
 
-typedef enum { ncclSuccess = 0, ncclSystemError = 2 } ncclResult_t;
+#include "cuda_runtime.h"
 
-static inline ncclResult_t ncclGetVersion(int *version) {
-  *version = 0;
-  return ncclSystemError;
-}
+#include <stddef.h>
+
+#define NCCL_UNIQUE_ID_BYTES 128
+#define NCCL_VERSION_CODE 22800 // the API emulated (2.28)
+
+typedef enum {
+  ncclSuccess = 0,
+  ncclUnhandledCudaError = 1,
+  ncclSystemError = 2,
+  ncclInternalError = 3,
+  ncclInvalidArgument = 4,
+  ncclInvalidUsage = 5,
+  ncclRemoteError = 6,
+  ncclInProgress = 7,
+} ncclResult_t;
+
+typedef enum { ncclFloat32 = 7, ncclFloat = 7 } ncclDataType_t;
+typedef enum { ncclSum = 0, ncclAvg = 4 } ncclRedOp_t;
+
+typedef struct {
+  char internal[NCCL_UNIQUE_ID_BYTES];
+} ncclUniqueId;
+
+typedef struct emu_nccl_comm *ncclComm_t;
+
+typedef struct {
+  size_t size;
+  int blocking;
+} ncclConfig_t;
+#define NCCL_CONFIG_INITIALIZER                                                                    \
+  { sizeof(ncclConfig_t), 1 }
+
+ncclResult_t ncclGetVersion(int *version);
+ncclResult_t ncclGetUniqueId(ncclUniqueId *id);
+ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId id, int rank,
+                                    ncclConfig_t *config);
+ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type,
+                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream);
+ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *state);
+ncclResult_t ncclCommFinalize(ncclComm_t comm);
+ncclResult_t ncclCommDestroy(ncclComm_t comm);
+ncclResult_t ncclCommAbort(ncclComm_t comm);
+const char *ncclGetErrorString(ncclResult_t r);
+const char *ncclGetLastError(ncclComm_t comm);
 
 #endif
