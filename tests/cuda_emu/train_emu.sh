@@ -5,8 +5,11 @@
 #   accumulation, weight decay, clipping and EMA on both backends: the run
 #   must take the device path (images in device memory) and its losses must
 #   track the CPU's within 1e-4 relative at every step;
-# - 2 ranks of one group (MPI gradient sum, the emulator has no NCCL):
-#   the losses track the CPU's 2-rank run within 1e-4.
+# - 2 ranks of one group (MPI gradient sum): the losses track the CPU's
+#   2-rank run within 1e-4;
+# - a 2-point sweep on 2 ranks with the NCCL gradient sum (the emulator's):
+#   both points done, the second takes over the group's communicator, and
+#   the one left at the end is finalized without a failure.
 # (Bit-exact resume on this path: test_trainer_train, also run in the emu
 # build; see tests/gpu/CMakeLists.txt.)
 # Usage: train_emu.sh MAKE_DATASET_BIN   (A3FTA_BIN set by CTest)
@@ -82,6 +85,29 @@ mpi=(mpirun -np 2 --oversubscribe)
 train cpu-np2 "${mpi[@]}" -- -o parallel.backend=cpu -o parallel.ranks_per_run=2
 train emu-np2 "${mpi[@]}" -- -o parallel.backend=cuda -o parallel.ranks_per_run=2
 compare "2 ranks, emulated cuda vs cpu" cpu-np2 emu-np2 1e-4
+
+# A sweep with NCCL: one communicator per group, reused by the second point.
+{ sed '/^output:/d' "$dir/tiny.yaml" && cat <<YAML; } >"$dir/sweep.yaml"
+output: {dir: $dir/sweep, samples_per_run: 0}
+sweep:
+  grid: {strategy.name: [a3fta, lora]}
+parallel: {backend: cuda, ranks_per_run: 2}
+YAML
+if ! A3FTA_GRAD_COMM=nccl "${mpi[@]}" "$bin" sweep "$dir/sweep.yaml" --no-eval \
+  >"$dir/sweep.log" 2>&1; then
+  echo "FAILED: the NCCL sweep failed:" >&2
+  tail -5 "$dir/sweep.log" >&2
+  fail=1
+fi
+done_points=$("$bin" info "$dir/sweep/results.h5" --csv 2>/dev/null | grep -c ',done,')
+reused=$(grep -c "NCCL communicator reused" "$dir/sweep.log")
+if [ "$done_points" != 2 ] || [ "$reused" != 1 ] || grep -q "ncclCommFinalize" "$dir/sweep.log"; then
+  echo "FAILED: NCCL sweep: $done_points of 2 points done, communicator reused $reused time(s)" >&2
+  grep -i "nccl" "$dir/sweep.log" >&2
+  fail=1
+else
+  echo "NCCL sweep on 2 ranks: 2 points done, the group's communicator reused by the second"
+fi
 
 [ "$fail" = 0 ] && echo "train_emu: all checks passed"
 exit "$fail"
