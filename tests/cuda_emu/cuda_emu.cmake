@@ -1,7 +1,8 @@
 # The CUDA emulator build (A3FTA_CUDA_EMU=ON; tests/cuda_emu/README.md): the
 # CUDA backend's .cu files, translated to C++ (translate.py), with the
-# emulator's runtime, fibers, cuBLAS and NCCL. No cuDNN: its convolutions
-# take the im2col path.
+# emulator's runtime, fibers, cuBLAS and NCCL; and its cuDNN as a
+# libcudnn.so.9 of its own, which cuda_conv2d_dnn.cu loads with dlopen (the
+# executables' run path names its directory).
 enable_language(CXX)
 set(CMAKE_CXX_STANDARD 17)
 set(CMAKE_CXX_STANDARD_REQUIRED ON)
@@ -10,7 +11,6 @@ find_package(Python3 REQUIRED COMPONENTS Interpreter)
 set(a3fta_emu_dir ${CMAKE_CURRENT_LIST_DIR})
 file(GLOB a3fta_emu_cu CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/backend/cuda/*.cu
      ${CMAKE_SOURCE_DIR}/src/dist/*.cu)
-list(FILTER a3fta_emu_cu EXCLUDE REGEX "cuda_conv2d_dnn\\.cu$")
 set(A3FTA_CUDA_EMU_SOURCES ${a3fta_emu_dir}/emu_threads.cpp ${a3fta_emu_dir}/emu_runtime.cpp
                            ${a3fta_emu_dir}/emu_blas.cpp ${a3fta_emu_dir}/emu_nccl.cpp)
 foreach(cu ${a3fta_emu_cu})
@@ -24,6 +24,15 @@ foreach(cu ${a3fta_emu_cu})
   list(APPEND A3FTA_CUDA_EMU_SOURCES ${out})
 endforeach()
 
+set(a3fta_emu_lib_dir ${CMAKE_BINARY_DIR}/cuda_emu/lib)
+add_library(a3fta_emu_cudnn SHARED ${a3fta_emu_dir}/emu_cudnn.cpp)
+set_target_properties(a3fta_emu_cudnn PROPERTIES OUTPUT_NAME cudnn SOVERSION 9 VERSION 9.0.0
+                                                 LIBRARY_OUTPUT_DIRECTORY ${a3fta_emu_lib_dir})
+target_include_directories(a3fta_emu_cudnn PRIVATE ${a3fta_emu_dir}/include)
+target_compile_options(a3fta_emu_cudnn PRIVATE -Wall -Wextra $<$<BOOL:${A3FTA_WERROR}>:-Werror>)
+target_link_libraries(a3fta_emu_cudnn PRIVATE PkgConfig::OPENBLAS)
+list(APPEND CMAKE_BUILD_RPATH ${a3fta_emu_lib_dir}) # dlopen("libcudnn.so.9") finds it there
+
 function(a3fta_cuda_emu_configure target)
   set(warnings -Wall -Wextra -Wno-unknown-pragmas)
   if(A3FTA_WERROR)
@@ -34,6 +43,6 @@ function(a3fta_cuda_emu_configure target)
   target_include_directories(${target} PRIVATE
                              $<$<COMPILE_LANGUAGE:CXX>:${a3fta_emu_dir}/include>
                              $<$<COMPILE_LANGUAGE:CXX>:${CMAKE_SOURCE_DIR}/src/backend/cuda>)
-  target_compile_definitions(${target} PUBLIC A3FTA_HAVE_CUDA=1 A3FTA_CUDA_EMU=1
-                                       PRIVATE A3FTA_NO_CUDNN=1)
+  target_compile_definitions(${target} PUBLIC A3FTA_HAVE_CUDA=1 A3FTA_CUDA_EMU=1)
+  add_dependencies(${target} a3fta_emu_cudnn)
 endfunction()
