@@ -22,6 +22,12 @@ foreach(cu ${a3fta_emu_cu})
                      DEPENDS ${cu} ${a3fta_emu_dir}/translate.py
                      COMMENT "cuda emulator: translating ${name}.cu")
   list(APPEND A3FTA_CUDA_EMU_SOURCES ${out})
+  # As nvcc compiles device code: cuda_runtime.h included first, the device
+  # branches (__CUDA_ARCH__), and a * b + c fused into an FMA wherever the
+  # intrinsics do not forbid it.
+  set_source_files_properties(${out} PROPERTIES
+    COMPILE_OPTIONS "-include;${a3fta_emu_dir}/include/cuda_runtime.h;-ffp-contract=fast;-mfma"
+    COMPILE_DEFINITIONS "__CUDACC__;__CUDA_ARCH__=900")
 endforeach()
 
 set(a3fta_emu_lib_dir ${CMAKE_BINARY_DIR}/cuda_emu/lib)
@@ -38,8 +44,7 @@ function(a3fta_cuda_emu_configure target)
   if(A3FTA_WERROR)
     list(APPEND warnings -Werror)
   endif()
-  # -ffp-contract=off: __fmul_rn and friends stay single roundings, as on the GPU.
-  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${warnings} -ffp-contract=off>)
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${warnings}>)
   target_include_directories(${target} PRIVATE
                              $<$<COMPILE_LANGUAGE:CXX>:${a3fta_emu_dir}/include>
                              $<$<COMPILE_LANGUAGE:CXX>:${CMAKE_SOURCE_DIR}/src/backend/cuda>)

@@ -7,6 +7,7 @@
 #include "cuda_bf16.h"
 
 #include <cblas.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <vector>
@@ -122,6 +123,11 @@ cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb
   if (m < 0 || n < 0 || k < 0 || batch < 0 || A.ld < max1(A.rows) || B.ld < max1(B.rows) ||
       ldc < max1(m))
     return CUBLAS_STATUS_INVALID_VALUE;
+  if (!emu_is_device_pointer(A.p) || !emu_is_device_pointer(B.p) || !emu_is_device_pointer(C)) {
+    fprintf(stderr, "cuda emulator: a GEMM's A, B or C (%p, %p, %p) is not device memory\n", A.p,
+            B.p, (void *)C);
+    return CUBLAS_STATUS_EXECUTION_FAILED;
+  }
   if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
   std::vector<float> keep_a, keep_b;
   const float *a = as_fp32(A, batch, compute, keep_a), *b = as_fp32(B, batch, compute, keep_b);

@@ -136,6 +136,9 @@ float *col_buffer(int algo, const geometry &g, void *ws, size_t ws_bytes, std::v
   *st = CUDNN_STATUS_SUCCESS;
   if (algo == ALGO_WORKSPACE) {
     if (!ws || ws_bytes < workspace_for(algo, g)) *st = CUDNN_STATUS_BAD_PARAM;
+    // Spoilt before the operands are read: a workspace over live data shows.
+    else
+      memset(ws, 0xff, workspace_for(algo, g));
     return (float *)ws;
   }
   if (algo != ALGO_NO_WORKSPACE) *st = CUDNN_STATUS_BAD_PARAM;

@@ -7,7 +7,8 @@
 // sends every rank's buffer to group rank 0, which adds them in rank order
 // (1 and 2 ranks: bitwise a + b, as NCCL's) and sends the sum back, on
 // MPI_COMM_WORLD with a tag of the communicator's own. Every call finishes
-// before it returns.
+// before it returns; a non-blocking communicator's calls still answer
+// ncclInProgress for a poll or two (answer()).
 #define OMPI_SKIP_MPICXX 1
 #define MPICH_SKIP_MPICXX 1
 #include "nccl.h"
@@ -26,6 +27,8 @@
 
 struct emu_nccl_comm {
   int nranks, rank, tag;
+  int blocking;
+  int in_progress;        // non-blocking: polls that still answer ncclInProgress
   std::vector<int> world; // each group rank's rank in MPI_COMM_WORLD
   std::string dir;
 };
@@ -95,6 +98,15 @@ int transfer(float *buf, size_t n, const emu_nccl_comm *c, int peer, bool send) 
   return MPI_SUCCESS;
 }
 
+// A non-blocking communicator's call answers ncclInProgress, and the next
+// two polls of ncclCommGetAsyncError too, as a GPU's often do, so that the
+// caller's polling path runs. (The work itself is already done.)
+ncclResult_t answer(emu_nccl_comm *c) {
+  if (c->blocking) return ncclSuccess;
+  c->in_progress = 2;
+  return ncclInProgress;
+}
+
 } // namespace
 
 ncclResult_t ncclGetVersion(int *version) {
@@ -113,10 +125,10 @@ ncclResult_t ncclGetUniqueId(ncclUniqueId *id) {
 }
 
 ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId id, int rank,
-                                    ncclConfig_t *) {
+                                    ncclConfig_t *config) {
   *comm = NULL;
   if (nranks < 1 || rank < 0 || rank >= nranks) return ncclInvalidArgument;
-  emu_nccl_comm *c = new emu_nccl_comm;
+  emu_nccl_comm *c = new emu_nccl_comm{};
   c->nranks = nranks;
   c->rank = rank;
   const uint64_t h = id_hash(id);
@@ -130,19 +142,25 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId i
     return ncclSystemError;
   }
   *comm = c;
-  return ncclSuccess;
+  c->blocking = !config || config->blocking;
+  return answer(c);
 }
 
 ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type,
                            ncclRedOp_t op, ncclComm_t c, cudaStream_t) {
   if (!c) return ncclInvalidArgument;
   if (type != ncclFloat || (op != ncclSum && op != ncclAvg)) return ncclInvalidArgument;
+  if (!emu_is_device_pointer(send) || !emu_is_device_pointer(recv)) {
+    fprintf(stderr, "cuda emulator: ncclAllReduce's buffers (%p, %p) are not device memory\n", send,
+            recv);
+    return ncclInvalidArgument;
+  }
   float *out = (float *)recv;
   if (c->rank != 0) {
     if (transfer((float *)send, count, c, 0, true) != MPI_SUCCESS ||
         transfer(out, count, c, 0, false) != MPI_SUCCESS)
       return ncclSystemError;
-    return ncclSuccess;
+    return answer(c);
   }
   if (send != recv) memmove(out, send, count * sizeof(float));
   std::vector<float> part(count);
@@ -154,16 +172,17 @@ ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataT
     for (size_t i = 0; i < count; i++) out[i] /= (float)c->nranks;
   for (int r = 1; r < c->nranks; r++)
     if (transfer(out, count, c, r, true) != MPI_SUCCESS) return ncclSystemError;
-  return ncclSuccess;
+  return answer(c);
 }
 
 ncclResult_t ncclCommGetAsyncError(ncclComm_t c, ncclResult_t *state) {
   if (!c) return ncclInvalidArgument;
-  *state = ncclSuccess;
+  *state = c->in_progress > 0 ? ncclInProgress : ncclSuccess;
+  if (c->in_progress > 0) c->in_progress--;
   return ncclSuccess;
 }
 
-ncclResult_t ncclCommFinalize(ncclComm_t c) { return c ? ncclSuccess : ncclInvalidArgument; }
+ncclResult_t ncclCommFinalize(ncclComm_t c) { return c ? answer(c) : ncclInvalidArgument; }
 
 ncclResult_t ncclCommDestroy(ncclComm_t c) {
   if (!c) return ncclInvalidArgument;

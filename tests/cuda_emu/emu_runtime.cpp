@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <map>
+
 struct emu_stream {
   int unused;
 };
@@ -21,6 +23,13 @@ static cudaError_t sticky_error = cudaSuccess; // a failed kernel's, for good
 extern "C" void emu_set_launch_error(cudaError_t e) {
   if (launch_error == cudaSuccess) launch_error = e;
   if (e == cudaErrorLaunchFailure) sticky_error = e;
+}
+
+extern "C" void emu_bad_pointer(const char *kernel, int arg, const void *p) {
+  fprintf(stderr, "cuda emulator: kernel %s, argument %d: %p is not device memory (cudaMalloc)\n",
+          kernel, arg, p);
+  if (launch_error == cudaSuccess) launch_error = cudaErrorIllegalAddress;
+  sticky_error = cudaErrorIllegalAddress;
 }
 
 static cudaError_t done(cudaError_t e) { return sticky_error != cudaSuccess ? sticky_error : e; }
@@ -37,6 +46,7 @@ const char *cudaGetErrorName(cudaError_t e) {
   case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
   case cudaErrorNotReady: return "cudaErrorNotReady";
   case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+  case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
   }
   return "cudaErrorUnknown";
 }
@@ -48,6 +58,8 @@ const char *cudaGetErrorString(cudaError_t e) {
   case cudaErrorMemoryAllocation: return "out of memory";
   case cudaErrorInvalidConfiguration: return "invalid configuration argument";
   case cudaErrorLaunchFailure: return "unspecified launch failure (emulator: see stderr)";
+  case cudaErrorIllegalAddress:
+    return "an illegal memory access was encountered (emulator: see stderr)";
   default: return cudaGetErrorName(e);
   }
 }
@@ -98,15 +110,35 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
   return cudaSuccess;
 }
 
+// Every live cudaMalloc block: start -> bytes. Device pointers must point
+// into one (emu_is_device_pointer): a host pointer given to a kernel, a GEMM
+// or a collective faults on a GPU, and fails the call here.
+static std::map<uintptr_t, size_t> &device_blocks() {
+  static std::map<uintptr_t, size_t> blocks;
+  return blocks;
+}
+
+extern "C" int emu_is_device_pointer(const void *p) {
+  if (!p) return 1;
+  const std::map<uintptr_t, size_t> &b = device_blocks();
+  auto it = b.upper_bound((uintptr_t)p);
+  if (it == b.begin()) return 0;
+  --it;
+  return (uintptr_t)p <= it->first + it->second; // one past the end too
+}
+
 // 256-byte aligned, as cudaMalloc's, and full of NaNs (all bits set), so
 // that reading memory no op wrote shows in the results.
 cudaError_t cudaMalloc(void **p, size_t bytes) {
   *p = NULL;
+  if (sticky_error != cudaSuccess) return sticky_error;
   if (posix_memalign(p, 256, bytes ? bytes : 1) != 0) return cudaErrorMemoryAllocation;
   memset(*p, 0xff, bytes ? bytes : 1);
-  return done(cudaSuccess);
+  device_blocks()[(uintptr_t)*p] = bytes ? bytes : 1;
+  return cudaSuccess;
 }
 cudaError_t cudaFree(void *p) {
+  if (p && !device_blocks().erase((uintptr_t)p)) return cudaErrorInvalidValue;
   free(p);
   return done(cudaSuccess);
 }

@@ -159,6 +159,7 @@ void start_fiber(int i, uint3 tid) {
   f->state = RUNNABLE;
   f->tid = tid;
   f->fake_stack = NULL;
+  f->shfl = ~(uint64_t)0; // a lane that never offered a value gives NaN bits
   uintptr_t top = ((uintptr_t)f->stack + STACK_BYTES) & ~(uintptr_t)15;
   void **slot = (void **)(top - 16); // fiber_main starts as if called: rsp = 8 mod 16
   slot[0] = (void *)fiber_main;
@@ -250,8 +251,10 @@ extern "C" uint64_t emu_shfl(uint64_t bits, int arg, int mode) {
   const int me = run.cur, lane = me & 31, base = me - lane;
   run.f[me].shfl = bits;
   warp_barrier(); // every lane has offered its value
-  int src = mode == EMU_SHFL_XOR ? (lane ^ arg) : mode == EMU_SHFL_DOWN ? lane + arg : arg & 31;
-  const uint64_t got = src < 32 && base + src < run.n ? run.f[base + src].shfl : bits;
+  const int src = mode == EMU_SHFL_XOR    ? (lane ^ arg)
+                  : mode == EMU_SHFL_DOWN ? lane + arg
+                                          : arg & 31;
+  const uint64_t got = (unsigned)src < 32 && base + src < run.n ? run.f[base + src].shfl : bits;
   warp_barrier(); // every lane has read before any offers the next value
   return got;
 }

@@ -84,13 +84,30 @@ template <typename T> static inline T __shfl_sync(unsigned, T v, int lane, int =
 }
 
 // ---------------------------------------------------------------- intrinsics
-// Compiled with -ffp-contract=off: each is one correctly rounded operation.
-static inline float __fadd_rn(float a, float b) { return a + b; }
-static inline float __fsub_rn(float a, float b) { return a - b; }
-static inline float __fmul_rn(float a, float b) { return a * b; }
-static inline float __fdiv_rn(float a, float b) { return a / b; }
-static inline float __frcp_rn(float a) { return 1.0f / a; }
-static inline float __fsqrt_rn(float a) { return sqrtf(a); }
+// The kernels are compiled with FMA contraction on, as nvcc compiles device
+// code; these stay single roundings, never fused (the empty asm pins their
+// operands and result in registers, where no FMA can reach them).
+#define EMU_PIN(v) __asm__("" : "+x"(v))
+#define EMU_RN(name, expr)                                                                         \
+  static inline float name(float a, float b) {                                                     \
+    EMU_PIN(a);                                                                                    \
+    EMU_PIN(b);                                                                                    \
+    float r = (expr);                                                                              \
+    EMU_PIN(r);                                                                                    \
+    return r;                                                                                      \
+  }
+EMU_RN(__fadd_rn, a + b)
+EMU_RN(__fsub_rn, a - b)
+EMU_RN(__fmul_rn, a *b)
+EMU_RN(__fdiv_rn, a / b)
+#undef EMU_RN
+static inline float __frcp_rn(float a) { return __fdiv_rn(1.0f, a); }
+static inline float __fsqrt_rn(float a) {
+  EMU_PIN(a);
+  float r = sqrtf(a);
+  EMU_PIN(r);
+  return r;
+}
 static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
 static inline double __dadd_rn(double a, double b) { return a + b; }
 static inline double __dmul_rn(double a, double b) { return a * b; }
@@ -113,6 +130,7 @@ static inline float __saturatef(float a) { return a < 0.0f ? 0.0f : (a > 1.0f ? 
 // ---------------------------------------------------------------- runtime API
 typedef enum cudaError {
   cudaSuccess = 0,
+  cudaErrorIllegalAddress = 700,
   cudaErrorInvalidValue = 1,
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
@@ -196,6 +214,21 @@ typedef void (*emu_thread_body)(void *ctx);
 // cudaErrorInvalidConfiguration (cudaGetLastError) for a launch a GPU refuses.
 extern "C" void emu_run_grid(const char *name, dim3 grid, dim3 block, size_t shmem, cudaStream_t s,
                              emu_thread_body body, void *ctx);
+// Whether p is NULL or points into (or just past) a cudaMalloc block.
+extern "C" int emu_is_device_pointer(const void *p);
+// A kernel given a host pointer: says which, and fails the launch as a GPU's
+// illegal address would (cudaErrorIllegalAddress, for good).
+extern "C" void emu_bad_pointer(const char *kernel, int arg, const void *p);
+
+template <typename T> static inline int emu_arg_ok(const char *kernel, int arg, const T &v) {
+  if constexpr (std::is_pointer<T>::value) {
+    if (!emu_is_device_pointer((const void *)v)) {
+      emu_bad_pointer(kernel, arg, (const void *)v);
+      return 0;
+    }
+  }
+  return 1;
+}
 
 template <typename... P> struct emu_kernel_call {
   void (*kernel)(P...);
@@ -205,6 +238,12 @@ template <typename... P> struct emu_kernel_call {
     std::tuple<typename std::decay<P>::type...> mine = c->args; // parameters are per thread
     std::apply(c->kernel, mine);
   }
+  // Every pointer argument is device memory.
+  bool pointers_ok(const char *name) const {
+    int arg = 0, ok = 1;
+    std::apply([&](const auto &...v) { ((ok &= emu_arg_ok(name, arg++, v)), ...); }, args);
+    return ok;
+  }
 };
 
 template <typename... P, typename... A>
@@ -213,7 +252,8 @@ static inline void emu_launch(const char *name, dim3 grid, dim3 block, size_t sh
   static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong argument count");
   emu_kernel_call<P...> call{kernel, std::tuple<typename std::decay<P>::type...>(
                                          static_cast<typename std::decay<P>::type>(args)...)};
-  emu_run_grid(name, grid, block, shmem, s, emu_kernel_call<P...>::run, &call);
+  if (call.pointers_ok(name))
+    emu_run_grid(name, grid, block, shmem, s, emu_kernel_call<P...>::run, &call);
 }
 
 #endif
