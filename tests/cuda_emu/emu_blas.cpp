@@ -71,16 +71,6 @@ size_t span(const operand &o, int batch) {
          (size_t)o.rows;
 }
 
-// To 10 explicit mantissa bits, to nearest (ties away from zero), as the
-// conversion to TF32 does.
-float round_tf32(float f) {
-  uint32_t u;
-  memcpy(&u, &f, sizeof u);
-  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
-
 // The operand as fp32 values the product may use directly: itself, or a
 // rounded or widened copy in `keep`.
 const float *as_fp32(const operand &o, int batch, cublasComputeType_t compute,
@@ -93,7 +83,7 @@ const float *as_fp32(const operand &o, int batch, cublasComputeType_t compute,
   for (size_t i = 0; i < n; i++) {
     float v = o.type == CUDA_R_16BF ? __bfloat162float(((const __nv_bfloat16 *)o.p)[i])
                                     : ((const float *)o.p)[i];
-    if (tf32) v = round_tf32(v);
+    if (tf32) v = emu_round_tf32(v);
     if (bf16) v = __bfloat162float(__float2bfloat16_rn(v));
     keep[i] = v;
   }

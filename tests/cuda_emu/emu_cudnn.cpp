@@ -67,21 +67,13 @@ size_t workspace_for(int algo, const geometry &g) {
   return algo == ALGO_WORKSPACE ? col_floats(g) * sizeof(float) : 0;
 }
 
-float round_tf32(float f) {
-  uint32_t b;
-  memcpy(&b, &f, sizeof b);
-  if ((b & 0x7f800000u) != 0x7f800000u) b = (b + 0x1000u) & 0xffffe000u;
-  memcpy(&f, &b, sizeof f);
-  return f;
-}
-
 // A tensor's n values as floats, rounded as the math type rounds operands.
 std::vector<float> load(const void *p, size_t n, const geometry &g) {
   std::vector<float> v(n);
   for (size_t i = 0; i < n; i++) {
     float f = g.type == CUDNN_DATA_BFLOAT16 ? __bfloat162float(((const __nv_bfloat16 *)p)[i])
                                             : ((const float *)p)[i];
-    v[i] = g.tf32 ? round_tf32(f) : f;
+    v[i] = g.tf32 ? emu_round_tf32(f) : f;
   }
   return v;
 }
@@ -129,21 +121,31 @@ void col2im(float *dx, const float *col, const geometry &g) {
           }
 }
 
-// The col buffer of a call: the workspace (algorithm 1, checked for size)
-// or the heap.
-float *col_buffer(int algo, const geometry &g, void *ws, size_t ws_bytes, std::vector<float> &heap,
-                  cudnnStatus_t *st) {
-  *st = CUDNN_STATUS_SUCCESS;
+// What a convolution call starts with: its geometry, checked, and its col
+// buffer: the workspace for algorithm 1 (checked for size, and spoilt
+// before the operands are read, so that a workspace over live data shows),
+// the heap for algorithm 0.
+struct conv_call {
+  geometry g;
+  float *col;
+  std::vector<float> heap;
+};
+
+cudnnStatus_t start(conv_call *c, cudnnHandle_t h, const emu_dnn_tensor *x, const emu_dnn_tensor *w,
+                    const emu_dnn_conv *cv, const emu_dnn_tensor *y, int algo, void *ws,
+                    size_t ws_bytes) {
+  if (!h || !make_geometry(x, w, cv, y, &c->g)) return CUDNN_STATUS_BAD_PARAM;
   if (algo == ALGO_WORKSPACE) {
-    if (!ws || ws_bytes < workspace_for(algo, g)) *st = CUDNN_STATUS_BAD_PARAM;
-    // Spoilt before the operands are read: a workspace over live data shows.
-    else
-      memset(ws, 0xff, workspace_for(algo, g));
-    return (float *)ws;
+    const size_t need = workspace_for(algo, c->g);
+    if (!ws || ws_bytes < need) return CUDNN_STATUS_BAD_PARAM;
+    memset(ws, 0xff, need);
+    c->col = (float *)ws;
+    return CUDNN_STATUS_SUCCESS;
   }
-  if (algo != ALGO_NO_WORKSPACE) *st = CUDNN_STATUS_BAD_PARAM;
-  heap.resize(col_floats(g));
-  return heap.data();
+  if (algo != ALGO_NO_WORKSPACE) return CUDNN_STATUS_BAD_PARAM;
+  c->heap.resize(col_floats(c->g));
+  c->col = c->heap.data();
+  return CUDNN_STATUS_SUCCESS;
 }
 
 template <typename Perf>
@@ -319,12 +321,11 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha,
                                       const cudnnConvolutionDescriptor_t conv,
                                       cudnnConvolutionFwdAlgo_t algo, void *ws, size_t ws_bytes,
                                       const void *beta, const cudnnTensorDescriptor_t yd, void *y) {
-  geometry g;
-  if (!h || !make_geometry(xd, wd, conv, yd, &g)) return CUDNN_STATUS_BAD_PARAM;
-  std::vector<float> heap;
-  cudnnStatus_t st;
-  float *col = col_buffer(algo, g, ws, ws_bytes, heap, &st);
+  conv_call c;
+  const cudnnStatus_t st = start(&c, h, xd, wd, conv, yd, algo, ws, ws_bytes);
   if (st != CUDNN_STATUS_SUCCESS) return st;
+  const geometry &g = c.g;
+  float *col = c.col;
   const std::vector<float> xv = load(x, count(xd), g), wv = load(w, count(wd), g);
   std::vector<float> out(count(yd));
   const int K = g.K, CRS = g.C * g.R * g.S, PQ = g.P * g.Q;
@@ -345,12 +346,11 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha,
                                            cudnnConvolutionBwdDataAlgo_t algo, void *ws,
                                            size_t ws_bytes, const void *beta,
                                            const cudnnTensorDescriptor_t dxd, void *dx) {
-  geometry g;
-  if (!h || !make_geometry(dxd, wd, conv, dyd, &g)) return CUDNN_STATUS_BAD_PARAM;
-  std::vector<float> heap;
-  cudnnStatus_t st;
-  float *col = col_buffer(algo, g, ws, ws_bytes, heap, &st);
+  conv_call c;
+  const cudnnStatus_t st = start(&c, h, dxd, wd, conv, dyd, algo, ws, ws_bytes);
   if (st != CUDNN_STATUS_SUCCESS) return st;
+  const geometry &g = c.g;
+  float *col = c.col;
   const std::vector<float> dyv = load(dy, count(dyd), g), wv = load(w, count(wd), g);
   std::vector<float> out(count(dxd), 0.0f);
   const int K = g.K, CRS = g.C * g.R * g.S, PQ = g.P * g.Q;
@@ -371,12 +371,11 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
                                              cudnnConvolutionBwdFilterAlgo_t algo, void *ws,
                                              size_t ws_bytes, const void *beta,
                                              const cudnnFilterDescriptor_t dwd, void *dw) {
-  geometry g;
-  if (!h || !make_geometry(xd, dwd, conv, dyd, &g)) return CUDNN_STATUS_BAD_PARAM;
-  std::vector<float> heap;
-  cudnnStatus_t st;
-  float *col = col_buffer(algo, g, ws, ws_bytes, heap, &st);
+  conv_call c;
+  const cudnnStatus_t st = start(&c, h, xd, dwd, conv, dyd, algo, ws, ws_bytes);
   if (st != CUDNN_STATUS_SUCCESS) return st;
+  const geometry &g = c.g;
+  float *col = c.col;
   const std::vector<float> xv = load(x, count(xd), g), dyv = load(dy, count(dyd), g);
   std::vector<float> out(count(dwd), 0.0f);
   const int K = g.K, CRS = g.C * g.R * g.S, PQ = g.P * g.Q;

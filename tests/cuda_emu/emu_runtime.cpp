@@ -69,13 +69,8 @@ cudaError_t cudaGetLastError(void) {
   launch_error = cudaSuccess;
   return done(e);
 }
-cudaError_t cudaPeekAtLastError(void) { return done(launch_error); }
 
 cudaError_t cudaRuntimeGetVersion(int *v) {
-  *v = CUDART_VERSION;
-  return cudaSuccess;
-}
-cudaError_t cudaDriverGetVersion(int *v) {
   *v = CUDART_VERSION;
   return cudaSuccess;
 }
@@ -100,15 +95,6 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
 }
 
 cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
-cudaError_t cudaGetDevice(int *device) {
-  *device = 0;
-  return cudaSuccess;
-}
-cudaError_t cudaDeviceSynchronize(void) { return done(cudaSuccess); }
-cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
-  *free_bytes = *total_bytes = (size_t)4 << 30;
-  return cudaSuccess;
-}
 
 // Every live cudaMalloc block: start -> bytes. Device pointers must point
 // into one (emu_is_device_pointer): a host pointer given to a kernel, a GEMM
@@ -152,21 +138,17 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
                             cudaStream_t) {
   return cudaMemcpy(dst, src, bytes, kind);
 }
-cudaError_t cudaMemset(void *p, int value, size_t bytes) {
+cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t) {
   if (bytes) memset(p, value, bytes);
   return done(cudaSuccess);
 }
-cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t) {
-  return cudaMemset(p, value, bytes);
-}
 
-cudaError_t cudaStreamCreate(cudaStream_t *s) {
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) {
   *s = (cudaStream_t)calloc(1, sizeof(emu_stream));
   return *s ? cudaSuccess : cudaErrorMemoryAllocation;
 }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) { return cudaStreamCreate(s); }
-cudaError_t cudaStreamCreateWithPriority(cudaStream_t *s, unsigned, int) {
-  return cudaStreamCreate(s);
+cudaError_t cudaStreamCreateWithPriority(cudaStream_t *s, unsigned flags, int) {
+  return cudaStreamCreateWithFlags(s, flags);
 }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   free(s);
@@ -180,19 +162,13 @@ cudaError_t cudaDeviceGetStreamPriorityRange(int *least, int *greatest) {
   return cudaSuccess;
 }
 
-cudaError_t cudaEventCreate(cudaEvent_t *e) {
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) {
   *e = (cudaEvent_t)calloc(1, sizeof(emu_event));
   return *e ? cudaSuccess : cudaErrorMemoryAllocation;
 }
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) { return cudaEventCreate(e); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
   free(e);
   return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return done(cudaSuccess); }
 cudaError_t cudaEventQuery(cudaEvent_t) { return done(cudaSuccess); }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return done(cudaSuccess); }
-cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t, cudaEvent_t) {
-  *ms = 0.0f;
-  return cudaSuccess;
-}

@@ -247,13 +247,10 @@ static void warp_barrier(void) {
   to_scheduler(false);
 }
 
-extern "C" uint64_t emu_shfl(uint64_t bits, int arg, int mode) {
-  const int me = run.cur, lane = me & 31, base = me - lane;
+extern "C" uint64_t emu_shfl_xor(uint64_t bits, int lane_mask) {
+  const int me = run.cur, lane = me & 31, base = me - lane, src = lane ^ lane_mask;
   run.f[me].shfl = bits;
   warp_barrier(); // every lane has offered its value
-  const int src = mode == EMU_SHFL_XOR    ? (lane ^ arg)
-                  : mode == EMU_SHFL_DOWN ? lane + arg
-                                          : arg & 31;
   const uint64_t got = (unsigned)src < 32 && base + src < run.n ? run.f[base + src].shfl : bits;
   warp_barrier(); // every lane has read before any offers the next value
   return got;

@@ -629,8 +629,8 @@ static int open_gpu(sum_env *g) {
   memset(g, 0, sizeof *g);
   a3_cuda_info info;
   a3_cuda_probe(&info);
-  int enough = info.device_count >= 1 && info.device_count >= size, all = 0;
-  if (on_emulator) enough = info.device_count >= 1; // its one device takes any number of ranks
+  // (The emulator's one device takes any number of ranks.)
+  int enough = info.device_count >= 1 && (on_emulator || info.device_count >= size), all = 0;
   MPI_Allreduce(&enough, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
   if (!all) {
     if (rank == 0)

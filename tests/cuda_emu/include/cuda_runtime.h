@@ -41,11 +41,7 @@ struct dim3 {
 struct alignas(16) float4 {
   float x, y, z, w;
 };
-struct alignas(8) float2 {
-  float x, y;
-};
 static inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
-static inline float2 make_float2(float x, float y) { return float2{x, y}; }
 
 // The running thread's coordinates: set by the scheduler at every switch.
 extern uint3 threadIdx, blockIdx;
@@ -54,8 +50,8 @@ enum { warpSize = 32 };
 
 // ---------------------------------------------------------------- barriers
 extern "C" void emu_syncthreads(void);
-extern "C" uint64_t emu_shfl(uint64_t bits, int src_lane_or_mask, int mode);
-enum { EMU_SHFL_XOR, EMU_SHFL_DOWN, EMU_SHFL_IDX };
+// The value of lane (this lane ^ lane_mask) of the warp.
+extern "C" uint64_t emu_shfl_xor(uint64_t bits, int lane_mask);
 // The memory clobber: values other threads stored before the barrier are
 // read again, not kept in registers.
 static inline void emu_block_barrier(void) {
@@ -64,23 +60,14 @@ static inline void emu_block_barrier(void) {
 }
 #define __syncthreads() emu_block_barrier()
 
-template <typename T> static inline T emu_shfl_typed(T v, int arg, int mode) {
+template <typename T> static inline T __shfl_xor_sync(unsigned, T v, int lane_mask, int = 32) {
   static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
   uint64_t bits = 0;
   memcpy(&bits, &v, sizeof v);
-  bits = emu_shfl(bits, arg, mode);
+  bits = emu_shfl_xor(bits, lane_mask);
   T r;
   memcpy(&r, &bits, sizeof r);
   return r;
-}
-template <typename T> static inline T __shfl_xor_sync(unsigned, T v, int mask, int = 32) {
-  return emu_shfl_typed(v, mask, EMU_SHFL_XOR);
-}
-template <typename T> static inline T __shfl_down_sync(unsigned, T v, unsigned delta, int = 32) {
-  return emu_shfl_typed(v, (int)delta, EMU_SHFL_DOWN);
-}
-template <typename T> static inline T __shfl_sync(unsigned, T v, int lane, int = 32) {
-  return emu_shfl_typed(v, lane, EMU_SHFL_IDX);
 }
 
 // ---------------------------------------------------------------- intrinsics
@@ -101,31 +88,25 @@ EMU_RN(__fsub_rn, a - b)
 EMU_RN(__fmul_rn, a *b)
 EMU_RN(__fdiv_rn, a / b)
 #undef EMU_RN
-static inline float __frcp_rn(float a) { return __fdiv_rn(1.0f, a); }
 static inline float __fsqrt_rn(float a) {
   EMU_PIN(a);
   float r = sqrtf(a);
   EMU_PIN(r);
   return r;
 }
-static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
-static inline double __dadd_rn(double a, double b) { return a + b; }
-static inline double __dmul_rn(double a, double b) { return a * b; }
-static inline float __fdividef(float a, float b) { return a / b; }
-static inline float rsqrtf(float a) { return 1.0f / sqrtf(a); }
-static inline double rsqrt(double a) { return 1.0 / sqrt(a); }
-// CUDA's overloaded min and max (same-typed operands).
-#define EMU_MIN_MAX(T)                                                                             \
-  static inline T min(T a, T b) { return a < b ? a : b; }                                          \
-  static inline T max(T a, T b) { return a < b ? b : a; }
-EMU_MIN_MAX(int)
-EMU_MIN_MAX(unsigned)
-EMU_MIN_MAX(long long)
-EMU_MIN_MAX(unsigned long long)
-EMU_MIN_MAX(long)
-EMU_MIN_MAX(unsigned long)
-#undef EMU_MIN_MAX
-static inline float __saturatef(float a) { return a < 0.0f ? 0.0f : (a > 1.0f ? 1.0f : a); }
+// CUDA's min for ints (the one the kernels use).
+static inline int min(int a, int b) { return a < b ? a : b; }
+
+// ---------------------------------------------------------------- emulator helpers
+// To 10 explicit mantissa bits, to nearest (ties away from zero), as the
+// conversion to TF32 does: the emulated cuBLAS's and cuDNN's tf32 math.
+static inline float emu_round_tf32(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
 
 // ---------------------------------------------------------------- runtime API
 typedef enum cudaError {
@@ -172,15 +153,10 @@ typedef struct cudaDeviceProp {
 const char *cudaGetErrorName(cudaError_t e);
 const char *cudaGetErrorString(cudaError_t e);
 cudaError_t cudaGetLastError(void);
-cudaError_t cudaPeekAtLastError(void);
 cudaError_t cudaRuntimeGetVersion(int *v);
-cudaError_t cudaDriverGetVersion(int *v);
 cudaError_t cudaGetDeviceCount(int *n);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device);
 cudaError_t cudaSetDevice(int device);
-cudaError_t cudaGetDevice(int *device);
-cudaError_t cudaDeviceSynchronize(void);
-cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes);
 cudaError_t cudaMalloc(void **p, size_t bytes);
 template <typename T> static inline cudaError_t cudaMalloc(T **p, size_t bytes) {
   return cudaMalloc((void **)p, bytes);
@@ -189,22 +165,17 @@ cudaError_t cudaFree(void *p);
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t s = 0);
-cudaError_t cudaMemset(void *p, int value, size_t bytes);
 cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s = 0);
-cudaError_t cudaStreamCreate(cudaStream_t *s);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
 cudaError_t cudaStreamCreateWithPriority(cudaStream_t *s, unsigned flags, int priority);
 cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags = 0);
 cudaError_t cudaDeviceGetStreamPriorityRange(int *least, int *greatest);
-cudaError_t cudaEventCreate(cudaEvent_t *e);
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = 0);
 cudaError_t cudaEventQuery(cudaEvent_t e);
-cudaError_t cudaEventSynchronize(cudaEvent_t e);
-cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b);
 
 // ---------------------------------------------------------------- launches
 // The translator (translate.py) turns `k<<<grid, block, shmem, stream>>>(args)`
