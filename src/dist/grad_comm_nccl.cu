@@ -132,15 +132,20 @@ void abort_comm(nccl_impl *im) {
 // ---------------------------------------------------------------- setup
 
 // The chunk table the pack kernels search: where each chunk starts in the
-// packed buffer and in the gradients.
+// packed buffer and in the gradients. Copied on the NCCL stream, which runs
+// the kernels that read it: a plain cudaMemcpy runs on the legacy default
+// stream, which the non-blocking NCCL stream does not wait for.
 a3_status upload_chunks(nccl_impl *im, const a3_grad_buckets *b) {
   const size_t n = (size_t)b->n_chunks + 1;
   cudaError_t e = cudaMalloc((void **)&im->chunk_packed, n * sizeof(int64_t));
   if (e == cudaSuccess) e = cudaMalloc((void **)&im->chunks, n * sizeof(a3_grad_chunk));
   if (e == cudaSuccess)
-    e = cudaMemcpy(im->chunk_packed, b->chunk_packed, n * sizeof(int64_t), cudaMemcpyHostToDevice);
+    e = cudaMemcpyAsync(im->chunk_packed, b->chunk_packed, n * sizeof(int64_t),
+                        cudaMemcpyHostToDevice, im->stream);
   if (e == cudaSuccess)
-    e = cudaMemcpy(im->chunks, b->chunk, (n - 1) * sizeof(a3_grad_chunk), cudaMemcpyHostToDevice);
+    e = cudaMemcpyAsync(im->chunks, b->chunk, (n - 1) * sizeof(a3_grad_chunk),
+                        cudaMemcpyHostToDevice, im->stream);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(im->stream); // b's arrays are the host's again
   CUDA_TRY(im, e, "uploading the NCCL chunk table");
   return A3_OK;
 }

@@ -1,7 +1,8 @@
 // The CUDA emulator's cuBLAS (tests/cuda_emu/README.md): column-major GEMMs
 // through OpenBLAS, after cuBLAS's argument checks; the operands are first
 // rounded as the compute type would (tf32: 10-bit mantissas; bf16 inputs:
-// widened). With beta = 0, C is not read, as cuBLAS promises.
+// widened). With beta = 0, C is not read, as cuBLAS promises. A product
+// is checked when called and runs on the handle's stream (emu_streams.cpp).
 #include "cublas_v2.h"
 
 #include "cuda_bf16.h"
@@ -119,17 +120,19 @@ cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb
     return CUBLAS_STATUS_EXECUTION_FAILED;
   }
   if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
-  std::vector<float> keep_a, keep_b;
-  const float *a = as_fp32(A, batch, compute, keep_a), *b = as_fp32(B, batch, compute, keep_b);
-  for (int i = 0; i < batch; i++) {
-    float *c = C + (size_t)i * (size_t)stride_c;
-    if (beta == 0.0f)
-      for (int j = 0; j < n; j++) memset(c + (size_t)j * ldc, 0, sizeof(float) * (size_t)m);
-    cblas_sgemm(CblasColMajor, ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
-                tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, alpha,
-                a + (size_t)i * (size_t)A.stride, A.ld, b + (size_t)i * (size_t)B.stride, B.ld,
-                beta, c, ldc);
-  }
+  emu_enqueue(h->stream, [=] {
+    std::vector<float> keep_a, keep_b;
+    const float *a = as_fp32(A, batch, compute, keep_a), *b = as_fp32(B, batch, compute, keep_b);
+    for (int i = 0; i < batch; i++) {
+      float *c = C + (size_t)i * (size_t)stride_c;
+      if (beta == 0.0f)
+        for (int j = 0; j < n; j++) memset(c + (size_t)j * ldc, 0, sizeof(float) * (size_t)m);
+      cblas_sgemm(CblasColMajor, ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
+                  tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, alpha,
+                  a + (size_t)i * (size_t)A.stride, A.ld, b + (size_t)i * (size_t)B.stride, B.ld,
+                  beta, c, ldc);
+    }
+  });
   return CUBLAS_STATUS_SUCCESS;
 }
 

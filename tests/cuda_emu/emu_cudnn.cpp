@@ -9,12 +9,14 @@
 // every call: a workspace smaller than asked for, or shared with live data,
 // shows as wrong results (or an ASan report), as a GPU's would be corrupted.
 // Calls check the descriptors' shapes and types and the workspace's size,
-// and answer CUDNN_STATUS_BAD_PARAM where cuDNN would.
+// and answer CUDNN_STATUS_BAD_PARAM where cuDNN would; a checked call runs
+// on the handle's stream (emu_streams.cpp).
 #include "cudnn.h"
 
 #include "cuda_bf16.h"
 
 #include <cblas.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <vector>
@@ -37,8 +39,6 @@ struct emu_dnn_conv {
 namespace {
 
 enum { ALGO_NO_WORKSPACE = 0, ALGO_WORKSPACE = 1 };
-
-size_t count(const emu_dnn_tensor *t) { return (size_t)t->n * t->c * t->h * t->w; }
 
 // The convolution x (N, C, H, W) * w (K, C, R, S) -> y (N, K, P, Q).
 struct geometry {
@@ -121,30 +121,85 @@ void col2im(float *dx, const float *col, const geometry &g) {
           }
 }
 
-// What a convolution call starts with: its geometry, checked, and its col
-// buffer: the workspace for algorithm 1 (checked for size, and spoilt
-// before the operands are read, so that a workspace over live data shows),
-// the heap for algorithm 0.
+// A convolution call, checked when called: its geometry and algorithm, and
+// for algorithm 1 its workspace (of the size asked for).
 struct conv_call {
   geometry g;
-  float *col;
-  std::vector<float> heap;
+  int algo;
+  float *ws;
 };
 
 cudnnStatus_t start(conv_call *c, cudnnHandle_t h, const emu_dnn_tensor *x, const emu_dnn_tensor *w,
                     const emu_dnn_conv *cv, const emu_dnn_tensor *y, int algo, void *ws,
                     size_t ws_bytes) {
   if (!h || !make_geometry(x, w, cv, y, &c->g)) return CUDNN_STATUS_BAD_PARAM;
-  if (algo == ALGO_WORKSPACE) {
-    const size_t need = workspace_for(algo, c->g);
-    if (!ws || ws_bytes < need) return CUDNN_STATUS_BAD_PARAM;
-    memset(ws, 0xff, need);
-    c->col = (float *)ws;
-    return CUDNN_STATUS_SUCCESS;
+  if (algo != ALGO_WORKSPACE && algo != ALGO_NO_WORKSPACE) return CUDNN_STATUS_BAD_PARAM;
+  if (algo == ALGO_WORKSPACE && (!ws || ws_bytes < workspace_for(algo, c->g)))
+    return CUDNN_STATUS_BAD_PARAM;
+  c->algo = algo;
+  c->ws = (float *)ws;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// The col buffer, when the call runs: algorithm 1's workspace, spoilt before
+// the operands are read (so that a workspace over live data shows), or for
+// algorithm 0 the heap.
+float *col_buffer(const conv_call &c, std::vector<float> &heap) {
+  if (c.algo == ALGO_WORKSPACE) {
+    memset(c.ws, 0xff, workspace_for(c.algo, c.g));
+    return c.ws;
   }
-  if (algo != ALGO_NO_WORKSPACE) return CUDNN_STATUS_BAD_PARAM;
-  c->heap.resize(col_floats(c->g));
-  c->col = c->heap.data();
+  heap.resize(col_floats(c.g));
+  return heap.data();
+}
+
+// A convolution's three tensors and its workspace are device memory: a
+// host pointer faults on a GPU, and fails the call here.
+bool on_device(const void *a, const void *b, const void *c, const void *ws) {
+  if (emu_is_device_pointer(a) && emu_is_device_pointer(b) && emu_is_device_pointer(c) &&
+      emu_is_device_pointer(ws))
+    return true;
+  fprintf(stderr,
+          "cuda emulator: a convolution's tensors or workspace (%p, %p, %p, %p) are not "
+          "device memory\n",
+          a, b, c, ws);
+  return false;
+}
+
+size_t x_count(const geometry &g) { return (size_t)g.N * g.C * g.H * g.W; }
+size_t w_count(const geometry &g) { return (size_t)g.K * g.C * g.R * g.S; }
+size_t y_count(const geometry &g) { return (size_t)g.N * g.K * g.P * g.Q; }
+
+// A convolution call's arguments: x (N, C, H, W) * w (K, C, R, S) -> y
+// (N, K, P, Q) in the descriptors; the two tensors it reads, the one it
+// writes (out = alpha * result + beta * out).
+struct conv_args {
+  cudnnHandle_t h;
+  const emu_dnn_tensor *x, *w;
+  const emu_dnn_conv *cv;
+  const emu_dnn_tensor *y;
+  int algo;
+  void *ws;
+  size_t ws_bytes;
+  const void *in0, *in1;
+  void *out;
+  const void *alpha, *beta;
+};
+
+// Checks the call now (geometry, algorithm, workspace, device pointers) and
+// queues it on the handle's stream: body(geometry, col) gives the result.
+template <typename Body> cudnnStatus_t queue_conv(const conv_args &a, Body body) {
+  conv_call c;
+  const cudnnStatus_t st = start(&c, a.h, a.x, a.w, a.cv, a.y, a.algo, a.ws, a.ws_bytes);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  if (!on_device(a.in0, a.in1, a.out, a.ws)) return CUDNN_STATUS_EXECUTION_FAILED;
+  const float alpha = *(const float *)a.alpha, beta = *(const float *)a.beta;
+  void *out = a.out;
+  emu_enqueue(a.h->stream, [c, out, alpha, beta, body] {
+    std::vector<float> heap;
+    float *col = col_buffer(c, heap);
+    store(out, body(c.g, col), c.g, alpha, beta);
+  });
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -321,21 +376,18 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha,
                                       const cudnnConvolutionDescriptor_t conv,
                                       cudnnConvolutionFwdAlgo_t algo, void *ws, size_t ws_bytes,
                                       const void *beta, const cudnnTensorDescriptor_t yd, void *y) {
-  conv_call c;
-  const cudnnStatus_t st = start(&c, h, xd, wd, conv, yd, algo, ws, ws_bytes);
-  if (st != CUDNN_STATUS_SUCCESS) return st;
-  const geometry &g = c.g;
-  float *col = c.col;
-  const std::vector<float> xv = load(x, count(xd), g), wv = load(w, count(wd), g);
-  std::vector<float> out(count(yd));
-  const int K = g.K, CRS = g.C * g.R * g.S, PQ = g.P * g.Q;
-  for (int n = 0; n < g.N; n++) {
-    im2col(col, xv.data() + (size_t)n * g.C * g.H * g.W, g);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, K, PQ, CRS, 1.0f, wv.data(), CRS, col,
-                PQ, 0.0f, out.data() + (size_t)n * K * PQ, PQ);
-  }
-  store(y, out, g, *(const float *)alpha, *(const float *)beta);
-  return CUDNN_STATUS_SUCCESS;
+  const conv_args args{h, xd, wd, conv, yd, algo, ws, ws_bytes, x, w, y, alpha, beta};
+  return queue_conv(args, [x, w](const geometry &g, float *col) {
+    const std::vector<float> xv = load(x, x_count(g), g), wv = load(w, w_count(g), g);
+    std::vector<float> out(y_count(g));
+    const int K = g.K, CRS = g.C * g.R * g.S, PQ = g.P * g.Q;
+    for (int n = 0; n < g.N; n++) {
+      im2col(col, xv.data() + (size_t)n * g.C * g.H * g.W, g);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, K, PQ, CRS, 1.0f, wv.data(), CRS, col,
+                  PQ, 0.0f, out.data() + (size_t)n * K * PQ, PQ);
+    }
+    return out;
+  });
 }
 
 // col (C*R*S, P*Q) = w^T dy, scattered into dx, image by image.
@@ -346,21 +398,18 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha,
                                            cudnnConvolutionBwdDataAlgo_t algo, void *ws,
                                            size_t ws_bytes, const void *beta,
                                            const cudnnTensorDescriptor_t dxd, void *dx) {
-  conv_call c;
-  const cudnnStatus_t st = start(&c, h, dxd, wd, conv, dyd, algo, ws, ws_bytes);
-  if (st != CUDNN_STATUS_SUCCESS) return st;
-  const geometry &g = c.g;
-  float *col = c.col;
-  const std::vector<float> dyv = load(dy, count(dyd), g), wv = load(w, count(wd), g);
-  std::vector<float> out(count(dxd), 0.0f);
-  const int K = g.K, CRS = g.C * g.R * g.S, PQ = g.P * g.Q;
-  for (int n = 0; n < g.N; n++) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CRS, PQ, K, 1.0f, wv.data(), CRS,
-                dyv.data() + (size_t)n * K * PQ, PQ, 0.0f, col, PQ);
-    col2im(out.data() + (size_t)n * g.C * g.H * g.W, col, g);
-  }
-  store(dx, out, g, *(const float *)alpha, *(const float *)beta);
-  return CUDNN_STATUS_SUCCESS;
+  const conv_args args{h, dxd, wd, conv, dyd, algo, ws, ws_bytes, w, dy, dx, alpha, beta};
+  return queue_conv(args, [w, dy](const geometry &g, float *col) {
+    const std::vector<float> dyv = load(dy, y_count(g), g), wv = load(w, w_count(g), g);
+    std::vector<float> out(x_count(g), 0.0f);
+    const int K = g.K, CRS = g.C * g.R * g.S, PQ = g.P * g.Q;
+    for (int n = 0; n < g.N; n++) {
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CRS, PQ, K, 1.0f, wv.data(), CRS,
+                  dyv.data() + (size_t)n * K * PQ, PQ, 0.0f, col, PQ);
+      col2im(out.data() + (size_t)n * g.C * g.H * g.W, col, g);
+    }
+    return out;
+  });
 }
 
 // dw (K, C*R*S) = sum over images of dy (K, P*Q) col^T.
@@ -371,21 +420,18 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
                                              cudnnConvolutionBwdFilterAlgo_t algo, void *ws,
                                              size_t ws_bytes, const void *beta,
                                              const cudnnFilterDescriptor_t dwd, void *dw) {
-  conv_call c;
-  const cudnnStatus_t st = start(&c, h, xd, dwd, conv, dyd, algo, ws, ws_bytes);
-  if (st != CUDNN_STATUS_SUCCESS) return st;
-  const geometry &g = c.g;
-  float *col = c.col;
-  const std::vector<float> xv = load(x, count(xd), g), dyv = load(dy, count(dyd), g);
-  std::vector<float> out(count(dwd), 0.0f);
-  const int K = g.K, CRS = g.C * g.R * g.S, PQ = g.P * g.Q;
-  for (int n = 0; n < g.N; n++) {
-    im2col(col, xv.data() + (size_t)n * g.C * g.H * g.W, g);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, K, CRS, PQ, 1.0f,
-                dyv.data() + (size_t)n * K * PQ, PQ, col, PQ, 1.0f, out.data(), CRS);
-  }
-  store(dw, out, g, *(const float *)alpha, *(const float *)beta);
-  return CUDNN_STATUS_SUCCESS;
+  const conv_args args{h, xd, dwd, conv, dyd, algo, ws, ws_bytes, x, dy, dw, alpha, beta};
+  return queue_conv(args, [x, dy](const geometry &g, float *col) {
+    const std::vector<float> xv = load(x, x_count(g), g), dyv = load(dy, y_count(g), g);
+    std::vector<float> out(w_count(g), 0.0f);
+    const int K = g.K, CRS = g.C * g.R * g.S, PQ = g.P * g.Q;
+    for (int n = 0; n < g.N; n++) {
+      im2col(col, xv.data() + (size_t)n * g.C * g.H * g.W, g);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, K, CRS, PQ, 1.0f,
+                  dyv.data() + (size_t)n * K * PQ, PQ, col, PQ, 1.0f, out.data(), CRS);
+    }
+    return out;
+  });
 }
 
 } // extern "C"

@@ -6,9 +6,9 @@
 // over WORLD: the emulator is for the ranks of one host). ncclAllReduce then
 // sends every rank's buffer to group rank 0, which adds them in rank order
 // (1 and 2 ranks: bitwise a + b, as NCCL's) and sends the sum back, on
-// MPI_COMM_WORLD with a tag of the communicator's own. Every call finishes
-// before it returns; a non-blocking communicator's calls still answer
-// ncclInProgress for a poll or two (answer()).
+// MPI_COMM_WORLD with a tag of the communicator's own, once the work its
+// stream waits for has run. Every call finishes before it returns; a non-blocking communicator's
+// calls still answer ncclInProgress for a poll or two (answer()).
 #define OMPI_SKIP_MPICXX 1
 #define MPICH_SKIP_MPICXX 1
 #include "nccl.h"
@@ -146,23 +146,18 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId i
   return answer(c);
 }
 
-ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type,
-                           ncclRedOp_t op, ncclComm_t c, cudaStream_t) {
-  if (!c) return ncclInvalidArgument;
-  if (type != ncclFloat || (op != ncclSum && op != ncclAvg)) return ncclInvalidArgument;
-  if (!emu_is_device_pointer(send) || !emu_is_device_pointer(recv)) {
-    fprintf(stderr, "cuda emulator: ncclAllReduce's buffers (%p, %p) are not device memory\n", send,
-            recv);
-    return ncclInvalidArgument;
-  }
-  float *out = (float *)recv;
+namespace {
+
+// The sum, at group rank 0, in rank order; every rank gets it back.
+ncclResult_t all_reduce(const float *send, float *out, size_t count, ncclRedOp_t op,
+                        emu_nccl_comm *c) {
   if (c->rank != 0) {
-    if (transfer((float *)send, count, c, 0, true) != MPI_SUCCESS ||
+    if (transfer(const_cast<float *>(send), count, c, 0, true) != MPI_SUCCESS ||
         transfer(out, count, c, 0, false) != MPI_SUCCESS)
       return ncclSystemError;
-    return answer(c);
+    return ncclSuccess;
   }
-  if (send != recv) memmove(out, send, count * sizeof(float));
+  if (send != out) memmove(out, send, count * sizeof(float));
   std::vector<float> part(count);
   for (int r = 1; r < c->nranks; r++) {
     if (transfer(part.data(), count, c, r, false) != MPI_SUCCESS) return ncclSystemError;
@@ -172,7 +167,29 @@ ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataT
     for (size_t i = 0; i < count; i++) out[i] /= (float)c->nranks;
   for (int r = 1; r < c->nranks; r++)
     if (transfer(out, count, c, r, true) != MPI_SUCCESS) return ncclSystemError;
-  return answer(c);
+  return ncclSuccess;
+}
+
+} // namespace
+
+// Queued on the stream like any device work, then run at once with what it
+// waits for: every rank runs its collectives in program order, so the ranks
+// meet without a thread of their own.
+ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type,
+                           ncclRedOp_t op, ncclComm_t c, cudaStream_t stream) {
+  if (!c) return ncclInvalidArgument;
+  if (type != ncclFloat || (op != ncclSum && op != ncclAvg)) return ncclInvalidArgument;
+  if (!emu_is_device_pointer(send) || !emu_is_device_pointer(recv)) {
+    fprintf(stderr, "cuda emulator: ncclAllReduce's buffers (%p, %p) are not device memory\n", send,
+            recv);
+    return ncclInvalidArgument;
+  }
+  ncclResult_t result = ncclSuccess;
+  emu_enqueue(stream,
+              [&] { result = all_reduce((const float *)send, (float *)recv, count, op, c); });
+  emu_run_stream(stream);
+  if (emu_context_error() != cudaSuccess) return ncclUnhandledCudaError;
+  return result != ncclSuccess ? result : answer(c);
 }
 
 ncclResult_t ncclCommGetAsyncError(ncclComm_t c, ncclResult_t *state) {

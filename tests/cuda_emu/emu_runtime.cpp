@@ -1,21 +1,13 @@
 // The CUDA emulator's runtime API (tests/cuda_emu/README.md): one device,
-// host memory, streams and events that are done as soon as work is queued
-// (every call runs its work at once, in order). A kernel that failed
-// (cudaErrorLaunchFailure) poisons the context as on a GPU: every later
-// call that waits reports it.
+// host memory, errors (streams and events: emu_streams.cpp). A kernel that
+// failed (cudaErrorLaunchFailure) poisons the context as on a GPU: every
+// later call that waits reports it, and queued work no longer runs.
 #include "cuda_runtime.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 
 #include <map>
-
-struct emu_stream {
-  int unused;
-};
-struct emu_event {
-  int unused;
-};
 
 static cudaError_t launch_error = cudaSuccess; // cudaGetLastError's
 static cudaError_t sticky_error = cudaSuccess; // a failed kernel's, for good
@@ -32,7 +24,10 @@ extern "C" void emu_bad_pointer(const char *kernel, int arg, const void *p) {
   sticky_error = cudaErrorIllegalAddress;
 }
 
-static cudaError_t done(cudaError_t e) { return sticky_error != cudaSuccess ? sticky_error : e; }
+extern "C" cudaError_t emu_context_error(void) { return sticky_error; }
+extern "C" cudaError_t emu_done(cudaError_t e) {
+  return sticky_error != cudaSuccess ? sticky_error : e;
+}
 
 const char *cudaGetErrorName(cudaError_t e) {
   switch (e) {
@@ -67,7 +62,7 @@ const char *cudaGetErrorString(cudaError_t e) {
 cudaError_t cudaGetLastError(void) {
   const cudaError_t e = launch_error;
   launch_error = cudaSuccess;
-  return done(e);
+  return emu_done(e);
 }
 
 cudaError_t cudaRuntimeGetVersion(int *v) {
@@ -123,52 +118,16 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
   device_blocks()[(uintptr_t)*p] = bytes ? bytes : 1;
   return cudaSuccess;
 }
+// Frees after the queued work has run, as cudaFree synchronizes the device.
 cudaError_t cudaFree(void *p) {
+  emu_run_all_streams();
   if (p && !device_blocks().erase((uintptr_t)p)) return cudaErrorInvalidValue;
   free(p);
-  return done(cudaSuccess);
+  return emu_done(cudaSuccess);
 }
 
-cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
-  if ((int)kind < 0 || (int)kind > 4) return cudaErrorInvalidValue;
-  if (bytes) memmove(dst, src, bytes);
-  return done(cudaSuccess);
-}
-cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
-                            cudaStream_t) {
-  return cudaMemcpy(dst, src, bytes, kind);
-}
-cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t) {
-  if (bytes) memset(p, value, bytes);
-  return done(cudaSuccess);
-}
-
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) {
-  *s = (cudaStream_t)calloc(1, sizeof(emu_stream));
-  return *s ? cudaSuccess : cudaErrorMemoryAllocation;
-}
-cudaError_t cudaStreamCreateWithPriority(cudaStream_t *s, unsigned flags, int) {
-  return cudaStreamCreateWithFlags(s, flags);
-}
-cudaError_t cudaStreamDestroy(cudaStream_t s) {
-  free(s);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return done(cudaSuccess); }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return done(cudaSuccess); }
 cudaError_t cudaDeviceGetStreamPriorityRange(int *least, int *greatest) {
   *least = 0;
   *greatest = -5;
   return cudaSuccess;
 }
-
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) {
-  *e = (cudaEvent_t)calloc(1, sizeof(emu_event));
-  return *e ? cudaSuccess : cudaErrorMemoryAllocation;
-}
-cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  free(e);
-  return cudaSuccess;
-}
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return done(cudaSuccess); }
-cudaError_t cudaEventQuery(cudaEvent_t) { return done(cudaSuccess); }

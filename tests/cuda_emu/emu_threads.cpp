@@ -23,7 +23,6 @@
 uint3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
 
-extern "C" cudaError_t emu_take_launch_error(void);
 extern "C" void emu_set_launch_error(cudaError_t e);
 
 // Saves the callee-saved registers on the current stack, stores its pointer
@@ -256,13 +255,14 @@ extern "C" uint64_t emu_shfl_xor(uint64_t bits, int lane_mask) {
   return got;
 }
 
-extern "C" void emu_run_grid(const char *name, dim3 grid, dim3 block, size_t shmem, cudaStream_t s,
-                             emu_thread_body body, void *ctx) {
-  (void)s;
-  if (!legal_launch(grid, block, shmem)) {
-    emu_set_launch_error(cudaErrorInvalidConfiguration);
-    return;
-  }
+extern "C" int emu_launch_config_ok(dim3 grid, dim3 block, size_t shmem) {
+  if (legal_launch(grid, block, shmem)) return 1;
+  emu_set_launch_error(cudaErrorInvalidConfiguration);
+  return 0;
+}
+
+extern "C" void emu_run_grid(const char *name, dim3 grid, dim3 block, emu_thread_body body,
+                             void *ctx) {
   install_crash_report();
   running_kernel = name;
   run.body = body;

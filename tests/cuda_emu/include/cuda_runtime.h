@@ -2,8 +2,8 @@
 // CUDA's language and runtime API that src/backend/cuda uses, for C++ on the
 // CPU. Kernels run on the host, one block after another; each of a block's
 // threads is a fiber, so __syncthreads and the warp shuffles block and
-// resume them as a GPU's barriers do. Memory is host memory, streams run
-// their work at once, in order.
+// resume them as a GPU's barriers do. Memory is host memory; device work is
+// queued on streams and runs when the host waits for it (emu_streams.cpp).
 //
 // It lets CI run the CUDA backend's own kernels and launch code against the
 // CPU backend where there is no GPU. It says nothing about what only a GPU
@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <functional>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -176,15 +177,29 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = 0);
 cudaError_t cudaEventQuery(cudaEvent_t e);
+cudaError_t cudaDeviceSynchronize(void);
+
+// ---------------------------------------------------------------- streams
+// Queues device work on stream s (NULL: the legacy default stream); it runs
+// when the host waits for it (emu_streams.cpp).
+void emu_enqueue(cudaStream_t s, std::function<void()> work);
+// Runs everything queued on s so far, after what it waits for.
+void emu_run_stream(cudaStream_t s);
+extern "C" void emu_run_all_streams(void);
+// The context's error once a kernel failed (cudaSuccess before); e unless so.
+extern "C" cudaError_t emu_context_error(void);
+extern "C" cudaError_t emu_done(cudaError_t e);
 
 // ---------------------------------------------------------------- launches
 // The translator (translate.py) turns `k<<<grid, block, shmem, stream>>>(args)`
 // into `emu_launch("k", grid, block, shmem, stream, k, args)`.
 typedef void (*emu_thread_body)(void *ctx);
-// Runs body(ctx) as every thread of every block, or records
-// cudaErrorInvalidConfiguration (cudaGetLastError) for a launch a GPU refuses.
-extern "C" void emu_run_grid(const char *name, dim3 grid, dim3 block, size_t shmem, cudaStream_t s,
-                             emu_thread_body body, void *ctx);
+// Whether a GPU takes this launch; if not, records
+// cudaErrorInvalidConfiguration for cudaGetLastError.
+extern "C" int emu_launch_config_ok(dim3 grid, dim3 block, size_t shmem);
+// Runs body(ctx) as every thread of every block of a legal launch.
+extern "C" void emu_run_grid(const char *name, dim3 grid, dim3 block, emu_thread_body body,
+                             void *ctx);
 // Whether p is NULL or points into (or just past) a cudaMalloc block.
 extern "C" int emu_is_device_pointer(const void *p);
 // A kernel given a host pointer: says which, and fails the launch as a GPU's
@@ -223,8 +238,10 @@ static inline void emu_launch(const char *name, dim3 grid, dim3 block, size_t sh
   static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong argument count");
   emu_kernel_call<P...> call{kernel, std::tuple<typename std::decay<P>::type...>(
                                          static_cast<typename std::decay<P>::type>(args)...)};
-  if (call.pointers_ok(name))
-    emu_run_grid(name, grid, block, shmem, s, emu_kernel_call<P...>::run, &call);
+  if (!call.pointers_ok(name) || !emu_launch_config_ok(grid, block, shmem)) return;
+  emu_enqueue(s, [name, grid, block, call]() mutable {
+    emu_run_grid(name, grid, block, emu_kernel_call<P...>::run, &call);
+  });
 }
 
 #endif
