@@ -10,19 +10,25 @@ find_package(Python3 REQUIRED COMPONENTS Interpreter)
 
 set(a3fta_emu_dir ${CMAKE_CURRENT_LIST_DIR})
 file(GLOB a3fta_emu_cu CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/backend/cuda/*.cu
-     ${CMAKE_SOURCE_DIR}/src/dist/*.cu)
+     ${CMAKE_SOURCE_DIR}/src/backend/cuda/*.h ${CMAKE_SOURCE_DIR}/src/dist/*.cu)
 set(A3FTA_CUDA_EMU_SOURCES ${a3fta_emu_dir}/emu_threads.cpp ${a3fta_emu_dir}/emu_blas.cpp
                            ${a3fta_emu_dir}/emu_nccl.cpp)
-# Translates the .cu file `cu` into ${CMAKE_BINARY_DIR}/cuda_emu/NAME.cpp
-# and appends that to the list named `out_list`.
+# Translates the .cu file `cu` into ${CMAKE_BINARY_DIR}/cuda_emu/NAME.cpp (a
+# header: NAME.h, where the translated files' #include finds it first) and
+# appends that to the list named `out_list`.
 function(a3fta_emu_translate cu out_list)
   get_filename_component(name ${cu} NAME_WE)
-  set(out ${CMAKE_BINARY_DIR}/cuda_emu/${name}.cpp)
+  get_filename_component(ext ${cu} EXT)
+  if(ext STREQUAL ".h")
+    set(out ${CMAKE_BINARY_DIR}/cuda_emu/${name}.h)
+  else()
+    set(out ${CMAKE_BINARY_DIR}/cuda_emu/${name}.cpp)
+  endif()
   add_custom_command(OUTPUT ${out}
                      COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_BINARY_DIR}/cuda_emu
                      COMMAND Python3::Interpreter ${a3fta_emu_dir}/translate.py ${cu} ${out}
                      DEPENDS ${cu} ${a3fta_emu_dir}/translate.py
-                     COMMENT "cuda emulator: translating ${name}.cu")
+                     COMMENT "cuda emulator: translating ${name}${ext}")
   # As nvcc compiles device code: cuda_runtime.h included first, the device
   # branches (__CUDA_ARCH__), and a * b + c fused into an FMA wherever the
   # intrinsics do not forbid it.

@@ -2,7 +2,8 @@
 // runs on the calling thread, its GPU threads as fibers with their own
 // stacks. A fiber runs until it finishes or reaches a barrier
 // (__syncthreads, or a warp's shuffle); a barrier opens when every live
-// thread of its block (or warp) waits there. Threads that wait at different
+// thread of its block (or warp) waits there. Between block barriers, each
+// warp runs as far as it can before the next starts. Threads that wait at different
 // barriers that can never open are a kernel bug: the launch fails with
 // cudaErrorLaunchFailure and a message naming the kernel.
 #include "cuda_runtime.h"
@@ -12,6 +13,8 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include <unordered_map>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define EMU_ASAN 1
@@ -178,23 +181,22 @@ void resume(int i) {
 #endif
 }
 
-// Opens the barriers whose threads have all arrived; false when none can.
-bool open_barriers() {
-  bool opened = false;
-  for (int w = 0; w * 32 < run.n; w++) {
-    const int end = (w + 1) * 32 < run.n ? (w + 1) * 32 : run.n;
-    int waiting = 0, live = 0;
-    for (int i = w * 32; i < end; i++) {
-      live += run.f[i].state != FINISHED;
-      waiting += run.f[i].state == AT_WARP_BARRIER;
-    }
-    if (waiting && waiting == live) {
-      for (int i = w * 32; i < end; i++)
-        if (run.f[i].state == AT_WARP_BARRIER) run.f[i].state = RUNNABLE;
-      opened = true;
-    }
+// Opens warp w's shuffle barrier if every live lane of it waits there.
+bool open_warp_barrier(int w) {
+  const int end = (w + 1) * 32 < run.n ? (w + 1) * 32 : run.n;
+  int waiting = 0, live = 0;
+  for (int i = w * 32; i < end; i++) {
+    live += run.f[i].state != FINISHED;
+    waiting += run.f[i].state == AT_WARP_BARRIER;
   }
-  if (opened) return true;
+  if (!waiting || waiting != live) return false;
+  for (int i = w * 32; i < end; i++)
+    if (run.f[i].state == AT_WARP_BARRIER) run.f[i].state = RUNNABLE;
+  return true;
+}
+
+// Opens the block barrier if every live thread waits there.
+bool open_block_barrier() {
   int waiting = 0, live = 0;
   for (int i = 0; i < run.n; i++) {
     live += run.f[i].state != FINISHED;
@@ -206,22 +208,54 @@ bool open_barriers() {
   return true;
 }
 
-// Runs one block to its end; false when its threads are stuck.
+// A3FTA_EMU_THREADS=reverse runs the blocks of a grid, the warps of a block
+// and the lanes of a warp last first (a GPU promises no order): a read of a
+// value another thread writes with no barrier between them sees it in one
+// of the two orders and not in the other.
+bool in_reverse() {
+  static const int on = [] {
+    const char *v = getenv("A3FTA_EMU_THREADS");
+    if (!v || !*v || !strcmp(v, "forward")) return 0;
+    if (!strcmp(v, "reverse")) return 1;
+    fprintf(stderr, "cuda emulator: A3FTA_EMU_THREADS=%s: use forward or reverse\n", v);
+    abort();
+  }();
+  return on != 0;
+}
+
+// Runs warp w as far as it goes alone: to the block barrier, its end, or a
+// stuck shuffle. Warps thus run ahead of each other, as on a GPU, and a
+// warp that writes shared memory others still read before the next
+// __syncthreads shows. True if any of its threads ran.
+bool run_warp(int w) {
+  const int first = w * 32, lanes = (w + 1) * 32 < run.n ? 32 : run.n - first;
+  bool any = false;
+  for (;;) {
+    bool ran = false;
+    for (int k = 0; k < lanes; k++) {
+      const int i = first + (in_reverse() ? lanes - 1 - k : k);
+      if (run.f[i].state != RUNNABLE) continue;
+      resume(i);
+      ran = true;
+    }
+    any = any || ran;
+    if (!ran && !open_warp_barrier(w)) return any;
+  }
+}
+
+// Runs one block to its end, warp by warp between block barriers; false
+// when its threads are stuck.
 bool run_block(dim3 block) {
   run.n = (int)(block.x * block.y * block.z);
   for (int i = 0; i < run.n; i++) {
     const unsigned x = i % block.x, y = (i / block.x) % block.y, z = i / (block.x * block.y);
     start_fiber(i, uint3{x, y, z});
   }
+  const int warps = (run.n + 31) / 32;
   for (;;) {
     bool ran = false;
-    for (int i = 0; i < run.n; i++) {
-      if (run.f[i].state != RUNNABLE) continue;
-      resume(i);
-      ran = true;
-    }
-    if (ran) continue;
-    if (open_barriers()) continue;
+    for (int k = 0; k < warps; k++) ran = run_warp(in_reverse() ? warps - 1 - k : k) || ran;
+    if (ran || open_block_barrier()) continue;
     for (int i = 0; i < run.n; i++)
       if (run.f[i].state != FINISHED) return false;
     return true;
@@ -235,6 +269,21 @@ bool legal_launch(dim3 g, dim3 b, size_t shmem) {
 }
 
 } // namespace
+
+// The block running now, counted over all launches (emu_fresh_shared).
+static uint64_t block_serial = 0;
+
+// The first thread of a block to reach a __shared__ declaration fills the
+// array with NaNs: every thread reaches its declaration before it writes
+// there, so nothing of this block is lost, and a read of a slot this block
+// never wrote shows, where the static would still hold the last block's.
+extern "C" void emu_fresh_shared(void *p, size_t bytes) {
+  static std::unordered_map<void *, uint64_t> filled_in; // array -> block
+  uint64_t &serial = filled_in[p];
+  if (serial == block_serial) return;
+  serial = block_serial;
+  memset(p, 0xff, bytes);
+}
 
 extern "C" void emu_syncthreads(void) {
   run.f[run.cur].state = AT_BLOCK_BARRIER;
@@ -269,19 +318,22 @@ extern "C" void emu_run_grid(const char *name, dim3 grid, dim3 block, emu_thread
   run.ctx = ctx;
   gridDim = grid;
   blockDim = block;
-  for (unsigned z = 0; z < grid.z; z++)
-    for (unsigned y = 0; y < grid.y; y++)
-      for (unsigned x = 0; x < grid.x; x++) {
-        blockIdx = uint3{x, y, z};
-        if (!run_block(block)) {
-          fprintf(stderr,
-                  "cuda emulator: kernel %s, block (%u,%u,%u): threads wait at barriers that "
-                  "can never open (a __syncthreads or shuffle not reached by all)\n",
-                  name, x, y, z);
-          emu_set_launch_error(cudaErrorLaunchFailure);
-          running_kernel = NULL;
-          return;
-        }
-      }
+  const unsigned long long blocks = (unsigned long long)grid.x * grid.y * grid.z;
+  for (unsigned long long k = 0; k < blocks; k++) {
+    const unsigned long long b = in_reverse() ? blocks - 1 - k : k;
+    const unsigned x = (unsigned)(b % grid.x), y = (unsigned)(b / grid.x % grid.y),
+                   z = (unsigned)(b / grid.x / grid.y);
+    blockIdx = uint3{x, y, z};
+    block_serial++;
+    if (!run_block(block)) {
+      fprintf(stderr,
+              "cuda emulator: kernel %s, block (%u,%u,%u): threads wait at barriers that "
+              "can never open (a __syncthreads or shuffle not reached by all)\n",
+              name, x, y, z);
+      emu_set_launch_error(cudaErrorLaunchFailure);
+      running_kernel = NULL;
+      return;
+    }
+  }
   running_kernel = NULL;
 }

@@ -6,10 +6,15 @@ Writes a .cu file as C++ for the emulator: each launch
 becomes
     emu_launch("kernel", grid, block, shmem, stream, kernel, args)
 keeping every newline, and a `#line` puts the compiler's messages on the
-.cu file's lines.
+.cu file's lines. Each `__shared__` declaration is followed, on its line, by
+    emu_fresh_shared(&name, sizeof name);
+so that every block starts with that memory full of NaNs, as nothing on a
+GPU promises what a block's shared memory holds before it writes it.
 Nothing else changes: the emulator's headers give the rest its meaning.
+Headers with device code (cuda_internal.h) are translated too, into the
+directory of the translated .cpp files, where their #include finds them first.
 
-usage: translate.py IN.cu OUT.cpp
+usage: translate.py IN.cu OUT.cpp   or   translate.py IN.h OUT.h
 """
 import re
 import sys
@@ -67,7 +72,16 @@ def kernel_start(text, end):
     return i
 
 
-def translate(text):
+SHARED = re.compile(r"__shared__\s[^;{}()=]*?\b(\w+)\s*(?:\[[^\];]*\]\s*)*;")
+
+
+def fresh_shared(text):
+    """Each __shared__ declaration, then its refill with NaNs per block."""
+    return SHARED.sub(lambda m: "%s emu_fresh_shared(&%s, sizeof %s);"
+                      % (m.group(0), m.group(1), m.group(1)), text)
+
+
+def translate_launches(text):
     out, pos = [], 0
     while True:
         at = text.find("<<<", pos)
@@ -103,7 +117,7 @@ def main():
         text = f.read()
     with open(dst, "w") as f:
         f.write('#line 1 "%s"\n' % src)
-        f.write(translate(text))
+        f.write(fresh_shared(translate_launches(text)))
 
 
 if __name__ == "__main__":

@@ -27,8 +27,11 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-// Blocks run one at a time, so one static per declaration is each block's.
+// Blocks run one at a time, so one static per declaration is each block's;
+// translate.py follows each declaration with emu_fresh_shared, which fills it
+// with NaNs once per block.
 #define __shared__ static
+extern "C" void emu_fresh_shared(void *p, size_t bytes);
 #define __launch_bounds__(...)
 
 // ---------------------------------------------------------------- vector types
