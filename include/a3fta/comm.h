@@ -163,8 +163,10 @@ a3_status a3_grad_comm_finish(a3_grad_comm *c, float *grads) A3_WARN_UNUSED;
 // before settle (a copy would wait with no limit) nor queue much (CUDA
 // blocks a launch when about a thousand are pending, again with no limit).
 a3_status a3_grad_comm_settle(a3_grad_comm *c) A3_WARN_UNUSED;
-// NULL is fine. Destroying it with sums in flight (after an error) leaks
-// their buffers rather than free memory MPI may still write.
+// NULL is fine. Destroying it with sums in flight (after an error): MPI
+// leaks their buffers rather than free memory MPI may still write; NCCL
+// keeps its device buffers until the queued work has drained, and a later
+// create or free of a sum frees them then.
 void a3_grad_comm_free(a3_grad_comm *c);
 
 const a3_grad_buckets *a3_grad_comm_buckets(const a3_grad_comm *c);

@@ -497,9 +497,55 @@ void free_device_side(nccl_impl *im, int n_buckets) {
   if (im->chunks) cudaFree(im->chunks);
 }
 
+// The device side of sums freed with work queued (after an abort): the work
+// may still use it, and freeing now would wait for the device, perhaps for
+// ever. Each is freed by a later create or free of a sum once its stream
+// has drained (its `done` event, recorded again behind that work), so that
+// a sweep that goes on after aborted sums does not lose their memory.
+struct abandoned_sum {
+  nccl_impl *im;
+  int n_buckets;
+  abandoned_sum *next;
+};
+abandoned_sum *abandoned = NULL;
+
+void free_impl(nccl_impl *im, int n_buckets) {
+  free_device_side(im, n_buckets);
+  free(im->sent);
+  free(im);
+}
+
+void reap_abandoned() {
+  for (abandoned_sum **p = &abandoned; *p;) {
+    abandoned_sum *a = *p;
+    if (cudaEventQuery(a->im->done) != cudaSuccess) { // queued still, or the device failed
+      p = &a->next;
+      continue;
+    }
+    free_impl(a->im, a->n_buckets);
+    *p = a->next;
+    free(a);
+  }
+}
+
+// Keeps im until its stream's queued work has run (else it is lost).
+void abandon(nccl_impl *im, int n_buckets) {
+  abandoned_sum *a = (abandoned_sum *)calloc(1, sizeof *a);
+  if (!a || cudaEventRecord(im->done, im->stream) != cudaSuccess) {
+    free(a);
+    a3_debug("NCCL gradient sum freed with work queued; its device buffers are lost");
+    free(im->sent);
+    free(im);
+    return;
+  }
+  a3_debug("NCCL gradient sum freed with work queued; its device buffers wait for that work");
+  *a = abandoned_sum{im, n_buckets, abandoned};
+  abandoned = a;
+}
+
 // In order (every sum settled): the communicator stays for the next sum.
 // With NCCL work queued and not settled (after an error): it is aborted,
-// and the device buffers are kept, as queued work may still use them.
+// and the device side waits for the queued work (abandon).
 void nccl_destroy(a3_grad_comm *c, bool in_flight) {
   nccl_impl *im = (nccl_impl *)c->impl;
   if (!im) return;
@@ -514,12 +560,11 @@ void nccl_destroy(a3_grad_comm *c, bool in_flight) {
   im->link = NULL;
   release_link(im->fresh, 0.0); // unused: the idle link was taken over, or setup failed
   if (in_flight)
-    a3_debug("NCCL gradient sum freed with work queued; keeping its device buffers");
+    abandon(im, c->b.n_buckets);
   else
-    free_device_side(im, c->b.n_buckets);
-  free(im->sent);
-  free(im);
+    free_impl(im, c->b.n_buckets);
   c->impl = NULL;
+  reap_abandoned();
 }
 
 const a3_grad_comm_ops nccl_ops = {"nccl",        nccl_start,  nccl_progress,
@@ -532,6 +577,7 @@ extern "C" a3_status a3_grad_comm_create_nccl(MPI_Comm comm, const a3_backend *b
                                               size_t bucket_bytes, double timeout_s,
                                               a3_grad_comm **out) {
   *out = NULL;
+  reap_abandoned();
   a3_grad_comm *c = NULL;
   // Local setup first, agreed on, so that no rank waits in NCCL's collective
   // creation for one that will never come; then the creation, agreed on.

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,8 @@ struct emu_nccl_comm {
   int nranks, rank, tag;
   int blocking;
   int in_progress;        // non-blocking: polls that still answer ncclInProgress
+  bool gone;              // destroyed or aborted: its queued collectives do nothing
+  ncclResult_t async;     // a queued collective's failure (ncclCommGetAsyncError)
   std::vector<int> world; // each group rank's rank in MPI_COMM_WORLD
   std::string dir;
 };
@@ -78,10 +81,14 @@ bool meet(emu_nccl_comm *c) {
   return false;
 }
 
+// A communicator gone stays allocated until exit: collectives still queued
+// on a stream (behind a stall, after an abort) hold it.
 void leave(emu_nccl_comm *c) {
+  static std::vector<std::unique_ptr<emu_nccl_comm>> gone;
   unlink(rank_file(c->dir, c->rank).c_str());
   rmdir(c->dir.c_str()); // the last one out removes it
-  delete c;
+  c->gone = true;
+  gone.emplace_back(c);
 }
 
 // n floats from / to a group rank, in messages MPI's int counts can hold.
@@ -174,7 +181,8 @@ ncclResult_t all_reduce(const float *send, float *out, size_t count, ncclRedOp_t
 
 // Queued on the stream like any device work, then run at once with what it
 // waits for: every rank runs its collectives in program order, so the ranks
-// meet without a thread of their own.
+// meet without a thread of their own. Behind a stall (emu_stall_stream) it
+// stays queued, in flight, until a wait runs it or the communicator goes.
 ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type,
                            ncclRedOp_t op, ncclComm_t c, cudaStream_t stream) {
   if (!c) return ncclInvalidArgument;
@@ -184,17 +192,19 @@ ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataT
             recv);
     return ncclInvalidArgument;
   }
-  ncclResult_t result = ncclSuccess;
-  emu_enqueue(stream,
-              [&] { result = all_reduce((const float *)send, (float *)recv, count, op, c); });
-  emu_run_stream(stream);
+  emu_enqueue(stream, [=] {
+    if (c->gone) return;
+    const ncclResult_t r = all_reduce((const float *)send, (float *)recv, count, op, c);
+    if (r != ncclSuccess && c->async == ncclSuccess) c->async = r;
+  });
+  emu_try_run_stream(stream);
   if (emu_context_error() != cudaSuccess) return ncclUnhandledCudaError;
-  return result != ncclSuccess ? result : answer(c);
+  return c->async != ncclSuccess ? c->async : answer(c);
 }
 
 ncclResult_t ncclCommGetAsyncError(ncclComm_t c, ncclResult_t *state) {
   if (!c) return ncclInvalidArgument;
-  *state = c->in_progress > 0 ? ncclInProgress : ncclSuccess;
+  *state = c->async != ncclSuccess ? c->async : c->in_progress > 0 ? ncclInProgress : ncclSuccess;
   if (c->in_progress > 0) c->in_progress--;
   return ncclSuccess;
 }

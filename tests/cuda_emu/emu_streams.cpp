@@ -9,7 +9,10 @@
 // dependency between them runs in whichever order the host's waits imply,
 // not program order: a missing cudaStreamWaitEvent reads values not yet
 // written, or overwrites values not yet read, and the tests see it.
-// A3FTA_EMU_STREAMS picks the order, as any GPU might run it:
+// emu_stall_stream holds a stream back for a while, as long work would: a
+// host wait for it sleeps, a query answers cudaErrorNotReady, and what
+// waits for it (a collective too) stays queued - so a watchdog sees work in
+// flight. A3FTA_EMU_STREAMS picks the order, as any GPU might run it:
 //   lazy (default)  run only what the host waits for, and what it waits for;
 //   others-first    run every other stream's queue first, then that;
 //   sync            run each item when queued (program order, for bisecting).
@@ -19,6 +22,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include <deque>
 #include <memory>
@@ -30,6 +34,7 @@ struct queued_item {
   std::function<void()> work; // empty: an event's mark, or a wait only
   emu_stream *after;          // the item runs once `after` has run through after_seq
   uint64_t after_seq;
+  double stall_until; // and not before this time (now_s; 0: at once)
 };
 } // namespace
 
@@ -73,8 +78,15 @@ order stream_order() {
   return o;
 }
 
-uint64_t push(emu_stream *s, std::function<void()> work, emu_stream *after, uint64_t after_seq) {
-  s->queue.push_back(queued_item{++last_seq, std::move(work), after, after_seq});
+double now_s() {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+uint64_t push(emu_stream *s, std::function<void()> work, emu_stream *after, uint64_t after_seq,
+              double stall_until = 0.0) {
+  s->queue.push_back(queued_item{++last_seq, std::move(work), after, after_seq, stall_until});
   s->queued = last_seq;
   return last_seq;
 }
@@ -90,32 +102,48 @@ void legacy_waits(emu_stream *s) {
   }
 }
 
-// Runs s's items up to number seq, each after what it waits for. Items of
-// a failed context are dropped, as a GPU drops them.
-void run_through(emu_stream *s, uint64_t seq) {
-  while (!s->queue.empty() && s->queue.front().seq <= seq) {
-    queued_item it = std::move(s->queue.front());
-    s->queue.pop_front();
-    if (it.after) run_through(it.after, it.after_seq);
-    if (it.work && emu_context_error() == cudaSuccess) it.work();
-    s->done = it.seq;
+// Holds the caller until `until` (now_s).
+void sleep_until(double until) {
+  for (double left = until - now_s(); left > 0; left = until - now_s()) {
+    const struct timespec t = {(time_t)left, (long)((left - (double)(time_t)left) * 1e9)};
+    nanosleep(&t, NULL);
   }
 }
 
-// The host waits for s's item seq: run it, in the chosen order.
-void wait_for(emu_stream *s, uint64_t seq) {
-  if (stream_order() == OTHERS_FIRST) {
-    if (s != &legacy_stream) run_through(&legacy_stream, legacy_stream.queued);
-    for (const std::unique_ptr<emu_stream> &t : all_streams())
-      if (t.get() != s) run_through(t.get(), t->queued);
+// Runs s's items up to number seq, each after what it waits for (an item's
+// waits name only earlier items, so this ends). A stalled item holds its
+// stream: with `block` this sleeps until its time, else it stops there.
+// Items of a failed context are dropped, as a GPU drops them. True once
+// item seq has run.
+bool run_through(emu_stream *s, uint64_t seq, bool block) {
+  while (!s->queue.empty() && s->queue.front().seq <= seq) {
+    const queued_item &front = s->queue.front();
+    if (front.after && !run_through(front.after, front.after_seq, block)) return false;
+    if (front.stall_until > now_s() && !block) return false;
+    sleep_until(front.stall_until);
+    queued_item it = std::move(s->queue.front());
+    s->queue.pop_front();
+    if (it.work && emu_context_error() == cudaSuccess) it.work();
+    s->done = it.seq;
   }
-  run_through(s, seq);
+  return s->done >= seq;
+}
+
+// The host waits for s's item seq: run it, in the chosen order (the other
+// streams first only as far as they go without sleeping).
+bool wait_for(emu_stream *s, uint64_t seq, bool block) {
+  if (stream_order() == OTHERS_FIRST) {
+    if (s != &legacy_stream) run_through(&legacy_stream, legacy_stream.queued, false);
+    for (const std::unique_ptr<emu_stream> &t : all_streams())
+      if (t.get() != s) run_through(t.get(), t->queued, false);
+  }
+  return run_through(s, seq, block);
 }
 
 uint64_t enqueue(emu_stream *s, std::function<void()> work) {
   legacy_waits(s);
   const uint64_t seq = push(s, std::move(work), NULL, 0);
-  if (stream_order() == SYNC) run_through(s, seq);
+  if (stream_order() == SYNC) run_through(s, seq, true);
   return seq;
 }
 
@@ -150,7 +178,7 @@ cudaError_t copy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, 
     enqueue(s, [dst, taken] { memcpy(dst, taken.data(), taken.size()); });
   } else {
     const uint64_t seq = enqueue(s, [dst, src, bytes] { memmove(dst, src, bytes); });
-    if (kind == cudaMemcpyDeviceToHost) wait_for(s, seq);
+    if (kind == cudaMemcpyDeviceToHost) wait_for(s, seq, true);
   }
   return emu_done(cudaSuccess);
 }
@@ -163,12 +191,23 @@ void emu_enqueue(cudaStream_t s, std::function<void()> work) {
 
 void emu_run_stream(cudaStream_t s) {
   emu_stream *t = resolve(s);
-  wait_for(t, t->queued);
+  wait_for(t, t->queued, true);
+}
+
+bool emu_try_run_stream(cudaStream_t s) {
+  emu_stream *t = resolve(s);
+  return wait_for(t, t->queued, false);
 }
 
 extern "C" void emu_run_all_streams(void) {
-  run_through(&legacy_stream, legacy_stream.queued);
-  for (const std::unique_ptr<emu_stream> &t : all_streams()) run_through(t.get(), t->queued);
+  run_through(&legacy_stream, legacy_stream.queued, true);
+  for (const std::unique_ptr<emu_stream> &t : all_streams()) run_through(t.get(), t->queued, true);
+}
+
+extern "C" void emu_stall_stream(cudaStream_t s, double seconds) {
+  emu_stream *t = resolve(s);
+  legacy_waits(t);
+  push(t, {}, NULL, 0, now_s() + seconds);
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
@@ -239,6 +278,6 @@ cudaError_t cudaEventQuery(cudaEvent_t e) {
     e->polled = e->seq;
     return cudaErrorNotReady;
   }
-  wait_for(e->stream, e->seq);
-  return emu_done(cudaSuccess);
+  const bool ran = wait_for(e->stream, e->seq, false);
+  return emu_done(ran ? cudaSuccess : cudaErrorNotReady);
 }

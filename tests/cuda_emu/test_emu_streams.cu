@@ -2,13 +2,15 @@
 // work on two streams with no wait between them runs out of program order
 // under A3FTA_EMU_STREAMS=lazy (a reader sees a write not yet done) and
 // others-first (a reader sees a later write), and in program order under
-// sync; with an event wait, every order gives the right value. Without this,
+// sync; with an event wait, every order gives the right value; a stall
+// (emu_stall_stream) holds its stream. Without this,
 // a change that made the emulator run work at once would silently stop the
 // NCCL tests from seeing a missing cudaStreamWaitEvent.
 //
 // usage: test_emu_streams    (the order from A3FTA_EMU_STREAMS, default lazy)
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "test_util.h"
 
@@ -97,6 +99,22 @@ int main() {
   copy_kernel<<<1, 1, 0, blocking>>>(y, x);
   CHECK(cudaStreamSynchronize(blocking) == cudaSuccess);
   CHECK_MSG(read_back(y) == 5.0f, "blocking stream after cudaMemcpy: %g", read_back(y));
+
+  // A stall holds the stream: queries answer cudaErrorNotReady, work behind
+  // it waits, and a synchronize sleeps through it (sync: the launch does).
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  emu_stall_stream(a, 0.3);
+  set_kernel<<<1, 1, 0, a>>>(x, 6.0f);
+  CHECK(cudaEventRecord(written, a) == cudaSuccess);
+  for (int poll = 0; poll < 3 && o != SYNC; poll++)
+    CHECK(cudaEventQuery(written) == cudaErrorNotReady);
+  CHECK(cudaStreamSynchronize(a) == cudaSuccess);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  const double slept = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+  CHECK_MSG(slept >= 0.3, "the stall lasted %.3f s", slept);
+  CHECK(cudaEventQuery(written) == cudaSuccess);
+  CHECK_MSG(read_back(x) == 6.0f, "after the stall: %g", read_back(x));
 
   CHECK(cudaFree(x) == cudaSuccess && cudaFree(y) == cudaSuccess);
   CHECK(cudaEventDestroy(written) == cudaSuccess);

@@ -31,7 +31,9 @@
 //        sums can start: finish returns at once, and settle times out on
 //        every rank, aborts, returns A3_ERR_CUDA naming rank, host, bucket
 //        and parallel.nccl_timeout_s; a new communicator (not the aborted
-//        one) then sums correctly.
+//        one) then sums correctly. (On the CUDA emulator, tests/cuda_emu, the
+//        compute stream is held back 8 s instead of the GEMMs, and the
+//        emulator's single device takes any number of ranks.)
 //   test_cuda_nccl --peer-missing   (2+ ranks on GPUs; tests/gpu/run.sh) rank
 //     1 never starts its sums: rank 0's watchdog must abort the MPI job
 //     (A3FTA_ABORT_GRACE_S after its 2 s limit): this program exits non-zero
@@ -512,29 +514,46 @@ static void check_one_size(sum_env *g, a3_grad_comm *c, size_t bucket) {
 }
 
 // Work for the compute stream: fp32 GEMMs of 8192^3 (~20 ms each on an
-// H100). The buffers outlive the work (cudaFree would wait for it).
+// H100); on the emulator, the stream held back as long (tests/cuda_emu).
+// The buffers outlive the work (cudaFree would wait for it).
+#ifdef A3FTA_CUDA_EMU
+enum { BUSY_D = 64 };
+void emu_stall_stream(void *stream, double seconds);
+static void keep_busy(const a3_backend *be, float *busy[3]) {
+  (void)busy;
+  emu_stall_stream(a3_backend_cuda_stream(be), 8.0);
+}
+#else
 enum { BUSY_D = 8192, BUSY_GEMMS = 400 };
+static void keep_busy(const a3_backend *be, float *busy[3]) {
+  for (int i = 0; i < BUSY_GEMMS; i++)
+    be->ops->linear_forward(be, busy[2], busy[0], busy[1], NULL, BUSY_D, BUSY_D, BUSY_D);
+}
+#endif
 
+// The sums go to busy[3], not g->d_g: the aborted communicator's stream
+// still unpacks into them once the busy work ends, while the fresh one uses
+// g->d_g.
 static void check_watchdog(sum_env *g) {
   const a3_backend *be = g->be;
-  float *busy[3] = {NULL, NULL, NULL};
+  float *busy[4] = {NULL, NULL, NULL, NULL};
   for (int i = 0; i < 3; i++)
     CHECK(be->ops->alloc(be, (void **)&busy[i], (size_t)BUSY_D * BUSY_D * sizeof(float)) == A3_OK);
+  CHECK(be->ops->alloc(be, (void **)&busy[3], bytes_of(g)) == A3_OK);
   a3_grad_comm *c = NULL;
   const double limit = 2.0;
   CHECK(a3_grad_comm_create_nccl(MPI_COMM_WORLD, be, g->l.p, g->l.n, 4096, limit, &c) == A3_OK);
-  if (!c || !busy[0] || !busy[1] || !busy[2]) {
-    for (int i = 0; i < 3; i++) be->ops->release(be, busy[i]);
+  if (!c || !busy[0] || !busy[1] || !busy[2] || !busy[3]) {
+    for (int i = 0; i < 4; i++) be->ops->release(be, busy[i]);
     a3_grad_comm_free(c);
     return;
   }
   fill(&g->l, g->host, ALL, true);
-  CHECK(be->ops->upload(be, g->d_g, g->host, bytes_of(g)) == A3_OK);
+  CHECK(be->ops->upload(be, busy[3], g->host, bytes_of(g)) == A3_OK);
   const double t0 = now_s();
-  for (int i = 0; i < BUSY_GEMMS; i++)
-    be->ops->linear_forward(be, busy[2], busy[0], busy[1], NULL, BUSY_D, BUSY_D, BUSY_D);
+  keep_busy(be, busy);
   a3_error_clear();
-  a3_status s = a3_grad_comm_finish(c, g->d_g); // queues: no wait
+  a3_status s = a3_grad_comm_finish(c, busy[3]); // queues: no wait
   CHECK_MSG(s == A3_OK && now_s() - t0 < limit, "finish: status %d after %.1f s: %s", (int)s,
             now_s() - t0, a3_error_message());
   if (s == A3_OK) s = a3_grad_comm_settle(c);
@@ -551,12 +570,12 @@ static void check_watchdog(sum_env *g) {
   CHECK_MSG(waited >= limit && waited < limit + 30.0, "the watchdog fired after %.1f s", waited);
   if (rank == 0) fprintf(stderr, "watchdog: fired after %.2f s: %s\n", waited, a3_error_message());
   a3_error_clear();
-  a3_grad_comm_free(c); // in flight: its device buffers are kept
+  a3_grad_comm_free(c); // in flight: its device side waits for the queued work
   const a3_status drained = be->ops->synchronize(be);
   CHECK_MSG(drained == A3_OK, "the compute stream after the abort: %s", a3_error_message());
   if (rank == 0) fprintf(stderr, "watchdog: the busy work ended after %.2f s\n", now_s() - t0);
   a3_error_clear();
-  for (int i = 0; i < 3; i++) be->ops->release(be, busy[i]);
+  for (int i = 0; i < 4; i++) be->ops->release(be, busy[i]);
   // The GPU and NCCL still work: a fresh communicator sums.
   a3_grad_comm *fresh = NULL;
   CHECK(a3_grad_comm_create_nccl(MPI_COMM_WORLD, be, g->l.p, g->l.n, 4096, 60.0, &fresh) == A3_OK);
@@ -661,11 +680,7 @@ static int gpu_checks(void) {
     check_sums(&g, true);
     check_rejoin(&g);
     check_trainer_gpu();
-    // The emulator runs every kernel and collective before the call returns:
-    // nothing is ever in flight for the watchdog to time out.
-    if (on_emulator && rank == 0)
-      fprintf(stderr, "SKIPPED on the CUDA emulator: check 3 (the watchdog)\n");
-    if (!on_emulator) check_watchdog(&g); // last: it leaves an aborted communicator's buffers
+    check_watchdog(&g); // last: it leaves an aborted communicator behind
   }
   close_gpu(&g);
   return rc;

@@ -186,8 +186,13 @@ cudaError_t cudaDeviceSynchronize(void);
 // Queues device work on stream s (NULL: the legacy default stream); it runs
 // when the host waits for it (emu_streams.cpp).
 void emu_enqueue(cudaStream_t s, std::function<void()> work);
-// Runs everything queued on s so far, after what it waits for.
+// Runs everything queued on s so far, after what it waits for (sleeping
+// through stalls); or, trying, as far as it goes without sleeping: true if
+// all of it ran.
 void emu_run_stream(cudaStream_t s);
+bool emu_try_run_stream(cudaStream_t s);
+// Holds s back for `seconds` from now, as long work queued there would.
+extern "C" void emu_stall_stream(cudaStream_t s, double seconds);
 extern "C" void emu_run_all_streams(void);
 // The context's error once a kernel failed (cudaSuccess before); e unless so.
 extern "C" cudaError_t emu_context_error(void);
