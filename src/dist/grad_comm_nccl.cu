@@ -498,10 +498,11 @@ void free_device_side(nccl_impl *im, int n_buckets) {
 }
 
 // The device side of sums freed with work queued (after an abort): the work
-// may still use it, and freeing now would wait for the device, perhaps for
-// ever. Each is freed by a later create or free of a sum once its stream
-// has drained (its `done` event, recorded again behind that work), so that
-// a sweep that goes on after aborted sums does not lose their memory.
+// may still use it, and cudaFree would wait for it, perhaps for ever. Each
+// is freed by a later create or free of a sum once its own stream has
+// drained (its `done` event, recorded again behind that work), so that a
+// sweep that goes on after aborted sums does not lose their memory. (That
+// cudaFree still waits for the rest of the device, as every cudaFree does.)
 struct abandoned_sum {
   nccl_impl *im;
   int n_buckets;

@@ -7,8 +7,10 @@
 // sends every rank's buffer to group rank 0, which adds them in rank order
 // (1 and 2 ranks: bitwise a + b, as NCCL's) and sends the sum back, on
 // MPI_COMM_WORLD with a tag of the communicator's own, once the work its
-// stream waits for has run. Every call finishes before it returns; a non-blocking communicator's
-// calls still answer ncclInProgress for a poll or two (answer()).
+// stream waits for has run (behind a stall it stays queued; a communicator
+// finalized or aborted drops what is still queued, unlike NCCL's finalize,
+// which flushes it). A non-blocking communicator's calls still answer
+// ncclInProgress for a poll or two (answer()).
 #define OMPI_SKIP_MPICXX 1
 #define MPICH_SKIP_MPICXX 1
 #include "nccl.h"

@@ -165,6 +165,7 @@ cudaError_t copy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, 
   if ((int)kind < 0 || (int)kind > 4) return cudaErrorInvalidValue;
   if (kind == cudaMemcpyDefault) kind = infer_kind(dst, src);
   if (bytes == 0) return emu_done(cudaSuccess);
+  if (!dst || !src) return cudaErrorInvalidValue;
   if ((!is_host_side(kind, true) && !emu_is_device_pointer(src)) ||
       (!is_host_side(kind, false) && !emu_is_device_pointer(dst))) {
     fprintf(stderr, "cuda emulator: cudaMemcpy kind %d from %p to %p: not device memory\n",
@@ -219,7 +220,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
 }
 cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s) {
   if (bytes == 0) return emu_done(cudaSuccess);
-  if (!emu_is_device_pointer(p)) return cudaErrorInvalidValue;
+  if (!p || !emu_is_device_pointer(p)) return cudaErrorInvalidValue;
   enqueue(resolve(s), [p, value, bytes] { memset(p, value, bytes); });
   return emu_done(cudaSuccess);
 }

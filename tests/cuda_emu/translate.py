@@ -72,13 +72,18 @@ def kernel_start(text, end):
     return i
 
 
-SHARED = re.compile(r"__shared__\s[^;{}()=]*?\b(\w+)\s*(?:\[[^\];]*\]\s*)*;")
+# A statement that starts with __shared__: one declarator, on one line.
+SHARED = re.compile(r"^([ \t]*__shared__\s[^;{}()=,\n]*?\b(\w+)\s*(?:\[[^\];\n]*\]\s*)*;)", re.M)
+ANY_SHARED = re.compile(r"^[ \t]*(?:extern\s+)?__shared__\b", re.M)
 
 
 def fresh_shared(text):
     """Each __shared__ declaration, then its refill with NaNs per block."""
+    if len(ANY_SHARED.findall(text)) != len(SHARED.findall(text)):
+        raise SystemExit("translate.py: a __shared__ declaration it cannot follow (one "
+                         "declarator, on one line, no extern, initialiser or attribute)")
     return SHARED.sub(lambda m: "%s emu_fresh_shared(&%s, sizeof %s);"
-                      % (m.group(0), m.group(1), m.group(1)), text)
+                      % (m.group(1), m.group(2), m.group(2)), text)
 
 
 def translate_launches(text):

@@ -1,9 +1,9 @@
 // The CUDA emulator's NCCL (tests/cuda_emu/README.md): the calls
 // src/dist/grad_comm_nccl.cu makes, over MPI point-to-point messages between
-// the ranks of one host. Every call finishes its work before it returns (a
-// non-blocking communicator's still answer ncclInProgress for a poll or
-// two), so a missing peer blocks instead of timing out: the watchdog's
-// timeouts can only be checked on a GPU.
+// the ranks of one host. A collective is queued on its stream and run as
+// soon as what it waits for has run (emu_nccl.cpp); behind a stall
+// (emu_stall_stream) it stays in flight, so the watchdog can time it out.
+// A peer that never joins still blocks the host call instead of timing out.
 #ifndef A3FTA_CUDA_EMU_NCCL_H
 #define A3FTA_CUDA_EMU_NCCL_H
 
