@@ -510,10 +510,14 @@ struct abandoned_sum {
 };
 abandoned_sum *abandoned = NULL;
 
-void free_impl(nccl_impl *im, int n_buckets) {
-  free_device_side(im, n_buckets);
+void free_host_side(nccl_impl *im) {
   free(im->sent);
   free(im);
+}
+
+void free_impl(nccl_impl *im, int n_buckets) {
+  free_device_side(im, n_buckets);
+  free_host_side(im);
 }
 
 void reap_abandoned() {
@@ -535,8 +539,7 @@ void abandon(nccl_impl *im, int n_buckets) {
   if (!a || cudaEventRecord(im->done, im->stream) != cudaSuccess) {
     free(a);
     a3_debug("NCCL gradient sum freed with work queued; its device buffers are lost");
-    free(im->sent);
-    free(im);
+    free_host_side(im);
     return;
   }
   a3_debug("NCCL gradient sum freed with work queued; its device buffers wait for that work");

@@ -181,30 +181,17 @@ void resume(int i) {
 #endif
 }
 
-// Opens warp w's shuffle barrier if every live lane of it waits there.
-bool open_warp_barrier(int w) {
-  const int end = (w + 1) * 32 < run.n ? (w + 1) * 32 : run.n;
+// Opens the barrier `at` of threads first..end-1 (a warp's shuffle, or the
+// block's __syncthreads) if every live one of them waits there.
+bool open_barrier(int first, int end, fiber_state at) {
   int waiting = 0, live = 0;
-  for (int i = w * 32; i < end; i++) {
+  for (int i = first; i < end; i++) {
     live += run.f[i].state != FINISHED;
-    waiting += run.f[i].state == AT_WARP_BARRIER;
+    waiting += run.f[i].state == at;
   }
   if (!waiting || waiting != live) return false;
-  for (int i = w * 32; i < end; i++)
-    if (run.f[i].state == AT_WARP_BARRIER) run.f[i].state = RUNNABLE;
-  return true;
-}
-
-// Opens the block barrier if every live thread waits there.
-bool open_block_barrier() {
-  int waiting = 0, live = 0;
-  for (int i = 0; i < run.n; i++) {
-    live += run.f[i].state != FINISHED;
-    waiting += run.f[i].state == AT_BLOCK_BARRIER;
-  }
-  if (!waiting || waiting != live) return false;
-  for (int i = 0; i < run.n; i++)
-    if (run.f[i].state == AT_BLOCK_BARRIER) run.f[i].state = RUNNABLE;
+  for (int i = first; i < end; i++)
+    if (run.f[i].state == at) run.f[i].state = RUNNABLE;
   return true;
 }
 
@@ -223,6 +210,9 @@ bool in_reverse() {
   return on != 0;
 }
 
+// The k-th of n (blocks, warps or lanes) to run.
+long long nth(long long k, long long n) { return in_reverse() ? n - 1 - k : k; }
+
 // Runs warp w as far as it goes alone: to the block barrier, its end, or a
 // stuck shuffle. Warps thus run ahead of each other, as on a GPU, and a
 // warp that writes shared memory others still read before the next
@@ -233,13 +223,13 @@ bool run_warp(int w) {
   for (;;) {
     bool ran = false;
     for (int k = 0; k < lanes; k++) {
-      const int i = first + (in_reverse() ? lanes - 1 - k : k);
+      const int i = first + (int)nth(k, lanes);
       if (run.f[i].state != RUNNABLE) continue;
       resume(i);
       ran = true;
     }
     any = any || ran;
-    if (!ran && !open_warp_barrier(w)) return any;
+    if (!ran && !open_barrier(first, first + lanes, AT_WARP_BARRIER)) return any;
   }
 }
 
@@ -254,8 +244,8 @@ bool run_block(dim3 block) {
   const int warps = (run.n + 31) / 32;
   for (;;) {
     bool ran = false;
-    for (int k = 0; k < warps; k++) ran = run_warp(in_reverse() ? warps - 1 - k : k) || ran;
-    if (ran || open_block_barrier()) continue;
+    for (int k = 0; k < warps; k++) ran = run_warp((int)nth(k, warps)) || ran;
+    if (ran || open_barrier(0, run.n, AT_BLOCK_BARRIER)) continue;
     for (int i = 0; i < run.n; i++)
       if (run.f[i].state != FINISHED) return false;
     return true;
@@ -318,9 +308,9 @@ extern "C" void emu_run_grid(const char *name, dim3 grid, dim3 block, emu_thread
   run.ctx = ctx;
   gridDim = grid;
   blockDim = block;
-  const unsigned long long blocks = (unsigned long long)grid.x * grid.y * grid.z;
-  for (unsigned long long k = 0; k < blocks; k++) {
-    const unsigned long long b = in_reverse() ? blocks - 1 - k : k;
+  const long long blocks = (long long)grid.x * grid.y * grid.z; // < 2^63 (legal_launch)
+  for (long long k = 0; k < blocks; k++) {
+    const long long b = nth(k, blocks);
     const unsigned x = (unsigned)(b % grid.x), y = (unsigned)(b / grid.x % grid.y),
                    z = (unsigned)(b / grid.x / grid.y);
     blockIdx = uint3{x, y, z};
