@@ -3,14 +3,20 @@
 // A communicator is found by its unique id: each rank writes its rank in
 // MPI_COMM_WORLD to a file of a directory named after the id, in TMPDIR, and
 // waits for the others' (so groups of any shape form without a collective
-// over WORLD: the emulator is for the ranks of one host). ncclAllReduce then
-// sends every rank's buffer to group rank 0, which adds them in rank order
-// (1 and 2 ranks: bitwise a + b, as NCCL's) and sends the sum back, on
-// MPI_COMM_WORLD with a tag of the communicator's own, once the work its
-// stream waits for has run (behind a stall it stays queued; a communicator
-// finalized or aborted drops what is still queued, unlike NCCL's finalize,
-// which flushes it). A non-blocking communicator's calls still answer
-// ncclInProgress for a poll or two (answer()).
+// over WORLD: the emulator is for the ranks of one host); the group then
+// makes an MPI communicator of its own (MPI_Comm_create_group). An
+// ncclAllReduce is queued on its stream like any device work; once what it
+// waits for has run, it starts an MPI_Iallreduce of a copy of its input,
+// and its stream stays held until that has finished, as a GPU's stream
+// stays in the NCCL kernel until the peers come. MPI, not the host,
+// progresses it: a rank inside any MPI call (a barrier, say) still does its
+// part, as a GPU does while its host is busy elsewhere. So a peer that never
+// comes leaves the sum in flight: a host wait for it hangs, and a query
+// answers cudaErrorNotReady, which is what a watchdog must catch. A
+// communicator finalized or aborted drops what is still queued (unlike
+// NCCL's finalize, which flushes it) and abandons a sum in flight. A
+// non-blocking communicator's calls still answer ncclInProgress for a poll
+// or two (answer()).
 #define OMPI_SKIP_MPICXX 1
 #define MPICH_SKIP_MPICXX 1
 #include "nccl.h"
@@ -19,6 +25,7 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -34,7 +41,9 @@ struct emu_nccl_comm {
   int in_progress;        // non-blocking: polls that still answer ncclInProgress
   bool gone;              // destroyed or aborted: its queued collectives do nothing
   ncclResult_t async;     // a queued collective's failure (ncclCommGetAsyncError)
+  int in_flight;          // sums started and not finished
   std::vector<int> world; // each group rank's rank in MPI_COMM_WORLD
+  MPI_Comm mpi;           // the group's own (MPI_COMM_NULL until it met)
   std::string dir;
 };
 
@@ -83,28 +92,29 @@ bool meet(emu_nccl_comm *c) {
   return false;
 }
 
+// The group's MPI communicator, its ranks in group-rank order.
+bool make_group_comm(emu_nccl_comm *c) {
+  MPI_Group world_group, group;
+  MPI_Comm_group(MPI_COMM_WORLD, &world_group);
+  int rc = MPI_Group_incl(world_group, c->nranks, c->world.data(), &group);
+  if (rc == MPI_SUCCESS) {
+    rc = MPI_Comm_create_group(MPI_COMM_WORLD, group, c->tag, &c->mpi);
+    MPI_Group_free(&group);
+  }
+  MPI_Group_free(&world_group);
+  return rc == MPI_SUCCESS;
+}
+
 // A communicator gone stays allocated until exit: collectives still queued
-// on a stream (behind a stall, after an abort) hold it.
+// on a stream (behind a stall, after an abort) hold it. Its MPI communicator
+// is kept too while a sum on it is in flight (MPI cannot cancel one).
 void leave(emu_nccl_comm *c) {
   static std::vector<std::unique_ptr<emu_nccl_comm>> gone;
   unlink(rank_file(c->dir, c->rank).c_str());
   rmdir(c->dir.c_str()); // the last one out removes it
+  if (c->mpi != MPI_COMM_NULL && c->in_flight == 0) MPI_Comm_free(&c->mpi);
   c->gone = true;
   gone.emplace_back(c);
-}
-
-// n floats from / to a group rank, in messages MPI's int counts can hold.
-enum { CHUNK = 1 << 28 };
-int transfer(float *buf, size_t n, const emu_nccl_comm *c, int peer, bool send) {
-  for (size_t at = 0; at < n; at += CHUNK) {
-    const int k = (int)(n - at < (size_t)CHUNK ? n - at : (size_t)CHUNK);
-    const int rc =
-        send ? MPI_Send(buf + at, k, MPI_FLOAT, c->world[(size_t)peer], c->tag, MPI_COMM_WORLD)
-             : MPI_Recv(buf + at, k, MPI_FLOAT, c->world[(size_t)peer], c->tag, MPI_COMM_WORLD,
-                        MPI_STATUS_IGNORE);
-    if (rc != MPI_SUCCESS) return rc;
-  }
-  return MPI_SUCCESS;
 }
 
 // A non-blocking communicator's call answers ncclInProgress, and the next
@@ -138,6 +148,7 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId i
   *comm = NULL;
   if (nranks < 1 || rank < 0 || rank >= nranks) return ncclInvalidArgument;
   emu_nccl_comm *c = new emu_nccl_comm{};
+  c->mpi = MPI_COMM_NULL;
   c->nranks = nranks;
   c->rank = rank;
   const uint64_t h = id_hash(id);
@@ -146,7 +157,7 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId i
   char name[64];
   snprintf(name, sizeof name, "/a3fta-emu-nccl-%016llx", (unsigned long long)h);
   c->dir = std::string(tmp && *tmp ? tmp : "/tmp") + name;
-  if (!meet(c)) {
+  if (!meet(c) || !make_group_comm(c)) {
     leave(c);
     return ncclSystemError;
   }
@@ -157,34 +168,64 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId i
 
 namespace {
 
-// The sum, at group rank 0, in rank order; every rank gets it back.
-ncclResult_t all_reduce(const float *send, float *out, size_t count, ncclRedOp_t op,
-                        emu_nccl_comm *c) {
-  if (c->rank != 0) {
-    if (transfer(const_cast<float *>(send), count, c, 0, true) != MPI_SUCCESS ||
-        transfer(out, count, c, 0, false) != MPI_SUCCESS)
-      return ncclSystemError;
-    return ncclSuccess;
+// One sum in flight: MPI reads and writes buffers of its own, so that an
+// abandoned sum never touches device memory freed since.
+struct sum_in_flight {
+  std::vector<float> sum; // the input, summed in place
+  std::vector<MPI_Request> requests;
+};
+
+// Sums abandoned in flight (their communicator aborted): MPI may still
+// write into them, so they live until exit.
+std::vector<std::shared_ptr<sum_in_flight>> &abandoned_sums() {
+  static std::vector<std::shared_ptr<sum_in_flight>> sums;
+  return sums;
+}
+
+// Starts the sum of send's count floats over the group, in pieces MPI's
+// int counts can hold.
+void start_sum(sum_in_flight *f, const float *send, size_t count, emu_nccl_comm *c) {
+  enum { PIECE = 1 << 28 };
+  f->sum.assign(send, send + count);
+  for (size_t at = 0; at < count; at += PIECE) {
+    const int k = (int)(count - at < (size_t)PIECE ? count - at : (size_t)PIECE);
+    MPI_Request r;
+    if (MPI_Iallreduce(MPI_IN_PLACE, f->sum.data() + at, k, MPI_FLOAT, MPI_SUM, c->mpi, &r) !=
+        MPI_SUCCESS) {
+      if (c->async == ncclSuccess) c->async = ncclSystemError;
+      break;
+    }
+    f->requests.push_back(r);
   }
-  if (send != out) memmove(out, send, count * sizeof(float));
-  std::vector<float> part(count);
-  for (int r = 1; r < c->nranks; r++) {
-    if (transfer(part.data(), count, c, r, false) != MPI_SUCCESS) return ncclSystemError;
-    for (size_t i = 0; i < count; i++) out[i] += part[i];
+  if (!f->requests.empty()) c->in_flight++;
+}
+
+// True once the sum is in recv (or abandoned, its communicator gone).
+bool sum_finished(const std::shared_ptr<sum_in_flight> &f, float *recv, ncclRedOp_t op,
+                  emu_nccl_comm *c) {
+  if (f->requests.empty()) return true; // never started: gone first, or failed
+  if (c->gone) {
+    abandoned_sums().push_back(f);
+    return true;
   }
+  int done = 0;
+  if (MPI_Testall((int)f->requests.size(), f->requests.data(), &done, MPI_STATUSES_IGNORE) !=
+      MPI_SUCCESS) {
+    if (c->async == ncclSuccess) c->async = ncclSystemError;
+    done = 1;
+  }
+  if (!done) return false;
+  c->in_flight--;
   if (op == ncclAvg)
-    for (size_t i = 0; i < count; i++) out[i] /= (float)c->nranks;
-  for (int r = 1; r < c->nranks; r++)
-    if (transfer(out, count, c, r, true) != MPI_SUCCESS) return ncclSystemError;
-  return ncclSuccess;
+    for (float &x : f->sum) x /= (float)c->nranks;
+  memcpy(recv, f->sum.data(), f->sum.size() * sizeof(float));
+  return true;
 }
 
 } // namespace
 
-// Queued on the stream like any device work, then run at once with what it
-// waits for: every rank runs its collectives in program order, so the ranks
-// meet without a thread of their own. Behind a stall (emu_stall_stream) it
-// stays queued, in flight, until a wait runs it or the communicator goes.
+// Queued on the stream like any device work and started at once if nothing
+// holds it; the stream then stays held until every peer has summed.
 ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type,
                            ncclRedOp_t op, ncclComm_t c, cudaStream_t stream) {
   if (!c) return ncclInvalidArgument;
@@ -194,11 +235,13 @@ ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataT
             recv);
     return ncclInvalidArgument;
   }
-  emu_enqueue(stream, [=] {
-    if (c->gone) return;
-    const ncclResult_t r = all_reduce((const float *)send, (float *)recv, count, op, c);
-    if (r != ncclSuccess && c->async == ncclSuccess) c->async = r;
-  });
+  std::shared_ptr<sum_in_flight> f = std::make_shared<sum_in_flight>();
+  emu_enqueue_polled(
+      stream,
+      [=] {
+        if (!c->gone) start_sum(f.get(), (const float *)send, count, c);
+      },
+      [=] { return sum_finished(f, (float *)recv, op, c); });
   emu_try_run_stream(stream);
   if (emu_context_error() != cudaSuccess) return ncclUnhandledCudaError;
   return c->async != ncclSuccess ? c->async : answer(c);

@@ -2,7 +2,7 @@
 // work (kernels, copies, memsets, GEMMs, convolutions) is queued on its
 // stream and runs only when the host must see it: a stream or device
 // synchronization, an event query, a copy to the host, cudaFree, or a
-// collective (which runs when queued, so that ranks meet in program order).
+// collective (which starts when queued, so that ranks meet in program order).
 // A stream then runs its queue in order, and before each item whatever that
 // item waits for on other streams (cudaStreamWaitEvent, and the legacy
 // default stream's implicit waits). So work on two streams with no
@@ -12,7 +12,9 @@
 // emu_stall_stream holds a stream back for a while, as long work would: a
 // host wait for it sleeps, a query answers cudaErrorNotReady, and what
 // waits for it (a collective too) stays queued - so a watchdog sees work in
-// flight. A3FTA_EMU_STREAMS picks the order, as any GPU might run it:
+// flight. A polled item (emu_enqueue_polled: a collective) holds its stream
+// the same way from its start until its peers have come.
+// A3FTA_EMU_STREAMS picks the order, as any GPU might run it:
 //   lazy (default)  run only what the host waits for, and what it waits for;
 //   others-first    run every other stream's queue first, then that;
 //   sync            run each item when queued (program order, for bisecting).
@@ -31,8 +33,10 @@
 namespace {
 struct queued_item {
   uint64_t seq;
-  std::function<void()> work; // empty: an event's mark, or a wait only
-  emu_stream *after;          // the item runs once `after` has run through after_seq
+  std::function<void()> work;     // empty: an event's mark, or a wait only
+  std::function<bool()> finished; // empty: done once work ran; else polled until true
+  bool started;                   // work ran (a polled item waits for `finished`)
+  emu_stream *after;              // the item runs once `after` has run through after_seq
   uint64_t after_seq;
   double stall_until; // and not before this time (now_s; 0: at once)
 };
@@ -85,8 +89,9 @@ double now_s() {
 }
 
 uint64_t push(emu_stream *s, std::function<void()> work, emu_stream *after, uint64_t after_seq,
-              double stall_until = 0.0) {
-  s->queue.push_back(queued_item{++last_seq, std::move(work), after, after_seq, stall_until});
+              double stall_until = 0.0, std::function<bool()> finished = {}) {
+  s->queue.push_back(queued_item{++last_seq, std::move(work), std::move(finished), false, after,
+                                 after_seq, stall_until});
   s->queued = last_seq;
   return last_seq;
 }
@@ -110,21 +115,38 @@ void sleep_until(double until) {
   }
 }
 
+// Starts an item's work once, then, for a polled one, asks whether it has
+// finished: with `block` until it has (a collective whose peers never come
+// hangs here, as its kernel would on a GPU). Items of a failed context are
+// dropped, as a GPU drops them.
+bool start_and_finish(queued_item &it, bool block) {
+  if (emu_context_error() != cudaSuccess) return true;
+  if (!it.started) {
+    it.started = true;
+    if (it.work) it.work();
+  }
+  if (!it.finished) return true;
+  const struct timespec pause = {0, 100000};
+  while (!it.finished()) {
+    if (!block) return false;
+    nanosleep(&pause, NULL);
+  }
+  return true;
+}
+
 // Runs s's items up to number seq, each after what it waits for (an item's
-// waits name only earlier items, so this ends). A stalled item holds its
-// stream: with `block` this sleeps until its time, else it stops there.
-// Items of a failed context are dropped, as a GPU drops them. True once
-// item seq has run.
+// waits name only earlier items, so this ends). A stalled item, or a polled
+// one not finished, holds its stream: with `block` this waits for it, else
+// it stops there. True once item seq has run.
 bool run_through(emu_stream *s, uint64_t seq, bool block) {
   while (!s->queue.empty() && s->queue.front().seq <= seq) {
-    const queued_item &front = s->queue.front();
+    queued_item &front = s->queue.front();
     if (front.after && !run_through(front.after, front.after_seq, block)) return false;
     if (front.stall_until > now_s() && !block) return false;
     sleep_until(front.stall_until);
-    queued_item it = std::move(s->queue.front());
+    if (!start_and_finish(s->queue.front(), block)) return false;
+    s->done = s->queue.front().seq;
     s->queue.pop_front();
-    if (it.work && emu_context_error() == cudaSuccess) it.work();
-    s->done = it.seq;
   }
   return s->done >= seq;
 }
@@ -140,9 +162,9 @@ bool wait_for(emu_stream *s, uint64_t seq, bool block) {
   return run_through(s, seq, block);
 }
 
-uint64_t enqueue(emu_stream *s, std::function<void()> work) {
+uint64_t enqueue(emu_stream *s, std::function<void()> work, std::function<bool()> finished = {}) {
   legacy_waits(s);
-  const uint64_t seq = push(s, std::move(work), NULL, 0);
+  const uint64_t seq = push(s, std::move(work), NULL, 0, 0.0, std::move(finished));
   if (stream_order() == SYNC) run_through(s, seq, true);
   return seq;
 }
@@ -188,6 +210,11 @@ cudaError_t copy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, 
 
 void emu_enqueue(cudaStream_t s, std::function<void()> work) {
   enqueue(resolve(s), std::move(work));
+}
+
+void emu_enqueue_polled(cudaStream_t s, std::function<void()> start,
+                        std::function<bool()> finished) {
+  enqueue(resolve(s), std::move(start), std::move(finished));
 }
 
 void emu_run_stream(cudaStream_t s) {

@@ -34,8 +34,9 @@
 //        one) then sums correctly. (On the CUDA emulator, tests/cuda_emu, the
 //        compute stream is held back 8 s instead of the GEMMs, and the
 //        emulator's single device takes any number of ranks.)
-//   test_cuda_nccl --peer-missing   (2+ ranks on GPUs; tests/gpu/run.sh) rank
-//     1 never starts its sums: rank 0's watchdog must abort the MPI job
+//   test_cuda_nccl --peer-missing   (2 ranks, through peer_missing_check.sh:
+//     tests/gpu/run.sh on 2+ GPUs, CTest on the CUDA emulator) rank 1 never
+//     starts its sums: rank 0's watchdog must abort the MPI job
 //     (A3FTA_ABORT_GRACE_S after its 2 s limit): this program exits non-zero
 //     and the log says "aborting the MPI job"; exit 3 if it ever returns.
 #define _POSIX_C_SOURCE 200809L

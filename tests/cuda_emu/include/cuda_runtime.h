@@ -186,6 +186,11 @@ cudaError_t cudaDeviceSynchronize(void);
 // Queues device work on stream s (NULL: the legacy default stream); it runs
 // when the host waits for it (emu_streams.cpp).
 void emu_enqueue(cudaStream_t s, std::function<void()> work);
+// Queues work that goes on after it starts (a collective waiting for its
+// peers): `start` runs once, then the stream stays held until `finished`
+// answers true; a host wait for it polls, a query answers cudaErrorNotReady.
+void emu_enqueue_polled(cudaStream_t s, std::function<void()> start,
+                        std::function<bool()> finished);
 // Runs everything queued on s so far, after what it waits for (sleeping
 // through stalls); or, trying, as far as it goes without sleeping: true if
 // all of it ran.
