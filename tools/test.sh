@@ -49,7 +49,7 @@ if [ "$fast" = 0 ]; then
   if cmake -S . -B build-emu -DA3FTA_WERROR=ON -DA3FTA_SANITIZE=ON -DA3FTA_CUDA=OFF \
        -DA3FTA_CUDA_EMU=ON >build-emu.configure.log 2>&1 &&
      cmake --build build-emu -j"$(nproc)" --target test_cuda_ops test_cuda_unet test_cuda_sample a3fta \
-       trainer_make_dataset test_trainer_train test_cuda_nccl test_emu_streams \
+       trainer_make_dataset test_trainer_train test_cuda_nccl test_emu_streams test_emu_barriers \
        >build-emu.build.log 2>&1; then
     step "ctest in build-emu"
     ctest --test-dir build-emu --output-on-failure -j"$(nproc)" -L emu "${ctest_args[@]}" || failed=1

@@ -3,14 +3,18 @@
 // stacks. A fiber runs until it finishes or reaches a barrier
 // (__syncthreads, or a warp's shuffle); a barrier opens when every live
 // thread of its block (or warp) waits there. Between block barriers, each
-// warp runs as far as it can before the next starts. Threads that wait at different
-// barriers that can never open are a kernel bug: the launch fails with
-// cudaErrorLaunchFailure and a message naming the kernel.
+// warp runs as far as it can before the next starts. Barriers that can
+// never open are a kernel bug, and so are threads of one block that wait at
+// two different __syncthreads (the CUDA guide leaves that undefined: a GPU
+// may well count them as one barrier; compute-sanitizer's synccheck reports
+// it): the launch fails with cudaErrorLaunchFailure and a message naming
+// the kernel, and for the latter both places.
 #include "cuda_runtime.h"
 
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -62,7 +66,9 @@ struct fiber {
   char *stack; // lowest usable byte (a guard page lies below)
   fiber_state state;
   uint3 tid;
-  uint64_t shfl; // the value this lane offers to its warp's shuffle
+  uint64_t shfl;            // the value this lane offers to its warp's shuffle
+  const char *barrier_file; // the __syncthreads it waits at
+  int barrier_line;
   void *fake_stack;
 };
 
@@ -181,15 +187,29 @@ void resume(int i) {
 #endif
 }
 
+// The first two threads of the block waiting at different __syncthreads
+// (-1: none do): a block barrier never opens for them.
+int divergent[2] = {-1, -1};
+
+bool same_barrier(const fiber &a, const fiber &b) {
+  return a.barrier_line == b.barrier_line && !strcmp(a.barrier_file, b.barrier_file);
+}
+
 // Opens the barrier `at` of threads first..end-1 (a warp's shuffle, or the
-// block's __syncthreads) if every live one of them waits there.
+// block's __syncthreads) if every live one of them waits there (and, for
+// __syncthreads, at the same one).
 bool open_barrier(int first, int end, fiber_state at) {
-  int waiting = 0, live = 0;
+  int waiting = 0, live = 0, one = -1;
   for (int i = first; i < end; i++) {
     live += run.f[i].state != FINISHED;
-    waiting += run.f[i].state == at;
+    if (run.f[i].state != at) continue;
+    waiting++;
+    if (at != AT_BLOCK_BARRIER) continue;
+    if (one < 0) one = i;
+    if (!same_barrier(run.f[one], run.f[i]) && divergent[0] < 0)
+      divergent[0] = one, divergent[1] = i;
   }
-  if (!waiting || waiting != live) return false;
+  if (!waiting || waiting != live || divergent[0] >= 0) return false;
   for (int i = first; i < end; i++)
     if (run.f[i].state == at) run.f[i].state = RUNNABLE;
   return true;
@@ -275,7 +295,9 @@ extern "C" void emu_fresh_shared(void *p, size_t bytes) {
   memset(p, 0xff, bytes);
 }
 
-extern "C" void emu_syncthreads(void) {
+extern "C" void emu_syncthreads(const char *file, int line) {
+  run.f[run.cur].barrier_file = file;
+  run.f[run.cur].barrier_line = line;
   run.f[run.cur].state = AT_BLOCK_BARRIER;
   to_scheduler(false);
 }
@@ -300,6 +322,16 @@ extern "C" int emu_launch_config_ok(dim3 grid, dim3 block, size_t shmem) {
   return 0;
 }
 
+static void report_divergent(const char *kernel) {
+  const fiber &a = run.f[divergent[0]], &b = run.f[divergent[1]];
+  fprintf(stderr,
+          "cuda emulator: kernel %s, block (%u,%u,%u): threads wait at different __syncthreads: "
+          "thread (%u,%u,%u) at %s:%d, thread (%u,%u,%u) at %s:%d (every thread of a block must "
+          "reach the same one)\n",
+          kernel, blockIdx.x, blockIdx.y, blockIdx.z, a.tid.x, a.tid.y, a.tid.z, a.barrier_file,
+          a.barrier_line, b.tid.x, b.tid.y, b.tid.z, b.barrier_file, b.barrier_line);
+}
+
 extern "C" void emu_run_grid(const char *name, dim3 grid, dim3 block, emu_thread_body body,
                              void *ctx) {
   install_crash_report();
@@ -315,11 +347,15 @@ extern "C" void emu_run_grid(const char *name, dim3 grid, dim3 block, emu_thread
                    z = (unsigned)(b / grid.x / grid.y);
     blockIdx = uint3{x, y, z};
     block_serial++;
+    divergent[0] = divergent[1] = -1;
     if (!run_block(block)) {
-      fprintf(stderr,
-              "cuda emulator: kernel %s, block (%u,%u,%u): threads wait at barriers that "
-              "can never open (a __syncthreads or shuffle not reached by all)\n",
-              name, x, y, z);
+      if (divergent[0] >= 0)
+        report_divergent(name);
+      else
+        fprintf(stderr,
+                "cuda emulator: kernel %s, block (%u,%u,%u): threads wait at barriers that "
+                "can never open (a __syncthreads or shuffle not reached by all)\n",
+                name, x, y, z);
       emu_set_launch_error(cudaErrorLaunchFailure);
       running_kernel = NULL;
       return;

@@ -53,16 +53,16 @@ extern dim3 blockDim, gridDim;
 enum { warpSize = 32 };
 
 // ---------------------------------------------------------------- barriers
-extern "C" void emu_syncthreads(void);
+extern "C" void emu_syncthreads(const char *file, int line); // the __syncthreads' place
 // The value of lane (this lane ^ lane_mask) of the warp.
 extern "C" uint64_t emu_shfl_xor(uint64_t bits, int lane_mask);
 // The memory clobber: values other threads stored before the barrier are
 // read again, not kept in registers.
-static inline void emu_block_barrier(void) {
-  emu_syncthreads();
+static inline void emu_block_barrier(const char *file, int line) {
+  emu_syncthreads(file, line);
   __asm__ __volatile__("" ::: "memory");
 }
-#define __syncthreads() emu_block_barrier()
+#define __syncthreads() emu_block_barrier(__FILE__, __LINE__)
 
 template <typename T> static inline T __shfl_xor_sync(unsigned, T v, int lane_mask, int = 32) {
   static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
