@@ -4,10 +4,19 @@
 // later call that waits reports it, and queued work no longer runs.
 #include "cuda_runtime.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include <map>
+
+#if defined(__SANITIZE_ADDRESS__)
+// libasan's (GCC 12 ships no header for it): whether p is a live heap block.
+extern "C" int __sanitizer_get_ownership(const volatile void *p);
+#define EMU_HEAP_KNOWN 1
+#else
+#define EMU_HEAP_KNOWN 0
+#endif
 
 static cudaError_t launch_error = cudaSuccess; // cudaGetLastError's
 static cudaError_t sticky_error = cudaSuccess; // a failed kernel's, for good
@@ -17,11 +26,50 @@ extern "C" void emu_set_launch_error(cudaError_t e) {
   if (e == cudaErrorLaunchFailure) sticky_error = e;
 }
 
+// A GPU faults on a host address, for good.
+static void illegal_address(void) {
+  if (launch_error == cudaSuccess) launch_error = cudaErrorIllegalAddress;
+  sticky_error = cudaErrorIllegalAddress;
+}
+
 extern "C" void emu_bad_pointer(const char *kernel, int arg, const void *p) {
   fprintf(stderr, "cuda emulator: kernel %s, argument %d: %p is not device memory (cudaMalloc)\n",
           kernel, arg, p);
-  if (launch_error == cudaSuccess) launch_error = cudaErrorIllegalAddress;
-  sticky_error = cudaErrorIllegalAddress;
+  illegal_address();
+}
+
+// Whether w points into the calling thread's stack.
+static bool on_host_stack(uintptr_t w) {
+  pthread_attr_t a;
+  void *low = NULL;
+  size_t size = 0;
+  if (pthread_getattr_np(pthread_self(), &a) != 0) return false;
+  pthread_attr_getstack(&a, &low, &size);
+  pthread_attr_destroy(&a);
+  return w >= (uintptr_t)low && w < (uintptr_t)low + size;
+}
+
+static bool host_pointer(uintptr_t w) {
+  if (!w || emu_is_device_pointer((const void *)w)) return false;
+#if EMU_HEAP_KNOWN
+  if (__sanitizer_get_ownership((const void *)w)) return true;
+#endif
+  return on_host_stack(w);
+}
+
+extern "C" int emu_struct_ok(const char *kernel, int arg, const void *v, size_t bytes) {
+  for (size_t at = 0; at + sizeof(uintptr_t) <= bytes; at += sizeof(uintptr_t)) {
+    uintptr_t w;
+    memcpy(&w, (const char *)v + at, sizeof w);
+    if (!host_pointer(w)) continue;
+    fprintf(stderr,
+            "cuda emulator: kernel %s, argument %d (a struct), bytes %zu..%zu: %p is host "
+            "memory, not device memory (cudaMalloc)\n",
+            kernel, arg, at, at + sizeof w - 1, (void *)w);
+    illegal_address();
+    return 0;
+  }
+  return 1;
 }
 
 extern "C" cudaError_t emu_context_error(void) { return sticky_error; }

@@ -219,12 +219,19 @@ extern "C" int emu_is_device_pointer(const void *p);
 // illegal address would (cudaErrorIllegalAddress, for good).
 extern "C" void emu_bad_pointer(const char *kernel, int arg, const void *p);
 
+// Whether a struct argument's pointer-aligned words hold no host pointer: a
+// block of the host heap (only in ASan builds, whose allocator knows its
+// blocks) or the host thread's stack; if one does, as emu_bad_pointer.
+extern "C" int emu_struct_ok(const char *kernel, int arg, const void *v, size_t bytes);
+
 template <typename T> static inline int emu_arg_ok(const char *kernel, int arg, const T &v) {
   if constexpr (std::is_pointer<T>::value) {
     if (!emu_is_device_pointer((const void *)v)) {
       emu_bad_pointer(kernel, arg, (const void *)v);
       return 0;
     }
+  } else if constexpr (std::is_class<T>::value && alignof(T) >= alignof(void *)) {
+    return emu_struct_ok(kernel, arg, &v, sizeof v);
   }
   return 1;
 }
