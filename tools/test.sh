@@ -50,6 +50,7 @@ if [ "$fast" = 0 ]; then
        -DA3FTA_CUDA_EMU=ON >build-emu.configure.log 2>&1 &&
      cmake --build build-emu -j"$(nproc)" --target test_cuda_ops test_cuda_unet test_cuda_sample a3fta \
        trainer_make_dataset test_trainer_train test_cuda_nccl test_emu_streams test_emu_barriers \
+       a3fta_bench_step \
        >build-emu.build.log 2>&1; then
     step "ctest in build-emu"
     ctest --test-dir build-emu --output-on-failure -j"$(nproc)" -L emu "${ctest_args[@]}" || failed=1

@@ -33,7 +33,7 @@
 namespace {
 struct queued_item {
   uint64_t seq;
-  std::function<void()> work;     // empty: an event's mark, or a wait only
+  std::function<void()> work;     // empty: a wait only, or a stall
   std::function<bool()> finished; // empty: done once work ran; else polled until true
   bool started;                   // work ran (a polled item waits for `finished`)
   emu_stream *after;              // the item runs once `after` has run through after_seq
@@ -51,7 +51,9 @@ struct emu_stream {
 struct emu_event {
   emu_stream *stream; // of the last cudaEventRecord (NULL: never recorded)
   uint64_t seq;
-  uint64_t polled; // the record a query already answered cudaErrorNotReady for
+  uint64_t polled;                // the record a query already answered cudaErrorNotReady for
+  bool timing;                    // not cudaEventDisableTiming
+  std::shared_ptr<double> ran_at; // when the last record ran (now_s; < 0: not yet)
 };
 
 namespace {
@@ -282,10 +284,11 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
   return emu_done(cudaSuccess);
 }
 
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) {
-  *e = new emu_event{NULL, 0, 0};
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
+  *e = new emu_event{NULL, 0, 0, (flags & cudaEventDisableTiming) == 0, NULL};
   return cudaSuccess;
 }
+cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
   delete e;
   return cudaSuccess;
@@ -293,7 +296,21 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!e) return cudaErrorInvalidResourceHandle;
   e->stream = resolve(s);
-  e->seq = enqueue(e->stream, {});
+  std::shared_ptr<double> at = std::make_shared<double>(-1.0); // the work may outlive e
+  e->ran_at = at;
+  e->seq = enqueue(e->stream, [at] { *at = now_s(); });
+  return emu_done(cudaSuccess);
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  if (!e) return cudaErrorInvalidResourceHandle;
+  if (e->stream) wait_for(e->stream, e->seq, true);
+  return emu_done(cudaSuccess);
+}
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t stop) {
+  if (!ms || !start || !stop || !start->timing || !stop->timing || !start->ran_at || !stop->ran_at)
+    return cudaErrorInvalidResourceHandle;
+  if (*start->ran_at < 0 || *stop->ran_at < 0) return emu_done(cudaErrorNotReady);
+  *ms = (float)(1e3 * (*stop->ran_at - *start->ran_at));
   return emu_done(cudaSuccess);
 }
 // Work not yet run answers cudaErrorNotReady once per record, so callers'

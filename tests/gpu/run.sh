@@ -26,7 +26,9 @@
 # A3FTA_CONV=im2col (one repetition; A3FTA_GPU_BENCH_IM2COL=0 skips it), both
 # SKIPPED without a python3 holding
 # torch with CUDA; then one traced cifar step whose cuDNN plan goes to
-# OUTDIR/conv-trace.txt (the row counts the directions on cuDNN). All output goes to
+# OUTDIR/conv-trace.txt (the row counts the directions on cuDNN); the fp32
+# cuDNN-backward comparison; and a per-op GPU profile of the cifar full bf16
+# step (OUTDIR/op-profile.txt, A3FTA_PROFILE=1). All output goes to
 # OUTDIR/gpu-check.log; OUTDIR/summary.md gets a table | check | result |
 # seconds | (PASS / FAIL / SKIPPED) and the GPU from nvidia-smi.
 # Exit status: 0 when no check failed (SKIPPED is not a failure), else 1.
@@ -435,6 +437,34 @@ fp32_dnn_backward() {
 }
 fp32_dnn_backward
 
+# ---------------------------------------------------------------- where the step's time goes
+# Per-op GPU times (A3FTA_PROFILE=1: events around each op on the backend's
+# stream, backend/op_profile.h) of ddpm-cifar10-32, full, bf16, batch 128
+# (the case furthest behind PyTorch): OUTDIR/op-profile.txt, and the three
+# largest rows in the summary. PASS when the run ends with the table.
+op_profile() {
+  local name="op profile, cifar full bf16 batch 128 (A3FTA_PROFILE=1)"
+  say "== $name"
+  bench_bin_missing "$name" && return
+  skipped_without_gpu "$name" && return
+  local t0=$SECONDS prof=$out/op-profile.txt rc=0
+  A3FTA_PROFILE=1 timeout "$timeout_s" "$bench_bin" --backend cuda --precision bf16 --strategy full \
+    --config "$root/configs/ddpm-cifar10-32.yaml" --batch 128 --steps 3 --warmup 1 \
+    --sgemm-reps 0 >"$prof" 2>&1 || rc=$?
+  cat "$prof" >>"$log"
+  # The CUDA table's first three rows (after its title and header).
+  op_top=$(awk '/^A3FTA_PROFILE: CUDA/ {on = 1; skip = 1; next} on && skip {skip = 0; next}
+                on && n < 3 {print; n++}' "$prof")
+  local result="FAIL (exit $rc; see op-profile.txt)"
+  if [ $rc -eq 0 ] && grep -q '^A3FTA_PROFILE: CUDA' "$prof" && grep -q '^total' "$prof"; then
+    result="PASS (largest rows below; op-profile.txt)"
+  fi
+  say "$name: $result"
+  record "$name" "$result" $((SECONDS - t0))
+}
+op_top=""
+op_profile
+
 # ---------------------------------------------------------------- summary
 failed=0
 {
@@ -469,6 +499,14 @@ failed=0
     echo '```'
     echo
   done
+  if [ -n "$op_top" ]; then
+    echo "## Largest ops of the cifar full bf16 step (op-profile.txt)"
+    echo
+    echo '```'
+    echo "$op_top"
+    echo '```'
+    echo
+  fi
   echo "Log: gpu-check.log"
 } >"$out/summary.md"
 for r in "${results[@]}"; do

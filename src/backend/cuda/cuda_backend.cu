@@ -3,6 +3,10 @@
 // cu_plane_sums). The ops themselves are in the other cuda_*.cu files.
 #include "cuda_internal.h"
 
+extern "C" {
+#include "backend/op_profile.h"
+}
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,7 +292,7 @@ extern "C" a3_status a3_backend_cuda_create(int device, a3_precision precision,
     goto fail;
   }
   be->name = "cuda";
-  be->ops = &cuda_ops;
+  be->ops = cu_profiled_ops(&cuda_ops);
   be->impl = st;
   *out = be;
   return A3_OK;
@@ -304,7 +308,9 @@ extern "C" void a3_backend_cuda_destroy(const a3_backend *be) {
   free((void *)be);
 }
 
-extern "C" int a3_backend_is_cuda(const a3_backend *be) { return be && be->ops == &cuda_ops; }
+extern "C" int a3_backend_is_cuda(const a3_backend *be) {
+  return be && a3_op_profile_real(be->ops) == &cuda_ops;
+}
 
 extern "C" int a3_backend_cuda_device(const a3_backend *be) {
   return a3_backend_is_cuda(be) ? cu_state(be)->device : -1;

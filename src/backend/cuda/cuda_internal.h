@@ -58,6 +58,10 @@ typedef struct {
 } cuda_state;
 
 static inline cuda_state *cu_state(const a3_backend *be) { return (cuda_state *)be->impl; }
+
+// cuda_profile.cu: with A3FTA_PROFILE set, `real` with its compute ops timed
+// by events on the backend's stream (report at exit, on stderr); else `real`.
+const a3_backend_ops *cu_profiled_ops(const a3_backend_ops *real);
 static inline cudaStream_t cu_stream(const a3_backend *be) { return cu_state(be)->stream; }
 static inline cublasHandle_t cu_blas(const a3_backend *be) { return cu_state(be)->blas; }
 
