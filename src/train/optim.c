@@ -114,10 +114,17 @@ a3_status a3_segment_table_make(const a3_backend *be, const a3_param_segment *se
     s = be->ops->alloc(be, &dev[i], bytes[i]);
     if (s == A3_OK) s = be->ops->upload(be, dev[i], host[i], bytes[i]);
   }
-  if (s == A3_OK)
-    *out = (a3_segment_table){n_segs, dev[0], dev[1], dev[2], begin[n]};
-  else
+  // Field by field into the zeroed *out, so its padding stays zero (the CUDA
+  // emulator checks each word of a kernel's struct argument).
+  if (s == A3_OK) {
+    out->n = n_segs;
+    out->begin = dev[0];
+    out->offset = dev[1];
+    out->decay = dev[2];
+    out->total = begin[n];
+  } else {
     for (int i = 0; i < 3; i++) be->ops->release(be, dev[i]);
+  }
   free(begin), free(offset), free(decay);
   return s;
 }

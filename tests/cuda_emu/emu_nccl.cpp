@@ -8,9 +8,9 @@
 // ncclAllReduce is queued on its stream like any device work; once what it
 // waits for has run, it starts an MPI_Iallreduce of a copy of its input,
 // and its stream stays held until that has finished, as a GPU's stream
-// stays in the NCCL kernel until the peers come. MPI, not the host,
-// progresses it: a rank inside any MPI call (a barrier, say) still does its
-// part, as a GPU does while its host is busy elsewhere. So a peer that never
+// stays in the NCCL kernel until the peers come. MPI progresses it whenever
+// the rank is inside any MPI call (a barrier, say, or a wait for another
+// sum), not only while its host waits for this one. So a peer that never
 // comes leaves the sum in flight: a host wait for it hangs, and a query
 // answers cudaErrorNotReady, which is what a watchdog must catch. A
 // communicator finalized or aborted drops what is still queued (unlike
@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -74,7 +75,11 @@ bool read_rank(const std::string &dir, int rank, int *world_rank) {
   return ok;
 }
 
-// Every group rank's world rank, waiting up to two minutes for the others.
+void progress_sums();
+
+// Every group rank's world rank, waiting up to two minutes for the others
+// (and meanwhile moving this rank's sums in flight on: a peer may still
+// wait for its part of the last one).
 bool meet(emu_nccl_comm *c) {
   int me = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &me);
@@ -86,6 +91,7 @@ bool meet(emu_nccl_comm *c) {
     for (int r = 0; r < c->nranks; r++)
       if (c->world[(size_t)r] < 0 && !read_rank(c->dir, r, &c->world[(size_t)r])) missing++;
     if (!missing) return true;
+    progress_sums();
     const struct timespec ms = {0, 1000000};
     nanosleep(&ms, NULL);
   }
@@ -107,12 +113,13 @@ bool make_group_comm(emu_nccl_comm *c) {
 
 // A communicator gone stays allocated until exit: collectives still queued
 // on a stream (behind a stall, after an abort) hold it. Its MPI communicator
-// is kept too while a sum on it is in flight (MPI cannot cancel one).
-void leave(emu_nccl_comm *c) {
+// is freed only by a clean destroy with no sum of this rank in flight: after
+// an abort a peer's sum may still be in flight on it (MPI cannot cancel one).
+void leave(emu_nccl_comm *c, bool aborted) {
   static std::vector<std::unique_ptr<emu_nccl_comm>> gone;
   unlink(rank_file(c->dir, c->rank).c_str());
   rmdir(c->dir.c_str()); // the last one out removes it
-  if (c->mpi != MPI_COMM_NULL && c->in_flight == 0) MPI_Comm_free(&c->mpi);
+  if (!aborted && c->mpi != MPI_COMM_NULL && c->in_flight == 0) MPI_Comm_free(&c->mpi);
   c->gone = true;
   gone.emplace_back(c);
 }
@@ -158,7 +165,7 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId i
   snprintf(name, sizeof name, "/a3fta-emu-nccl-%016llx", (unsigned long long)h);
   c->dir = std::string(tmp && *tmp ? tmp : "/tmp") + name;
   if (!meet(c) || !make_group_comm(c)) {
-    leave(c);
+    leave(c, true);
     return ncclSystemError;
   }
   *comm = c;
@@ -175,16 +182,27 @@ struct sum_in_flight {
   std::vector<MPI_Request> requests;
 };
 
-// Sums abandoned in flight (their communicator aborted): MPI may still
-// write into them, so they live until exit.
-std::vector<std::shared_ptr<sum_in_flight>> &abandoned_sums() {
+// Every sum started and not finished, abandoned ones too (their communicator
+// aborted, or their stream's work dropped after a kernel failed): MPI may
+// still write into them, so they live here, not in their stream's item.
+std::vector<std::shared_ptr<sum_in_flight>> &live_sums() {
   static std::vector<std::shared_ptr<sum_in_flight>> sums;
   return sums;
 }
 
+// Lets MPI move every live sum on (a finished request becomes
+// MPI_REQUEST_NULL, which its own later test sees as done).
+void progress_sums() {
+  for (const std::shared_ptr<sum_in_flight> &f : live_sums()) {
+    int done = 0;
+    MPI_Testall((int)f->requests.size(), f->requests.data(), &done, MPI_STATUSES_IGNORE);
+  }
+}
+
 // Starts the sum of send's count floats over the group, in pieces MPI's
 // int counts can hold.
-void start_sum(sum_in_flight *f, const float *send, size_t count, emu_nccl_comm *c) {
+void start_sum(const std::shared_ptr<sum_in_flight> &f, const float *send, size_t count,
+               emu_nccl_comm *c) {
   enum { PIECE = 1 << 28 };
   f->sum.assign(send, send + count);
   for (size_t at = 0; at < count; at += PIECE) {
@@ -197,17 +215,16 @@ void start_sum(sum_in_flight *f, const float *send, size_t count, emu_nccl_comm 
     }
     f->requests.push_back(r);
   }
-  if (!f->requests.empty()) c->in_flight++;
+  if (f->requests.empty()) return;
+  c->in_flight++;
+  live_sums().push_back(f);
 }
 
 // True once the sum is in recv (or abandoned, its communicator gone).
 bool sum_finished(const std::shared_ptr<sum_in_flight> &f, float *recv, ncclRedOp_t op,
                   emu_nccl_comm *c) {
   if (f->requests.empty()) return true; // never started: gone first, or failed
-  if (c->gone) {
-    abandoned_sums().push_back(f);
-    return true;
-  }
+  if (c->gone) return true;             // abandoned: it stays in live_sums()
   int done = 0;
   if (MPI_Testall((int)f->requests.size(), f->requests.data(), &done, MPI_STATUSES_IGNORE) !=
       MPI_SUCCESS) {
@@ -216,6 +233,8 @@ bool sum_finished(const std::shared_ptr<sum_in_flight> &f, float *recv, ncclRedO
   }
   if (!done) return false;
   c->in_flight--;
+  std::vector<std::shared_ptr<sum_in_flight>> &live = live_sums();
+  live.erase(std::find(live.begin(), live.end(), f));
   if (op == ncclAvg)
     for (float &x : f->sum) x /= (float)c->nranks;
   memcpy(recv, f->sum.data(), f->sum.size() * sizeof(float));
@@ -239,7 +258,7 @@ ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataT
   emu_enqueue_polled(
       stream,
       [=] {
-        if (!c->gone) start_sum(f.get(), (const float *)send, count, c);
+        if (!c->gone) start_sum(f, (const float *)send, count, c);
       },
       [=] { return sum_finished(f, (float *)recv, op, c); });
   emu_try_run_stream(stream);
@@ -258,11 +277,15 @@ ncclResult_t ncclCommFinalize(ncclComm_t c) { return c ? answer(c) : ncclInvalid
 
 ncclResult_t ncclCommDestroy(ncclComm_t c) {
   if (!c) return ncclInvalidArgument;
-  leave(c);
+  leave(c, false);
   return ncclSuccess;
 }
 
-ncclResult_t ncclCommAbort(ncclComm_t c) { return ncclCommDestroy(c); }
+ncclResult_t ncclCommAbort(ncclComm_t c) {
+  if (!c) return ncclInvalidArgument;
+  leave(c, true);
+  return ncclSuccess;
+}
 
 const char *ncclGetErrorString(ncclResult_t r) {
   switch (r) {

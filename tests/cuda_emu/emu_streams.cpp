@@ -2,7 +2,8 @@
 // work (kernels, copies, memsets, GEMMs, convolutions) is queued on its
 // stream and runs only when the host must see it: a stream or device
 // synchronization, an event query, a copy to the host, cudaFree, or a
-// collective (which starts when queued, so that ranks meet in program order).
+// collective (which starts when queued, if nothing holds its stream, so that
+// ranks meet in program order).
 // A stream then runs its queue in order, and before each item whatever that
 // item waits for on other streams (cudaStreamWaitEvent, and the legacy
 // default stream's implicit waits). So work on two streams with no

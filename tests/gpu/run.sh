@@ -172,6 +172,7 @@ if [ "$gpus" -ge 2 ] && [ ${#mpirun_cmd[@]} -gt 0 ] && [ -x "$testdir/test_cuda_
   if "$root/tests/gpu/peer_missing_check.sh" "$out/peer-missing.log" "${mpirun_cmd[@]}" -np 2 \
     "$testdir/test_cuda_nccl" >>"$log" 2>&1; then
     result=PASS
+    cat "$out/peer-missing.log" >>"$log" # (a failure's check prints it itself)
   else
     result="FAIL (see peer-missing.log)"
   fi

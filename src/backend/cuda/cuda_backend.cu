@@ -220,6 +220,7 @@ static const a3_backend_ops cuda_ops = make_ops(); // static initialisation, bef
 static void free_state(cuda_state *st) {
   if (!st) return;
   if (st->stream) cudaStreamSynchronize(st->stream);
+  cu_profile_free(st);
   cu_dnn_free(st);
   if (st->red) cudaFree(st->red);
   if (st->col_partials.ptr) cudaFree(st->col_partials.ptr);

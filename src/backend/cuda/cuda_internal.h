@@ -35,7 +35,8 @@ extern "C" {
 // the launch cheap; each thread then loops).
 #define CU_MAX_BLOCKS 65536u
 
-typedef struct cuda_dnn cuda_dnn; // cuda_conv2d_dnn.cu
+typedef struct cuda_dnn cuda_dnn;               // cuda_conv2d_dnn.cu
+typedef struct cu_profile_pool cu_profile_pool; // cuda_profile.cu
 
 // Device memory an op keeps between calls, grown on demand (cu_scratch_get).
 typedef struct {
@@ -53,6 +54,7 @@ typedef struct {
   cu_scratch bf16[2];          // bf16 copies of a product's A and B (bf16 precision; cuda_gemm.cu)
   cuda_dnn *dnn;               // cuDNN's handle and conv plans, NULL until the first conv
   int dnn_failed;              // cuDNN was found but would not start: im2col only
+  cu_profile_pool *profile;    // A3FTA_PROFILE's events, NULL until the first timed op
   a3_status error;             // first recorded error, A3_OK when none
   char message[512];
 } cuda_state;
@@ -62,6 +64,8 @@ static inline cuda_state *cu_state(const a3_backend *be) { return (cuda_state *)
 // cuda_profile.cu: with A3FTA_PROFILE set, `real` with its compute ops timed
 // by events on the backend's stream (report at exit, on stderr); else `real`.
 const a3_backend_ops *cu_profiled_ops(const a3_backend_ops *real);
+// Destroys a backend's profile events (free_state).
+void cu_profile_free(cuda_state *st);
 static inline cudaStream_t cu_stream(const a3_backend *be) { return cu_state(be)->stream; }
 static inline cublasHandle_t cu_blas(const a3_backend *be) { return cu_state(be)->blas; }
 
