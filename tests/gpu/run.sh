@@ -28,7 +28,8 @@
 # torch with CUDA; then one traced cifar step whose cuDNN plan goes to
 # OUTDIR/conv-trace.txt (the row counts the directions on cuDNN); the fp32
 # cuDNN-backward comparison; and a per-op GPU profile of the cifar full bf16
-# step (OUTDIR/op-profile.txt, A3FTA_PROFILE=1). All output goes to
+# step (OUTDIR/op-profile.txt, A3FTA_PROFILE=1; PyTorch's under torch.profiler
+# in OUTDIR/torch-op-profile.txt). All output goes to
 # OUTDIR/gpu-check.log; OUTDIR/summary.md gets a table | check | result |
 # seconds | (PASS / FAIL / SKIPPED) and the GPU from nvidia-smi.
 # Exit status: 0 when no check failed (SKIPPED is not a failure), else 1.
@@ -442,7 +443,8 @@ fp32_dnn_backward
 # Per-op GPU times (A3FTA_PROFILE=1: events around each op on the backend's
 # stream, backend/op_profile.h) of ddpm-cifar10-32, full, bf16, batch 128
 # (the case furthest behind PyTorch): OUTDIR/op-profile.txt, and the three
-# largest rows in the summary. PASS when the run ends with the table.
+# largest rows in the summary; then PyTorch's same step under torch.profiler.
+# PASS when a3fta's run ends with its table.
 op_profile() {
   local name="op profile, cifar full bf16 batch 128 (A3FTA_PROFILE=1)"
   say "== $name"
@@ -460,10 +462,23 @@ op_profile() {
   if [ $rc -eq 0 ] && grep -q '^A3FTA_PROFILE: CUDA' "$prof" && grep -q '^total' "$prof"; then
     result="PASS (largest rows below; op-profile.txt)"
   fi
+  # PyTorch's peer of the same step under torch.profiler (peer_step.py
+  # --profile), where bench() found torch with CUDA: torch-op-profile.txt.
+  local py=$out/python-without-bundle tprof=$out/torch-op-profile.txt
+  if [ -x "$py" ] && "$py" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' \
+    2>/dev/null; then
+    timeout "$timeout_s" "$py" "$root/tools/bench/peer_step.py" --device cuda --precision bf16 \
+      --strategy full --config "$root/configs/ddpm-cifar10-32.yaml" --batch 128 --steps 3 \
+      --warmup 1 --sgemm-reps 0 --profile 3 >"$tprof" 2>&1
+    # Its table's first three rows (between its second and third rule lines).
+    torch_top=$(awk '/^---/ {rules++; next} rules == 2 && n < 3 {print; n++}' "$tprof")
+    [ -n "$torch_top" ] || result="$result; torch's profile failed (torch-op-profile.txt)"
+  fi
   say "$name: $result"
   record "$name" "$result" $((SECONDS - t0))
 }
 op_top=""
+torch_top=""
 op_profile
 
 # ---------------------------------------------------------------- summary
@@ -505,6 +520,14 @@ failed=0
     echo
     echo '```'
     echo "$op_top"
+    echo '```'
+    echo
+  fi
+  if [ -n "$torch_top" ]; then
+    echo "## PyTorch's largest ops of the same step (torch-op-profile.txt)"
+    echo
+    echo '```'
+    echo "$torch_top"
     echo '```'
     echo
   fi

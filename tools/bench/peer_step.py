@@ -51,6 +51,11 @@ The lines change meaning on cuda:
       loss read in between): wall time over steps
   MEM <torch.cuda.max_memory_allocated since the model was built> <params> <grads>
       <optimizer> <host max RSS> <host RSS before the model>
+
+--profile N: after everything above, N more steps under torch.profiler (the GPU's
+kernels too on cuda); their per-op table goes to stderr after a line
+"TORCH_PROFILE <device>", sorted by self time on that device (the peer of a3fta's
+A3FTA_PROFILE=1; tests/gpu/run.sh prints both for the cifar full bf16 step).
 """
 import argparse
 import contextlib
@@ -250,6 +255,8 @@ def main():
     p.add_argument("--precision", action="append",
                    help="fp32|tf32|bf16 (cuda only but fp32; default fp32); repeat or "
                         "comma-separate for several")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="N more steps under torch.profiler; its table to stderr")
     p.add_argument("--grad-clip", type=float, default=1.0,
                    help="max gradient norm of the cuda step (0: off); the CPU step never clips")
     args = p.parse_args()
@@ -375,6 +382,27 @@ def run(args, cfg, strat, strategy, precision, peaks):
     dev_peak = torch.cuda.max_memory_allocated() if cuda else 0
     print(f"MEM {dev_peak} {pbytes} {4 * n_train} {8 * n_train} {maxrss} {rss0}")
     print(f"LOSS {first:.6f} {last:.6f}", flush=True)
+    if args.profile > 0:  # after the lines above, which it must not change
+        profile_steps(step, args.profile, cuda)
+
+
+def profile_steps(step, n, cuda):
+    """n steps under torch.profiler; the per-op table (self time on the device) to stderr."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        for _ in range(n):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+    ops = prof.key_averages()
+    sort = "self_cpu_time_total"
+    if cuda:  # torch 2.4 renamed the CUDA columns "device"
+        sort = "self_device_time_total" if ops and hasattr(ops[0], "self_device_time_total") \
+            else "self_cuda_time_total"
+    print(f"TORCH_PROFILE {'cuda' if cuda else 'cpu'} ({n} steps, sorted by {sort})",
+          file=sys.stderr, flush=True)
+    print(ops.table(sort_by=sort, row_limit=30), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
