@@ -98,13 +98,11 @@ static void prof_report(void) {
 
 // The wrapped table be's ops are, or were copied from (a backend built
 // around a copy of a profiled table, as the device-path tests make, keeps
-// the wrappers but not the table around them): found by a pointer the
-// wrapping leaves alone.
+// the wrappers but not the table around them): found by `alloc`, which the
+// wrapping leaves alone and which differs between backends.
 static const prof_table *table_of(const a3_backend *be) {
   const prof_table *found = NULL;
   pthread_mutex_lock(&prof_mu);
-  for (int i = 0; i < n_tables && !found; i++)
-    if (be->ops == &tables[i]->wrapped) found = tables[i];
   for (int i = 0; i < n_tables && !found; i++)
     if (be->ops->alloc == tables[i]->wrapped.alloc) found = tables[i];
   pthread_mutex_unlock(&prof_mu);

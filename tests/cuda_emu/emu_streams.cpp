@@ -147,8 +147,8 @@ bool run_through(emu_stream *s, uint64_t seq, bool block) {
     if (front.after && !run_through(front.after, front.after_seq, block)) return false;
     if (front.stall_until > now_s() && !block) return false;
     sleep_until(front.stall_until);
-    if (!start_and_finish(s->queue.front(), block)) return false;
-    s->done = s->queue.front().seq;
+    if (!start_and_finish(front, block)) return false;
+    s->done = front.seq;
     s->queue.pop_front();
   }
   return s->done >= seq;

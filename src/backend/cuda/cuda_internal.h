@@ -60,14 +60,14 @@ typedef struct {
 } cuda_state;
 
 static inline cuda_state *cu_state(const a3_backend *be) { return (cuda_state *)be->impl; }
+static inline cudaStream_t cu_stream(const a3_backend *be) { return cu_state(be)->stream; }
+static inline cublasHandle_t cu_blas(const a3_backend *be) { return cu_state(be)->blas; }
 
 // cuda_profile.cu: with A3FTA_PROFILE set, `real` with its compute ops timed
 // by events on the backend's stream (report at exit, on stderr); else `real`.
 const a3_backend_ops *cu_profiled_ops(const a3_backend_ops *real);
 // Destroys a backend's profile events (free_state).
 void cu_profile_free(cuda_state *st);
-static inline cudaStream_t cu_stream(const a3_backend *be) { return cu_state(be)->stream; }
-static inline cublasHandle_t cu_blas(const a3_backend *be) { return cu_state(be)->blas; }
 
 // ---------------------------------------------------------------- error recording
 // Each returns 1 when fine; otherwise it records the failure (the first one
