@@ -28,6 +28,7 @@ static int n_rows = 0;
 static prof_table *tables[PROF_TABLES];
 static int n_tables = 0;
 static pthread_mutex_t prof_mu = PTHREAD_MUTEX_INITIALIZER;
+static int prof_was_reset = 0;
 
 const char *a3_op_profile_requested(void) {
   const char *e = getenv("A3FTA_PROFILE");
@@ -56,6 +57,13 @@ void a3_op_profile_add(int row, double seconds, double gflop) {
   pthread_mutex_unlock(&prof_mu);
 }
 
+void a3_op_profile_reset(void) {
+  pthread_mutex_lock(&prof_mu);
+  for (int i = 0; i < n_rows; i++) rows[i].calls = 0, rows[i].seconds = rows[i].gflop = 0;
+  prof_was_reset = 1;
+  pthread_mutex_unlock(&prof_mu);
+}
+
 static int by_time(const void *a, const void *b) {
   const double x = ((const prof_row *)a)->seconds, y = ((const prof_row *)b)->seconds;
   return (x < y) - (x > y);
@@ -69,8 +77,9 @@ static void report_table(int table, const prof_row *sorted, int n) {
     if (sorted[i].table == table) total += sorted[i].seconds, calls += sorted[i].calls;
   if (!calls) return;
   const a3_op_clock *clock = tables[table]->clock;
-  fprintf(stderr, "A3FTA_PROFILE: %s (all calls of the process%s)\n", clock->what,
-          clock->settle ? " up to its last synchronize" : "");
+  fprintf(stderr, "A3FTA_PROFILE: %s (all calls %s%s)\n", clock->what,
+          prof_was_reset ? "after the warm-up" : "of the process",
+          clock->settle ? " up to the last synchronize" : "");
   fprintf(stderr, "%-44s %7s %10s %9s %6s %8s\n", "op", "calls", "total ms", "ms/call", "%",
           "GFLOP/s");
   for (int i = 0; i < n; i++) {

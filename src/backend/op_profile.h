@@ -36,6 +36,11 @@ const a3_backend_ops *a3_op_profile_wrap(const a3_backend_ops *real, const a3_op
 const a3_backend_ops *a3_op_profile_real(const a3_backend_ops *ops);
 // Adds one call of `seconds` (and `gflop`) to row `row` (a clock's stop or settle).
 void a3_op_profile_add(int row, double seconds, double gflop);
+// Forgets every call counted so far (the rows stay, with no calls), so that
+// the report shows only what follows, such as a benchmark's timed steps
+// without its warm-up (first-call plan searches and module loads). A device
+// clock's calls must be settled first: synchronize the backend before.
+void a3_op_profile_reset(void);
 // A3FTA_PROFILE's value when profiling is asked for (set, not empty, not "0"), else NULL.
 const char *a3_op_profile_requested(void);
 

@@ -25,13 +25,16 @@
 # --reps $A3FTA_GPU_BENCH_REPS, default 2), then once more with
 # A3FTA_CONV=im2col (one repetition; A3FTA_GPU_BENCH_IM2COL=0 skips it), both
 # SKIPPED without a python3 holding
-# torch with CUDA; then one traced cifar step whose cuDNN plan goes to
-# OUTDIR/conv-trace.txt (the row counts the directions on cuDNN); the fp32
-# cuDNN-backward comparison; and a per-op GPU profile of the cifar full bf16
-# step (OUTDIR/op-profile.txt, A3FTA_PROFILE=1; PyTorch's under torch.profiler
-# in OUTDIR/torch-op-profile.txt). All output goes to
+# torch with CUDA; then one traced cifar step per precision whose cuDNN plan
+# goes to OUTDIR/conv-trace-PRECISION.txt (the row counts the directions on cuDNN); the fp32
+# cuDNN-backward comparison; and a per-op GPU profile of the cifar full step
+# in fp32, tf32 and bf16 (OUTDIR/op-profile-PRECISION.txt, A3FTA_PROFILE=1;
+# PyTorch's under torch.profiler in OUTDIR/torch-op-profile-PRECISION.txt). All output goes to
 # OUTDIR/gpu-check.log; OUTDIR/summary.md gets a table | check | result |
 # seconds | (PASS / FAIL / SKIPPED) and the GPU from nvidia-smi.
+# A3FTA_GPU_ONLY="SECTION ..." runs only those sections, for short device
+# leases (the others are left out of the table): ops unet sample nccl im2col
+# sweep memcheck finetune bench plan fp32cmp profile.
 # Exit status: 0 when no check failed (SKIPPED is not a failure), else 1.
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -47,6 +50,17 @@ log=$out/gpu-check.log
 timeout_s=${A3FTA_GPU_TIMEOUT:-300}
 
 say() { echo "$*" | tee -a "$log"; }
+
+sections="ops unet sample nccl im2col sweep memcheck finetune bench plan fp32cmp profile"
+for sec in ${A3FTA_GPU_ONLY:-}; do
+  case " $sections " in *" $sec "*) ;; *)
+    echo "A3FTA_GPU_ONLY: unknown section '$sec' (sections: $sections)" >&2
+    exit 2
+    ;;
+  esac
+done
+# Whether section $1 runs (A3FTA_GPU_ONLY unset: every one).
+wanted() { [ -z "${A3FTA_GPU_ONLY:-}" ] || case " $A3FTA_GPU_ONLY " in *" $1 "*) true ;; *) false ;; esac; }
 
 checks=()
 results=()
@@ -132,22 +146,26 @@ run_check() { # name program args...
 }
 
 run_check test_cuda_probe test_cuda_probe
-run_check "test_cuda_ops (fp32)" test_cuda_ops
-run_check "test_cuda_ops (tf32)" test_cuda_ops --precision tf32
-run_check "test_cuda_ops (bf16)" test_cuda_ops --precision bf16
-run_check test_cuda_unet test_cuda_unet --configs "$configs"
-run_check test_cuda_sample test_cuda_sample --configs "$configs"
-run_check "test_cuda_nccl (1 rank)" test_cuda_nccl
+if wanted ops; then
+  run_check "test_cuda_ops (fp32)" test_cuda_ops
+  run_check "test_cuda_ops (tf32)" test_cuda_ops --precision tf32
+  run_check "test_cuda_ops (bf16)" test_cuda_ops --precision bf16
+fi
+wanted unet && run_check test_cuda_unet test_cuda_unet --configs "$configs"
+wanted sample && run_check test_cuda_sample test_cuda_sample --configs "$configs"
+wanted nccl && run_check "test_cuda_nccl (1 rank)" test_cuda_nccl
 # The same op and model checks with cuDNN's convolutions turned off: the
 # im2col + cuBLAS path must stay right for machines without cuDNN.
 launch=(env A3FTA_CONV=im2col)
-run_check "test_cuda_ops (fp32, im2col convs)" test_cuda_ops
-run_check "test_cuda_unet (im2col convs)" test_cuda_unet --configs "$configs"
-# Exact fp32 with its backward on cuDNN too (not the default yet: see
+if wanted im2col; then
+  run_check "test_cuda_ops (fp32, im2col convs)" test_cuda_ops
+  run_check "test_cuda_unet (im2col convs)" test_cuda_unet --configs "$configs"
+fi
+# Exact fp32 with its backward on im2col (the default until 2026-11-27: see
 # fp32_dnn_backward below and cuda_conv2d_dnn.cu's plan_shape).
-launch=(env A3FTA_CONV=cudnn-all)
-run_check "test_cuda_unet (fp32 backward on cuDNN, A3FTA_CONV=cudnn-all)" test_cuda_unet \
-  --configs "$configs"
+launch=(env A3FTA_CONV=cudnn-fwd)
+wanted unet && run_check "test_cuda_unet (fp32 backward on im2col, A3FTA_CONV=cudnn-fwd)" \
+  test_cuda_unet --configs "$configs"
 launch=()
 
 # ---------------------------------------------------------------- NCCL on several GPUs
@@ -160,7 +178,9 @@ mpirun_cmd=()
 if command -v mpirun >/dev/null 2>&1; then
   mpirun_cmd=(env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe)
 fi
-if [ "$gpus" -ge 2 ] && [ ${#mpirun_cmd[@]} -gt 0 ] && [ -x "$testdir/test_cuda_nccl" ]; then
+if ! wanted nccl; then
+  : # left out (A3FTA_GPU_ONLY)
+elif [ "$gpus" -ge 2 ] && [ ${#mpirun_cmd[@]} -gt 0 ] && [ -x "$testdir/test_cuda_nccl" ]; then
   np=$((gpus < 8 ? gpus : 8))
   launch=("${mpirun_cmd[@]}" -np "$np")
   run_check "test_cuda_nccl ($np ranks)" test_cuda_nccl
@@ -266,7 +286,7 @@ YAML
   say "$name: $result (${dt}s)"
   record "$name" "$result" "$dt"
 }
-sweep_nccl
+wanted sweep && sweep_nccl
 
 # ---------------------------------------------------------------- memcheck of a training step
 # Two full fine-tuning steps in bf16 (cuDNN's convolutions, the 1x1
@@ -310,7 +330,7 @@ YAML
   say "$name: $result (${dt}s)"
   record "$name" "$result" "$dt"
 }
-memcheck_step
+wanted memcheck && memcheck_step
 
 # ---------------------------------------------------------------- fine-tuning per strategy, CPU vs GPU
 finetune() {
@@ -327,7 +347,7 @@ finetune() {
   if [ "$rc" -eq 0 ]; then record "$name" PASS $((SECONDS - t0)); else
     record "$name" "FAIL (see finetune-check.md)" $((SECONDS - t0)); fi
 }
-finetune
+wanted finetune && finetune
 
 # ---------------------------------------------------------------- benchmark against PyTorch
 bench_bin=""
@@ -372,19 +392,20 @@ bench() {
     record "$name, im2col convs" "FAIL (no table; see bench-im2col/log.txt)" $((SECONDS - t0))
   fi
 }
-bench
+wanted bench && bench
 
 # ---------------------------------------------------------------- the cuDNN plan of the cifar step
-# One traced step of ddpm-cifar10-32 (full, tf32, batch 128: every conv
-# trainable, so every direction planned): OUTDIR/conv-trace.txt lists each
-# shape's engine per direction; the row counts the directions on cuDNN.
-conv_plan() {
-  local name="cuDNN plan, ddpm-cifar10-32 full tf32 (A3FTA_CONV_TRACE=1)"
+# One traced step of ddpm-cifar10-32 (full, batch 128: every conv trainable,
+# so every direction planned) in fp32, tf32 and bf16:
+# OUTDIR/conv-trace-PRECISION.txt lists each shape's engine per direction;
+# the row counts the directions on cuDNN.
+conv_plan() { # precision
+  local p=$1 name="cuDNN plan, ddpm-cifar10-32 full $1 (A3FTA_CONV_TRACE=1)"
   say "== $name"
   bench_bin_missing "$name" && return
   skipped_without_gpu "$name" && return
-  local t0=$SECONDS trace=$out/conv-trace.txt
-  A3FTA_CONV_TRACE=1 timeout "$timeout_s" "$bench_bin" --backend cuda --precision tf32 \
+  local t0=$SECONDS trace=$out/conv-trace-$p.txt
+  A3FTA_CONV_TRACE=1 timeout "$timeout_s" "$bench_bin" --backend cuda --precision "$p" \
     --strategy full --config "$root/configs/ddpm-cifar10-32.yaml" --batch 128 --steps 1 \
     --warmup 0 >/dev/null 2>"$trace.err"
   local rc=$?
@@ -393,93 +414,106 @@ conv_plan() {
   shapes=$(wc -l <"$trace")
   dnn=$(grep -o 'cuDNN algo' "$trace" | wc -l)
   total=$((shapes * 3))
-  say "conv plan: $shapes shapes, $dnn of $total directions on cuDNN (see conv-trace.txt)"
+  say "conv plan ($p): $shapes shapes, $dnn of $total directions on cuDNN (see conv-trace-$p.txt)"
   if [ "$rc" -eq 0 ]; then
     record "$name" "PASS: $shapes shapes, $dnn of $total directions on cuDNN" $((SECONDS - t0))
   else
-    record "$name" "FAIL (exit $rc; see conv-trace.txt.err)" $((SECONDS - t0))
+    record "$name" "FAIL (exit $rc; see conv-trace-$p.txt.err)" $((SECONDS - t0))
   fi
 }
-conv_plan
+if wanted plan; then
+  for p in fp32 tf32 bf16; do conv_plan "$p"; done
+fi
 
 # ---------------------------------------------------------------- fp32's backward on cuDNN
 # The case that once failed with an illegal address (ddpm-cifar10-32, full,
-# fp32, batch 128, cuDNN's backward), now with the 1x1 shortcuts' workspace
-# planned: 3 steps with A3FTA_CONV=cudnn-all against the default (backward on
-# im2col). PASS when both run and their last losses agree to 1e-4; the row
-# gives both step times, to decide the default.
+# fp32, batch 128, cuDNN's backward), now the default: 3 steps of it against
+# A3FTA_CONV=cudnn-fwd (backward on im2col). PASS when both run and their
+# last losses agree to 1e-4; the row gives both step times.
 fp32_dnn_backward() {
-  local name="cifar full fp32 step, backward on cuDNN (A3FTA_CONV=cudnn-all) vs im2col"
+  local name="cifar full fp32 step, backward on cuDNN (default) vs im2col (A3FTA_CONV=cudnn-fwd)"
   say "== $name"
   bench_bin_missing "$name" && return
   skipped_without_gpu "$name" && return
   local t0=$SECONDS mode rc=0 args=(--backend cuda --precision fp32 --strategy full
     --config "$root/configs/ddpm-cifar10-32.yaml" --batch 128 --steps 3 --warmup 1)
-  for mode in default cudnn-all; do
+  for mode in default cudnn-fwd; do
     local conv="" # empty: the default plan
-    [ $mode = cudnn-all ] && conv=cudnn-all
+    [ $mode = cudnn-fwd ] && conv=cudnn-fwd
     A3FTA_CONV=$conv timeout "$timeout_s" "$bench_bin" "${args[@]}" >"$out/fp32-$mode.txt" 2>&1 ||
       rc=$?
     cat "$out/fp32-$mode.txt" >>"$log"
   done
   local a b ms_a ms_b
   a=$(awk '/^LOSS/ {print $3}' "$out/fp32-default.txt")
-  b=$(awk '/^LOSS/ {print $3}' "$out/fp32-cudnn-all.txt")
+  b=$(awk '/^LOSS/ {print $3}' "$out/fp32-cudnn-fwd.txt")
   ms_a=$(awk '/^STEP/ {s += $2; n++} END {if (n) printf "%.1f", s / n}' "$out/fp32-default.txt")
-  ms_b=$(awk '/^STEP/ {s += $2; n++} END {if (n) printf "%.1f", s / n}' "$out/fp32-cudnn-all.txt")
-  local result="FAIL (exit $rc; see fp32-default.txt, fp32-cudnn-all.txt)"
+  ms_b=$(awk '/^STEP/ {s += $2; n++} END {if (n) printf "%.1f", s / n}' "$out/fp32-cudnn-fwd.txt")
+  local result="FAIL (exit $rc; see fp32-default.txt, fp32-cudnn-fwd.txt)"
   if [ $rc -eq 0 ] && [ -n "$a" ] && [ -n "$b" ] &&
     awk -v a="$a" -v b="$b" 'BEGIN {d = a - b; if (d < 0) d = -d; exit !(d <= 1e-4 * (a < 0 ? -a : a))}'; then
-    result="PASS: loss $a vs $b; $ms_a ms/step (im2col backward) vs $ms_b (cuDNN)"
+    result="PASS: loss $a vs $b; $ms_a ms/step (cuDNN backward) vs $ms_b (im2col)"
   elif [ $rc -eq 0 ]; then
-    result="FAIL: loss $a (im2col backward) vs $b (cuDNN)"
+    result="FAIL: loss $a (cuDNN backward) vs $b (im2col)"
   fi
   say "$name: $result"
   record "$name" "$result" $((SECONDS - t0))
 }
-fp32_dnn_backward
+wanted fp32cmp && fp32_dnn_backward
 
 # ---------------------------------------------------------------- where the step's time goes
 # Per-op GPU times (A3FTA_PROFILE=1: events around each op on the backend's
-# stream, backend/op_profile.h) of ddpm-cifar10-32, full, bf16, batch 128
-# (the case furthest behind PyTorch): OUTDIR/op-profile.txt, and the three
-# largest rows in the summary; then PyTorch's same step under torch.profiler.
-# PASS when a3fta's run ends with its table.
-op_profile() {
-  local name="op profile, cifar full bf16 batch 128 (A3FTA_PROFILE=1)"
+# stream, backend/op_profile.h) of ddpm-cifar10-32, full, batch 128, in each
+# precision of A3FTA_GPU_PROFILE_PRECISIONS (default "fp32 tf32 bf16"),
+# the warm-up step left out: OUTDIR/op-profile-PRECISION.txt, and the five
+# largest rows in the summary; then PyTorch's same step under torch.profiler
+# (OUTDIR/torch-op-profile-PRECISION.txt). PASS when a3fta's run ends with
+# its table.
+profile_summary=""
+op_profile() { # precision
+  local p=$1 name="op profile, cifar full $1 batch 128 (A3FTA_PROFILE=1)"
   say "== $name"
   bench_bin_missing "$name" && return
   skipped_without_gpu "$name" && return
-  local t0=$SECONDS prof=$out/op-profile.txt rc=0
-  A3FTA_PROFILE=1 timeout "$timeout_s" "$bench_bin" --backend cuda --precision bf16 --strategy full \
+  local t0=$SECONDS prof=$out/op-profile-$p.txt rc=0
+  A3FTA_PROFILE=1 timeout "$timeout_s" "$bench_bin" --backend cuda --precision "$p" --strategy full \
     --config "$root/configs/ddpm-cifar10-32.yaml" --batch 128 --steps 3 --warmup 1 \
     --sgemm-reps 0 >"$prof" 2>&1 || rc=$?
   cat "$prof" >>"$log"
-  # The CUDA table's first three rows (after its title and header).
-  op_top=$(awk '/^A3FTA_PROFILE: CUDA/ {on = 1; skip = 1; next} on && skip {skip = 0; next}
-                on && n < 3 {print; n++}' "$prof")
-  local result="FAIL (exit $rc; see op-profile.txt)"
+  # The CUDA table's first five rows (after its title and header), and its total.
+  local top
+  top=$(awk '/^A3FTA_PROFILE: CUDA/ {on = 1; skip = 1; next} on && skip {skip = 0; next}
+             on && n < 5 {print; n++} on && /^total/ {print; exit}' "$prof")
+  local result="FAIL (exit $rc; see op-profile-$p.txt)"
   if [ $rc -eq 0 ] && grep -q '^A3FTA_PROFILE: CUDA' "$prof" && grep -q '^total' "$prof"; then
-    result="PASS (largest rows below; op-profile.txt)"
+    result="PASS (largest rows below; op-profile-$p.txt)"
+    profile_summary+=$'\n'"## Largest ops of the cifar full $p step (op-profile-$p.txt, 3 steps + 3 queued)"
+    profile_summary+=$'\n\n```\n'"$top"$'\n```\n'
   fi
   # PyTorch's peer of the same step under torch.profiler (peer_step.py
-  # --profile), where bench() found torch with CUDA: torch-op-profile.txt.
-  local py=$out/python-without-bundle tprof=$out/torch-op-profile.txt
+  # --profile), where bench() found torch with CUDA.
+  local py=$out/python-without-bundle tprof=$out/torch-op-profile-$p.txt
   if [ -x "$py" ] && "$py" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' \
     2>/dev/null; then
-    timeout "$timeout_s" "$py" "$root/tools/bench/peer_step.py" --device cuda --precision bf16 \
+    timeout "$timeout_s" "$py" "$root/tools/bench/peer_step.py" --device cuda --precision "$p" \
       --strategy full --config "$root/configs/ddpm-cifar10-32.yaml" --batch 128 --steps 3 \
       --warmup 1 --sgemm-reps 0 --profile 3 >"$tprof" 2>&1
-    # Its table's first three rows (between its second and third rule lines).
-    torch_top=$(awk '/^---/ {rules++; next} rules == 2 && n < 3 {print; n++}' "$tprof")
-    [ -n "$torch_top" ] || result="$result; torch's profile failed (torch-op-profile.txt)"
+    # Its table's first five rows (between its second and third rule lines).
+    local torch_top
+    torch_top=$(awk '/^---/ {rules++; next} rules == 2 && n < 5 {print; n++}' "$tprof")
+    if [ -n "$torch_top" ]; then
+      profile_summary+=$'\n'"## PyTorch's largest ops of the same step (torch-op-profile-$p.txt, 3 steps)"
+      profile_summary+=$'\n\n```\n'"$torch_top"$'\n```\n'
+    else
+      result="$result; torch's profile failed (torch-op-profile-$p.txt)"
+    fi
   fi
   say "$name: $result"
   record "$name" "$result" $((SECONDS - t0))
 }
-op_top=""
-torch_top=""
-op_profile
+if wanted profile; then
+  for p in ${A3FTA_GPU_PROFILE_PRECISIONS:-fp32 tf32 bf16}; do op_profile "$p"; done
+fi
 
 # ---------------------------------------------------------------- summary
 failed=0
@@ -515,22 +549,7 @@ failed=0
     echo '```'
     echo
   done
-  if [ -n "$op_top" ]; then
-    echo "## Largest ops of the cifar full bf16 step (op-profile.txt)"
-    echo
-    echo '```'
-    echo "$op_top"
-    echo '```'
-    echo
-  fi
-  if [ -n "$torch_top" ]; then
-    echo "## PyTorch's largest ops of the same step (torch-op-profile.txt)"
-    echo
-    echo '```'
-    echo "$torch_top"
-    echo '```'
-    echo
-  fi
+  [ -n "$profile_summary" ] && echo "$profile_summary"
   echo "Log: gpu-check.log"
 } >"$out/summary.md"
 for r in "${results[@]}"; do

@@ -59,6 +59,7 @@
 #include "a3fta/model.h"
 #include "a3fta/optim.h"
 #include "a3fta/strategy.h"
+#include "backend/op_profile.h"
 #ifdef A3FTA_HAVE_CUDA
 #include "a3fta/cuda_probe.h"
 #endif
@@ -555,6 +556,10 @@ static int run_cuda(const a3_config *cfg, int B, int steps, int warmup, int sgem
     const double ms = (now() - t0) * 1e3, cpu_ms = (cpu_now() - c0) * 1e3;
     dev_check(be->ops->download(be, &last, d.loss, sizeof last), "download the loss");
     if (!i) first = last;
+    if (i == warmup - 1 && a3_op_profile_requested()) { // A3FTA_PROFILE: the timed steps only
+      dev_check(be->ops->synchronize(be), "synchronize after the warm-up");
+      a3_op_profile_reset();
+    }
     if (i < warmup) continue;
     printf("STEP %.3f %.3f\n", ms, cpu_ms);
     fflush(stdout);
@@ -695,6 +700,7 @@ int main(int argc, char **argv) {
 
   float first = 0, last = 0;
   for (int i = 0; i < warmup; i++) last = train_step(&tr), first = i ? first : last;
+  if (warmup && a3_op_profile_requested()) a3_op_profile_reset(); // the timed steps only
   for (int i = 0; i < steps; i++) {
     const double t0 = now(), c0 = cpu_now();
     last = train_step(&tr);

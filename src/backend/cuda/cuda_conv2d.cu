@@ -15,8 +15,12 @@
 //
 // 1x1 stride-1 unpadded convolutions need no im2col in the forward and the
 // input gradient: a strided-batched GEMM per image on NCHW itself
-// (out_b (OC, P) = W (OC, C) inp_b (C, P)). Their dweight takes the general
-// path (whose im2col is then a plain permute).
+// (out_b (OC, P) = W (OC, C) inp_b (C, P)). Their dweight sums over every
+// image and pixel, which no single GEMM on NCHW covers: cuDNN's filter
+// gradient when it planned one, else the general path (whose im2col is then
+// a plain permute, and whose one GEMM has K = B * P, ~131k for the cifar
+// U-Net's 32x32 shortcuts: on an H200 in bf16 that took ~2 ms a call, a
+// sixth of the step's convolution time).
 //
 // The chunk keeps the workspace at most CONV_WS_MAX bytes, but holds at
 // least one image whatever its size.
@@ -37,11 +41,6 @@ typedef struct {
   int nb; // images per chunk
 } conv_dims;
 
-static int is_pointwise(const a3_conv2d_shape *s) {
-  return s->KH == 1 && s->KW == 1 && s->stride == 1 && s->pad_top == 0 && s->pad_bottom == 0 &&
-         s->pad_left == 0 && s->pad_right == 0;
-}
-
 static conv_dims get_dims(const a3_conv2d_shape *s) {
   conv_dims d;
   d.OH = a3_conv2d_out_h(s);
@@ -56,10 +55,10 @@ static conv_dims get_dims(const a3_conv2d_shape *s) {
   return d;
 }
 
-// Whether cuDNN runs that direction of s. Never for the pointwise
-// convolutions, which stay on cuBLAS (their dweight on the im2col path).
+// Whether cuDNN runs that direction of s. Of a pointwise convolution only
+// the filter gradient: its forward and data gradient are batched GEMMs.
 static int use_dnn(const a3_backend *be, const a3_conv2d_shape *s, cu_dnn_dir dir) {
-  return !is_pointwise(s) && cu_dnn_conv2d_runs(be, s, dir);
+  return (!cu_conv2d_is_pointwise(s) || dir == CU_DNN_FILTER) && cu_dnn_conv2d_runs(be, s, dir);
 }
 
 static size_t im2col_workspace_size(const a3_conv2d_shape *s) {
@@ -74,7 +73,10 @@ size_t cuda_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s
   const int on_dnn =
       use_dnn(be, s, CU_DNN_FORWARD) + use_dnn(be, s, CU_DNN_DATA) + use_dnn(be, s, CU_DNN_FILTER);
   const size_t dnn = on_dnn ? cu_dnn_conv2d_workspace_size(be, s) : 0;
-  const size_t col = on_dnn < CU_DNN_DIRECTIONS ? im2col_workspace_size(s) : 0;
+  // A pointwise conv's forward and data gradient need none (batched GEMMs).
+  const int on_col =
+      cu_conv2d_is_pointwise(s) ? !use_dnn(be, s, CU_DNN_FILTER) : on_dnn < CU_DNN_DIRECTIONS;
+  const size_t col = on_col ? im2col_workspace_size(s) : 0;
   return dnn > col ? dnn : col;
 }
 
@@ -208,7 +210,7 @@ void cuda_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
                          const float *bias,   // (OC) or NULL
                          void *workspace) {
   const conv_dims d = get_dims(s);
-  if (is_pointwise(s)) {
+  if (cu_conv2d_is_pointwise(s)) {
     pointwise_forward(be, s, out, inp, weight, bias, d.P);
     return;
   }
@@ -280,7 +282,7 @@ void cuda_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s,
   const size_t out_size = (size_t)s->OC * d.P;
   // dbias is a plain reduction over (b, p), the same whichever other gradients are asked for.
   if (dbias) cu_plane_sums(be, dbias, dout, s->OC, s->B, out_size, d.P, 1);
-  const int pointwise = is_pointwise(s);
+  const int pointwise = cu_conv2d_is_pointwise(s);
   if (pointwise && dinp) pointwise_dinp(be, s, dinp, dout, weight, d.P);
   float *conv_dinp = pointwise ? NULL : dinp;
   // Each gradient on exactly one engine, so dinp is written once and dweight

@@ -18,12 +18,10 @@
 // and the precision. A direction without one runs on the im2col path while
 // the shape's other directions stay on cuDNN (planning a shape all or
 // nothing left whole convs on im2col + col2im for want of one algorithm).
-// fp32 allows FMA math only (no TF32), and only for the forward (its
-// backward stays on im2col: plan_shape says why); tf32 allows TF32 tensor
-// cores. bf16 runs cuDNN on bf16 tensors (its BFLOAT16 config: bf16 x, w and
-// y, fp32 compute), as torch's autocast runs convolutions: the fp32 operands
-// are rounded into bf16 copies in the workspace and the bf16 result is
-// widened into the fp32 output or gradient (dweight: added). Asymmetric padding, which cuDNN
+// fp32 allows FMA math only (no TF32); tf32 allows TF32 tensor cores. bf16 runs cuDNN on bf16
+// tensors (its BFLOAT16 config: bf16 x, w and y, fp32 compute), as torch's autocast runs
+// convolutions: the fp32 operands are rounded into bf16 copies in the workspace and the bf16 result
+// is widened into the fp32 output or gradient (dweight: added). Asymmetric padding, which cuDNN
 // cannot express, runs over an explicitly padded copy of the input. Planning
 // never fails a run. A3FTA_CONV_TRACE=1 prints each shape's plan: the engine
 // of each direction and, for an im2col one, why.
@@ -37,7 +35,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DNN_WS_MAX ((size_t)256 << 20)
+// cuDNN's own workspace per direction. At 256 MB, on an H200 (cuDNN 9.14,
+// tf32), the cifar U-Net's two largest 32x32 convs had no deterministic
+// backward algorithm that fit and a forward at a fifth of the others' rate:
+// a quarter of the step. The model's workspace is the largest of its convs'
+// (one arena), so the cap costs memory once, not per layer.
+#define DNN_WS_MAX ((size_t)1 << 30)
 #define DNN_MAX_SHAPES 256
 #define DNN_ALGOS 16
 
@@ -81,8 +84,10 @@ static struct {
 static pthread_once_t dnn_once = PTHREAD_ONCE_INIT;
 
 static char dnn_engine[200] = "im2col + cuBLAS";
-// A3FTA_CONV=cudnn-all: exact fp32 runs its backward on cuDNN (FMA math) too.
-static int fp32_backward_on_dnn = 0;
+// Exact fp32 runs its backward on cuDNN (FMA math) too, unless
+// A3FTA_CONV=cudnn-fwd keeps it on im2col (plan_shape says why that was
+// the default once).
+static int fp32_backward_on_dnn = 1;
 // Why cuDNN runs nothing in this process (each shape's trace says it); NULL
 // once the library loaded.
 static const char *dnn_off = "cuDNN not loaded";
@@ -111,10 +116,10 @@ static void load_library(void) {
              missing ? "lacks " : "is not version 9", missing ? missing : "");
     return;
   }
-  fp32_backward_on_dnn = conv && !strcmp(conv, "cudnn-all");
+  fp32_backward_on_dnn = !(conv && !strcmp(conv, "cudnn-fwd"));
   snprintf(dnn_engine, sizeof dnn_engine, "cuDNN %zu.%zu.%zu%s", version / 10000,
            version / 100 % 100, version % 100,
-           fp32_backward_on_dnn ? " (A3FTA_CONV=cudnn-all: fp32's backward too)" : "");
+           fp32_backward_on_dnn ? "" : " (A3FTA_CONV=cudnn-fwd: fp32's backward on im2col)");
   dnn_off = NULL;
 }
 
@@ -136,8 +141,10 @@ typedef struct {
   cudnnMathType_t fwd_math, data_math, filter_math;
   size_t workspace; // cuDNN's, the most its planned directions need
   // Per direction (cu_dnn_dir): NULL when cuDNN runs it, else why the im2col
-  // path does (for the trace).
+  // path does (for the trace), and the least workspace a usable algorithm
+  // refused for DNN_WS_MAX would have needed (0: none was).
   const char *im2col_why[CU_DNN_DIRECTIONS];
+  size_t over_cap[CU_DNN_DIRECTIONS];
 } dnn_shape;
 
 // Exists even without cuDNN (handle NULL, off saying why), so that every
@@ -254,17 +261,23 @@ static size_t larger(size_t a, size_t b) { return a > b ? a : b; }
 // The first algorithm of a heuristic's list (p, n) that is usable and whose
 // workspace, asked of cuDNN for that algorithm and math type (the
 // heuristic's own figure is not the one to trust), fits DNN_WS_MAX. Sets
-// *algo, *math and grows e->workspace.
+// *algo, *math and grows e->workspace; *over gets the least workspace of
+// the usable algorithms refused for the cap.
 template <typename Perf, typename Algo, typename WorkspaceSize>
 static int first_usable(const a3_backend *be, dnn_shape *e, const Perf *p, int n,
-                        WorkspaceSize workspace_size, Algo *algo, cudnnMathType_t *math) {
+                        WorkspaceSize workspace_size, Algo *algo, cudnnMathType_t *math,
+                        size_t *over) {
   for (int i = 0; i < n; i++) {
     if (!usable_algo(be, p[i].status, p[i].determinism, p[i].mathType)) continue;
     const cudnnMathType_t m = run_math(be, p[i].mathType);
     size_t bytes = 0;
     if (!ok(dnn_api.cudnnSetConvolutionMathType(e->conv, m)) ||
-        !ok(workspace_size(p[i].algo, &bytes)) || bytes > DNN_WS_MAX)
+        !ok(workspace_size(p[i].algo, &bytes)))
       continue;
+    if (bytes > DNN_WS_MAX) {
+      if (!*over || bytes < *over) *over = bytes;
+      continue;
+    }
     *algo = p[i].algo, *math = m;
     e->workspace = larger(e->workspace, bytes);
     return 1;
@@ -283,7 +296,7 @@ static int pick_forward(const a3_backend *be, cuda_dnn *d, dnn_shape *e) {
     return dnn_api.cudnnGetConvolutionForwardWorkspaceSize(d->handle, e->x, e->w, e->conv, e->y, a,
                                                            bytes);
   };
-  return first_usable(be, e, p, n, size, &e->fwd, &e->fwd_math);
+  return first_usable(be, e, p, n, size, &e->fwd, &e->fwd_math, &e->over_cap[CU_DNN_FORWARD]);
 }
 
 static int pick_backward_data(const a3_backend *be, cuda_dnn *d, dnn_shape *e) {
@@ -297,7 +310,7 @@ static int pick_backward_data(const a3_backend *be, cuda_dnn *d, dnn_shape *e) {
     return dnn_api.cudnnGetConvolutionBackwardDataWorkspaceSize(d->handle, e->w, e->y, e->conv,
                                                                 e->x, a, bytes);
   };
-  return first_usable(be, e, p, n, size, &e->bwd_data, &e->data_math);
+  return first_usable(be, e, p, n, size, &e->bwd_data, &e->data_math, &e->over_cap[CU_DNN_DATA]);
 }
 
 static int pick_backward_filter(const a3_backend *be, cuda_dnn *d, dnn_shape *e) {
@@ -311,7 +324,8 @@ static int pick_backward_filter(const a3_backend *be, cuda_dnn *d, dnn_shape *e)
     return dnn_api.cudnnGetConvolutionBackwardFilterWorkspaceSize(d->handle, e->x, e->y, e->conv,
                                                                   e->w, a, bytes);
   };
-  return first_usable(be, e, p, n, size, &e->bwd_filter, &e->filter_math);
+  return first_usable(be, e, p, n, size, &e->bwd_filter, &e->filter_math,
+                      &e->over_cap[CU_DNN_FILTER]);
 }
 
 // Workspace parts stay 256-byte aligned, as cudaMalloc's blocks are.
@@ -354,16 +368,17 @@ static void plan_bf16(const a3_backend *be, dnn_shape *e) {
 }
 
 // Each direction on its own: cuDNN when it has a usable algorithm, im2col
-// otherwise, with why recorded. Exact fp32 keeps the backward on im2col: on
-// an H100 (cuDNN 9.14) a training step of the ddpm-cifar10-32 U-Net at batch
-// 128 with every conv trainable hit an illegal memory access in the backward
-// with cuDNN's FMA-math algorithms, twice, while tf32 / bf16, and fp32 with
-// only the attention trainable, ran and matched the CPU. The likelier cause
-// was found later without a GPU: the memory plan reserved no workspace for
-// the resnets' 1x1 shortcuts, whose weight gradient runs on im2col (fixed in
-// unet_plan.c; test_unet_workspace); their errors were in pointwise_dinp and
-// column_scratch. Until a GPU run confirms it, fp32 stays on im2col here
-// unless A3FTA_CONV=cudnn-all (tests/gpu/run.sh compares the two).
+// otherwise, with why recorded. Exact fp32's backward once stayed on im2col:
+// on an H100 (cuDNN 9.14) a training step of the ddpm-cifar10-32 U-Net at
+// batch 128 with every conv trainable hit an illegal memory access in the
+// backward with cuDNN's FMA-math algorithms, twice. The cause was found
+// later: the memory plan reserved no workspace for the resnets' 1x1
+// shortcuts (fixed in unet_plan.c; test_unet_workspace). On an H200
+// (2026-11-27, cuDNN 9.14) that step then ran with cuDNN's backward, with
+// the same loss as im2col's to 6 digits and 3% faster, and test_cuda_unet
+// passed: the default since. A3FTA_CONV=cudnn-fwd brings im2col back for
+// fp32's backward (tests/gpu/run.sh compares the two).
+static const char pointwise_gemm[] = "1x1: a batched GEMM";
 static void plan_shape(const a3_backend *be, cuda_dnn *d, dnn_shape *e) {
   const char *none = "no usable deterministic algorithm";
   plan_padding(e);
@@ -371,9 +386,10 @@ static void plan_shape(const a3_backend *be, cuda_dnn *d, dnn_shape *e) {
   plan_bf16(be, e);
   const char *all = d->off ? d->off : !make_descriptors(e) ? "cuDNN took no descriptors" : NULL;
   const char *backward = all ? all : fp32_exact(be) && !fp32_backward_on_dnn ? "fp32 exact" : NULL;
+  const char *gemm = cu_conv2d_is_pointwise(&e->shape) ? pointwise_gemm : NULL;
   const char **why = e->im2col_why;
-  why[CU_DNN_FORWARD] = all ? all : pick_forward(be, d, e) ? NULL : none;
-  why[CU_DNN_DATA] = backward ? backward : pick_backward_data(be, d, e) ? NULL : none;
+  why[CU_DNN_FORWARD] = all ? all : gemm ? gemm : pick_forward(be, d, e) ? NULL : none;
+  why[CU_DNN_DATA] = backward ? backward : gemm ? gemm : pick_backward_data(be, d, e) ? NULL : none;
   why[CU_DNN_FILTER] = backward ? backward : pick_backward_filter(be, d, e) ? NULL : none;
 }
 
@@ -410,10 +426,16 @@ static void trace_direction(char *out, size_t cap, const dnn_shape *e, int i) {
   static const char *const names[CU_DNN_DIRECTIONS] = {"forward", "data", "filter"};
   const int algo[CU_DNN_DIRECTIONS] = {(int)e->fwd, (int)e->bwd_data, (int)e->bwd_filter};
   const cudnnMathType_t math[CU_DNN_DIRECTIONS] = {e->fwd_math, e->data_math, e->filter_math};
+  int at = 0;
   if (e->im2col_why[i])
-    snprintf(out, cap, "%s im2col (%s)", names[i], e->im2col_why[i]);
+    at = snprintf(out, cap, "%s %s (%s)", names[i],
+                  e->im2col_why[i] == pointwise_gemm ? "cuBLAS" : "im2col", e->im2col_why[i]);
   else
-    snprintf(out, cap, "%s cuDNN algo %d, %s", names[i], algo[i], math_name(math[i]));
+    at = snprintf(out, cap, "%s cuDNN algo %d, %s", names[i], algo[i], math_name(math[i]));
+  // An algorithm cuDNN ranked higher was passed over for its workspace.
+  if (e->over_cap[i] && at > 0 && (size_t)at < cap)
+    snprintf(out + at, cap - (size_t)at, " [passed over: one needing %.0f MB > the %.0f MB cap]",
+             e->over_cap[i] / 1048576.0, DNN_WS_MAX / 1048576.0);
 }
 
 // With A3FTA_CONV_TRACE=1 in the environment, each conv shape's plan goes to
@@ -423,7 +445,7 @@ static void trace_plan(const dnn_shape *e) {
   static int trace = -1;
   if (trace < 0) trace = getenv("A3FTA_CONV_TRACE") && strcmp(getenv("A3FTA_CONV_TRACE"), "0");
   if (!trace) return;
-  char dir[CU_DNN_DIRECTIONS][128], tail[80] = "";
+  char dir[CU_DNN_DIRECTIONS][192], tail[80] = "";
   for (int i = 0; i < CU_DNN_DIRECTIONS; i++) trace_direction(dir[i], sizeof dir[i], e, i);
   if (any_on_dnn(e))
     snprintf(tail, sizeof tail, "; cuDNN workspace %.1f MB%s%s", (double)dnn_bytes(e) / 1048576.0,

@@ -198,6 +198,12 @@ void cuda_gated_add_backward(const a3_backend *be, float *db, float *dgate, cons
 // Each direction of a shape is planned on its own: cuDNN may run the forward
 // and the filter gradient while the data gradient stays on im2col.
 typedef enum { CU_DNN_FORWARD, CU_DNN_DATA, CU_DNN_FILTER, CU_DNN_DIRECTIONS } cu_dnn_dir;
+// A 1x1 stride-1 unpadded convolution, whose forward and data gradient are
+// batched GEMMs on cuBLAS (cuda_conv2d.cu); cuDNN plans its filter gradient only.
+static inline int cu_conv2d_is_pointwise(const a3_conv2d_shape *s) {
+  return s->KH == 1 && s->KW == 1 && s->stride == 1 && s->pad_top == 0 && s->pad_bottom == 0 &&
+         s->pad_left == 0 && s->pad_right == 0;
+}
 #ifndef A3FTA_NO_CUDNN
 // Bytes the cuDNN calls of the shape's planned directions need, 0 when none is.
 size_t cu_dnn_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s);
