@@ -714,6 +714,8 @@ static const tcase cases[] = {
     CONV("conv2d_bwd", op_conv_bwd, "dweight,dbias", 2, 32, 16, 16, 64, 3, 1, 1, 1, 1, 1, 1),
     CONV("conv2d_bwd", op_conv_bwd, "dinp,dbias", 2, 32, 16, 16, 32, 3, 2, 0, 1, 0, 1, 1),
     CONV("conv2d_bwd", op_conv_bwd, "dinp,dweight", 2, 64, 16, 16, 32, 1, 1, 0, 0, 0, 0, 1),
+    // dbias over 16384 elements per channel: summed in 4 pieces (cu_plane_pieces)
+    CONV("conv2d_bwd", op_conv_bwd, NULL, 16, 3, 32, 32, 5, 3, 1, 1, 1, 1, 1, 1),
     // GroupNorm, GroupNorm + SiLU: the U-Nets' shapes and an odd one.
     GN("groupnorm_fwd", op_gn_fwd, NULL, 2, 64, 64, 8, 1e-5f),
     GN("groupnorm_fwd", op_gn_fwd, NULL, 2, 128, 1024, 32, 1e-6f),
@@ -742,6 +744,13 @@ static const tcase cases[] = {
     GN("groupnorm_silu_bwd", op_gns_bwd, NULL, 3, 12, 49, 3, 1e-5f),
     GN("groupnorm_silu_bwd", op_gns_bwd, "dinp", 2, 64, 256, 8, 1e-5f),
     GN("groupnorm_silu_bwd", op_gns_bwd, "dweight,dbias", 2, 64, 256, 8, 1e-5f),
+    // dweight and dbias in pieces (cu_plane_pieces): 4 pieces of 1024-pixel
+    // planes; 2 pieces of 16-pixel planes (a step of 16 whole planes); 2
+    // pieces of 250-pixel planes (a step of one plane and 6 pixels)
+    GN("groupnorm_bwd", op_gn_bwd, NULL, 16, 8, 1024, 2, 1e-5f),
+    GN("groupnorm_silu_bwd", op_gns_bwd, NULL, 16, 8, 1024, 2, 1e-5f),
+    GN("groupnorm_silu_bwd", op_gns_bwd, "dinp", 600, 8, 16, 2, 1e-5f),
+    GN("groupnorm_bwd", op_gn_bwd, "dinp", 40, 6, 250, 3, 1e-5f),
     // Activations: plain and in place.
     EW("silu_fwd", op_act_fwd, NULL, NBIG, 0),
     EW("silu_fwd_inplace", op_act_fwd_inplace, NULL, NBIG, 0),
@@ -814,6 +823,7 @@ static const tcase cases[] = {
     IMG("add_channel_bwd", op_addch_bwd, NULL, 2, 64, 64, 0, 0, 0),
     IMG("add_channel_bwd", op_addch_bwd, NULL, 4, 256, 1024, 0, 0, 0),
     IMG("add_channel_bwd", op_addch_bwd, NULL, 3, 7, 49, 0, 0, 0),
+    IMG("add_channel_bwd", op_addch_bwd, NULL, 1, 2, 16384, 0, 0, 0), // 4 pieces per plane
     EW("gated_add_fwd", op_gated_fwd, NULL, NBIG, 0),
     EW("gated_add_fwd_inplace", op_gated_fwd_inplace, NULL, NBIG, 0),
     EW("gated_add_bwd", op_gated_bwd, NULL, NBIG, 0),

@@ -125,19 +125,48 @@ void cu_finish_sum(const a3_backend *be, float *dst, // (1)
   CU_LAUNCHED(be);
 }
 
-// One block per j (grid-stride over j); the (outer, inner) elements of j are
-// walked as one flat index so that small planes still use every thread.
-__global__ static void plane_sums_kernel(float *dst, const float *x, int J, int outer,
-                                         size_t outer_stride, int inner, int accumulate) {
-  const size_t n = (size_t)outer * inner;
+int cu_plane_pieces(int J, size_t n) {
+  if (J < 1) return 1;
+  size_t S = (CU_RED_BLOCKS + (size_t)J - 1) / (size_t)J;
+  const size_t most = n / 4096;
+  if (S > most) S = most;
+  return S < 1 ? 1 : (int)S;
+}
+
+__global__ static void finish_plane_parts_kernel(float *dst, const double *part, int J, int S,
+                                                 int accumulate) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= J) return;
+  double t = 0.0;
+  for (int s = 0; s < S; s++) t += part[(size_t)j * S + s];
+  dst[j] = accumulate ? dst[j] + (float)t : (float)t;
+}
+
+void cu_finish_plane_parts(const a3_backend *be, float *dst, // (J)
+                           const double *part,               // (J, S)
+                           int J, int S, int accumulate) {
+  finish_plane_parts_kernel<<<cu_blocks((size_t)J, CU_THREADS), CU_THREADS, 0, cu_stream(be)>>>(
+      dst, part, J, S, accumulate);
+  CU_LAUNCHED(be);
+}
+
+// Block (j, s): piece s of j's (outer, inner) elements, into part[j * S + s]
+// or, when S is 1, into dst[j] itself.
+__global__ static void plane_sums_kernel(float *dst, double *part, const float *x, int J, int S,
+                                         int outer, size_t outer_stride, int inner,
+                                         int accumulate) {
+  const int s = blockIdx.y;
   for (int j = blockIdx.x; j < J; j += gridDim.x) {
-    double s = 0.0;
-    for (size_t i = threadIdx.x; i < n; i += blockDim.x) {
-      const size_t o = i / inner, r = i % inner;
-      s += x[o * outer_stride + (size_t)j * inner + r];
-    }
-    s = cu_block_sum(s);
-    if (threadIdx.x == 0) dst[j] = accumulate ? dst[j] + (float)s : (float)s;
+    double sum = 0.0;
+    for (cu_plane_walk w = cu_plane_walk_start((size_t)outer * inner, S, s, inner); w.i < w.end;
+         cu_plane_walk_next(&w, inner))
+      sum += x[w.o * outer_stride + (size_t)j * inner + w.r];
+    sum = cu_block_sum(sum);
+    if (threadIdx.x) continue;
+    if (S > 1)
+      part[(size_t)j * S + s] = sum;
+    else
+      dst[j] = accumulate ? dst[j] + (float)sum : (float)sum;
   }
 }
 
@@ -145,10 +174,20 @@ void cu_plane_sums(const a3_backend *be, float *dst, // (J)
                    const float *x,                   // (outer, ..., J, inner), see the header
                    int J, int outer, size_t outer_stride, int inner, int accumulate) {
   if (J <= 0) return;
-  const unsigned blocks = cu_grid(J);
-  plane_sums_kernel<<<blocks, CU_THREADS, 0, cu_stream(be)>>>(dst, x, J, outer, outer_stride, inner,
-                                                              accumulate);
-  CU_LAUNCHED(be);
+  if (outer <= 0 || inner <= 0) { // no elements: sums of zero
+    if (!accumulate) cuda_zero(be, dst, (size_t)J);
+    return;
+  }
+  const int S = cu_plane_pieces(J, (size_t)outer * inner);
+  double *part = NULL;
+  if (S > 1) {
+    part = (double *)cu_scratch_get(be, &cu_state(be)->plane_parts, (size_t)J * S * sizeof(double));
+    if (!part) return;
+  }
+  const dim3 grid(cu_grid(J), (unsigned)S);
+  plane_sums_kernel<<<grid, CU_THREADS, 0, cu_stream(be)>>>(dst, part, x, J, S, outer, outer_stride,
+                                                            inner, accumulate);
+  if (CU_LAUNCHED(be) && S > 1) cu_finish_plane_parts(be, dst, part, J, S, accumulate);
 }
 
 // ---------------------------------------------------------------- the op table
@@ -224,6 +263,7 @@ static void free_state(cuda_state *st) {
   cu_dnn_free(st);
   if (st->red) cudaFree(st->red);
   if (st->col_partials.ptr) cudaFree(st->col_partials.ptr);
+  if (st->plane_parts.ptr) cudaFree(st->plane_parts.ptr);
   for (int i = 0; i < 2; i++)
     if (st->bf16[i].ptr) cudaFree(st->bf16[i].ptr);
   if (st->blas) cublasDestroy(st->blas);

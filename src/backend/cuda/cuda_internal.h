@@ -51,6 +51,7 @@ typedef struct {
   cublasComputeType_t compute; // of every GEMM: train.precision (cuda_gemm.cu)
   double *red;                 // (CU_RED_BLOCKS) partial sums of two-stage reductions
   cu_scratch col_partials;     // linear's dbias partial sums, doubles (cuda_linear.cu)
+  cu_scratch plane_parts;      // plane sums' parts, doubles (cu_plane_sums, GroupNorm's dparams)
   cu_scratch bf16[2];          // bf16 copies of a product's A and B (bf16 precision; cuda_gemm.cu)
   cuda_dnn *dnn;               // cuDNN's handle and conv plans, NULL until the first conv
   int dnn_failed;              // cuDNN was found but would not start: im2col only
@@ -135,6 +136,43 @@ __device__ static inline double cu_block_sum(double v) {
 }
 
 __device__ static inline float cu_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// ---------------------------------------------------------------- plane pieces
+// A per-channel sum over (outer, inner) elements (a conv's dbias over images
+// and pixels, GroupNorm's dweight) runs as J x S blocks: block (j, s) sums
+// piece s of the flat index i = o * inner + r, i < outer * inner, into
+// part[j * S + s]; then cu_finish_plane_parts adds the S parts of each j in
+// order. S depends on the shape only, so the sums are the same every run.
+// Walks this thread's elements of piece s of S: (o, r) of each, without a
+// division per element.
+typedef struct {
+  size_t i, end;         // flat index, and the piece's end
+  size_t o, r;           // i = o * inner + r
+  size_t step_o, step_r; // blockDim.x = step_o * inner + step_r
+} cu_plane_walk;
+
+__device__ static inline cu_plane_walk cu_plane_walk_start(size_t n, int S, int s, int inner) {
+  cu_plane_walk w;
+  const size_t begin = n * (size_t)s / (size_t)S;
+  w.end = n * (size_t)(s + 1) / (size_t)S;
+  w.i = begin + threadIdx.x;
+  w.o = w.i / (size_t)inner, w.r = w.i % (size_t)inner;
+  w.step_o = blockDim.x / (size_t)inner, w.step_r = blockDim.x % (size_t)inner;
+  return w;
+}
+
+__device__ static inline void cu_plane_walk_next(cu_plane_walk *w, int inner) {
+  w->i += blockDim.x;
+  w->o += w->step_o, w->r += w->step_r;
+  if (w->r >= (size_t)inner) w->r -= (size_t)inner, w->o++;
+}
+
+// Pieces per j for J sums of n elements each: about CU_RED_BLOCKS blocks in
+// all, none under 4096 elements, at least one.
+int cu_plane_pieces(int J, size_t n);
+// dst[j] (=, or += when accumulate) = sum of part[j * S + s], s < S, in order.
+void cu_finish_plane_parts(const a3_backend *be, float *dst, const double *part, int J, int S,
+                           int accumulate);
 
 // ---------------------------------------------------------------- shared launches
 // dst[0] (=, or += when accumulate) = (sum of part[0, nparts)) * mul / div,
