@@ -14,7 +14,7 @@
 // Every conv shape gets its descriptors and algorithms once, when the model
 // plans its workspace (cuda_conv2d_workspace_size), from cuDNN's heuristics:
 // for each direction (forward, data gradient, filter gradient) on its own,
-// the first deterministic algorithm that fits DNN_WS_MAX bytes of workspace
+// the first deterministic algorithm that fits the workspace cap (ws_cap)
 // and the precision. A direction without one runs on the im2col path while
 // the shape's other directions stay on cuDNN (planning a shape all or
 // nothing left whole convs on im2col + col2im for want of one algorithm).
@@ -35,12 +35,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-// cuDNN's own workspace per direction. At 256 MB, on an H200 (cuDNN 9.14,
-// tf32), the cifar U-Net's two largest 32x32 convs had no deterministic
-// backward algorithm that fit and a forward at a fifth of the others' rate:
-// a quarter of the step. The model's workspace is the largest of its convs'
-// (one arena), so the cap costs memory once, not per layer.
+// The most of cuDNN's own workspace one direction may take: a sixteenth of
+// the device's memory, at most 1 GiB (on an 80 GB card or larger, 1 GiB). At
+// 256 MB, on an H200 (cuDNN 9.14, tf32), the cifar U-Net's two largest 32x32
+// convs had no deterministic backward algorithm that fit and a forward at a
+// fifth of the others' rate: a quarter of the step. The model's workspace is
+// the largest of its convs' (one arena), so the cap costs memory once. The
+// device's total, not its free memory, so that a plan never depends on what
+// else runs there.
 #define DNN_WS_MAX ((size_t)1 << 30)
+#define DNN_WS_MIN ((size_t)64 << 20)
 #define DNN_MAX_SHAPES 256
 #define DNN_ALGOS 16
 
@@ -142,9 +146,10 @@ typedef struct {
   size_t workspace; // cuDNN's, the most its planned directions need
   // Per direction (cu_dnn_dir): NULL when cuDNN runs it, else why the im2col
   // path does (for the trace), and the least workspace a usable algorithm
-  // refused for DNN_WS_MAX would have needed (0: none was).
+  // refused for the cap would have needed (0: none was).
   const char *im2col_why[CU_DNN_DIRECTIONS];
   size_t over_cap[CU_DNN_DIRECTIONS];
+  size_t ws_cap; // the backend's cap when the shape was planned
 } dnn_shape;
 
 // Exists even without cuDNN (handle NULL, off saying why), so that every
@@ -152,6 +157,7 @@ typedef struct {
 struct cuda_dnn {
   cudnnHandle_t handle;
   const char *off; // why this backend runs nothing on cuDNN, NULL when it may
+  size_t ws_cap;   // the most workspace one direction's algorithm may take
   int n;
   dnn_shape shapes[DNN_MAX_SHAPES];
 };
@@ -173,6 +179,16 @@ static int start_handle(cuda_dnn *d, cudaStream_t stream) {
   return 0;
 }
 
+static size_t workspace_cap(int device) {
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    (void)cudaGetLastError(); // unchecked: the cap falls back to its floor
+    return DNN_WS_MIN;
+  }
+  const size_t cap = prop.totalGlobalMem / 16;
+  return cap > DNN_WS_MAX ? DNN_WS_MAX : cap < DNN_WS_MIN ? DNN_WS_MIN : cap;
+}
+
 // The backend's cuDNN state and shape plans, created at the first conv (with
 // off set when cuDNN runs nothing); NULL only when out of memory, then for
 // good: a later success would plan cuDNN for a shape whose workspace was
@@ -187,6 +203,7 @@ static cuda_dnn *backend_dnn(const a3_backend *be) {
     return NULL;
   }
   d->off = dnn_off;
+  d->ws_cap = workspace_cap(st->device);
   if (!d->off && !start_handle(d, st->stream)) {
     d->off = "cuDNN not loaded: cudnnCreate failed";
     st->dnn_failed = 1; // e.g. a library for another CUDA: the im2col path it is
@@ -260,7 +277,7 @@ static size_t larger(size_t a, size_t b) { return a > b ? a : b; }
 
 // The first algorithm of a heuristic's list (p, n) that is usable and whose
 // workspace, asked of cuDNN for that algorithm and math type (the
-// heuristic's own figure is not the one to trust), fits DNN_WS_MAX. Sets
+// heuristic's own figure is not the one to trust), fits e->ws_cap. Sets
 // *algo, *math and grows e->workspace; *over gets the least workspace of
 // the usable algorithms refused for the cap.
 template <typename Perf, typename Algo, typename WorkspaceSize>
@@ -274,7 +291,7 @@ static int first_usable(const a3_backend *be, dnn_shape *e, const Perf *p, int n
     if (!ok(dnn_api.cudnnSetConvolutionMathType(e->conv, m)) ||
         !ok(workspace_size(p[i].algo, &bytes)))
       continue;
-    if (bytes > DNN_WS_MAX) {
+    if (bytes > e->ws_cap) {
       if (!*over || bytes < *over) *over = bytes;
       continue;
     }
@@ -381,6 +398,7 @@ static void plan_bf16(const a3_backend *be, dnn_shape *e) {
 static const char pointwise_gemm[] = "1x1: a batched GEMM";
 static void plan_shape(const a3_backend *be, cuda_dnn *d, dnn_shape *e) {
   const char *none = "no usable deterministic algorithm";
+  e->ws_cap = d->ws_cap;
   plan_padding(e);
   e->dweight_bytes = round_up_256(w_count(e) * sizeof(float));
   plan_bf16(be, e);
@@ -435,7 +453,7 @@ static void trace_direction(char *out, size_t cap, const dnn_shape *e, int i) {
   // An algorithm cuDNN ranked higher was passed over for its workspace.
   if (e->over_cap[i] && at > 0 && (size_t)at < cap)
     snprintf(out + at, cap - (size_t)at, " [passed over: one needing %.0f MB > the %.0f MB cap]",
-             e->over_cap[i] / 1048576.0, DNN_WS_MAX / 1048576.0);
+             e->over_cap[i] / 1048576.0, e->ws_cap / 1048576.0);
 }
 
 // With A3FTA_CONV_TRACE=1 in the environment, each conv shape's plan goes to
