@@ -20,6 +20,13 @@ expect_rc 0 "--version" "$A3FTA_BIN" --version
 for field in "git " "hdf5:" "mpi:" "math:" "cuda:"; do
   grep -q "$field" <<<"$out" || fail "--version lacks '$field': $out"
 done
+# The commit it names is the one the sources are at now (checked at every
+# build, not at configure time), when they are a git checkout.
+src=$(cd "$(dirname "$0")/../.." && pwd)
+if head=$(git -C "$src" rev-parse --short=12 HEAD 2>/dev/null); then
+  git -C "$src" diff --quiet HEAD -- || head="$head-dirty"
+  grep -q "(git $head," <<<"$out" || fail "--version does not name the sources' commit $head: $out"
+fi
 expect_rc 2 "no arguments" "$A3FTA_BIN"
 expect_rc 2 "unknown command" "$A3FTA_BIN" frobnicate
 grep -q "unknown command 'frobnicate'" <<<"$out" || fail "unknown command message: $out"
