@@ -156,6 +156,17 @@ extern "C" int emu_is_device_pointer(const void *p) {
   return (uintptr_t)p <= it->first + it->second; // one past the end too
 }
 
+// Device memory in use now and at most, in bytes. With A3FTA_EMU_MEMORY
+// set, the process says at exit what it left allocated and its peak (one
+// line on stderr), so that a test can tell a leak that grows with the work
+// (tests/cuda_emu/sweep_memory_emu.sh).
+static size_t live_bytes = 0, peak_bytes = 0;
+
+static void report_memory(void) {
+  fprintf(stderr, "cuda emulator memory: %zu blocks, %zu bytes live at exit; peak %zu bytes\n",
+          device_blocks().size(), live_bytes, peak_bytes);
+}
+
 // 256-byte aligned, as cudaMalloc's, and full of NaNs (all bits set), so
 // that reading memory no op wrote shows in the results.
 cudaError_t cudaMalloc(void **p, size_t bytes) {
@@ -164,12 +175,22 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
   if (posix_memalign(p, 256, bytes ? bytes : 1) != 0) return cudaErrorMemoryAllocation;
   memset(*p, 0xff, bytes ? bytes : 1);
   device_blocks()[(uintptr_t)*p] = bytes ? bytes : 1;
+  // Registered once the map exists, so that it runs before the map's destructor.
+  static bool report = getenv("A3FTA_EMU_MEMORY") && atexit(report_memory) == 0;
+  (void)report;
+  live_bytes += bytes ? bytes : 1;
+  if (live_bytes > peak_bytes) peak_bytes = live_bytes;
   return cudaSuccess;
 }
 // Frees after the queued work has run, as cudaFree synchronizes the device.
 cudaError_t cudaFree(void *p) {
   emu_run_all_streams();
-  if (p && !device_blocks().erase((uintptr_t)p)) return cudaErrorInvalidValue;
+  if (p) {
+    auto it = device_blocks().find((uintptr_t)p);
+    if (it == device_blocks().end()) return cudaErrorInvalidValue;
+    live_bytes -= it->second;
+    device_blocks().erase(it);
+  }
   free(p);
   return emu_done(cudaSuccess);
 }

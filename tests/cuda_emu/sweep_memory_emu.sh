@@ -1,0 +1,63 @@
+#!/bin/bash
+# Device memory over a sweep on the CUDA emulator: a 1,000-point sweep must
+# not need more GPU memory than a 2-point one. Two sweeps of the same tiny
+# U-Net on 2 ranks (one group, NCCL gradient sum, the communicator reused
+# point after point), of 2 and of 6 points; the emulator reports each
+# rank's peak and what was still allocated at exit (A3FTA_EMU_MEMORY). PASS
+# when both sweeps finish every point, nothing is left allocated at exit,
+# and the 6-point sweep's peak is the 2-point one's on every rank.
+# Usage: sweep_memory_emu.sh MAKE_DATASET_BIN   (A3FTA_BIN set by CTest)
+set -u
+make_dataset=$1
+bin=${A3FTA_BIN:?}
+dir=$(mktemp -d "${TMPDIR:-/tmp}/a3fta-sweep-memory-XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+fail=0
+"$make_dataset" "$dir/data.h5" >/dev/null || exit 1
+
+sweep() { # POINTS: runs the sweep, the emulator's reports in $dir/memory-POINTS.txt
+  local n=$1 seeds
+  seeds=$(seq -s, 1 "$n")
+  cat >"$dir/sweep-$n.yaml" <<YAML
+model:
+  arch: {sample_size: 16, in_channels: 1, out_channels: 1, block_out_channels: [8, 16],
+         layers_per_block: 1, down_block_types: [DownBlock2D, AttnDownBlock2D],
+         up_block_types: [AttnUpBlock2D, UpBlock2D], norm_num_groups: 4}
+data: {path: $dir/data.h5, classes: [1], shots: 6, hflip: true}
+strategy: {name: a3fta, adapter: {rank: 4}}
+train: {steps: 2, batch_size: 4, lr: 1.0e-3, lr_schedule: constant, warmup: 0, log_every: 1,
+        checkpoint_every: 0}
+output: {dir: $dir/out-$n, samples_per_run: 0}
+sweep:
+  grid: {train.seed: [$seeds]}
+parallel: {backend: cuda, ranks_per_run: 2}
+YAML
+  A3FTA_EMU_MEMORY=1 A3FTA_GRAD_COMM=nccl mpirun -np 2 --oversubscribe "$bin" sweep \
+    "$dir/sweep-$n.yaml" --no-eval >"$dir/sweep-$n.log" 2>&1
+  local rc=$? done_points
+  done_points=$("$bin" info "$dir/out-$n/results.h5" --csv 2>/dev/null | grep -c ',done,')
+  grep '^cuda emulator memory:' "$dir/sweep-$n.log" | sort >"$dir/memory-$n.txt"
+  if [ $rc -ne 0 ] || [ "$done_points" != "$n" ] || [ "$(wc -l <"$dir/memory-$n.txt")" != 2 ]; then
+    echo "FAILED: the $n-point sweep: exit $rc, $done_points of $n points done, $(wc -l \
+      <"$dir/memory-$n.txt") memory report(s) of 2:" >&2
+    tail -5 "$dir/sweep-$n.log" >&2
+    fail=1
+  fi
+  echo "$n points:"
+  sed 's/^/  /' "$dir/memory-$n.txt"
+}
+sweep 2
+sweep 6
+
+if grep -v ' 0 blocks, 0 bytes live at exit' "$dir/memory-2.txt" "$dir/memory-6.txt" >&2; then
+  echo "FAILED: device memory left allocated at exit (above)" >&2
+  fail=1
+fi
+peaks() { sed -n 's/.*; peak \([0-9]*\) bytes/\1/p' "$1" | sort -n | tr '\n' ' '; }
+if [ "$(peaks "$dir/memory-2.txt")" != "$(peaks "$dir/memory-6.txt")" ]; then
+  echo "FAILED: the peak grows with the points: 2 points $(peaks "$dir/memory-2.txt")bytes," \
+    "6 points $(peaks "$dir/memory-6.txt")bytes" >&2
+  fail=1
+fi
+[ "$fail" = 0 ] && echo "sweep_memory_emu: the peak is the same for 2 and 6 points, nothing left at exit"
+exit "$fail"
