@@ -78,7 +78,7 @@ static void report_table(int table, const prof_row *sorted, int n) {
   if (!calls) return;
   const a3_op_clock *clock = tables[table]->clock;
   fprintf(stderr, "A3FTA_PROFILE: %s (all calls %s%s)\n", clock->what,
-          prof_was_reset ? "after the warm-up" : "of the process",
+          prof_was_reset ? "since the profile was reset" : "of the process",
           clock->settle ? " up to the last synchronize" : "");
   fprintf(stderr, "%-44s %7s %10s %9s %6s %8s\n", "op", "calls", "total ms", "ms/call", "%",
           "GFLOP/s");

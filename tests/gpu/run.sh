@@ -52,15 +52,19 @@ timeout_s=${A3FTA_GPU_TIMEOUT:-300}
 say() { echo "$*" | tee -a "$log"; }
 
 sections="ops unet sample nccl im2col sweep memcheck finetune bench plan fp32cmp profile"
-for sec in ${A3FTA_GPU_ONLY:-}; do
+only=${A3FTA_GPU_ONLY:-}
+only=${only//[$'\t\n,']/ } # spaces, tabs, newlines or commas between names
+set -f                      # no globbing of the names
+for sec in $only; do
   case " $sections " in *" $sec "*) ;; *)
     echo "A3FTA_GPU_ONLY: unknown section '$sec' (sections: $sections)" >&2
     exit 2
     ;;
   esac
 done
-# Whether section $1 runs (A3FTA_GPU_ONLY unset: every one).
-wanted() { [ -z "${A3FTA_GPU_ONLY:-}" ] || case " $A3FTA_GPU_ONLY " in *" $1 "*) true ;; *) false ;; esac; }
+set +f
+# Whether section $1 runs (A3FTA_GPU_ONLY unset or empty: every one).
+wanted() { [ -z "${only// /}" ] || case " $only " in *" $1 "*) true ;; *) false ;; esac; }
 
 checks=()
 results=()
@@ -350,6 +354,11 @@ finetune() {
 wanted finetune && finetune
 
 # ---------------------------------------------------------------- benchmark against PyTorch
+# torch must not see the bundle's older libstdc++ and friends (LD_LIBRARY_PATH
+# from tests/gpu/unbundle.sh): its Python runs through a wrapper without them
+# (the benchmark and the op profiles).
+printf '#!/bin/sh\nunset LD_LIBRARY_PATH\nexec %s "$@"\n' "${PYTHON:-python3}" >"$out/python-without-bundle" &&
+  chmod +x "$out/python-without-bundle"
 bench_bin=""
 for b in "${A3FTA_GPU_PREBUILT:-/nonexistent}/tools/bench/a3fta_bench_step" \
   "${build:-/nonexistent}/tools/bench/a3fta_bench_step"; do
@@ -365,10 +374,7 @@ bench() {
   local name="benchmark vs PyTorch (tools/bench/run_step_gpu.sh)"
   say "== $name"
   bench_bin_missing "$name" && return
-  # torch must not see the bundle's older libstdc++ and friends (LD_LIBRARY_PATH
-  # from tests/gpu/unbundle.sh): its Python runs through a wrapper without them.
   local py=$out/python-without-bundle
-  printf '#!/bin/sh\nunset LD_LIBRARY_PATH\nexec %s "$@"\n' "${PYTHON:-python3}" >"$py" && chmod +x "$py"
   if ! "$py" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     say "$name: no python3 with torch and CUDA"
     record "$name" SKIPPED 0

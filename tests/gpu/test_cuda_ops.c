@@ -716,6 +716,8 @@ static const tcase cases[] = {
     CONV("conv2d_bwd", op_conv_bwd, "dinp,dweight", 2, 64, 16, 16, 32, 1, 1, 0, 0, 0, 0, 1),
     // dbias over 16384 elements per channel: summed in 4 pieces (cu_plane_pieces)
     CONV("conv2d_bwd", op_conv_bwd, NULL, 16, 3, 32, 32, 5, 3, 1, 1, 1, 1, 1, 1),
+    // ... and in 2 pieces, the second starting inside an image's plane
+    CONV("conv2d_bwd", op_conv_bwd, NULL, 3, 3, 55, 55, 5, 3, 1, 1, 1, 1, 1, 1),
     // GroupNorm, GroupNorm + SiLU: the U-Nets' shapes and an odd one.
     GN("groupnorm_fwd", op_gn_fwd, NULL, 2, 64, 64, 8, 1e-5f),
     GN("groupnorm_fwd", op_gn_fwd, NULL, 2, 128, 1024, 32, 1e-6f),
@@ -751,6 +753,8 @@ static const tcase cases[] = {
     GN("groupnorm_silu_bwd", op_gns_bwd, NULL, 16, 8, 1024, 2, 1e-5f),
     GN("groupnorm_silu_bwd", op_gns_bwd, "dinp", 600, 8, 16, 2, 1e-5f),
     GN("groupnorm_bwd", op_gn_bwd, "dinp", 40, 6, 250, 3, 1e-5f),
+    // 2 pieces, the second starting at pixel 750 of image 9's plane
+    GN("groupnorm_bwd", op_gn_bwd, "dinp", 19, 4, 1000, 1, 1e-5f),
     // Activations: plain and in place.
     EW("silu_fwd", op_act_fwd, NULL, NBIG, 0),
     EW("silu_fwd_inplace", op_act_fwd_inplace, NULL, NBIG, 0),

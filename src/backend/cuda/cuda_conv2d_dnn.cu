@@ -36,7 +36,7 @@
 #include <string.h>
 
 // The most of cuDNN's own workspace one direction may take: a sixteenth of
-// the device's memory, at most 1 GiB (on an 80 GB card or larger, 1 GiB). At
+// the device's memory, at most 1 GiB (reached at 16 GiB of device memory). At
 // 256 MB, on an H200 (cuDNN 9.14, tf32), the cifar U-Net's two largest 32x32
 // convs had no deterministic backward algorithm that fit and a forward at a
 // fifth of the others' rate: a quarter of the step. The model's workspace is
@@ -96,8 +96,22 @@ static int fp32_backward_on_dnn = 1;
 // once the library loaded.
 static const char *dnn_off = "cuDNN not loaded";
 
+// A3FTA_CONV's values: the CUDA backend's, and the CPU backend's
+// (src/backend/cpu/conv2d.c), which it leaves to the CPU.
+static int known_conv_switch(const char *v) {
+  static const char *const known[] = {"im2col", "cudnn-fwd", "gemm", "dnnl", "nowino"};
+  for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+    if (!strcmp(v, known[i])) return 1;
+  return !*v;
+}
+
 static void load_library(void) {
   const char *conv = getenv("A3FTA_CONV");
+  if (conv && !known_conv_switch(conv)) // e.g. the former cudnn-all, now the default
+    fprintf(stderr,
+            "a3fta: A3FTA_CONV=%s is not a known value (CUDA: im2col, cudnn-fwd); the GPU's "
+            "convolutions take their default plan\n",
+            conv);
   if (conv && !strcmp(conv, "im2col")) {
     snprintf(dnn_engine, sizeof dnn_engine, "im2col + cuBLAS (A3FTA_CONV=im2col)");
     dnn_off = "A3FTA_CONV=im2col";
@@ -406,8 +420,9 @@ static void plan_shape(const a3_backend *be, cuda_dnn *d, dnn_shape *e) {
   const char *backward = all ? all : fp32_exact(be) && !fp32_backward_on_dnn ? "fp32 exact" : NULL;
   const char *gemm = cu_conv2d_is_pointwise(&e->shape) ? pointwise_gemm : NULL;
   const char **why = e->im2col_why;
-  why[CU_DNN_FORWARD] = all ? all : gemm ? gemm : pick_forward(be, d, e) ? NULL : none;
-  why[CU_DNN_DATA] = backward ? backward : gemm ? gemm : pick_backward_data(be, d, e) ? NULL : none;
+  // A 1x1's forward and data gradient are cuBLAS GEMMs whatever cuDNN's state.
+  why[CU_DNN_FORWARD] = gemm ? gemm : all ? all : pick_forward(be, d, e) ? NULL : none;
+  why[CU_DNN_DATA] = gemm ? gemm : backward ? backward : pick_backward_data(be, d, e) ? NULL : none;
   why[CU_DNN_FILTER] = backward ? backward : pick_backward_filter(be, d, e) ? NULL : none;
 }
 
@@ -452,7 +467,7 @@ static void trace_direction(char *out, size_t cap, const dnn_shape *e, int i) {
     at = snprintf(out, cap, "%s cuDNN algo %d, %s", names[i], algo[i], math_name(math[i]));
   // An algorithm cuDNN ranked higher was passed over for its workspace.
   if (e->over_cap[i] && at > 0 && (size_t)at < cap)
-    snprintf(out + at, cap - (size_t)at, " [passed over: one needing %.0f MB > the %.0f MB cap]",
+    snprintf(out + at, cap - (size_t)at, " [passed over: one needing %.1f MB > the %.1f MB cap]",
              e->over_cap[i] / 1048576.0, e->ws_cap / 1048576.0);
 }
 

@@ -171,7 +171,7 @@ void cuda_add_channel_forward(const a3_backend *be, float *out, // (B, C, HW), m
   LAUNCH_1D(be, n, add_channel_kernel, out, inp, t, n, HW);
 }
 
-// dt[b, c] = sum over HW of dout[b, c, :]: one block per plane, in double.
+// dt[b, c] = sum over HW of dout[b, c, :]: per plane (cu_plane_sums), in double.
 void cuda_add_channel_backward(const a3_backend *be, float *dt, // (B, C) overwritten
                                const float *dout,               // (B, C, HW)
                                int B, int C, int HW) {

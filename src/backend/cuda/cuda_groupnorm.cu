@@ -4,12 +4,12 @@
 // Forward: one thread block per (b, g): the mean, then the biased variance
 // two-pass around it (no E[x^2] - E[x]^2 cancellation), both summed in
 // double, then the output pass (SiLU applied when fused).
-// Backward, two kernels so that nothing needs scratch memory and no sum is
-// split across blocks:
+// Backward, two kernels:
 //   - dinp: one block per (b, g): sums of dxhat and dxhat * xhat over the
 //     group, then dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat));
-//   - dweight, dbias: one block per channel c, summing dz * xhat and dz over
-//     (b, HW) in double and adding (+=) once.
+//   - dweight, dbias: blocks of (channel c, piece of its (b, HW) elements;
+//     cu_plane_pieces), summing dz * xhat and dz in double; the pieces' sums
+//     are added in order (cu_finish_plane_parts) and then once (+=).
 // dz is dout for plain GroupNorm, or dout * silu'(z) at the recomputed
 // z = xhat * weight[c] + bias[c] when fused; dxhat = dz * weight[c].
 //

@@ -180,7 +180,8 @@ void cu_finish_plane_parts(const a3_backend *be, float *dst, const double *part,
 void cu_finish_sum(const a3_backend *be, float *dst, const double *part, unsigned nparts,
                    double mul, double div, int accumulate);
 // dst[j] (=, or += when accumulate) = sum over o < outer, i < inner of
-// x[o * outer_stride + j * inner + i], j < J: one block per j, in double.
+// x[o * outer_stride + j * inner + i], j < J: blocks of (j, piece), in
+// double (see the plane pieces above).
 // (conv2d's dbias: outer = B images of OC planes; add_channel's dt: outer = 1.)
 void cu_plane_sums(const a3_backend *be, float *dst, const float *x, int J, int outer,
                    size_t outer_stride, int inner, int accumulate);
