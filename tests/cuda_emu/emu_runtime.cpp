@@ -123,11 +123,22 @@ cudaError_t cudaGetDeviceCount(int *n) {
   return cudaSuccess;
 }
 
+// The emulated device's memory: 4 GiB, or A3FTA_EMU_DEVICE_MB; cudaMalloc
+// fails with cudaErrorMemoryAllocation past it, as a full GPU does.
+static size_t device_memory(void) {
+  static const size_t bytes = [] {
+    const char *e = getenv("A3FTA_EMU_DEVICE_MB");
+    const long mb = e ? atol(e) : 0;
+    return mb > 0 ? (size_t)mb << 20 : (size_t)4 << 30;
+  }();
+  return bytes;
+}
+
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
   if (device != 0) return cudaErrorInvalidDevice;
   memset(p, 0, sizeof *p);
   snprintf(p->name, sizeof p->name, "a3fta CUDA emulator (CPU)");
-  p->totalGlobalMem = (size_t)4 << 30;
+  p->totalGlobalMem = device_memory();
   p->major = 9;
   p->minor = 0;
   p->multiProcessorCount = 1;
@@ -172,7 +183,13 @@ static void report_memory(void) {
 cudaError_t cudaMalloc(void **p, size_t bytes) {
   *p = NULL;
   if (sticky_error != cudaSuccess) return sticky_error;
-  if (posix_memalign(p, 256, bytes ? bytes : 1) != 0) return cudaErrorMemoryAllocation;
+  // Out of memory is not sticky, but it is the thread's last error until
+  // cudaGetLastError reads it, as with the CUDA runtime.
+  if (bytes > device_memory() - live_bytes || posix_memalign(p, 256, bytes ? bytes : 1) != 0) {
+    *p = NULL;
+    emu_set_launch_error(cudaErrorMemoryAllocation);
+    return cudaErrorMemoryAllocation;
+  }
   memset(*p, 0xff, bytes ? bytes : 1);
   device_blocks()[(uintptr_t)*p] = bytes ? bytes : 1;
   // Registered once the map exists, so that it runs before the map's destructor.
@@ -182,6 +199,12 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
   if (live_bytes > peak_bytes) peak_bytes = live_bytes;
   return cudaSuccess;
 }
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
+  *free_bytes = device_memory() - live_bytes;
+  *total_bytes = device_memory();
+  return emu_done(cudaSuccess);
+}
+
 // Frees after the queued work has run, as cudaFree synchronizes the device.
 cudaError_t cudaFree(void *p) {
   emu_run_all_streams();

@@ -1,11 +1,17 @@
 #!/bin/bash
-# Device memory over a sweep on the CUDA emulator: a 1,000-point sweep must
-# not need more GPU memory than a 2-point one. Two sweeps of the same tiny
-# U-Net on 2 ranks (one group, NCCL gradient sum, the communicator reused
-# point after point), of 2 and of 6 points; the emulator reports each
-# rank's peak and what was still allocated at exit (A3FTA_EMU_MEMORY). PASS
-# when both sweeps finish every point, nothing is left allocated at exit,
-# and the 6-point sweep's peak is the 2-point one's on every rank.
+# Device memory over a sweep on the CUDA emulator:
+# - a 1,000-point sweep must not need more GPU memory than a 2-point one.
+#   Two sweeps of the same tiny U-Net on 2 ranks (one group, NCCL gradient
+#   sum, the communicator reused point after point), of 2 and of 6 points;
+#   the emulator reports each rank's peak and what was still allocated at
+#   exit (A3FTA_EMU_MEMORY). PASS when both sweeps finish every point,
+#   nothing is left allocated at exit, and the 6-point sweep's peak is the
+#   2-point one's on every rank;
+# - a point that runs out of GPU memory fails alone: on a 16 MiB device
+#   (A3FTA_EMU_DEVICE_MB), batch sizes 4, 512 and 8 in that order: 512 fails
+#   with a reason that says out of GPU memory and names train.batch_size;
+#   4 and 8 are done (the failed cudaMalloc must not stay the thread's last
+#   error for the next point's first launch check), nothing left at exit.
 # Usage: sweep_memory_emu.sh MAKE_DATASET_BIN   (A3FTA_BIN set by CTest)
 set -u
 make_dataset=$1
@@ -59,5 +65,23 @@ if [ "$(peaks "$dir/memory-2.txt")" != "$(peaks "$dir/memory-6.txt")" ]; then
     "6 points $(peaks "$dir/memory-6.txt")bytes" >&2
   fail=1
 fi
-[ "$fail" = 0 ] && echo "sweep_memory_emu: the peak is the same for 2 and 6 points, nothing left at exit"
+# Out of memory in one point of three.
+sed -e "s|train.seed: \[1,2\]|train.batch_size: [4, 512, 8]|" -e "s|out-2|out-oom|" \
+  -e "s|ranks_per_run: 2|ranks_per_run: 1|" "$dir/sweep-2.yaml" >"$dir/oom.yaml"
+A3FTA_EMU_MEMORY=1 A3FTA_EMU_DEVICE_MB=16 "$bin" sweep "$dir/oom.yaml" --no-eval >"$dir/oom.log" 2>&1
+"$bin" info "$dir/out-oom/results.h5" --csv >"$dir/oom.csv" 2>&1
+status() { awk -F, -v b="$1" '$3 == b {print $2}' "$dir/oom.csv"; }
+if [ "$(status 4)" != done ] || [ "$(status 8)" != done ] || [ "$(status 512)" != failed ] ||
+  ! grep -q "^1,failed,512,.*out of GPU memory.*train.batch_size" "$dir/oom.csv" ||
+  ! grep -q ' 0 blocks, 0 bytes live at exit' "$dir/oom.log"; then
+  echo "FAILED: out of memory in one point: batch 4 $(status 4), 512 $(status 512), 8 $(status 8):" >&2
+  cat "$dir/oom.csv" >&2
+  grep -E "warning|failed|emulator memory" "$dir/oom.log" >&2
+  fail=1
+else
+  echo "out of memory at batch 512 on a 16 MiB device: that point failed ($(grep -o 'out of GPU memory[^;]*' \
+    "$dir/oom.csv")); batches 4 and 8 done, nothing left at exit"
+fi
+
+[ "$fail" = 0 ] && echo "sweep_memory_emu: the peak is the same for 2 and 6 points, nothing left at exit; an out-of-memory point fails alone"
 exit "$fail"

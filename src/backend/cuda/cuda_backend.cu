@@ -25,6 +25,10 @@ void cu_record(const a3_backend *be, a3_status code, const char *op, const char 
 int cu_check(const a3_backend *be, cudaError_t e, const char *op, const char *file, int line) {
   if (e == cudaSuccess) return 1;
   cu_record(be, A3_ERR_CUDA, op, file, line, cudaGetErrorName(e), cudaGetErrorString(e));
+  // A failed call (out of memory, say) stays the thread's last error until
+  // read: left there, the next launch's check would report it again, in this
+  // backend or the next sweep point's. A sticky fault stays whatever this does.
+  (void)cudaGetLastError(); // unchecked: clearing the error just recorded
   return 0;
 }
 
@@ -37,6 +41,22 @@ int cu_check_blas(const a3_backend *be, cublasStatus_t s, const char *op, const 
 
 // ---------------------------------------------------------------- memory
 
+// What the device has, and what usually helps: the model's activations
+// grow with the batch.
+static a3_status out_of_memory(const a3_backend *be, size_t bytes) {
+  size_t free_b = 0, total_b = 0;
+  const int known = cudaMemGetInfo(&free_b, &total_b) == cudaSuccess;
+  if (!known) (void)cudaGetLastError(); // unchecked: the sizes are only for the message
+  char have[96] = "";
+  if (known)
+    snprintf(have, sizeof have, "; device %d has %.1f MiB, %.1f MiB free", cu_state(be)->device,
+             total_b / 1048576.0, free_b / 1048576.0);
+  return A3_FAIL(A3_ERR_CUDA,
+                 "out of GPU memory: cudaMalloc of %zu bytes (%.1f MiB) failed%s. A smaller "
+                 "train.batch_size needs less (train.grad_accum keeps the effective batch)",
+                 bytes, bytes / 1048576.0, have);
+}
+
 static a3_status cuda_alloc(const a3_backend *be, void **out, size_t bytes) {
   *out = NULL;
   // cudaMalloc(0) may give NULL: ask for one byte so a zero-size tensor
@@ -45,6 +65,8 @@ static a3_status cuda_alloc(const a3_backend *be, void **out, size_t bytes) {
   cudaError_t e = cudaMalloc(out, n);
   if (e != cudaSuccess) {
     *out = NULL;
+    (void)cudaGetLastError(); // unchecked: clearing it (see cu_check)
+    if (e == cudaErrorMemoryAllocation) return out_of_memory(be, n);
     return A3_FAIL(A3_ERR_CUDA, "cudaMalloc of %zu bytes failed: %s (%s)", n, cudaGetErrorName(e),
                    cudaGetErrorString(e));
   }
