@@ -477,6 +477,10 @@ int a3_backend_is_cuda(const a3_backend *be);
 // sum); -1 and NULL for any other backend.
 int a3_backend_cuda_device(const a3_backend *be);
 void *a3_backend_cuda_stream(const a3_backend *be);
+// Why this process's CUDA context can run nothing more: a sticky error
+// (an illegal address, a kernel fault) that every later CUDA call returns,
+// in any backend; NULL while none was seen, and always without CUDA.
+const char *a3_backend_cuda_lost(void);
 // What runs a CUDA backend's convolutions, for logs: "cuDNN 9.x.y", or
 // "im2col + cuBLAS (why not cuDNN)"; "none" for any other backend.
 const char *a3_backend_cuda_conv_engine(const a3_backend *be);

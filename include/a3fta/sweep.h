@@ -125,6 +125,12 @@ typedef struct {
   // count), in a results file of the whole sweep's layout (the other points
   // stay pending there); a3fta merge combines the slices' files. 0: all.
   int64_t slice_index, slice_count;
+  // Why this rank can run no more points (a GPU whose CUDA context a sticky
+  // error broke: every later point would fail at once), or NULL; asked after
+  // each point. NULL function: never. A group with such a rank takes no more
+  // points; the others go on, and a3_sweep_run then fails (A3_ERR_CUDA)
+  // naming rank, host and reason, the points not run left pending.
+  const char *(*lost)(void);
 } a3_sweep_options;
 
 typedef struct {

@@ -2,6 +2,7 @@
 // (a3fta/sweep.h), each point trained by the trainer (a3fta/trainer.h) in
 // output.dir/point-NNNNNN, all outcomes in output.dir/results.h5.
 #define _POSIX_C_SOURCE 200809L
+#include "a3fta/backend.h"
 #include "a3fta/config.h"
 #include "a3fta/eval.h"
 #include "a3fta/strategy.h"
@@ -431,6 +432,7 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
     snprintf(slice_path, sizeof slice_path, "%s/results-slice-%lld-of-%lld.h5", cfg.output.dir,
              (long long)slice_index, (long long)slice_count);
   const a3_sweep_options opt = {.run = train_point,
+                                .lost = a3_backend_cuda_lost,
                                 .ctx = &ctx,
                                 .results_path = slice_count > 0 ? slice_path : NULL,
                                 .force_new = force_new != 0,

@@ -27,6 +27,9 @@ typedef struct {
   a3_results *results;
   a3_sweep_sched *sched;
   double t0;
+  // Set on every rank of a group that stopped taking points because one of
+  // its ranks can run no more (opt->lost): that rank's reason, with where.
+  char lost[512];
 } engine;
 
 // ---------------------------------------------------------------- helpers
@@ -330,8 +333,31 @@ static a3_status record_point(engine *e, int64_t point, const a3_run_result *r) 
   return A3_OK;
 }
 
+// Whether a rank of the group can run no more points (opt->lost, asked on
+// every rank after each point); if so, e->lost gets the lowest such rank's
+// reason on every rank of the group, and the leader says so.
+static bool group_lost(engine *e, int64_t point) {
+  const char *why = e->opt->lost ? e->opt->lost() : NULL;
+  int mine = why ? e->group_rank : INT_MAX, first = INT_MAX;
+  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, e->group);
+  if (first == INT_MAX) return false;
+  if (why && e->group_rank == first) {
+    char host[64] = "?";
+    gethostname(host, sizeof host - 1);
+    snprintf(e->lost, sizeof e->lost, "rank %d (group %d) on %s can run no more points: %s",
+             e->rank, e->group_index, host, why);
+  }
+  MPI_Bcast(e->lost, (int)sizeof e->lost, MPI_CHAR, first, e->group);
+  if (e->group_rank == 0)
+    a3_warn("%s; its group takes no more points after point %lld (the other groups go on)", e->lost,
+            (long long)point);
+  return true;
+}
+
 // The group's loop; returns this rank's first error (after which its
-// leader has stopped every group) or A3_OK.
+// leader has stopped every group) or A3_OK. A group whose rank can run no
+// more (group_lost) leaves it after recording its point, without stopping
+// the others.
 static a3_status run_points(engine *e, int64_t *ran) {
   const a3_sweep_plan *p = e->plan;
   const size_t sample_bytes =
@@ -369,6 +395,7 @@ static a3_status run_points(engine *e, int64_t *ran) {
       }
       (*ran)++;
     }
+    if (group_lost(e, point)) break;
   }
   free(samples);
   free(timing);
@@ -437,6 +464,24 @@ static a3_status longest_first(const a3_sweep_plan *p, int64_t *pending, int64_t
   return s;
 }
 
+// After the sweep, when a group stopped taking points (group_lost): with
+// points left pending, A3_ERR_CUDA on every rank naming the lowest such
+// rank's reason; with none (the other groups ran them), a warning.
+static a3_status lost_anywhere(engine *e, const a3_sweep_summary *sum) {
+  int mine = e->lost[0] ? e->rank : INT_MAX, first = INT_MAX;
+  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, e->world);
+  if (first == INT_MAX) return A3_OK;
+  MPI_Bcast(e->lost, (int)sizeof e->lost, MPI_CHAR, first, e->world);
+  if (sum->pending == 0) {
+    if (e->rank == 0) a3_warn("%s; the other groups ran its share of the points", e->lost);
+    return A3_OK;
+  }
+  return A3_FAIL(A3_ERR_CUDA,
+                 "%s. Its group stopped taking points; %lld point(s) left pending: rerun the same "
+                 "command to run them (the finished ones are kept)",
+                 e->lost, (long long)sum->pending);
+}
+
 static a3_status sweep(engine *e, const a3_config *cfg, a3_sweep_summary *sum) {
   // 1. The same points on every rank, before anything collective.
   a3_status s = a3_sweep_plan_make(cfg, &e->plan);
@@ -487,7 +532,7 @@ static a3_status sweep(engine *e, const a3_config *cfg, a3_sweep_summary *sum) {
   if (loop == A3_OK) loop = synced;
   sum->interrupted = stop && sum->done + sum->failed < sum->n_selected;
   A3_TRY(agree_all(e->world, loop, "the sweep"));
-  return A3_OK;
+  return lost_anywhere(e, sum);
 }
 
 a3_status a3_sweep_run(MPI_Comm world, const a3_config *cfg, const a3_sweep_options *opt,

@@ -32,6 +32,25 @@ static void illegal_address(void) {
   sticky_error = cudaErrorIllegalAddress;
 }
 
+// Kernels run by the process, and A3FTA_EMU_FAULT_KERNEL=N: the Nth one
+// faults instead of running (cudaErrorIllegalAddress, for good), as a GPU
+// with a bad memory page or a kernel bug would: for tests of what happens
+// after (tests/cuda_emu/sweep_memory_emu.sh).
+static long long kernels_run = 0;
+
+extern "C" int emu_kernel_faults(const char *kernel) {
+  static const long long fault_at = [] {
+    const char *e = getenv("A3FTA_EMU_FAULT_KERNEL");
+    return e ? atoll(e) : 0;
+  }();
+  if (++kernels_run != fault_at) return 0;
+  fprintf(stderr,
+          "cuda emulator: kernel %s, the %lld-th of the process, faults (A3FTA_EMU_FAULT_KERNEL)\n",
+          kernel, fault_at);
+  illegal_address();
+  return 1;
+}
+
 extern "C" void emu_bad_pointer(const char *kernel, int arg, const void *p) {
   fprintf(stderr, "cuda emulator: kernel %s, argument %d: %p is not device memory (cudaMalloc)\n",
           kernel, arg, p);
@@ -90,6 +109,14 @@ const char *cudaGetErrorName(cudaError_t e) {
   case cudaErrorNotReady: return "cudaErrorNotReady";
   case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
   case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
+  case cudaErrorECCUncorrectable: return "cudaErrorECCUncorrectable";
+  case cudaErrorLaunchTimeout: return "cudaErrorLaunchTimeout";
+  case cudaErrorAssert: return "cudaErrorAssert";
+  case cudaErrorHardwareStackError: return "cudaErrorHardwareStackError";
+  case cudaErrorIllegalInstruction: return "cudaErrorIllegalInstruction";
+  case cudaErrorMisalignedAddress: return "cudaErrorMisalignedAddress";
+  case cudaErrorInvalidAddressSpace: return "cudaErrorInvalidAddressSpace";
+  case cudaErrorInvalidPc: return "cudaErrorInvalidPc";
   }
   return "cudaErrorUnknown";
 }
@@ -174,8 +201,10 @@ extern "C" int emu_is_device_pointer(const void *p) {
 static size_t live_bytes = 0, peak_bytes = 0;
 
 static void report_memory(void) {
-  fprintf(stderr, "cuda emulator memory: %zu blocks, %zu bytes live at exit; peak %zu bytes\n",
-          device_blocks().size(), live_bytes, peak_bytes);
+  fprintf(stderr,
+          "cuda emulator memory: %zu blocks, %zu bytes live at exit; peak %zu bytes; %lld "
+          "kernels run\n",
+          device_blocks().size(), live_bytes, peak_bytes, kernels_run);
 }
 
 // 256-byte aligned, as cudaMalloc's, and full of NaNs (all bits set), so

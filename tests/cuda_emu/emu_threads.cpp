@@ -31,6 +31,7 @@ uint3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
 
 extern "C" void emu_set_launch_error(cudaError_t e);
+extern "C" int emu_kernel_faults(const char *kernel); // emu_runtime.cpp
 
 // Saves the callee-saved registers on the current stack, stores its pointer
 // in *save and resumes the stack `to` (System V x86-64).
@@ -334,6 +335,7 @@ static void report_divergent(const char *kernel) {
 
 extern "C" void emu_run_grid(const char *name, dim3 grid, dim3 block, emu_thread_body body,
                              void *ctx) {
+  if (emu_kernel_faults(name)) return;
   install_crash_report();
   running_kernel = name;
   run.body = body;

@@ -7,6 +7,7 @@ extern "C" {
 #include "backend/op_profile.h"
 }
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,9 +23,47 @@ void cu_record(const a3_backend *be, a3_status code, const char *op, const char 
            name, text);
 }
 
+// The errors after which the CUDA context is unusable: every later call in
+// the process returns them (CUDA's "sticky" errors).
+static int context_broken(cudaError_t e) {
+  switch (e) {
+  case cudaErrorIllegalAddress:
+  case cudaErrorLaunchFailure:
+  case cudaErrorIllegalInstruction:
+  case cudaErrorMisalignedAddress:
+  case cudaErrorInvalidAddressSpace:
+  case cudaErrorInvalidPc:
+  case cudaErrorHardwareStackError:
+  case cudaErrorAssert:
+  case cudaErrorLaunchTimeout:
+  case cudaErrorECCUncorrectable: return 1;
+  default: return 0;
+  }
+}
+
+// Set once, by the first such error of the process; read by the sweep.
+static char lost_reason[320];
+static pthread_mutex_t lost_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void note_lost(cudaError_t e, const char *op) {
+  pthread_mutex_lock(&lost_mu);
+  if (!lost_reason[0])
+    snprintf(lost_reason, sizeof lost_reason, "%s (%s) in %s", cudaGetErrorName(e),
+             cudaGetErrorString(e), op);
+  pthread_mutex_unlock(&lost_mu);
+}
+
+extern "C" const char *a3_backend_cuda_lost(void) {
+  pthread_mutex_lock(&lost_mu);
+  const char *r = lost_reason[0] ? lost_reason : NULL;
+  pthread_mutex_unlock(&lost_mu);
+  return r;
+}
+
 int cu_check(const a3_backend *be, cudaError_t e, const char *op, const char *file, int line) {
   if (e == cudaSuccess) return 1;
   cu_record(be, A3_ERR_CUDA, op, file, line, cudaGetErrorName(e), cudaGetErrorString(e));
+  if (context_broken(e)) note_lost(e, op);
   // A failed call (out of memory, say) stays the thread's last error until
   // read: left there, the next launch's check would report it again, in this
   // backend or the next sweep point's. A sticky fault stays whatever this does.
@@ -65,6 +104,7 @@ static a3_status cuda_alloc(const a3_backend *be, void **out, size_t bytes) {
   cudaError_t e = cudaMalloc(out, n);
   if (e != cudaSuccess) {
     *out = NULL;
+    if (context_broken(e)) note_lost(e, "cudaMalloc");
     (void)cudaGetLastError(); // unchecked: clearing it (see cu_check)
     if (e == cudaErrorMemoryAllocation) return out_of_memory(be, n);
     return A3_FAIL(A3_ERR_CUDA, "cudaMalloc of %zu bytes failed: %s (%s)", n, cudaGetErrorName(e),
@@ -102,10 +142,11 @@ static a3_status cuda_copy(const a3_backend *be, void *dst, const void *src, siz
   if (!bytes) return A3_OK;
   cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, cu_stream(be));
   if (e == cudaSuccess) e = cudaStreamSynchronize(cu_stream(be));
-  if (e != cudaSuccess)
-    return A3_FAIL(A3_ERR_CUDA, "%s of %zu bytes failed: %s (%s)", what, bytes, cudaGetErrorName(e),
-                   cudaGetErrorString(e));
-  return A3_OK;
+  if (e == cudaSuccess) return A3_OK;
+  if (context_broken(e)) note_lost(e, what);
+  (void)cudaGetLastError(); // unchecked: clearing it (see cu_check)
+  return A3_FAIL(A3_ERR_CUDA, "%s of %zu bytes failed: %s (%s)", what, bytes, cudaGetErrorName(e),
+                 cudaGetErrorString(e));
 }
 
 static a3_status cuda_upload(const a3_backend *be, void *dst, const void *host_src, size_t bytes) {

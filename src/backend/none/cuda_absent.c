@@ -29,6 +29,8 @@ void *a3_backend_cuda_stream(const a3_backend *be) {
   return NULL;
 }
 
+const char *a3_backend_cuda_lost(void) { return NULL; }
+
 const char *a3_backend_cuda_conv_engine(const a3_backend *be) {
   (void)be;
   return "none";

@@ -125,6 +125,16 @@ typedef enum cudaError {
   cudaErrorInvalidResourceHandle = 400,
   cudaErrorNotReady = 600,
   cudaErrorLaunchFailure = 719,
+  // The other errors that break a context for good (never returned here;
+  // named so that code classifying them compiles): CUDA's values.
+  cudaErrorECCUncorrectable = 214,
+  cudaErrorLaunchTimeout = 702,
+  cudaErrorAssert = 710,
+  cudaErrorHardwareStackError = 714,
+  cudaErrorIllegalInstruction = 715,
+  cudaErrorMisalignedAddress = 716,
+  cudaErrorInvalidAddressSpace = 717,
+  cudaErrorInvalidPc = 718,
 } cudaError_t;
 
 typedef enum cudaMemcpyKind {

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Device memory over a sweep on the CUDA emulator:
+# The device over a sweep, on the CUDA emulator:
 # - a 1,000-point sweep must not need more GPU memory than a 2-point one.
 #   Two sweeps of the same tiny U-Net on 2 ranks (one group, NCCL gradient
 #   sum, the communicator reused point after point), of 2 and of 6 points;
@@ -11,12 +11,20 @@
 #   (A3FTA_EMU_DEVICE_MB), batch sizes 4, 512 and 8 in that order: 512 fails
 #   with a reason that says out of GPU memory and names train.batch_size;
 #   4 and 8 are done (the failed cudaMalloc must not stay the thread's last
-#   error for the next point's first launch check), nothing left at exit.
-# Usage: sweep_memory_emu.sh MAKE_DATASET_BIN   (A3FTA_BIN set by CTest)
+#   error for the next point's first launch check), nothing left at exit;
+# - a GPU that faults for good (a sticky error: every later CUDA call fails)
+#   must not fail every later point: the emulator makes the Nth kernel of
+#   the process fault (A3FTA_EMU_FAULT_KERNEL), N in the middle of the second
+#   point (from the kernels one point runs). One group, 3 points: point 0
+#   done, 1 failed, 2 left pending, exit 1 naming the lost device and the
+#   pending point; the same command again (no fault) runs 1 and 2. Two
+#   groups (the fault on rank 0 only), 6 points: the other group runs the
+#   rest, 5 done and 1 failed, exit 0 with a warning.
+# Usage: sweep_device_emu.sh MAKE_DATASET_BIN   (A3FTA_BIN set by CTest)
 set -u
 make_dataset=$1
 bin=${A3FTA_BIN:?}
-dir=$(mktemp -d "${TMPDIR:-/tmp}/a3fta-sweep-memory-XXXXXX")
+dir=$(mktemp -d "${TMPDIR:-/tmp}/a3fta-sweep-device-XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 fail=0
 "$make_dataset" "$dir/data.h5" >/dev/null || exit 1
@@ -59,7 +67,7 @@ if grep -v ' 0 blocks, 0 bytes live at exit' "$dir/memory-2.txt" "$dir/memory-6.
   echo "FAILED: device memory left allocated at exit (above)" >&2
   fail=1
 fi
-peaks() { sed -n 's/.*; peak \([0-9]*\) bytes/\1/p' "$1" | sort -n | tr '\n' ' '; }
+peaks() { sed -n 's/.*; peak \([0-9]*\) bytes.*/\1/p' "$1" | sort -n | tr '\n' ' '; }
 if [ "$(peaks "$dir/memory-2.txt")" != "$(peaks "$dir/memory-6.txt")" ]; then
   echo "FAILED: the peak grows with the points: 2 points $(peaks "$dir/memory-2.txt")bytes," \
     "6 points $(peaks "$dir/memory-6.txt")bytes" >&2
@@ -83,5 +91,49 @@ else
     "$dir/oom.csv")); batches 4 and 8 done, nothing left at exit"
 fi
 
-[ "$fail" = 0 ] && echo "sweep_memory_emu: the peak is the same for 2 and 6 points, nothing left at exit; an out-of-memory point fails alone"
+# A device lost in the middle of a point.
+seeds() { sed -e "s|train.batch_size: \[4, 512, 8\]|train.seed: [$1]|" -e "s|out-oom|$2|" "$dir/oom.yaml"; }
+seeds 1 out-one >"$dir/one.yaml"
+A3FTA_EMU_MEMORY=1 "$bin" sweep "$dir/one.yaml" --no-eval >"$dir/one.log" 2>&1
+per_point=$(sed -n 's/.*; \([0-9]*\) kernels run/\1/p' "$dir/one.log")
+at=$((per_point + per_point / 2))
+statuses() { "$bin" info "$1/results.h5" --csv 2>/dev/null | awk -F, 'NR > 1 {print $2}' | sort | uniq -c |
+  awk '{printf "%s %s, ", $1, $2}'; }
+seeds "1, 2, 3" out-lost >"$dir/lost.yaml"
+A3FTA_EMU_FAULT_KERNEL=$at "$bin" sweep "$dir/lost.yaml" --no-eval >"$dir/lost.log" 2>&1
+rc=$?
+got=$("$bin" info "$dir/out-lost/results.h5" --csv 2>/dev/null | awk -F, 'NR > 1 {printf "%s ", $2}')
+if [ $rc -ne 1 ] || [ "$got" != "done failed pending " ] ||
+  ! grep -q "can run no more points: cudaErrorIllegalAddress.*1 point(s) left pending: rerun" \
+    "$dir/lost.log"; then
+  echo "FAILED: a device lost in point 1 of 3 (kernel $at of $per_point per point): exit $rc" \
+    "(want 1), points: $got(want done failed pending)" >&2
+  grep -E "warning|a3fta:|emulator" "$dir/lost.log" >&2
+  fail=1
+else
+  echo "device lost at kernel $at (of $per_point per point): point 1 failed, point 2 left pending, exit 1"
+fi
+"$bin" sweep "$dir/lost.yaml" --no-eval >"$dir/lost-again.log" 2>&1
+rc=$?
+if [ $rc -ne 0 ] || [ "$(statuses "$dir/out-lost")" != "3 done, " ]; then
+  echo "FAILED: the rerun after the lost device: exit $rc, $(statuses "$dir/out-lost")" >&2
+  fail=1
+else
+  echo "the same command again: 3 done, exit 0"
+fi
+seeds "1, 2, 3, 4, 5, 6" out-two >"$dir/two.yaml"
+mpirun --oversubscribe -np 1 -x A3FTA_EMU_FAULT_KERNEL=$at "$bin" sweep "$dir/two.yaml" --no-eval : \
+  -np 1 "$bin" sweep "$dir/two.yaml" --no-eval >"$dir/two.log" 2>&1
+rc=$?
+if [ $rc -ne 0 ] || [ "$(statuses "$dir/out-two")" != "5 done, 1 failed, " ] ||
+  ! grep -q "can run no more points.*the other groups ran its share" "$dir/two.log"; then
+  echo "FAILED: a device lost in one of 2 groups: exit $rc (want 0), $(statuses "$dir/out-two")" \
+    "(want 5 done, 1 failed)" >&2
+  grep -E "warning|a3fta:|emulator" "$dir/two.log" >&2
+  fail=1
+else
+  echo "device lost in one of 2 groups: the other ran the rest (5 done, 1 failed), exit 0"
+fi
+
+[ "$fail" = 0 ] && echo "sweep_device_emu: the peak is the same for 2 and 6 points, nothing left at exit; an out-of-memory point fails alone; a lost device stops its group only"
 exit "$fail"
