@@ -466,14 +466,17 @@ static a3_status longest_first(const a3_sweep_plan *p, int64_t *pending, int64_t
 
 // After the sweep, when a group stopped taking points (group_lost): with
 // points left pending, A3_ERR_CUDA on every rank naming the lowest such
-// rank's reason; with none (the other groups ran them), a warning.
+// rank's reason; with none (the other groups ran them), or when a signal
+// stopped the sweep (its exit code asks for the requeue), a warning.
 static a3_status lost_anywhere(engine *e, const a3_sweep_summary *sum) {
   int mine = e->lost[0] ? e->rank : INT_MAX, first = INT_MAX;
   MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, e->world);
   if (first == INT_MAX) return A3_OK;
   MPI_Bcast(e->lost, (int)sizeof e->lost, MPI_CHAR, first, e->world);
-  if (sum->pending == 0) {
-    if (e->rank == 0) a3_warn("%s; the other groups ran its share of the points", e->lost);
+  if (sum->pending == 0 || sum->interrupted) {
+    if (e->rank == 0)
+      a3_warn("%s; %s", e->lost,
+              sum->pending ? "its group stopped taking points" : "the other groups ran its share");
     return A3_OK;
   }
   return A3_FAIL(A3_ERR_CUDA,

@@ -35,7 +35,7 @@ static void illegal_address(void) {
 // Kernels run by the process, and A3FTA_EMU_FAULT_KERNEL=N: the Nth one
 // faults instead of running (cudaErrorIllegalAddress, for good), as a GPU
 // with a bad memory page or a kernel bug would: for tests of what happens
-// after (tests/cuda_emu/sweep_memory_emu.sh).
+// after (tests/cuda_emu/sweep_device_emu.sh).
 static long long kernels_run = 0;
 
 extern "C" int emu_kernel_faults(const char *kernel) {
@@ -110,6 +110,8 @@ const char *cudaGetErrorName(cudaError_t e) {
   case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
   case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
   case cudaErrorECCUncorrectable: return "cudaErrorECCUncorrectable";
+  case cudaErrorNvlinkUncorrectable: return "cudaErrorNvlinkUncorrectable";
+  case cudaErrorContained: return "cudaErrorContained";
   case cudaErrorLaunchTimeout: return "cudaErrorLaunchTimeout";
   case cudaErrorAssert: return "cudaErrorAssert";
   case cudaErrorHardwareStackError: return "cudaErrorHardwareStackError";
@@ -197,7 +199,7 @@ extern "C" int emu_is_device_pointer(const void *p) {
 // Device memory in use now and at most, in bytes. With A3FTA_EMU_MEMORY
 // set, the process says at exit what it left allocated and its peak (one
 // line on stderr), so that a test can tell a leak that grows with the work
-// (tests/cuda_emu/sweep_memory_emu.sh).
+// (tests/cuda_emu/sweep_device_emu.sh).
 static size_t live_bytes = 0, peak_bytes = 0;
 
 static void report_memory(void) {
@@ -214,17 +216,18 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
   if (sticky_error != cudaSuccess) return sticky_error;
   // Out of memory is not sticky, but it is the thread's last error until
   // cudaGetLastError reads it, as with the CUDA runtime.
-  if (bytes > device_memory() - live_bytes || posix_memalign(p, 256, bytes ? bytes : 1) != 0) {
+  const size_t need = bytes ? bytes : 1;
+  if (need > device_memory() - live_bytes || posix_memalign(p, 256, need) != 0) {
     *p = NULL;
     emu_set_launch_error(cudaErrorMemoryAllocation);
     return cudaErrorMemoryAllocation;
   }
-  memset(*p, 0xff, bytes ? bytes : 1);
-  device_blocks()[(uintptr_t)*p] = bytes ? bytes : 1;
+  memset(*p, 0xff, need);
+  device_blocks()[(uintptr_t)*p] = need;
   // Registered once the map exists, so that it runs before the map's destructor.
   static bool report = getenv("A3FTA_EMU_MEMORY") && atexit(report_memory) == 0;
   (void)report;
-  live_bytes += bytes ? bytes : 1;
+  live_bytes += need;
   if (live_bytes > peak_bytes) peak_bytes = live_bytes;
   return cudaSuccess;
 }

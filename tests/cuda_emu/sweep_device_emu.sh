@@ -8,18 +8,20 @@
 #   nothing is left allocated at exit, and the 6-point sweep's peak is the
 #   2-point one's on every rank;
 # - a point that runs out of GPU memory fails alone: on a 16 MiB device
-#   (A3FTA_EMU_DEVICE_MB), batch sizes 4, 512 and 8 in that order: 512 fails
-#   with a reason that says out of GPU memory and names train.batch_size;
-#   4 and 8 are done (the failed cudaMalloc must not stay the thread's last
-#   error for the next point's first launch check), nothing left at exit;
+#   (A3FTA_EMU_DEVICE_MB), batch sizes 4, 512 and 8 (run largest first: 512,
+#   8, 4): 512 fails with a reason that says out of GPU memory and names
+#   train.batch_size; 8 and 4 are done (the failed cudaMalloc must not stay
+#   the thread's last error for the next point's first launch check),
+#   nothing left at exit;
 # - a GPU that faults for good (a sticky error: every later CUDA call fails)
 #   must not fail every later point: the emulator makes the Nth kernel of
 #   the process fault (A3FTA_EMU_FAULT_KERNEL), N in the middle of the second
 #   point (from the kernels one point runs). One group, 3 points: point 0
 #   done, 1 failed, 2 left pending, exit 1 naming the lost device and the
 #   pending point; the same command again (no fault) runs 1 and 2. Two
-#   groups (the fault on rank 0 only), 6 points: the other group runs the
-#   rest, 5 done and 1 failed, exit 0 with a warning.
+#   groups (the fault on rank 0 only, in its first point, whichever that
+#   is), 6 points: the other group runs the rest, 5 done and 1 failed, exit
+#   0 with a warning.
 # Usage: sweep_device_emu.sh MAKE_DATASET_BIN   (A3FTA_BIN set by CTest)
 set -u
 make_dataset=$1
@@ -96,6 +98,11 @@ seeds() { sed -e "s|train.batch_size: \[4, 512, 8\]|train.seed: [$1]|" -e "s|out
 seeds 1 out-one >"$dir/one.yaml"
 A3FTA_EMU_MEMORY=1 "$bin" sweep "$dir/one.yaml" --no-eval >"$dir/one.log" 2>&1
 per_point=$(sed -n 's/.*; \([0-9]*\) kernels run/\1/p' "$dir/one.log")
+if ! [ "${per_point:-0}" -gt 10 ] 2>/dev/null; then
+  echo "FAILED: no kernel count from a 1-point sweep (A3FTA_EMU_MEMORY): '$per_point'" >&2
+  grep -E "emulator|a3fta:" "$dir/one.log" >&2
+  exit 1
+fi
 at=$((per_point + per_point / 2))
 statuses() { "$bin" info "$1/results.h5" --csv 2>/dev/null | awk -F, 'NR > 1 {print $2}' | sort | uniq -c |
   awk '{printf "%s %s, ", $1, $2}'; }
@@ -122,7 +129,8 @@ else
   echo "the same command again: 3 done, exit 0"
 fi
 seeds "1, 2, 3, 4, 5, 6" out-two >"$dir/two.yaml"
-mpirun --oversubscribe -np 1 -x A3FTA_EMU_FAULT_KERNEL=$at "$bin" sweep "$dir/two.yaml" --no-eval : \
+mpirun --oversubscribe -np 1 env A3FTA_EMU_FAULT_KERNEL=$((per_point / 2)) "$bin" sweep \
+  "$dir/two.yaml" --no-eval : \
   -np 1 "$bin" sweep "$dir/two.yaml" --no-eval >"$dir/two.log" 2>&1
 rc=$?
 if [ $rc -ne 0 ] || [ "$(statuses "$dir/out-two")" != "5 done, 1 failed, " ] ||

@@ -36,7 +36,9 @@ static int context_broken(cudaError_t e) {
   case cudaErrorHardwareStackError:
   case cudaErrorAssert:
   case cudaErrorLaunchTimeout:
-  case cudaErrorECCUncorrectable: return 1;
+  case cudaErrorECCUncorrectable:
+  case cudaErrorNvlinkUncorrectable:
+  case cudaErrorContained: return 1;
   default: return 0;
   }
 }
@@ -44,6 +46,7 @@ static int context_broken(cudaError_t e) {
 // Set once, by the first such error of the process; read by the sweep.
 static char lost_reason[320];
 static pthread_mutex_t lost_mu = PTHREAD_MUTEX_INITIALIZER;
+static int cuda_used = 0; // a backend was created: a context exists to probe
 
 static void note_lost(cudaError_t e, const char *op) {
   pthread_mutex_lock(&lost_mu);
@@ -53,7 +56,20 @@ static void note_lost(cudaError_t e, const char *op) {
   pthread_mutex_unlock(&lost_mu);
 }
 
+// The errors seen by cu_check, cuda_copy and cuda_alloc name the loss where
+// it happened; one first seen by cuBLAS, cuDNN or NCCL code is found by a
+// probe (a 1-byte cudaMalloc and cudaFree, which a broken context fails).
 extern "C" const char *a3_backend_cuda_lost(void) {
+  pthread_mutex_lock(&lost_mu);
+  const int probe = !lost_reason[0] && cuda_used;
+  pthread_mutex_unlock(&lost_mu);
+  if (probe) {
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, 1);
+    if (e == cudaSuccess) e = cudaFree(p);
+    if (context_broken(e)) note_lost(e, "a probe of the device after the point");
+    (void)cudaGetLastError(); // unchecked: the probe leaves no error behind
+  }
   pthread_mutex_lock(&lost_mu);
   const char *r = lost_reason[0] ? lost_reason : NULL;
   pthread_mutex_unlock(&lost_mu);
@@ -115,6 +131,8 @@ static a3_status cuda_alloc(const a3_backend *be, void **out, size_t bytes) {
   if (e != cudaSuccess) {
     cudaFree(*out); // unchecked: the memset's error is the one to report
     *out = NULL;
+    if (context_broken(e)) note_lost(e, "cudaMemsetAsync");
+    (void)cudaGetLastError(); // unchecked: clearing it (see cu_check)
     return A3_FAIL(A3_ERR_CUDA, "cudaMemsetAsync of %zu bytes failed: %s (%s)", n,
                    cudaGetErrorName(e), cudaGetErrorString(e));
   }
@@ -332,12 +350,14 @@ static void free_state(cuda_state *st) {
   if (st->blas) cublasDestroy(st->blas);
   if (st->stream) cudaStreamDestroy(st->stream);
   free(st);
+  (void)cudaGetLastError(); // unchecked: the frees' errors are no next caller's
 }
 
 #define CREATE_CUDA(call, what)                                                                    \
   do {                                                                                             \
     cudaError_t e_ = (call);                                                                       \
     if (e_ != cudaSuccess) {                                                                       \
+      if (context_broken(e_)) note_lost(e_, (what));                                               \
       status = A3_FAIL(A3_ERR_CUDA, "%s: %s (%s)", (what), cudaGetErrorName(e_),                   \
                        cudaGetErrorString(e_));                                                    \
       goto fail;                                                                                   \
@@ -395,6 +415,9 @@ extern "C" a3_status a3_backend_cuda_create(int device, a3_precision precision,
     status = A3_FAIL(A3_ERR_NOMEM, "out of memory for the CUDA backend");
     goto fail;
   }
+  pthread_mutex_lock(&lost_mu);
+  cuda_used = 1;
+  pthread_mutex_unlock(&lost_mu);
   be->name = "cuda";
   be->ops = cu_profiled_ops(&cuda_ops);
   be->impl = st;

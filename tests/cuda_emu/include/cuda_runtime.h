@@ -128,6 +128,8 @@ typedef enum cudaError {
   // The other errors that break a context for good (never returned here;
   // named so that code classifying them compiles): CUDA's values.
   cudaErrorECCUncorrectable = 214,
+  cudaErrorNvlinkUncorrectable = 220,
+  cudaErrorContained = 226,
   cudaErrorLaunchTimeout = 702,
   cudaErrorAssert = 710,
   cudaErrorHardwareStackError = 714,
