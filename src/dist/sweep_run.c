@@ -49,6 +49,13 @@ static a3_status share_root_status(const engine *e, a3_status s) {
   return A3_FAIL((a3_status)m.code, "%s", m.msg);
 }
 
+// The lowest rank of comm for which `mine` holds, INT_MAX when none does.
+static int lowest_rank(MPI_Comm comm, int rank, bool mine) {
+  int r = mine ? rank : INT_MAX, first = INT_MAX;
+  MPI_Allreduce(&r, &first, 1, MPI_INT, MPI_MIN, comm);
+  return first;
+}
+
 // A status shared by all ranks (the worst one; messages stay on their ranks).
 static a3_status agree_all(MPI_Comm comm, a3_status mine, const char *what) {
   int code = (int)mine, worst = 0;
@@ -228,8 +235,7 @@ static void gather_timing(engine *e, a3_run_result *r, double *timing) {
 // The group's outcome on its leader: failed if any rank failed (that rank's
 // reason), the slowest wall time, the largest peak memory, the step timings.
 static a3_status combine_group(engine *e, a3_run_result *r, double *timing) {
-  int mine = r->status == A3_POINT_FAILED ? e->group_rank : INT_MAX, first = INT_MAX;
-  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, e->group);
+  const int first = lowest_rank(e->group, e->group_rank, r->status == A3_POINT_FAILED);
   if (first != INT_MAX && first != 0) {
     char reason[A3_RESULT_REASON_MAX];
     memcpy(reason, r->reason, sizeof reason);
@@ -338,8 +344,7 @@ static a3_status record_point(engine *e, int64_t point, const a3_run_result *r) 
 // reason on every rank of the group, and the leader says so.
 static bool group_lost(engine *e, int64_t point) {
   const char *why = e->opt->lost ? e->opt->lost() : NULL;
-  int mine = why ? e->group_rank : INT_MAX, first = INT_MAX;
-  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, e->group);
+  const int first = lowest_rank(e->group, e->group_rank, why != NULL);
   if (first == INT_MAX) return false;
   if (why && e->group_rank == first) {
     char host[64] = "?";
@@ -469,8 +474,7 @@ static a3_status longest_first(const a3_sweep_plan *p, int64_t *pending, int64_t
 // rank's reason; with none (the other groups ran them), or when a signal
 // stopped the sweep (its exit code asks for the requeue), a warning.
 static a3_status lost_anywhere(engine *e, const a3_sweep_summary *sum) {
-  int mine = e->lost[0] ? e->rank : INT_MAX, first = INT_MAX;
-  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, e->world);
+  const int first = lowest_rank(e->world, e->rank, e->lost[0] != '\0');
   if (first == INT_MAX) return A3_OK;
   MPI_Bcast(e->lost, (int)sizeof e->lost, MPI_CHAR, first, e->world);
   if (sum->pending == 0 || sum->interrupted) {

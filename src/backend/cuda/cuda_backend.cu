@@ -56,6 +56,16 @@ static void note_lost(cudaError_t e, const char *op) {
   pthread_mutex_unlock(&lost_mu);
 }
 
+// After any failed CUDA call: a context-breaking error is noted (op names
+// where), and the thread's last error is cleared. A failed call (out of
+// memory, say) stays the last error until read: left there, the next
+// launch's check would report it again, in this backend or the next sweep
+// point's. A sticky fault stays whatever this does.
+static void forget_error(cudaError_t e, const char *op) {
+  if (context_broken(e)) note_lost(e, op);
+  (void)cudaGetLastError(); // unchecked: clearing the error just seen
+}
+
 // The errors seen by cu_check, cuda_copy and cuda_alloc name the loss where
 // it happened; one first seen by cuBLAS, cuDNN or NCCL code is found by a
 // probe (a 1-byte cudaMalloc and cudaFree, which a broken context fails).
@@ -67,8 +77,7 @@ extern "C" const char *a3_backend_cuda_lost(void) {
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, 1);
     if (e == cudaSuccess) e = cudaFree(p);
-    if (context_broken(e)) note_lost(e, "a probe of the device after the point");
-    (void)cudaGetLastError(); // unchecked: the probe leaves no error behind
+    if (e != cudaSuccess) forget_error(e, "a probe of the device after the point");
   }
   pthread_mutex_lock(&lost_mu);
   const char *r = lost_reason[0] ? lost_reason : NULL;
@@ -79,11 +88,7 @@ extern "C" const char *a3_backend_cuda_lost(void) {
 int cu_check(const a3_backend *be, cudaError_t e, const char *op, const char *file, int line) {
   if (e == cudaSuccess) return 1;
   cu_record(be, A3_ERR_CUDA, op, file, line, cudaGetErrorName(e), cudaGetErrorString(e));
-  if (context_broken(e)) note_lost(e, op);
-  // A failed call (out of memory, say) stays the thread's last error until
-  // read: left there, the next launch's check would report it again, in this
-  // backend or the next sweep point's. A sticky fault stays whatever this does.
-  (void)cudaGetLastError(); // unchecked: clearing the error just recorded
+  forget_error(e, op);
   return 0;
 }
 
@@ -120,8 +125,7 @@ static a3_status cuda_alloc(const a3_backend *be, void **out, size_t bytes) {
   cudaError_t e = cudaMalloc(out, n);
   if (e != cudaSuccess) {
     *out = NULL;
-    if (context_broken(e)) note_lost(e, "cudaMalloc");
-    (void)cudaGetLastError(); // unchecked: clearing it (see cu_check)
+    forget_error(e, "cudaMalloc");
     if (e == cudaErrorMemoryAllocation) return out_of_memory(be, n);
     return A3_FAIL(A3_ERR_CUDA, "cudaMalloc of %zu bytes failed: %s (%s)", n, cudaGetErrorName(e),
                    cudaGetErrorString(e));
@@ -131,8 +135,7 @@ static a3_status cuda_alloc(const a3_backend *be, void **out, size_t bytes) {
   if (e != cudaSuccess) {
     cudaFree(*out); // unchecked: the memset's error is the one to report
     *out = NULL;
-    if (context_broken(e)) note_lost(e, "cudaMemsetAsync");
-    (void)cudaGetLastError(); // unchecked: clearing it (see cu_check)
+    forget_error(e, "cudaMemsetAsync");
     return A3_FAIL(A3_ERR_CUDA, "cudaMemsetAsync of %zu bytes failed: %s (%s)", n,
                    cudaGetErrorName(e), cudaGetErrorString(e));
   }
@@ -161,8 +164,7 @@ static a3_status cuda_copy(const a3_backend *be, void *dst, const void *src, siz
   cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, cu_stream(be));
   if (e == cudaSuccess) e = cudaStreamSynchronize(cu_stream(be));
   if (e == cudaSuccess) return A3_OK;
-  if (context_broken(e)) note_lost(e, what);
-  (void)cudaGetLastError(); // unchecked: clearing it (see cu_check)
+  forget_error(e, what);
   return A3_FAIL(A3_ERR_CUDA, "%s of %zu bytes failed: %s (%s)", what, bytes, cudaGetErrorName(e),
                  cudaGetErrorString(e));
 }
@@ -357,7 +359,7 @@ static void free_state(cuda_state *st) {
   do {                                                                                             \
     cudaError_t e_ = (call);                                                                       \
     if (e_ != cudaSuccess) {                                                                       \
-      if (context_broken(e_)) note_lost(e_, (what));                                               \
+      forget_error(e_, (what));                                                                    \
       status = A3_FAIL(A3_ERR_CUDA, "%s: %s (%s)", (what), cudaGetErrorName(e_),                   \
                        cudaGetErrorString(e_));                                                    \
       goto fail;                                                                                   \

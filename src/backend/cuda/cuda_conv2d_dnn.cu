@@ -402,8 +402,8 @@ static void plan_bf16(const a3_backend *be, dnn_shape *e) {
 // otherwise, with why recorded. Exact fp32's backward once stayed on im2col:
 // on an H100 (cuDNN 9.14) a training step of the ddpm-cifar10-32 U-Net at
 // batch 128 with every conv trainable hit an illegal memory access in the
-// backward with cuDNN's FMA-math algorithms, twice. The cause was found
-// later: the memory plan reserved no workspace for the resnets' 1x1
+// backward with cuDNN's FMA-math algorithms, twice. The likely cause was
+// found later: the memory plan reserved no workspace for the resnets' 1x1
 // shortcuts (fixed in unet_plan.c; test_unet_workspace). On an H200
 // (2026-11-27, cuDNN 9.14) that step then ran with cuDNN's backward, with
 // the same loss as im2col's to 6 digits and 3% faster, and test_cuda_unet
