@@ -8,7 +8,9 @@
 #    DIR/tests/test_* or DIR/test_*): nothing is built.
 # Checks, each with a timeout: test_cuda_probe, test_cuda_ops (fp32),
 # test_cuda_ops --precision tf32 and bf16, test_cuda_unet, test_cuda_sample
-# (32 images, 50 DDIM steps, GPU vs CPU, max pixel diff <= 1), test_cuda_nccl (1 rank;
+# (32 images, 50 DDIM steps, GPU vs CPU, max pixel diff <= 1), test_cuda_fault (an
+# allocation beyond the device fails alone; a faulting kernel is reported as a
+# lost device), test_cuda_nccl (1 rank;
 # with 2+ GPUs and mpirun also on every GPU, and --peer-missing, which must
 # abort the job), test_cuda_ops (fp32) and test_cuda_unet again with
 # A3FTA_CONV=im2col (the convolutions' path without cuDNN), "sweep 1-GPU NCCL": a 2-point `a3fta sweep` of 20
@@ -33,8 +35,8 @@
 # OUTDIR/gpu-check.log; OUTDIR/summary.md gets a table | check | result |
 # seconds | (PASS / FAIL / SKIPPED) and the GPU from nvidia-smi.
 # A3FTA_GPU_ONLY="SECTION ..." runs only those sections, for short device
-# leases (the others are left out of the table): ops unet sample nccl im2col
-# sweep memcheck finetune bench plan fp32cmp profile.
+# leases (the others are left out of the table): ops unet sample nccl faults
+# im2col sweep memcheck finetune bench plan fp32cmp profile.
 # Exit status: 0 when no check failed (SKIPPED is not a failure), else 1.
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -51,7 +53,7 @@ timeout_s=${A3FTA_GPU_TIMEOUT:-300}
 
 say() { echo "$*" | tee -a "$log"; }
 
-sections="ops unet sample nccl im2col sweep memcheck finetune bench plan fp32cmp profile"
+sections="ops unet sample nccl faults im2col sweep memcheck finetune bench plan fp32cmp profile"
 only=${A3FTA_GPU_ONLY:-}
 only=${only//[$'\t\n,']/ } # spaces, tabs, newlines or commas between names
 set -f                      # no globbing of the names
@@ -158,6 +160,10 @@ fi
 wanted unet && run_check test_cuda_unet test_cuda_unet --configs "$configs"
 wanted sample && run_check test_cuda_sample test_cuda_sample --configs "$configs"
 wanted nccl && run_check "test_cuda_nccl (1 rank)" test_cuda_nccl
+# Out of memory fails alone; a kernel fault is a lost device, reported, never
+# a crash (the sweep's handling of both rests on these; last, as the fault
+# breaks that process's context).
+wanted faults && run_check "test_cuda_fault (out of memory; a kernel fault)" test_cuda_fault
 # The same op and model checks with cuDNN's convolutions turned off: the
 # im2col + cuBLAS path must stay right for machines without cuDNN.
 launch=(env A3FTA_CONV=im2col)
