@@ -3,6 +3,8 @@
 #ifndef A3FTA_CUDA_PROBE_H
 #define A3FTA_CUDA_PROBE_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -18,6 +20,10 @@ typedef struct {
 } a3_cuda_info;
 
 void a3_cuda_probe(a3_cuda_info *out);
+// "NAME, PCI 0000:19:00.0" of visible device `device`, for the log line
+// that says which GPU a rank drives (two ranks printing the same bus id
+// share one GPU); "device N (cudaError...)" when CUDA cannot say.
+void a3_cuda_device_label(int device, char *out, size_t cap);
 
 #ifdef __cplusplus
 }

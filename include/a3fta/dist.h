@@ -51,6 +51,23 @@ a3_status a3_world_check_launch(const a3_world *w);
 // Returns the process exit code (0, 1 or 2).
 int a3_world_finish(a3_world *w, a3_status s);
 
+// This rank's place on its node: its rank among the node's ranks of the
+// whole job, and their number. Which GPU a rank drives and how many CPU
+// threads it takes depend on the node, never on the sweep group a rank
+// trains in (groups of 1 rank would each think they were alone: every rank
+// on GPU 0). a3_world_init records them from MPI_COMM_WORLD; a program that
+// started MPI itself gets them from `fallback`, split by node (a collective
+// on it then, made by every rank of it).
+a3_status a3_node_place(MPI_Comm fallback, int *local_rank, int *local_size);
+
+// Every rank's outcome of a step, agreed on over comm (collective): mine when
+// it failed, else the worst of the others', "WHAT: rank R failed (its error
+// is in its log)", R its rank in MPI_COMM_WORLD, the log's rank. Call it
+// after any step that can fail on one rank alone, before the next
+// collective: a rank that returned early never joins it, and the others
+// would wait in it for good.
+a3_status a3_agree(MPI_Comm comm, a3_status mine, const char *what);
+
 // Seconds a failed rank waits for the others before MPI_Abort (env
 // A3FTA_ABORT_GRACE_S overrides; default 30).
 double a3_world_abort_grace_s(void);

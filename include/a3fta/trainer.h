@@ -298,11 +298,14 @@ a3_status a3_train(const a3_config *cfg, MPI_Comm comm, const a3_train_options *
 // The backend parallel.backend picks for this rank of comm, for training and
 // sampling alike: *be = NULL for the CPU (cpu, or auto without a usable GPU,
 // which is logged, and the error cleared), else a CUDA backend (free it with
-// a3_backend_cuda_destroy) on the GPU of the rank's node-local rank modulo
-// the visible devices, in train.precision. A3_ERR_CUDA for cuda without a
-// usable GPU, A3_ERR_UNIMPLEMENTED for cuda in a build without CUDA. `name`
-// ("cpu", or the device and local rank) is for logs. Collective over comm
-// where a GPU is visible (the node-local split).
+// a3_backend_cuda_destroy) on the GPU of the rank's node-local rank in the
+// whole job (a3_node_place; not in comm, which may be a sweep group) modulo
+// the visible devices, in train.precision; a warning when the node has more
+// ranks than GPUs, or when auto leaves a visible GPU that refused for the
+// CPU. A3_ERR_CUDA for cuda without a usable GPU, A3_ERR_UNIMPLEMENTED for
+// cuda in a build without CUDA. `name` ("cpu", or the device, its PCI bus
+// id, host and node-local rank) is for logs. Not collective after
+// a3_world_init (a3_node_place's fallback splits comm otherwise).
 a3_status a3_backend_pick(const a3_config *cfg, MPI_Comm comm, const a3_backend **be, char *name,
                           size_t cap) A3_WARN_UNUSED;
 
@@ -340,7 +343,8 @@ enum { A3_SAMPLE_BATCH_CPU = 16, A3_SAMPLE_BATCH_GPU = 256 };
 // else a copy of its parameters on the picked GPU (a3_unet_build_on +
 // a3_unet_copy_params). batch = max_batch, or when that is <= 0 the backend's
 // default above. Rank 0 logs "<who>: sampling on <backend>, <batch> images
-// per forward pass". Collective over comm (see a3_backend_pick); on failure
+// per forward pass". Collective over comm: every rank returns the worst
+// status (a3_agree), so a rank whose GPU failed stops all; on failure
 // nothing is left open. Close with a3_sampling_model_close (also safe on a
 // zeroed struct).
 typedef struct {

@@ -49,6 +49,24 @@ a3_status a3_world_check_launch(const a3_world *w) {
                  w->size, expected, var, expected, job);
 }
 
+// The node place a3_world_init found (a3_node_place); 0 ranks: not known.
+static int node_rank = 0, node_size = 0;
+
+a3_status a3_node_place(MPI_Comm fallback, int *local_rank, int *local_size) {
+  if (node_size > 0) {
+    *local_rank = node_rank;
+    *local_size = node_size;
+    return A3_OK;
+  }
+  MPI_Comm node = MPI_COMM_NULL;
+  A3_MPI_TRY(MPI_Comm_split_type(fallback, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node),
+             "MPI_Comm_split_type(SHARED)");
+  MPI_Comm_rank(node, local_rank);
+  MPI_Comm_size(node, local_size);
+  MPI_Comm_free(&node);
+  return A3_OK;
+}
+
 a3_status a3_world_init(int *argc, char ***argv, a3_world *w) {
   // Before MPI_Init, which may set it itself.
   w->mpirun_np = (int)env_count("OMPI_COMM_WORLD_SIZE");
@@ -66,9 +84,24 @@ a3_status a3_world_init(int *argc, char ***argv, a3_world *w) {
   MPI_Comm_rank(node, &w->local_rank);
   MPI_Comm_size(node, &w->local_size);
   MPI_Comm_free(&node);
+  node_rank = w->local_rank;
+  node_size = w->local_size;
   a3_log_set_rank(w->rank, w->size);
   A3_TRY(a3_world_check_launch(w));
   return A3_OK;
+}
+
+a3_status a3_agree(MPI_Comm comm, a3_status mine, const char *what) {
+  struct {
+    int code, rank;
+  } in = {(int)mine, 0}, worst = {0, 0};
+  MPI_Comm_rank(MPI_COMM_WORLD, &in.rank);
+  if (MPI_Allreduce(&in, &worst, 1, MPI_2INT, MPI_MAXLOC, comm) != MPI_SUCCESS && mine == A3_OK)
+    return A3_FAIL(A3_ERR_MPI, "%s: the ranks could not agree on its outcome (MPI_Allreduce)",
+                   what);
+  if (mine != A3_OK || worst.code == A3_OK) return mine;
+  return A3_FAIL((a3_status)worst.code, "%s: rank %d failed (its error is in its log)", what,
+                 worst.rank);
 }
 
 double a3_world_abort_grace_s(void) {

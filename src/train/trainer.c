@@ -5,6 +5,7 @@
 #include "trainer_device.h"
 
 #include "a3fta/dataset.h"
+#include "a3fta/dist.h"
 #include "a3fta/export.h"
 #include "a3fta/strategy.h"
 
@@ -95,11 +96,10 @@ static void split_threads(MPI_Comm comm) {
   static int cores = 0; // the default count, before any split
   if (getenv("OMP_NUM_THREADS")) return;
   if (!cores) cores = a3_backend_cpu_threads();
-  MPI_Comm local;
-  int local_size = 1;
-  if (MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local) == MPI_SUCCESS) {
-    MPI_Comm_size(local, &local_size);
-    MPI_Comm_free(&local);
+  int local_rank = 0, local_size = 1;
+  if (a3_node_place(comm, &local_rank, &local_size) != A3_OK) {
+    a3_error_clear(); // then as if alone on the node
+    local_size = 1;
   }
   const int threads = cores / local_size > 0 ? cores / local_size : 1;
   a3_backend_cpu_set_threads(threads);
@@ -240,15 +240,8 @@ static a3_status setup_grad_comm(a3_trainer *t) {
   return A3_OK;
 }
 
-static a3_status setup(a3_trainer *t) {
-  A3_TRY(check_batch(&t->cfg));
-  A3_TRY(a3_config_to_yaml(&t->cfg, &t->config_yaml, NULL));
-  t->config_hash = a3_config_hash(&t->cfg);
-  MPI_Comm_rank(t->comm, &t->rank);
-  MPI_Comm_size(t->comm, &t->size);
-  split_threads(t->comm);
-  A3_TRY(a3_train_data_load(t->comm, &t->cfg, &t->data));
-  if (t->rank == 0) a3_info("data: %lld images from %s", (long long)t->data.n, t->cfg.data.path);
+// The steps of setup after the data, none of them collective.
+static a3_status setup_local(a3_trainer *t) {
   t->micro = t->cfg.train.batch_size / t->cfg.train.grad_accum;
   int64_t end = 0;
   a3_shard_range(t->micro, t->rank, t->size, &t->r_begin, &end);
@@ -260,7 +253,28 @@ static a3_status setup(a3_trainer *t) {
   A3_TRY(setup_model(t));
   A3_TRY(setup_optimizer(t));
   A3_TRY(setup_device(t));
-  A3_TRY(alloc_pending(t));
+  return alloc_pending(t);
+}
+
+// check_batch and the YAML cannot fail on one rank alone (one config, agreed
+// by the caller; an allocation aside). From the data on, a rank may fail
+// alone (its share of the images, no GPU there, out of its GPU's memory):
+// every rank learns it before the gradient sum's collectives, which a rank
+// that returned would never join.
+static a3_status setup(a3_trainer *t) {
+  A3_TRY(check_batch(&t->cfg));
+  A3_TRY(a3_config_to_yaml(&t->cfg, &t->config_yaml, NULL));
+  t->config_hash = a3_config_hash(&t->cfg);
+  MPI_Comm_rank(t->comm, &t->rank);
+  MPI_Comm_size(t->comm, &t->size);
+  split_threads(t->comm);
+  a3_status s =
+      a3_train_data_load(t->comm, &t->cfg, &t->data); // local failures after its collectives
+  if (s == A3_OK) {
+    if (t->rank == 0) a3_info("data: %lld images from %s", (long long)t->data.n, t->cfg.data.path);
+    s = setup_local(t);
+  }
+  A3_TRY(a3_agree(t->comm, s, "setting up training"));
   A3_TRY(setup_grad_comm(t)); // after the device: NCCL sums its gradients
   return A3_OK;
 }

@@ -4,6 +4,7 @@
 #include "a3fta/trainer.h"
 
 #include "a3fta/dataset.h"
+#include "a3fta/dist.h"
 #include "a3fta/plot.h"
 
 #include "io/h5util.h"
@@ -134,6 +135,7 @@ a3_status a3_sampling_model_open(const a3_config *cfg, MPI_Comm comm, a3_unet *h
     if (s == A3_OK) s = a3_unet_copy_params(out->device_copy, host);
     if (s == A3_OK) out->model = out->device_copy;
   }
+  s = a3_agree(comm, s, who); // a rank without its GPU: none goes on to sample
   if (s != A3_OK) {
     a3_sampling_model_close(out);
     A3_TRY(s);
@@ -271,16 +273,6 @@ static a3_status gather(MPI_Comm comm, const shard *sh, int64_t num, const uint8
   return s;
 }
 
-// The worst status of all ranks (mine if it failed).
-static a3_status agree(MPI_Comm comm, a3_status mine) {
-  int code = (int)mine, worst = 0;
-  if (MPI_Allreduce(&code, &worst, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS)
-    return A3_FAIL(A3_ERR_MPI, "sample: MPI_Allreduce failed");
-  if (mine != A3_OK) return mine;
-  if (worst != A3_OK) return A3_FAIL((a3_status)worst, "sample: another rank failed");
-  return A3_OK;
-}
-
 a3_status a3_sample_gather(MPI_Comm comm, a3_unet *m, const a3_noise_schedule_table *sched,
                            const a3_sample_options *o, int64_t n, uint8_t *all) {
   shard sh;
@@ -299,7 +291,7 @@ a3_status a3_sample_gather(MPI_Comm comm, a3_unet *m, const a3_noise_schedule_ta
   if (s == A3_OK && sh.size > 1 && n * sh.per > INT32_MAX)
     s = A3_FAIL(A3_ERR_USAGE, "sample: %lld images are too many to gather at once", (long long)n);
   if (s == A3_OK) s = a3_sample_images(m, sched, &mine_opt, mine);
-  s = agree(comm, s);
+  s = a3_agree(comm, s, "sample");
   if (s == A3_OK) s = gather(comm, &sh, n, mine, all);
   free(mine);
   A3_TRY(s);
@@ -330,9 +322,9 @@ static a3_status sample_loaded(MPI_Comm comm, const char *checkpoint, const a3_s
   uint8_t *all = NULL;
   a3_sampling_model sm = {0};
   a3_status s = rank == 0 ? a3_alloc((void **)&all, (size_t)(req->num * per) + 1, 1) : A3_OK;
-  s = agree(comm, s);
+  s = a3_agree(comm, s, "sample");
   if (s == A3_OK) s = a3_sampling_model_open(cfg, comm, m, req->max_batch, "sample", &sm);
-  s = agree(comm, s);
+  s = a3_agree(comm, s, "sample");
   const a3_sample_options o = {.sampler = req->sampler,
                                .steps = req->steps > 0 ? req->steps : cfg->eval.sampler_steps,
                                .eta = req->eta,

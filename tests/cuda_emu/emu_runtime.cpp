@@ -147,9 +147,20 @@ cudaError_t cudaRuntimeGetVersion(int *v) {
   return cudaSuccess;
 }
 
+// The devices the process sees: 1, or A3FTA_EMU_DEVICES=N (0: none, as a
+// node without GPUs; several: one node's GPUs, each with its own PCI bus id,
+// all backed by the same host memory), for tests of which rank takes which.
+static int device_count(void) {
+  static const int n = [] {
+    const char *e = getenv("A3FTA_EMU_DEVICES");
+    return e && *e ? atoi(e) : 1;
+  }();
+  return n;
+}
+
 cudaError_t cudaGetDeviceCount(int *n) {
-  *n = 1;
-  return cudaSuccess;
+  *n = device_count();
+  return *n > 0 ? cudaSuccess : emu_done(cudaErrorNoDevice);
 }
 
 // The emulated device's memory: 4 GiB, or A3FTA_EMU_DEVICE_MB; cudaMalloc
@@ -164,9 +175,10 @@ static size_t device_memory(void) {
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
-  if (device != 0) return cudaErrorInvalidDevice;
+  if (device < 0 || device >= device_count()) return emu_done(cudaErrorInvalidDevice);
   memset(p, 0, sizeof *p);
   snprintf(p->name, sizeof p->name, "a3fta CUDA emulator (CPU)");
+  p->pciBusID = 0x10 + device;
   p->totalGlobalMem = device_memory();
   p->major = 9;
   p->minor = 0;
@@ -177,7 +189,9 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
   return cudaSuccess;
 }
 
-cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+cudaError_t cudaSetDevice(int device) {
+  return device >= 0 && device < device_count() ? cudaSuccess : emu_done(cudaErrorInvalidDevice);
+}
 
 // Every live cudaMalloc block: start -> bytes. Device pointers must point
 // into one (emu_is_device_pointer): a host pointer given to a kernel, a GEMM

@@ -12,7 +12,8 @@
 #   8, 4): 512 fails with a reason that says out of GPU memory and names
 #   train.batch_size; 8 and 4 are done (the failed cudaMalloc must not stay
 #   the thread's last error for the next point's first launch check),
-#   nothing left at exit;
+#   nothing left at exit; the same with 2 ranks in the group, only one of
+#   them short of memory: the point fails on both, no hang;
 # - a GPU that faults for good (a sticky error: every later CUDA call fails)
 #   must not fail every later point: the emulator makes the Nth kernel of
 #   the process fault (A3FTA_EMU_FAULT_KERNEL), N in the middle of the second
@@ -91,6 +92,25 @@ if [ "$(status 4)" != done ] || [ "$(status 8)" != done ] || [ "$(status 512)" !
 else
   echo "out of memory at batch 512 on a 16 MiB device: that point failed ($(grep -o 'out of GPU memory[^;]*' \
     "$dir/oom.csv")); batches 4 and 8 done, nothing left at exit"
+fi
+
+# Out of memory on one rank of a 2-rank group (the other's device is larger):
+# the point fails on both, the group goes on. Before the trainer agreed on
+# its setup, the failed rank went on to the sweep's collectives while the
+# other waited in the gradient sum's first one: hung for good.
+sed -e "s|ranks_per_run: 1|ranks_per_run: 2|" -e "s|out-oom|out-oom2|" "$dir/oom.yaml" >"$dir/oom2.yaml"
+A3FTA_GRAD_COMM=nccl timeout 120 mpirun --oversubscribe -np 1 env A3FTA_EMU_DEVICE_MB=16 "$bin" sweep \
+  "$dir/oom2.yaml" --no-eval : -np 1 "$bin" sweep "$dir/oom2.yaml" --no-eval >"$dir/oom2.log" 2>&1
+rc=$?
+"$bin" info "$dir/out-oom2/results.h5" --csv >"$dir/oom.csv" 2>&1
+if [ $rc -ne 0 ] || [ "$(status 4)" != done ] || [ "$(status 8)" != done ] || [ "$(status 512)" != failed ] ||
+  ! grep -q "^1,failed,512,.*out of GPU memory" "$dir/oom.csv"; then
+  echo "FAILED: out of memory on one rank of a 2-rank group: exit $rc (124: hung), batch 4" \
+    "$(status 4), 512 $(status 512), 8 $(status 8)" >&2
+  grep -E "warning|failed" "$dir/oom2.log" >&2
+  fail=1
+else
+  echo "out of memory on one rank of a 2-rank group: batch 512 failed on both, 4 and 8 done"
 fi
 
 # A device lost in the middle of a point.

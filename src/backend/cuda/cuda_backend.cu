@@ -96,6 +96,10 @@ int cu_check_blas(const a3_backend *be, cublasStatus_t s, const char *op, const 
                   int line) {
   if (s == CUBLAS_STATUS_SUCCESS) return 1;
   cu_record(be, A3_ERR_CUDA, op, file, line, cublasGetStatusName(s), cublasGetStatusString(s));
+  // A CUDA call that failed inside cuBLAS (its workspace's cudaMalloc, a
+  // faulted context) may have left the thread's last error: as cu_check.
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) forget_error(e, op);
   return 0;
 }
 

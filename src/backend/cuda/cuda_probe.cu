@@ -32,3 +32,15 @@ extern "C" void a3_cuda_probe(a3_cuda_info *out) {
     out->cc_minor = prop.minor;
   }
 }
+
+extern "C" void a3_cuda_device_label(int device, char *out, size_t cap) {
+  cudaDeviceProp prop;
+  const cudaError_t err = cudaGetDeviceProperties(&prop, device);
+  if (err != cudaSuccess) {
+    snprintf(out, cap, "device %d (%s)", device, cudaGetErrorName(err));
+    (void)cudaGetLastError(); // unchecked: only the label needed it
+    return;
+  }
+  snprintf(out, cap, "%.200s, PCI %04x:%02x:%02x.0", prop.name, (unsigned)prop.pciDomainID,
+           (unsigned)prop.pciBusID, (unsigned)prop.pciDeviceID);
+}

@@ -162,6 +162,7 @@ typedef struct cudaDeviceProp {
   int warpSize;
   int maxThreadsPerBlock;
   size_t sharedMemPerBlock;
+  int pciBusID, pciDeviceID, pciDomainID;
 } cudaDeviceProp;
 
 #define CUDART_VERSION 13000
