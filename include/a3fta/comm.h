@@ -163,6 +163,19 @@ a3_status a3_grad_comm_finish(a3_grad_comm *c, float *grads) A3_WARN_UNUSED;
 // before settle (a copy would wait with no limit) nor queue much (CUDA
 // blocks a launch when about a thousand are pending, again with no limit).
 a3_status a3_grad_comm_settle(a3_grad_comm *c) A3_WARN_UNUSED;
+// This rank's step failed (its GPU faulted, say) while the other ranks of
+// the group go on with their sums of it: what they need so as not to wait
+// for it for good. summed: a3_grad_comm_finish had returned in this step.
+// MPI: unless summed, the buckets not yet started are started on whatever
+// grads (host memory) holds and all of the step's sums completed (the step
+// is void), so the others finish the step. NCCL (nothing to do when
+// step_failed already ran here): the communicator is aborted; unless summed,
+// the rank then waits timeout_s plus the abort grace for the others to fail
+// the step the same way, as their watchdogs will, and aborts the job if
+// they do not. Either way the group must then agree on the outcome
+// (a3_agree; the trainer does after every step, a3_trainer_agree). A3_OK
+// when the others were let go.
+a3_status a3_grad_comm_fail(a3_grad_comm *c, float *grads, bool summed) A3_WARN_UNUSED;
 // NULL is fine. Destroying it with sums in flight (after an error): MPI
 // leaks their buffers rather than free memory MPI may still write; NCCL
 // keeps its device buffers until the queued work has drained, and a later

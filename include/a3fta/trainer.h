@@ -186,12 +186,20 @@ typedef struct {
 // queued work and reports its first error) and one all-reduce of n doubles.
 a3_status a3_trainer_take_losses(a3_trainer *t, a3_step_losses *out) A3_WARN_UNUSED;
 
+// The group's outcome (a3_agree; collective): a step, or a take_losses,
+// may fail on one rank alone (its GPU). Call it with each advance's status,
+// and each take_losses', right after the call, on every rank, before any
+// other collective: a rank that failed stops the others there.
+// A failed advance has already let the others' gradient sums of the step
+// go (a3_grad_comm_fail).
+a3_status a3_trainer_agree(a3_trainer *t, a3_status mine) A3_WARN_UNUSED;
+
 // advance + take_losses (no steps may be pending): *loss is the mean loss of
 // the global batch (every rank gets it), *lr the learning rate the update used.
 a3_status a3_trainer_step(a3_trainer *t, double *loss, double *lr) A3_WARN_UNUSED;
 
 // Writes a checkpoint of the current state (collective: rank 0 writes, all
-// ranks return its status).
+// ranks return the worst status, a3_agree).
 a3_status a3_trainer_save(a3_trainer *t, const char *path) A3_WARN_UNUSED;
 
 // This rank's time inside a3_trainer_advance and a3_trainer_take_losses

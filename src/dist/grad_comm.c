@@ -41,6 +41,10 @@ a3_status a3_grad_comm_finish(a3_grad_comm *c, float *grads) {
   return A3_OK;
 }
 
+a3_status a3_grad_comm_fail(a3_grad_comm *c, float *grads, bool summed) {
+  return c->ops->fail(c, grads, summed);
+}
+
 a3_status a3_grad_comm_settle(a3_grad_comm *c) {
   return c->ops->settle ? c->ops->settle(c) : A3_OK;
 }

@@ -22,6 +22,9 @@ typedef struct {
   a3_status (*wait_all)(a3_grad_comm *c, float *grads);
   // Waits until what wait_all queued has completed (NULL: wait_all waited).
   a3_status (*settle)(a3_grad_comm *c);
+  // This rank's step failed (a3_grad_comm_fail): whatever the others need
+  // so that they do not wait for it for good.
+  a3_status (*fail)(a3_grad_comm *c, float *grads, bool summed);
   // Frees the implementation's state; in_flight: sums were started and not
   // completed (their buffers must then outlive the communicator).
   void (*destroy)(a3_grad_comm *c, bool in_flight);

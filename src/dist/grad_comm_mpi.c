@@ -39,6 +39,18 @@ static a3_status mpi_wait_all(a3_grad_comm *c, float *grads) {
   return A3_OK;
 }
 
+// The rest of this step's buckets on what grads holds, then all of them
+// completed: the others' MPI_Waitall needs this rank's part of each.
+static a3_status mpi_fail(a3_grad_comm *c, float *grads, bool summed) {
+  if (summed) return A3_OK;
+  for (; c->next < c->b.n_buckets; c->next++) A3_TRY(mpi_start(c, c->next, grads));
+  mpi_impl *im = c->impl;
+  A3_MPI_TRY(MPI_Waitall(c->b.n_buckets, im->req, MPI_STATUSES_IGNORE),
+             "MPI_Waitall on the gradient buckets of a failed step");
+  c->next = 0;
+  return A3_OK;
+}
+
 static void mpi_destroy(a3_grad_comm *c, bool in_flight) {
   mpi_impl *im = c->impl;
   if (!im) return;
@@ -53,8 +65,8 @@ static void mpi_destroy(a3_grad_comm *c, bool in_flight) {
   free(im);
 }
 
-static const a3_grad_comm_ops mpi_ops = {"mpi",        mpi_start, mpi_progress,
-                                         mpi_wait_all, NULL,      mpi_destroy};
+static const a3_grad_comm_ops mpi_ops = {"mpi", mpi_start, mpi_progress, mpi_wait_all,
+                                         NULL,  mpi_fail,  mpi_destroy};
 
 static a3_status mpi_setup(a3_grad_comm *c, MPI_Comm comm) {
   mpi_impl *im = NULL;

@@ -483,6 +483,35 @@ a3_status nccl_settle(a3_grad_comm *c) {
   return A3_OK;
 }
 
+// This rank's step failed outside the sums (its GPU, say) before they were
+// all queued: the others' sums wait for its part until their watchdogs
+// fire (step_failed, which meets every rank at the group's barrier); this
+// rank aborts its communicator and meets them there, waiting timeout_s plus
+// the grace. When they were all queued (summed), the others' sums are
+// likely done: only the abort (the group learns at a3_trainer_agree).
+a3_status nccl_fail(a3_grad_comm *c, float *grads, bool summed) {
+  (void)grads;
+  nccl_impl *im = (nccl_impl *)c->impl;
+  if (im->aborted || im->size == 1 || !im->link) return A3_OK; // step_failed ran, or no peers
+  abort_comm(im);
+  if (summed) return A3_OK;
+  const double wait = im->timeout_s + a3_world_abort_grace_s();
+  a3_log(A3_LOG_ERROR,
+         "rank %d of %d on %s (GPU %d): its training step failed, so its NCCL communicator is "
+         "aborted; waiting up to %.0f s for the other ranks' sums of the step to time out "
+         "(parallel.nccl_timeout_s + A3FTA_ABORT_GRACE_S)",
+         im->rank, im->size, im->host, im->device, wait);
+  MPI_Request pending;
+  if (!a3_grad_comm_peers_arrive(im->link->mpi, wait, &pending)) {
+    a3_log(A3_LOG_ERROR,
+           "rank %d on %s: the other ranks of its group did not fail within %.0f s; aborting the "
+           "MPI job",
+           im->rank, im->host, wait);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  return A3_OK;
+}
+
 // ---------------------------------------------------------------- teardown
 
 void free_device_side(nccl_impl *im, int n_buckets) {
@@ -571,8 +600,8 @@ void nccl_destroy(a3_grad_comm *c, bool in_flight) {
   reap_abandoned();
 }
 
-const a3_grad_comm_ops nccl_ops = {"nccl",        nccl_start,  nccl_progress,
-                                   nccl_wait_all, nccl_settle, nccl_destroy};
+const a3_grad_comm_ops nccl_ops = {"nccl",      nccl_start, nccl_progress, nccl_wait_all,
+                                   nccl_settle, nccl_fail,  nccl_destroy};
 
 } // namespace
 

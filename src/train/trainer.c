@@ -209,6 +209,26 @@ static const char *grad_comm_note(const a3_trainer *t) {
                                     : ", a new NCCL communicator";
 }
 
+// Every rank of a group must make the same sum in the same buckets, and
+// what picks them (A3FTA_GRAD_COMM, A3FTA_BUCKET_BYTES) is each rank's own
+// environment: a difference would hang the first sum (MPI) or mix buckets
+// (NCCL), so it is an error on every rank.
+static a3_status agree_on_sum(a3_trainer *t, a3_status mine, a3_grad_comm_kind use, size_t bytes) {
+  if (t->size == 1) return mine;
+  A3_TRY(a3_agree(t->comm, mine, "choosing the gradient sum"));
+  const long long v[4] = {(long long)use, (long long)bytes, -(long long)use, -(long long)bytes};
+  long long most[4] = {0, 0, 0, 0};
+  if (MPI_Allreduce(v, most, 4, MPI_LONG_LONG, MPI_MAX, t->comm) != MPI_SUCCESS)
+    return A3_FAIL(A3_ERR_MPI, "agreeing on the gradient sum over %d ranks failed", t->size);
+  if (most[0] != -most[2] || most[1] != -most[3])
+    return A3_FAIL(A3_ERR_CONFIG,
+                   "the ranks of this group chose different gradient sums or bucket sizes (%lld to "
+                   "%lld bytes): set A3FTA_GRAD_COMM and A3FTA_BUCKET_BYTES alike on every rank, "
+                   "or on none",
+                   -most[3], most[1]);
+  return A3_OK;
+}
+
 // More than one rank: the bucketed gradient sum, its buckets in backward
 // order; NCCL when every rank trains on a GPU (A3FTA_GRAD_COMM decides
 // otherwise, and can ask for NCCL on one rank), else MPI over host memory.
@@ -218,13 +238,14 @@ static a3_status setup_grad_comm(a3_trainer *t) {
       MPI_Allreduce(&on_gpu, &all_on_gpu, 1, MPI_INT, MPI_MIN, t->comm) != MPI_SUCCESS)
     return A3_FAIL(A3_ERR_MPI, "agreeing on the gradient sum over %d ranks failed", t->size);
   a3_grad_comm_kind asked = A3_GRAD_COMM_AUTO, use = A3_GRAD_COMM_NONE;
-  A3_TRY(a3_grad_comm_kind_parse(getenv("A3FTA_GRAD_COMM"), &asked));
-  A3_TRY(a3_grad_comm_choose(asked, t->size, all_on_gpu != 0, &use));
+  a3_status s = a3_grad_comm_kind_parse(getenv("A3FTA_GRAD_COMM"), &asked);
+  if (s == A3_OK) s = a3_grad_comm_choose(asked, t->size, all_on_gpu != 0, &use);
+  const size_t bytes = a3_grad_bucket_bytes();
+  A3_TRY(agree_on_sum(t, s, use, bytes));
   if (use == A3_GRAD_COMM_NONE) return A3_OK;
   a3_grad_piece *pieces = NULL;
   int n = 0;
-  const size_t bytes = a3_grad_bucket_bytes();
-  a3_status s = a3_trainer_grad_pieces(t->m, &pieces, &n);
+  s = a3_trainer_grad_pieces(t->m, &pieces, &n);
   if (s == A3_OK && use == A3_GRAD_COMM_NCCL)
     s = a3_grad_comm_create_nccl(t->comm, a3_train_device_backend(t->dev), pieces, n, bytes,
                                  (double)t->cfg.parallel.nccl_timeout_s, &t->gc);
@@ -397,23 +418,16 @@ static a3_status settle_sums(a3_trainer *t, double *comm_s) {
   return s;
 }
 
-a3_status a3_trainer_advance(a3_trainer *t) {
-  const double t0 = MPI_Wtime();
-  const a3_train_config *tc = &t->cfg.train;
-  const int64_t pending = t->step - t->first_pending;
-  if (pending >= t->pending_cap)
-    return A3_FAIL(A3_ERR_INTERNAL, "trainer: the losses of %lld steps were not taken",
-                   (long long)pending);
-  const double factor = a3_lr_factor(tc->lr_schedule, t->step, tc->warmup, tc->steps);
+// One step's work; *summed: its gradient sum is complete.
+static a3_status run_step(a3_trainer *t, double factor, double *total, double *comm, bool *summed) {
   if (t->dev)
     a3_train_device_zero_grads(t->dev);
   else
     a3_unet_zero_grads(t->m);
-  double total = 0.0;
-  for (int64_t k = 0; k < tc->grad_accum; k++) {
+  for (int64_t k = 0; k < t->cfg.train.grad_accum; k++) {
     double share = 0.0;
     A3_TRY(micro_step(t, k, &share));
-    total += share;
+    *total += share;
   }
   // Communication: waiting for the gradient sum the backward started (on a
   // GPU with MPI, with its copies through host memory, which wait for the
@@ -425,9 +439,39 @@ a3_status a3_trainer_advance(a3_trainer *t) {
   // still reaches the watchdog.
   const double comm0 = MPI_Wtime();
   A3_TRY(reduce_grads(t));
-  double comm = MPI_Wtime() - comm0;
+  *summed = true;
+  *comm = MPI_Wtime() - comm0;
   A3_TRY(update(t, factor));
-  if (t->nccl) A3_TRY(settle_sums(t, &comm));
+  if (t->nccl) A3_TRY(settle_sums(t, comm));
+  return A3_OK;
+}
+
+// A step that failed on this rank must not leave the others of its group
+// waiting for its sums for good (a3_grad_comm_fail); the group then learns of
+// the failure at a3_trainer_agree.
+static a3_status end_step(a3_trainer *t, a3_status s, bool summed) {
+  if (s == A3_OK || !t->gc || t->size == 1) return s;
+  if (a3_grad_comm_fail(t->gc, a3_unet_grads(t->m), summed) != A3_OK)
+    a3_log(A3_LOG_ERROR, "after a failed step: %s", a3_error_message());
+  return s;
+}
+
+a3_status a3_trainer_agree(a3_trainer *t, a3_status mine) {
+  if (t->size == 1) return mine;
+  return a3_agree(t->comm, mine, "training");
+}
+
+a3_status a3_trainer_advance(a3_trainer *t) {
+  const double t0 = MPI_Wtime();
+  const a3_train_config *tc = &t->cfg.train;
+  const int64_t pending = t->step - t->first_pending;
+  if (pending >= t->pending_cap)
+    return A3_FAIL(A3_ERR_INTERNAL, "trainer: the losses of %lld steps were not taken",
+                   (long long)pending);
+  const double factor = a3_lr_factor(tc->lr_schedule, t->step, tc->warmup, tc->steps);
+  double total = 0.0, comm = 0.0;
+  bool summed = false;
+  A3_TRY(end_step(t, run_step(t, factor, &total, &comm, &summed), summed));
   t->timing.comm_s += comm;
   t->timing.compute_s += MPI_Wtime() - t0 - comm;
   t->timing.steps++;
@@ -464,13 +508,19 @@ static a3_status take_device_losses(a3_trainer *t, int64_t pending) {
 
 a3_status a3_trainer_take_losses(a3_trainer *t, a3_step_losses *out) {
   const int64_t pending = t->step - t->first_pending;
-  if (t->dev) A3_TRY(take_device_losses(t, pending));
+  // A rank whose device failed still takes part in the all-reduce (with
+  // zeros), so that the group's collectives stay matched until it agrees.
+  const a3_status s = t->dev ? take_device_losses(t, pending) : A3_OK;
+  if (s != A3_OK)
+    for (int64_t i = 0; i < pending; i++) t->pending_loss[i] = 0.0;
   const double t0 = MPI_Wtime();
   if (t->size > 1 && pending > 0 &&
       MPI_Allreduce(MPI_IN_PLACE, t->pending_loss, (int)pending, MPI_DOUBLE, MPI_SUM, t->comm) !=
-          MPI_SUCCESS)
+          MPI_SUCCESS &&
+      s == A3_OK)
     return A3_FAIL(A3_ERR_MPI, "loss all-reduce over %d ranks failed", t->size);
   t->timing.comm_s += MPI_Wtime() - t0;
+  A3_TRY(s);
   *out = (a3_step_losses){.first_step = t->first_pending + 1,
                           .n = pending,
                           .loss = t->pending_loss,
@@ -483,9 +533,9 @@ a3_status a3_trainer_step(a3_trainer *t, double *loss, double *lr) {
   if (t->step > t->first_pending)
     return A3_FAIL(A3_ERR_INTERNAL, "trainer: a3_trainer_step with %lld steps' losses not taken",
                    (long long)(t->step - t->first_pending));
-  A3_TRY(a3_trainer_advance(t));
+  A3_TRY(a3_trainer_agree(t, a3_trainer_advance(t)));
   a3_step_losses taken;
-  A3_TRY(a3_trainer_take_losses(t, &taken));
+  A3_TRY(a3_trainer_agree(t, a3_trainer_take_losses(t, &taken)));
   *loss = taken.loss[0];
   *lr = taken.lr[0];
   return A3_OK;
@@ -493,23 +543,16 @@ a3_status a3_trainer_step(a3_trainer *t, double *loss, double *lr) {
 
 // ---------------------------------------------------------------- checkpoints
 
-static a3_status agree(MPI_Comm comm, a3_status mine, int root) {
-  int code = (int)mine;
-  MPI_Bcast(&code, 1, MPI_INT, root, comm);
-  if (mine == A3_OK && code != A3_OK)
-    return A3_FAIL((a3_status)code, "rank %d failed to write the checkpoint", root);
-  return mine;
-}
-
 a3_status a3_trainer_save(a3_trainer *t, const char *path) {
-  if (t->dev) A3_TRY(a3_train_device_pull(t->dev, t->m, t->adam_m, t->adam_v, t->ema));
-  a3_status s = A3_OK;
-  if (t->rank == 0) {
+  // The device's state comes to every rank (a rank whose device failed says
+  // so at the agreement, after the others' collectives it still joins).
+  a3_status s = t->dev ? a3_train_device_pull(t->dev, t->m, t->adam_m, t->adam_v, t->ema) : A3_OK;
+  if (s == A3_OK && t->rank == 0) {
     const a3_model_ckpt st = {t->config_yaml, t->config_hash, t->step, (uint64_t)t->cfg.train.seed,
                               t->adam_m,      t->adam_v,      t->ema,  t->base_hash};
     s = a3_model_checkpoint_write(path, t->m, &st);
   }
-  A3_TRY(agree(t->comm, s, 0));
+  A3_TRY(a3_agree(t->comm, s, "writing the checkpoint"));
   return A3_OK;
 }
 

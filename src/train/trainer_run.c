@@ -199,7 +199,8 @@ static void write_row(run_state *r, int64_t step, double loss, double lr, double
 // held-out loss and checkpoint the last of them is due for.
 static a3_status take_losses(run_state *r, a3_trainer *t, const a3_train_options *opt) {
   a3_step_losses L;
-  A3_TRY(a3_trainer_take_losses(t, &L));
+  A3_TRY(a3_trainer_agree(t, a3_trainer_take_losses(t, &L))); // before the held-out loss's
+                                                              // collectives
   const int64_t last = L.first_step + L.n - 1;
   double heldout = NAN;
   A3_TRY(heldout_after(r, t, last, &heldout));
@@ -247,7 +248,9 @@ static a3_status loop(run_state *r, a3_trainer *t, const a3_train_options *opt) 
             (long long)steps, (long long)r->cfg->train.batch_size, size, size == 1 ? "" : "s",
             r->cfg->train.lr);
   while (a3_trainer_steps_done(t) < stop) {
-    A3_TRY(a3_trainer_advance(t));
+    // One rank's failed step stops the group here, before any other
+    // collective (take_losses agrees on each of its own parts).
+    A3_TRY(a3_trainer_agree(t, a3_trainer_advance(t)));
     if (take_due(r, t, a3_trainer_steps_done(t), stop)) A3_TRY(take_losses(r, t, opt));
   }
   return A3_OK;

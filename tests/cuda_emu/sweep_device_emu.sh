@@ -22,7 +22,10 @@
 #   pending point; the same command again (no fault) runs 1 and 2. Two
 #   groups (the fault on rank 0 only, in its first point, whichever that
 #   is), 6 points: the other group runs the rest, 5 done and 1 failed, exit
-#   0 with a warning.
+#   0 with a warning. Then the fault on one rank of a 2-rank group, with
+#   the MPI and the NCCL gradient sum: the other rank is let go (no hang,
+#   no MPI_Abort), the point fails with the lost rank's reason, the group
+#   retires (exit 1, 2 pending); the rerun runs them.
 # Usage: sweep_device_emu.sh MAKE_DATASET_BIN   (A3FTA_BIN set by CTest)
 set -u
 make_dataset=$1
@@ -162,6 +165,52 @@ if [ $rc -ne 0 ] || [ "$(statuses "$dir/out-two")" != "5 done, 1 failed, " ] ||
 else
   echo "device lost in one of 2 groups: the other ran the rest (5 done, 1 failed), exit 0"
 fi
+
+# A device lost on one rank of a 2-rank group, with either gradient sum: the
+# other rank must not wait for it for good (MPI: it completes the step's
+# sums and the group agrees on each step; NCCL: its watchdog fires after
+# nccl_timeout_s and the failed rank meets it). The point fails with the
+# lost rank's reason, the group retires, exit 1 with 2 points pending, and
+# no MPI_Abort; the same command then runs them. Before: MPI hung for good,
+# NCCL aborted the whole job without the reason.
+group_fault() { # COMM AT: the fault at rank 0's kernel AT; 1 when the outcome is wrong
+  local comm=$1 at=$2 rc got
+  rm -rf "$dir/out-group-$comm"
+  A3FTA_ABORT_GRACE_S=5 A3FTA_GRAD_COMM=$comm timeout 120 mpirun --oversubscribe -np 1 \
+    env A3FTA_EMU_FAULT_KERNEL=$at "$bin" sweep "$dir/group-$comm.yaml" --no-eval : \
+    -np 1 "$bin" sweep "$dir/group-$comm.yaml" --no-eval >"$dir/group-$comm.log" 2>&1
+  rc=$?
+  got=$("$bin" info "$dir/out-group-$comm/results.h5" --csv 2>/dev/null | awk -F, 'NR > 1 {printf "%s ", $2}')
+  if [ $rc -ne 1 ] || [ "$got" != "failed pending pending " ] ||
+    ! grep -q "can run no more points: cudaErrorIllegalAddress.*2 point(s) left pending" "$dir/group-$comm.log" ||
+    ! "$bin" info "$dir/out-group-$comm/results.h5" --csv | grep -q "^0,failed,.*cudaErrorIllegalAddress" ||
+    grep -q "aborting the MPI job" "$dir/group-$comm.log"; then
+    echo "FAILED: a device lost on one rank of a 2-rank group ($comm sum, kernel $at): exit $rc" \
+      "(want 1; 124: hung), points: $got(want failed pending pending)" >&2
+    grep -E "warning|a3fta:|error|abort|emulator" "$dir/group-$comm.log" | head -8 >&2
+    return 1
+  fi
+}
+for comm in mpi nccl; do
+  sed -e "s|ranks_per_run: 1|ranks_per_run: 2, nccl_timeout_s: 3|" -e "s|out-lost|out-group-$comm|" \
+    "$dir/lost.yaml" >"$dir/group-$comm.yaml"
+  # in the forward, the backward and the update of the first point
+  ok=1
+  for at in $((per_point / 4)) $((per_point * 3 / 4)) $((per_point / 2)); do
+    group_fault "$comm" "$at" || ok=0
+  done
+  [ $ok = 1 ] || { fail=1; continue; }
+  A3FTA_GRAD_COMM=$comm timeout 120 mpirun --oversubscribe -np 2 "$bin" sweep "$dir/group-$comm.yaml" \
+    --no-eval >"$dir/group-$comm-again.log" 2>&1
+  rc=$?
+  if [ $rc -ne 0 ] || [ "$(statuses "$dir/out-group-$comm")" != "3 done, " ]; then
+    echo "FAILED: the rerun after a device lost in a 2-rank group ($comm): exit $rc," \
+      "$(statuses "$dir/out-group-$comm")" >&2
+    fail=1
+  else
+    echo "device lost on one rank of a 2-rank group ($comm sum; kernels $((per_point / 4)), $((per_point * 3 / 4)), $((per_point / 2)) of $per_point): point failed with its reason, group retired, exit 1; the rerun: 3 done"
+  fi
+done
 
 [ "$fail" = 0 ] && echo "sweep_device_emu: the peak is the same for 2 and 6 points, nothing left at exit; an out-of-memory point fails alone; a lost device stops its group only"
 exit "$fail"

@@ -1,7 +1,9 @@
 // Data parallelism: 2 ranks train the same run as 1 rank, with the batch
 // split across them (batch 6 in 2 micro-batches of 3: slices of 1 and 2
 // images, so the uneven weighting is exercised). The gradients are summed in
-// a different order, so losses agree to fp32 rounding: rtol 1e-5.
+// a different order, so losses agree to fp32 rounding: rtol 1e-5. And a
+// bucket size set on one rank only is a config error on both.
+#define _POSIX_C_SOURCE 200809L // setenv
 #include "a3fta/dataset.h"
 #include "io/io_test_util.h"
 #include "test_util.h"
@@ -71,6 +73,20 @@ int main(int argc, char **argv) {
                                  .out_png = NULL};
   if (ok) CHECK(a3_sample_checkpoint(MPI_COMM_WORLD, ckpt, &req) == A3_OK);
   if (rank == 0 && ok) CHECK(io_exists(h5));
+  // The sum's environment must be alike on every rank: another bucket size
+  // on rank 1 alone is a config error on both (it used to hang the first sum).
+  if (ok) {
+    a3_config cfg;
+    if (rank == 1) setenv("A3FTA_BUCKET_BYTES", "1024", 1);
+    CHECK(tt_config(&cfg, data, two, extra, 4) == 0);
+    a3_trainer *t = NULL;
+    const a3_status s = a3_trainer_create(&cfg, MPI_COMM_WORLD, &t);
+    CHECK_MSG(s == A3_ERR_CONFIG && strstr(a3_error_message(), "A3FTA_BUCKET_BYTES"),
+              "rank %d, bucket sizes differ: status %d, %s", rank, (int)s, a3_error_message());
+    a3_trainer_free(t);
+    a3_config_free(&cfg);
+    unsetenv("A3FTA_BUCKET_BYTES");
+  }
   MPI_Barrier(MPI_COMM_WORLD);
   if (rank == 0 && dir[0]) io_remove_tree(dir);
   int failures = test_failures, total = 0;
