@@ -335,6 +335,19 @@ a3_status join_comm(a3_grad_comm *c, MPI_Comm comm) {
 
 // ---------------------------------------------------------------- the step
 
+// Every rank of the group fails the step within wait_s seconds (they meet at
+// the group's barrier), or this rank aborts the MPI job rather than wait for
+// ranks that will never come.
+void meet_failed_peers(const nccl_impl *im, double wait_s) {
+  MPI_Request pending;
+  if (a3_grad_comm_peers_arrive(im->link->mpi, wait_s, &pending)) return;
+  a3_log(A3_LOG_ERROR,
+         "rank %d on %s: the other ranks of its group did not fail within %.0f s "
+         "(A3FTA_ABORT_GRACE_S); aborting the MPI job",
+         im->rank, im->host, wait_s);
+  MPI_Abort(MPI_COMM_WORLD, 1);
+}
+
 // The watchdog fired during a step (queueing bucket `k`'s sum, or with k < 0
 // waiting for the sums): abort, say why, and either every rank of the group
 // failed too (return the error) or abort the job.
@@ -367,15 +380,7 @@ a3_status step_failed(a3_grad_comm *c, int k, a3_watch_result w) {
                               "communicator is aborted",
                               im->rank, im->size, im->host, im->device, where, why);
   a3_log(A3_LOG_ERROR, "%s", a3_error_message());
-  const double grace = a3_world_abort_grace_s();
-  MPI_Request pending;
-  if (!a3_grad_comm_peers_arrive(im->link->mpi, grace, &pending)) {
-    a3_log(A3_LOG_ERROR,
-           "rank %d on %s: the other ranks of its group did not fail within %.0f s "
-           "(A3FTA_ABORT_GRACE_S); aborting the MPI job",
-           im->rank, im->host, grace);
-    MPI_Abort(MPI_COMM_WORLD, 1);
-  }
+  meet_failed_peers(im, a3_world_abort_grace_s());
   return s;
 }
 
@@ -501,14 +506,7 @@ a3_status nccl_fail(a3_grad_comm *c, float *grads, bool summed) {
          "aborted; waiting up to %.0f s for the other ranks' sums of the step to time out "
          "(parallel.nccl_timeout_s + A3FTA_ABORT_GRACE_S)",
          im->rank, im->size, im->host, im->device, wait);
-  MPI_Request pending;
-  if (!a3_grad_comm_peers_arrive(im->link->mpi, wait, &pending)) {
-    a3_log(A3_LOG_ERROR,
-           "rank %d on %s: the other ranks of its group did not fail within %.0f s; aborting the "
-           "MPI job",
-           im->rank, im->host, wait);
-    MPI_Abort(MPI_COMM_WORLD, 1);
-  }
+  meet_failed_peers(im, wait);
   return A3_OK;
 }
 
