@@ -60,10 +60,12 @@
 // timeout_s (parallel.nccl_timeout_s). On an asynchronous error or at the
 // limit the rank aborts its communicator (ncclCommAbort) and says so,
 // naming its rank, host, the bucket and the NCCL error; if every rank of
-// the group fails the same way within the abort grace (A3FTA_ABORT_GRACE_S,
-// a3fta/dist.h) each returns A3_ERR_CUDA (the run fails, a sweep goes on),
-// else it aborts the MPI job (MPI_Abort) rather than wait for ranks that
-// will never come.
+// the group fails a step within timeout_s plus the abort grace
+// (A3FTA_ABORT_GRACE_S, a3fta/dist.h; a rank whose own GPU faulted sees it
+// at once, the others only when their watchdogs fire) each returns
+// A3_ERR_CUDA (the run fails, a sweep goes on), else it aborts the MPI job
+// (MPI_Abort) rather than wait for ranks that will never come. A rank whose
+// step failed outside the sums joins them there (a3_grad_comm_fail).
 #ifndef A3FTA_COMM_H
 #define A3FTA_COMM_H
 

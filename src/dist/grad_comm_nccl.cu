@@ -343,7 +343,7 @@ void meet_failed_peers(const nccl_impl *im, double wait_s) {
   if (a3_grad_comm_peers_arrive(im->link->mpi, wait_s, &pending)) return;
   a3_log(A3_LOG_ERROR,
          "rank %d on %s: the other ranks of its group did not fail within %.0f s "
-         "(A3FTA_ABORT_GRACE_S); aborting the MPI job",
+         "(parallel.nccl_timeout_s + A3FTA_ABORT_GRACE_S); aborting the MPI job",
          im->rank, im->host, wait_s);
   MPI_Abort(MPI_COMM_WORLD, 1);
 }
@@ -380,7 +380,9 @@ a3_status step_failed(a3_grad_comm *c, int k, a3_watch_result w) {
                               "communicator is aborted",
                               im->rank, im->size, im->host, im->device, where, why);
   a3_log(A3_LOG_ERROR, "%s", a3_error_message());
-  meet_failed_peers(im, a3_world_abort_grace_s());
+  // A fault of this rank's own GPU can show here long before the others'
+  // watchdogs fire (their sums wait for this rank's part): wait for them.
+  meet_failed_peers(im, im->timeout_s + a3_world_abort_grace_s());
   return s;
 }
 

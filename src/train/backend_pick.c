@@ -16,12 +16,14 @@
 #include <unistd.h>
 
 #ifdef A3FTA_HAVE_CUDA
-// More ranks on the node than GPUs: GPUs are shared (memory and time; NCCL
-// refuses two ranks of one group on one GPU). Said once per process, by
-// every rank, as any may be the one a user reads.
+// More ranks on the node than the GPUs each sees: GPUs are shared (memory
+// and time; NCCL refuses two ranks of one group on one GPU). Not when each
+// sees one: that is how Slurm's --gpus-per-task binds (a GPU per rank), and
+// no rank can tell it from sharing without asking the others. Said once per
+// process, by every rank, as any may be the one a user reads.
 static void warn_shared(int local_rank, int local_size, int count, int device) {
   static int warned = 0;
-  if (local_size <= count || warned) return;
+  if (count < 2 || local_size <= count || warned) return;
   warned = 1;
   a3_warn("%d ranks on this node but %d GPU(s) visible to each: GPUs are shared (node-local "
           "rank %d on device %d). Give each rank its own GPU: as many tasks per node as GPUs "

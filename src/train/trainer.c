@@ -382,12 +382,19 @@ static a3_status micro_step(a3_trainer *t, int64_t k, double *loss_share) {
 // backward (CPU, or NCCL on the GPU: the sums stay in device memory and the
 // update waits for them on the device); with MPI on a GPU all of them start
 // here, through host memory.
-static a3_status reduce_grads(a3_trainer *t) {
+// *summed: a3_grad_comm_finish returned (the step's sums are done or, with
+// NCCL, queued), whatever fails after it.
+static a3_status reduce_grads(a3_trainer *t, bool *summed) {
   float *grads = a3_unet_grads(t->m);
   if (!t->gc) return A3_OK; // one rank
-  if (t->nccl) return a3_grad_comm_finish(t->gc, a3_train_device_grads(t->dev));
+  if (t->nccl) {
+    A3_TRY(a3_grad_comm_finish(t->gc, a3_train_device_grads(t->dev)));
+    *summed = true;
+    return A3_OK;
+  }
   if (t->dev) A3_TRY(a3_train_device_grads_to_host(t->dev, grads));
   A3_TRY(a3_grad_comm_finish(t->gc, grads));
+  *summed = true;
   if (t->dev) A3_TRY(a3_train_device_grads_from_host(t->dev, grads));
   return A3_OK;
 }
@@ -438,8 +445,7 @@ static a3_status run_step(a3_trainer *t, double factor, double *total, double *c
   // blocks a launch only once about a thousand are pending, so the host
   // still reaches the watchdog.
   const double comm0 = MPI_Wtime();
-  A3_TRY(reduce_grads(t));
-  *summed = true;
+  A3_TRY(reduce_grads(t, summed));
   *comm = MPI_Wtime() - comm0;
   A3_TRY(update(t, factor));
   if (t->nccl) A3_TRY(settle_sums(t, comm));
@@ -577,6 +583,8 @@ a3_status a3_trainer_resume(a3_trainer *t, const char *path) {
     return A3_FAIL(A3_ERR_INPUT, "%s: step %lld is outside 0..train.steps (%lld)", path,
                    (long long)step, (long long)t->cfg.train.steps);
   t->step = t->first_pending = step;
-  if (t->dev) A3_TRY(a3_train_device_push(t->dev, t->m, t->adam_m, t->adam_v, t->ema));
+  // The push may fail on one rank alone (its GPU): all learn it here.
+  s = t->dev ? a3_train_device_push(t->dev, t->m, t->adam_m, t->adam_v, t->ema) : A3_OK;
+  A3_TRY(a3_agree(t->comm, s, "resuming"));
   return A3_OK;
 }

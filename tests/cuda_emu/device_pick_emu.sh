@@ -4,8 +4,8 @@
 # - a sweep of 1-rank groups on a node of 2 GPUs: the 2 ranks take devices 0
 #   and 1 (their rank on the node in the whole job, not in their group,
 #   where each is rank 0), each logged with its own PCI bus id;
-# - the same on a node of 1 GPU: both take device 0 and each warns that the
-#   node has more ranks than GPUs;
+# - 2 ranks that see 1 GPU each (Slurm's --gpus-per-task=1): no warning; 3
+#   ranks that see 2 GPUs: devices 0, 1, 0, and each warns, once;
 # - one group of 2 ranks where rank 0 sees no GPU (A3FTA_EMU_DEVICES=0) and
 #   rank 1 sees one: with backend auto the points are done (rank 0 on the
 #   CPU, saying so), with backend cuda they fail naming cudaErrorNoDevice on
@@ -64,16 +64,31 @@ else
   echo "1-rank groups, 2 GPUs: rank 0 on device 0, rank 1 on device 1"
 fi
 
+# Each rank sees one GPU (Slurm's --gpus-per-task=1): no warning. Three
+# ranks that each see 2: devices 0, 1, 0, and each rank that ran a point
+# warns, once.
 config cuda 1 one >"$dir/one.yaml"
 A3FTA_EMU_DEVICES=1 mpirun_to one -np 2 "$bin" sweep "$dir/one.yaml" --no-eval
 rc=$?
-warned=$(grep -c "2 ranks on this node but 1 GPU(s) visible" "$dir/one.log")
-if [ $rc -ne 0 ] || [ "$warned" != 2 ] || [ "$(backends "$dir/one.log" | grep -c 'cuda device 0 of 1')" != 2 ]; then
-  echo "FAILED: 2 ranks on 1 GPU: exit $rc, $warned warning(s) (want one per rank, once):" >&2
+warned=$(grep -c "GPUs are shared" "$dir/one.log")
+if [ $rc -ne 0 ] || [ "$warned" != 0 ] || [ "$(backends "$dir/one.log" | grep -c 'cuda device 0 of 1')" != 2 ]; then
+  echo "FAILED: 2 ranks seeing 1 GPU each: exit $rc, $warned warning(s) (want none):" >&2
   backends "$dir/one.log" >&2
   fail=1
 else
-  echo "2 ranks, 1 GPU: both on device 0, each warned"
+  echo "2 ranks seeing 1 GPU each: both on (their) device 0, no warning"
+fi
+config cuda 1 three >"$dir/three.yaml"
+sed -i 's|train.seed: \[1, 2\]|train.seed: [1, 2, 3, 4, 5, 6]|' "$dir/three.yaml"
+A3FTA_EMU_DEVICES=2 mpirun_to three -np 3 "$bin" sweep "$dir/three.yaml" --no-eval
+rc=$?
+warned=$(grep -c "3 ranks on this node but 2 GPU(s) visible to each: GPUs are shared" "$dir/three.log")
+picked=$(grep -o '^\[rank [0-9]/3\] backend: cuda device [0-9]' "$dir/three.log" | sort -u | tr '\n' ' ')
+if [ $rc -ne 0 ] || [ "$warned" != 3 ] || [ "$picked" != "[rank 0/3] backend: cuda device 0 [rank 1/3] backend: cuda device 1 [rank 2/3] backend: cuda device 0 " ]; then
+  echo "FAILED: 3 ranks on 2 GPUs: exit $rc, $warned warning(s) (want 3, one per rank), devices: $picked" >&2
+  fail=1
+else
+  echo "3 ranks on 2 GPUs: devices 0, 1, 0, each rank warned once"
 fi
 
 # One group of 2; rank 0 sees no GPU.

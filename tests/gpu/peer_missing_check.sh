@@ -3,8 +3,8 @@
 #   tests/gpu/peer_missing_check.sh LOG LAUNCHER... TEST_CUDA_NCCL
 # runs `LAUNCHER... TEST_CUDA_NCCL --peer-missing` (LAUNCHER: an mpirun of 2
 # ranks), in which rank 1 never starts its sums. Rank 0's sum must time out
-# after its 2 s limit and, its peer not failing within A3FTA_ABORT_GRACE_S
-# (5 s here), abort the MPI job. PASS (exit 0) when the job ends non-zero
+# after its 2 s limit and, its peer not failing within that limit plus
+# A3FTA_ABORT_GRACE_S (5 s here), abort the MPI job. PASS (exit 0) when the job ends non-zero
 # within 120 s, not by returning from the sum (exit 3), and the log (LOG)
 # names parallel.nccl_timeout_s and says "aborting the MPI job"; else FAIL
 # (exit 1). Used by tests/gpu/run.sh on 2+ GPUs and by CTest on the CUDA

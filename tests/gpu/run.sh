@@ -196,7 +196,7 @@ elif [ "$gpus" -ge 2 ] && [ ${#mpirun_cmd[@]} -gt 0 ] && [ -x "$testdir/test_cud
   run_check "test_cuda_nccl ($np ranks)" test_cuda_nccl
   launch=()
   # Rank 1 never sums: rank 0 times out after 2 s and, its peers not failing
-  # within A3FTA_ABORT_GRACE_S (5 s), must abort the job: exit non-zero with
+  # within the 2 s plus A3FTA_ABORT_GRACE_S (5 s), must abort the job: exit non-zero with
   # the message, well before the check's timeout.
   say "== test_cuda_nccl --peer-missing (2 ranks)"
   t0=$SECONDS

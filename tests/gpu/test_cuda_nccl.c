@@ -37,7 +37,7 @@
 //   test_cuda_nccl --peer-missing   (2 ranks, through peer_missing_check.sh:
 //     tests/gpu/run.sh on 2+ GPUs, CTest on the CUDA emulator) rank 1 never
 //     starts its sums: rank 0's watchdog must abort the MPI job
-//     (A3FTA_ABORT_GRACE_S after its 2 s limit): this program exits non-zero
+//     (the 2 s limit plus A3FTA_ABORT_GRACE_S after it): this program exits non-zero
 //     and the log says "aborting the MPI job"; exit 3 if it ever returns.
 #define _POSIX_C_SOURCE 200809L
 #include "a3fta/backend.h"
