@@ -78,12 +78,7 @@ a3_status a3_world_init(int *argc, char ***argv, a3_world *w) {
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   A3_MPI_TRY(MPI_Comm_rank(w->comm, &w->rank), "MPI_Comm_rank");
   A3_MPI_TRY(MPI_Comm_size(w->comm, &w->size), "MPI_Comm_size");
-  MPI_Comm node = MPI_COMM_NULL;
-  A3_MPI_TRY(MPI_Comm_split_type(w->comm, MPI_COMM_TYPE_SHARED, w->rank, MPI_INFO_NULL, &node),
-             "MPI_Comm_split_type(SHARED)");
-  MPI_Comm_rank(node, &w->local_rank);
-  MPI_Comm_size(node, &w->local_size);
-  MPI_Comm_free(&node);
+  A3_TRY(a3_node_place(w->comm, &w->local_rank, &w->local_size)); // not recorded yet: splits
   node_rank = w->local_rank;
   node_size = w->local_size;
   a3_log_set_rank(w->rank, w->size);
