@@ -1,14 +1,20 @@
-// a3fta backend: tensor ops on one device, forward and backward, fp32.
+// a3fta backend: tensor ops on one device, forward and backward.
 //
 // Model code calls ops only through an op table (a3_backend_ops), so the CPU
 // backend (the reference, src/backend/cpu/) and the CUDA backend (later,
 // src/backend/cuda/) are interchangeable op for op.
 //
 // Conventions shared by every op (a backend must keep them):
-// - Tensors are plain float pointers into the backend's memory (host memory on
-//   the CPU, device memory on CUDA), dense, row-major, in the layout given by
-//   the shape comment next to each argument: `// (B, C, H, W)` means W is the
+// - Tensors are plain pointers into the backend's memory (host memory on the
+//   CPU, device memory on CUDA), dense, row-major, in the layout given by the
+//   shape comment next to each argument: `// (B, C, H, W)` means W is the
 //   fastest-moving index. Shapes are plain ints; element counts are size_t.
+// - Activations and their gradients (a3_act) are stored in the backend's
+//   activation type: fp32, or bf16 on a CUDA backend with precision bf16
+//   (be->act_bytes 4 or 2); ops compute in fp32 and round once when they
+//   store. Parameters, their gradients, GroupNorm statistics, attention
+//   probabilities, losses and everything outside the network (noise, sampler
+//   state, optimizer moments) are fp32 (float).
 // - Ops never allocate. An op that needs scratch memory takes `workspace`,
 //   sized in bytes by its *_workspace_size query for the same shape. One
 //   workspace of the largest size over a model's ops can serve them all.
@@ -35,12 +41,31 @@
 
 typedef struct a3_backend a3_backend;
 typedef struct a3_backend_ops a3_backend_ops;
+// An element of an activation tensor, in the backend's storage type. Never
+// defined: only ops read or write the elements; other code addresses them
+// with a3_act_at, and converts with act_from_f32 / act_to_f32.
+typedef struct a3_act a3_act;
 
 struct a3_backend {
   const char *name;          // "cpu", "cuda"
   const a3_backend_ops *ops; // the op table
   void *impl;                // backend-private state (stream, handles); NULL for the CPU
+  size_t act_bytes;          // bytes of one a3_act element: 4 (fp32) or 2 (bf16)
 };
+
+// Element i of activation tensor p (pointer arithmetic in the storage type).
+static inline a3_act *a3_act_at(const a3_backend *be, a3_act *p, size_t i) {
+  return (a3_act *)(void *)((char *)p + i * be->act_bytes);
+}
+static inline const a3_act *a3_act_cat(const a3_backend *be, const a3_act *p, size_t i) {
+  return (const a3_act *)(const void *)((const char *)p + i * be->act_bytes);
+}
+// An fp32 tensor as activations, and back, for code that runs only where
+// act_bytes is 4 (the CPU backend's reference loops, tests on the CPU).
+static inline a3_act *a3_act_f32(float *p) { return (a3_act *)(void *)p; }
+static inline const a3_act *a3_act_cf32(const float *p) { return (const a3_act *)(const void *)p; }
+static inline float *a3_f32_act(a3_act *p) { return (float *)(void *)p; }
+static inline const float *a3_f32_cact(const a3_act *p) { return (const float *)(const void *)p; }
 
 // A 2-D convolution: input (B, C, H, W), weight (OC, C, KH, KW), output
 // (B, OC, OH, OW) with OH = (H + pad_top + pad_bottom - KH) / stride + 1.
@@ -112,24 +137,29 @@ struct a3_backend_ops {
   a3_status (*synchronize)(const a3_backend *be);
 
   // ------------------------------------------------------------ elementwise helpers
-  void (*zero)(const a3_backend *be, float *x, size_t n); // x = 0
+  void (*zero)(const a3_backend *be, float *x, size_t n);      // x = 0
+  void (*act_zero)(const a3_backend *be, a3_act *x, size_t n); // x = 0
   // dst += src (a tensor with two consumers collects its second gradient).
-  void (*accumulate)(const a3_backend *be, float *dst, const float *src, size_t n);
+  void (*accumulate)(const a3_backend *be, a3_act *dst, const a3_act *src, size_t n);
+  // Between fp32 tensors and activations, both in backend memory: dst =
+  // src rounded to the storage type (to nearest even), or widened (exact).
+  void (*act_from_f32)(const a3_backend *be, a3_act *dst, const float *src, size_t n);
+  void (*act_to_f32)(const a3_backend *be, float *dst, const a3_act *src, size_t n);
 
   // ------------------------------------------------------------ conv2d (im2col + GEMM on the CPU)
   size_t (*conv2d_workspace_size)(const a3_backend *be, const a3_conv2d_shape *s); // bytes
   void (*conv2d_forward)(const a3_backend *be, const a3_conv2d_shape *s,
-                         float *out,          // (B, OC, OH, OW)
-                         const float *inp,    // (B, C, H, W)
+                         a3_act *out,         // (B, OC, OH, OW)
+                         const a3_act *inp,   // (B, C, H, W)
                          const float *weight, // (OC, C, KH, KW)
                          const float *bias,   // (OC), or NULL for none
                          void *workspace);
   void (*conv2d_backward)(const a3_backend *be, const a3_conv2d_shape *s,
-                          float *dinp,         // (B, C, H, W) overwritten, or NULL
+                          a3_act *dinp,        // (B, C, H, W) overwritten, or NULL
                           float *dweight,      // (OC, C, KH, KW) +=, or NULL
                           float *dbias,        // (OC) +=, or NULL
-                          const float *dout,   // (B, OC, OH, OW)
-                          const float *inp,    // (B, C, H, W), read only when dweight
+                          const a3_act *dout,  // (B, OC, OH, OW)
+                          const a3_act *inp,   // (B, C, H, W), read only when dweight
                           const float *weight, // (OC, C, KH, KW), read only when dinp
                           void *workspace);
 
@@ -138,19 +168,19 @@ struct a3_backend_ops {
   // biased variance, y = (x - mean) * rstd * weight[c] + bias[c],
   // rstd = 1 / sqrt(var + eps). mean and rstd are saved for the backward.
   void (*groupnorm_forward)(const a3_backend *be,
-                            float *out,          // (B, C, HW)
+                            a3_act *out,         // (B, C, HW)
                             float *mean,         // (B, G) saved
                             float *rstd,         // (B, G) saved
-                            const float *inp,    // (B, C, HW)
+                            const a3_act *inp,   // (B, C, HW)
                             const float *weight, // (C)
                             const float *bias,   // (C)
                             int B, int C, int HW, int G, float eps);
   void (*groupnorm_backward)(const a3_backend *be,
-                             float *dinp,         // (B, C, HW) overwritten, or NULL
+                             a3_act *dinp,        // (B, C, HW) overwritten, or NULL
                              float *dweight,      // (C) +=, or NULL
                              float *dbias,        // (C) +=, or NULL
-                             const float *dout,   // (B, C, HW)
-                             const float *inp,    // (B, C, HW)
+                             const a3_act *dout,  // (B, C, HW)
+                             const a3_act *inp,   // (B, C, HW)
                              const float *weight, // (C)
                              const float *mean,   // (B, G)
                              const float *rstd,   // (B, G)
@@ -165,21 +195,21 @@ struct a3_backend_ops {
   // To get silu(groupnorm(inp)) again in the backward (a conv's input, for
   // its dweight), call the forward again.
   void (*groupnorm_silu_forward)(const a3_backend *be,
-                                 float *out,          // (B, C, HW)
+                                 a3_act *out,         // (B, C, HW)
                                  float *mean,         // (B, G) saved
                                  float *rstd,         // (B, G) saved
-                                 const float *inp,    // (B, C, HW)
+                                 const a3_act *inp,   // (B, C, HW)
                                  const float *weight, // (C)
                                  const float *bias,   // (C)
                                  int B, int C, int HW, int G, float eps);
   // Gradients of out = silu(groupnorm(inp)); dinp overwritten, dweight and
   // dbias +=, any may be NULL (the groupnorm_backward contract).
   void (*groupnorm_silu_backward)(const a3_backend *be,
-                                  float *dinp,         // (B, C, HW) overwritten, or NULL
+                                  a3_act *dinp,        // (B, C, HW) overwritten, or NULL
                                   float *dweight,      // (C) +=, or NULL
                                   float *dbias,        // (C) +=, or NULL
-                                  const float *dout,   // (B, C, HW)
-                                  const float *inp,    // (B, C, HW)
+                                  const a3_act *dout,  // (B, C, HW)
+                                  const a3_act *inp,   // (B, C, HW)
                                   const float *weight, // (C)
                                   const float *bias,   // (C)
                                   const float *mean,   // (B, G) from the forward
@@ -188,24 +218,24 @@ struct a3_backend_ops {
 
   // ------------------------------------------------------------ SiLU x * sigmoid(x)
   // out may equal inp (in place) when the backward is not needed.
-  void (*silu_forward)(const a3_backend *be, float *out, const float *inp, size_t n);
+  void (*silu_forward)(const a3_backend *be, a3_act *out, const a3_act *inp, size_t n);
   // dinp overwritten; dinp may equal dout.
-  void (*silu_backward)(const a3_backend *be, float *dinp, const float *dout, const float *inp,
+  void (*silu_backward)(const a3_backend *be, a3_act *dinp, const a3_act *dout, const a3_act *inp,
                         size_t n);
 
   // ------------------------------------------------------------ linear y = x W^T + b
   void (*linear_forward)(const a3_backend *be,
-                         float *out,          // (N, OUT)
-                         const float *inp,    // (N, IN)
+                         a3_act *out,         // (N, OUT)
+                         const a3_act *inp,   // (N, IN)
                          const float *weight, // (OUT, IN) PyTorch layout
                          const float *bias,   // (OUT), or NULL
                          int N, int IN, int OUT);
   void (*linear_backward)(const a3_backend *be,
-                          float *dinp,         // (N, IN) overwritten, or NULL
+                          a3_act *dinp,        // (N, IN) overwritten, or NULL
                           float *dweight,      // (OUT, IN) +=, or NULL
                           float *dbias,        // (OUT) +=, or NULL
-                          const float *dout,   // (N, OUT)
-                          const float *inp,    // (N, IN), read only when dweight
+                          const a3_act *dout,  // (N, OUT)
+                          const a3_act *inp,   // (N, IN), read only when dweight
                           const float *weight, // (OUT, IN), read only when dinp
                           int N, int IN, int OUT);
 
@@ -217,67 +247,67 @@ struct a3_backend_ops {
   // may be NULL for inference (then the workspace holds one (T, T) block).
   size_t (*attention_workspace_size)(const a3_backend *be, int B, int T, int C, int NH);
   void (*attention_forward)(const a3_backend *be,
-                            float *out,     // (B, T, C)
-                            float *probs,   // (B, NH, T, T) saved, or NULL
-                            const float *q, // (B, T, C)
-                            const float *k, // (B, T, C)
-                            const float *v, // (B, T, C)
+                            a3_act *out,     // (B, T, C)
+                            float *probs,    // (B, NH, T, T) saved, or NULL
+                            const a3_act *q, // (B, T, C)
+                            const a3_act *k, // (B, T, C)
+                            const a3_act *v, // (B, T, C)
                             int B, int T, int C, int NH, void *workspace);
   void (*attention_backward)(const a3_backend *be,
-                             float *dq,          // (B, T, C) overwritten, or NULL
-                             float *dk,          // (B, T, C) overwritten, or NULL
-                             float *dv,          // (B, T, C) overwritten, or NULL
-                             const float *dout,  // (B, T, C)
-                             const float *q,     // (B, T, C)
-                             const float *k,     // (B, T, C)
-                             const float *v,     // (B, T, C)
+                             a3_act *dq,         // (B, T, C) overwritten, or NULL
+                             a3_act *dk,         // (B, T, C) overwritten, or NULL
+                             a3_act *dv,         // (B, T, C) overwritten, or NULL
+                             const a3_act *dout, // (B, T, C)
+                             const a3_act *q,    // (B, T, C)
+                             const a3_act *k,    // (B, T, C)
+                             const a3_act *v,    // (B, T, C)
                              const float *probs, // (B, NH, T, T) from the forward
                              int B, int T, int C, int NH, void *workspace);
 
   // ------------------------------------------------------------ layout (B, C, H*W) <-> (B, H*W, C)
   // Each is the other's backward: d(inp) = the other transpose of d(out).
-  void (*to_tokens)(const a3_backend *be, float *out, // (B, HW, C)
-                    const float *inp,                 // (B, C, HW)
+  void (*to_tokens)(const a3_backend *be, a3_act *out, // (B, HW, C)
+                    const a3_act *inp,                 // (B, C, HW)
                     int B, int C, int HW);
-  void (*from_tokens)(const a3_backend *be, float *out, // (B, C, HW)
-                      const float *inp,                 // (B, HW, C)
+  void (*from_tokens)(const a3_backend *be, a3_act *out, // (B, C, HW)
+                      const a3_act *inp,                 // (B, HW, C)
                       int B, int C, int HW);
 
   // ------------------------------------------------------------ nearest x2 upsampling
-  void (*upsample2x_forward)(const a3_backend *be, float *out, // (B, C, 2H, 2W)
-                             const float *inp,                 // (B, C, H, W)
+  void (*upsample2x_forward)(const a3_backend *be, a3_act *out, // (B, C, 2H, 2W)
+                             const a3_act *inp,                 // (B, C, H, W)
                              int B, int C, int H, int W);
-  void (*upsample2x_backward)(const a3_backend *be, float *dinp, // (B, C, H, W) overwritten
-                              const float *dout,                 // (B, C, 2H, 2W)
+  void (*upsample2x_backward)(const a3_backend *be, a3_act *dinp, // (B, C, H, W) overwritten
+                              const a3_act *dout,                 // (B, C, 2H, 2W)
                               int B, int C, int H, int W);
 
   // ------------------------------------------------------------ channel concat [a, b]
-  void (*concat_forward)(const a3_backend *be, float *out, // (B, C1 + C2, HW)
-                         const float *a,                   // (B, C1, HW)
-                         const float *b,                   // (B, C2, HW)
+  void (*concat_forward)(const a3_backend *be, a3_act *out, // (B, C1 + C2, HW)
+                         const a3_act *a,                   // (B, C1, HW)
+                         const a3_act *b,                   // (B, C2, HW)
                          int B, int C1, int C2, int HW);
   void (*concat_backward)(const a3_backend *be,
-                          float *da,         // (B, C1, HW) overwritten, or NULL
-                          float *db,         // (B, C2, HW) overwritten, or NULL
-                          const float *dout, // (B, C1 + C2, HW)
+                          a3_act *da,         // (B, C1, HW) overwritten, or NULL
+                          a3_act *db,         // (B, C2, HW) overwritten, or NULL
+                          const a3_act *dout, // (B, C1 + C2, HW)
                           int B, int C1, int C2, int HW);
 
   // ------------------------------------------------------------ residual add
   // out = (a + b) * scale; scale = 1 / output_scale_factor. out may equal a or b.
-  void (*add_forward)(const a3_backend *be, float *out, const float *a, const float *b, float scale,
-                      size_t n);
+  void (*add_forward)(const a3_backend *be, a3_act *out, const a3_act *a, const a3_act *b,
+                      float scale, size_t n);
   // da = db = dout * scale, overwritten, either may be NULL or equal dout.
-  void (*add_backward)(const a3_backend *be, float *da, float *db, const float *dout, float scale,
-                       size_t n);
+  void (*add_backward)(const a3_backend *be, a3_act *da, a3_act *db, const a3_act *dout,
+                       float scale, size_t n);
   // Per-(b, c) broadcast add (a resnet adds its time embedding projection):
   // out[b, c, :] = inp[b, c, :] + t[b, c]. out may equal inp. The input
   // gradient is dout itself; the backward gives dt.
-  void (*add_channel_forward)(const a3_backend *be, float *out, // (B, C, HW)
-                              const float *inp,                 // (B, C, HW)
-                              const float *t,                   // (B, C)
+  void (*add_channel_forward)(const a3_backend *be, a3_act *out, // (B, C, HW)
+                              const a3_act *inp,                 // (B, C, HW)
+                              const a3_act *t,                   // (B, C)
                               int B, int C, int HW);
-  void (*add_channel_backward)(const a3_backend *be, float *dt, // (B, C) overwritten
-                               const float *dout,               // (B, C, HW)
+  void (*add_channel_backward)(const a3_backend *be, a3_act *dt, // (B, C) overwritten
+                               const a3_act *dout,               // (B, C, HW)
                                int B, int C, int HW);
 
   // ------------------------------------------------------------ timestep embedding (forward only)
@@ -285,8 +315,8 @@ struct a3_backend_ops {
   // freq[i] = exp(-ln(max_period) * i / (half - freq_shift)), arg = t * freq[i]
   // (both rounded to fp32 as PyTorch does, so outputs match it), out = [sin,
   // cos] or [cos, sin] when flip_sin_to_cos; an odd dim gets a zero last column.
-  void (*timestep_embedding)(const a3_backend *be, float *out, // (N, dim)
-                             const float *t,                   // (N) timesteps
+  void (*timestep_embedding)(const a3_backend *be, a3_act *out, // (N, dim)
+                             const float *t,                    // (N) timesteps
                              int N, int dim, int flip_sin_to_cos, float freq_shift,
                              float max_period);
 
@@ -302,34 +332,34 @@ struct a3_backend_ops {
   // ------------------------------------------------------------ adapter activations
   // (SiLU is above; identity needs no op.) out may equal inp; dinp may equal dout.
   // GELU, exact: x * (1 + erf(x / sqrt 2)) / 2 (PyTorch's approximate="none").
-  void (*gelu_forward)(const a3_backend *be, float *out, // (n)
-                       const float *inp,                 // (n)
+  void (*gelu_forward)(const a3_backend *be, a3_act *out, // (n)
+                       const a3_act *inp,                 // (n)
                        size_t n);
   // dinp = dout * (Phi(x) + x phi(x)), overwritten.
-  void (*gelu_backward)(const a3_backend *be, float *dinp, // (n)
-                        const float *dout,                 // (n)
-                        const float *inp,                  // (n) the forward's input
+  void (*gelu_backward)(const a3_backend *be, a3_act *dinp, // (n)
+                        const a3_act *dout,                 // (n)
+                        const a3_act *inp,                  // (n) the forward's input
                         size_t n);
   // ReLU max(x, 0); the backward passes dout where inp > 0, else 0 (0 at 0, as PyTorch).
-  void (*relu_forward)(const a3_backend *be, float *out, const float *inp, size_t n); // (n)
-  void (*relu_backward)(const a3_backend *be, float *dinp, const float *dout, const float *inp,
+  void (*relu_forward)(const a3_backend *be, a3_act *out, const a3_act *inp, size_t n); // (n)
+  void (*relu_backward)(const a3_backend *be, a3_act *dinp, const a3_act *dout, const a3_act *inp,
                         size_t n); // (n) each
 
   // ------------------------------------------------------------ gated residual (adapter gate)
   // out = a + gate[0] * b; gate is one float in backend memory (a parameter).
   // out may equal a or b.
-  void (*gated_add_forward)(const a3_backend *be, float *out, // (n)
-                            const float *a,                   // (n)
-                            const float *b,                   // (n)
-                            const float *gate,                // (1)
+  void (*gated_add_forward)(const a3_backend *be, a3_act *out, // (n)
+                            const a3_act *a,                   // (n)
+                            const a3_act *b,                   // (n)
+                            const float *gate,                 // (1)
                             size_t n);
   // db = gate[0] * dout (overwritten, or NULL; may equal dout); dgate[0] +=
   // sum(dout * b) (or NULL). The gradient of a is dout itself.
-  void (*gated_add_backward)(const a3_backend *be, float *db, // (n)
-                             float *dgate,                    // (1)
-                             const float *dout,               // (n)
-                             const float *b,                  // (n) the forward's b
-                             const float *gate,               // (1)
+  void (*gated_add_backward)(const a3_backend *be, a3_act *db, // (n)
+                             float *dgate,                     // (1)
+                             const a3_act *dout,               // (n)
+                             const a3_act *b,                  // (n) the forward's b
+                             const float *gate,                // (1)
                              size_t n);
 
   // ------------------------------------------------------------ softmax cross-entropy (classifier)
@@ -459,8 +489,10 @@ const char *a3_backend_cpu_blas_info(void);
 // (cuBLAS default math); TF32 lets cuBLAS use TF32 tensor cores for the
 // matrix products (10-bit mantissa operands, fp32 accumulation); BF16 does
 // the same with bf16 tensor cores (8-bit mantissa operands, fp32
-// accumulation). Storage is fp32 in every mode (activations included), and
-// elementwise ops, norms, softmax and reductions are fp32.
+// accumulation) and stores activations in bf16 (act_bytes 2: half the
+// memory and traffic), as torch's autocast keeps them. Parameters, gradients
+// of parameters and everything else stay fp32 in every mode; elementwise ops,
+// norms, softmax and reductions compute in fp32.
 // A backend on CUDA device `device` (an index among the visible devices) with
 // its own stream and cuBLAS handle; every op is queued on that stream. Errors
 // (A3_ERR_CUDA) name the CUDA error: no driver gives cudaErrorInsufficientDriver,

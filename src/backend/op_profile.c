@@ -144,7 +144,10 @@ static a3_status p_synchronize(const a3_backend *be) {
 static void p_zero(const a3_backend *be, float *x, size_t n) {
   TIMED("zero", 0, base->zero(be, x, n));
 }
-static void p_accumulate(const a3_backend *be, float *dst, const float *src, size_t n) {
+static void p_act_zero(const a3_backend *be, a3_act *x, size_t n) {
+  TIMED("act_zero", 0, base->act_zero(be, x, n));
+}
+static void p_accumulate(const a3_backend *be, a3_act *dst, const a3_act *src, size_t n) {
   TIMED("accumulate", 0, base->accumulate(be, dst, src, n));
 }
 
@@ -156,14 +159,14 @@ static double conv_gmac(const a3_conv2d_shape *s) {
   return 1e-9 * s->B * (double)s->OC * a3_conv2d_out_h(s) * a3_conv2d_out_w(s) * s->C * s->KH *
          s->KW;
 }
-static void p_conv_fwd(const a3_backend *be, const a3_conv2d_shape *s, float *out, const float *inp,
-                       const float *weight, const float *bias, void *ws) {
+static void p_conv_fwd(const a3_backend *be, const a3_conv2d_shape *s, a3_act *out,
+                       const a3_act *inp, const float *weight, const float *bias, void *ws) {
   char key[96];
   conv_key(key, sizeof key, "fwd", s);
   TIMED(key, 2 * conv_gmac(s), base->conv2d_forward(be, s, out, inp, weight, bias, ws));
 }
-static void p_conv_bwd(const a3_backend *be, const a3_conv2d_shape *s, float *dinp, float *dweight,
-                       float *dbias, const float *dout, const float *inp, const float *weight,
+static void p_conv_bwd(const a3_backend *be, const a3_conv2d_shape *s, a3_act *dinp, float *dweight,
+                       float *dbias, const a3_act *dout, const a3_act *inp, const float *weight,
                        void *ws) {
   char key[96];
   conv_key(key, sizeof key, dinp && dweight ? "bwd" : dinp ? "bwd_data" : "bwd_w", s);
@@ -171,104 +174,107 @@ static void p_conv_bwd(const a3_backend *be, const a3_conv2d_shape *s, float *di
   TIMED(key, g, base->conv2d_backward(be, s, dinp, dweight, dbias, dout, inp, weight, ws));
 }
 
-static void p_gn_fwd(const a3_backend *be, float *out, float *mean, float *rstd, const float *inp,
+static void p_gn_fwd(const a3_backend *be, a3_act *out, float *mean, float *rstd, const a3_act *inp,
                      const float *w, const float *b, int B, int C, int HW, int G, float eps) {
   char key[96];
   snprintf(key, sizeof key, "groupnorm_fwd %dx%d", C, HW);
   TIMED(key, 0, base->groupnorm_forward(be, out, mean, rstd, inp, w, b, B, C, HW, G, eps));
 }
-static void p_gn_bwd(const a3_backend *be, float *dinp, float *dw, float *db, const float *dout,
-                     const float *inp, const float *w, const float *mean, const float *rstd, int B,
+static void p_gn_bwd(const a3_backend *be, a3_act *dinp, float *dw, float *db, const a3_act *dout,
+                     const a3_act *inp, const float *w, const float *mean, const float *rstd, int B,
                      int C, int HW, int G) {
   char key[96];
   snprintf(key, sizeof key, "groupnorm_bwd %dx%d", C, HW);
   TIMED(key, 0, base->groupnorm_backward(be, dinp, dw, db, dout, inp, w, mean, rstd, B, C, HW, G));
 }
-static void p_gns_fwd(const a3_backend *be, float *out, float *mean, float *rstd, const float *inp,
-                      const float *w, const float *b, int B, int C, int HW, int G, float eps) {
+static void p_gns_fwd(const a3_backend *be, a3_act *out, float *mean, float *rstd,
+                      const a3_act *inp, const float *w, const float *b, int B, int C, int HW,
+                      int G, float eps) {
   char key[96];
   snprintf(key, sizeof key, "gn_silu_fwd %dx%d", C, HW);
   TIMED(key, 0, base->groupnorm_silu_forward(be, out, mean, rstd, inp, w, b, B, C, HW, G, eps));
 }
-static void p_gns_bwd(const a3_backend *be, float *dinp, float *dw, float *db, const float *dout,
-                      const float *inp, const float *w, const float *b, const float *mean,
+static void p_gns_bwd(const a3_backend *be, a3_act *dinp, float *dw, float *db, const a3_act *dout,
+                      const a3_act *inp, const float *w, const float *b, const float *mean,
                       const float *rstd, int B, int C, int HW, int G) {
   char key[96];
   snprintf(key, sizeof key, "gn_silu_bwd %dx%d", C, HW);
   TIMED(key, 0,
         base->groupnorm_silu_backward(be, dinp, dw, db, dout, inp, w, b, mean, rstd, B, C, HW, G));
 }
-static void p_silu_fwd(const a3_backend *be, float *out, const float *inp, size_t n) {
+static void p_silu_fwd(const a3_backend *be, a3_act *out, const a3_act *inp, size_t n) {
   TIMED("silu_fwd", 0, base->silu_forward(be, out, inp, n));
 }
-static void p_silu_bwd(const a3_backend *be, float *dinp, const float *dout, const float *inp,
+static void p_silu_bwd(const a3_backend *be, a3_act *dinp, const a3_act *dout, const a3_act *inp,
                        size_t n) {
   TIMED("silu_bwd", 0, base->silu_backward(be, dinp, dout, inp, n));
 }
-static void p_linear_fwd(const a3_backend *be, float *out, const float *inp, const float *w,
+static void p_linear_fwd(const a3_backend *be, a3_act *out, const a3_act *inp, const float *w,
                          const float *b, int N, int IN, int OUT) {
   char key[96];
   snprintf(key, sizeof key, "linear_fwd %dx%d->%d", N, IN, OUT);
   TIMED(key, 2e-9 * N * (double)IN * OUT, base->linear_forward(be, out, inp, w, b, N, IN, OUT));
 }
-static void p_linear_bwd(const a3_backend *be, float *dinp, float *dw, float *db, const float *dout,
-                         const float *inp, const float *w, int N, int IN, int OUT) {
+static void p_linear_bwd(const a3_backend *be, a3_act *dinp, float *dw, float *db,
+                         const a3_act *dout, const a3_act *inp, const float *w, int N, int IN,
+                         int OUT) {
   char key[96];
   snprintf(key, sizeof key, "linear_bwd %dx%d->%d", N, IN, OUT);
   const double g = 2e-9 * N * (double)IN * OUT * ((dinp != NULL) + (dw != NULL));
   TIMED(key, g, base->linear_backward(be, dinp, dw, db, dout, inp, w, N, IN, OUT));
 }
-static void p_attn_fwd(const a3_backend *be, float *out, float *probs, const float *q,
-                       const float *k, const float *v, int B, int T, int C, int NH, void *ws) {
+static void p_attn_fwd(const a3_backend *be, a3_act *out, float *probs, const a3_act *q,
+                       const a3_act *k, const a3_act *v, int B, int T, int C, int NH, void *ws) {
   char key[96];
   snprintf(key, sizeof key, "attention_fwd T%d C%d h%d", T, C, NH);
   TIMED(key, 4e-9 * B * (double)T * T * C,
         base->attention_forward(be, out, probs, q, k, v, B, T, C, NH, ws));
 }
-static void p_attn_bwd(const a3_backend *be, float *dq, float *dk, float *dv, const float *dout,
-                       const float *q, const float *k, const float *v, const float *probs, int B,
+static void p_attn_bwd(const a3_backend *be, a3_act *dq, a3_act *dk, a3_act *dv, const a3_act *dout,
+                       const a3_act *q, const a3_act *k, const a3_act *v, const float *probs, int B,
                        int T, int C, int NH, void *ws) {
   char key[96];
   snprintf(key, sizeof key, "attention_bwd T%d C%d h%d", T, C, NH);
   TIMED(key, 8e-9 * B * (double)T * T * C,
         base->attention_backward(be, dq, dk, dv, dout, q, k, v, probs, B, T, C, NH, ws));
 }
-static void p_to_tokens(const a3_backend *be, float *out, const float *inp, int B, int C, int HW) {
+static void p_to_tokens(const a3_backend *be, a3_act *out, const a3_act *inp, int B, int C,
+                        int HW) {
   TIMED("to_tokens", 0, base->to_tokens(be, out, inp, B, C, HW));
 }
-static void p_from_tokens(const a3_backend *be, float *out, const float *inp, int B, int C,
+static void p_from_tokens(const a3_backend *be, a3_act *out, const a3_act *inp, int B, int C,
                           int HW) {
   TIMED("from_tokens", 0, base->from_tokens(be, out, inp, B, C, HW));
 }
-static void p_up_fwd(const a3_backend *be, float *out, const float *inp, int B, int C, int H,
+static void p_up_fwd(const a3_backend *be, a3_act *out, const a3_act *inp, int B, int C, int H,
                      int W) {
   TIMED("upsample2x_fwd", 0, base->upsample2x_forward(be, out, inp, B, C, H, W));
 }
-static void p_up_bwd(const a3_backend *be, float *dinp, const float *dout, int B, int C, int H,
+static void p_up_bwd(const a3_backend *be, a3_act *dinp, const a3_act *dout, int B, int C, int H,
                      int W) {
   TIMED("upsample2x_bwd", 0, base->upsample2x_backward(be, dinp, dout, B, C, H, W));
 }
-static void p_cat_fwd(const a3_backend *be, float *out, const float *a, const float *b, int B,
+static void p_cat_fwd(const a3_backend *be, a3_act *out, const a3_act *a, const a3_act *b, int B,
                       int C1, int C2, int HW) {
   TIMED("concat_fwd", 0, base->concat_forward(be, out, a, b, B, C1, C2, HW));
 }
-static void p_cat_bwd(const a3_backend *be, float *da, float *db, const float *dout, int B, int C1,
-                      int C2, int HW) {
+static void p_cat_bwd(const a3_backend *be, a3_act *da, a3_act *db, const a3_act *dout, int B,
+                      int C1, int C2, int HW) {
   TIMED("concat_bwd", 0, base->concat_backward(be, da, db, dout, B, C1, C2, HW));
 }
-static void p_add_fwd(const a3_backend *be, float *out, const float *a, const float *b, float scale,
-                      size_t n) {
+static void p_add_fwd(const a3_backend *be, a3_act *out, const a3_act *a, const a3_act *b,
+                      float scale, size_t n) {
   TIMED("add_fwd", 0, base->add_forward(be, out, a, b, scale, n));
 }
-static void p_add_bwd(const a3_backend *be, float *da, float *db, const float *dout, float scale,
+static void p_add_bwd(const a3_backend *be, a3_act *da, a3_act *db, const a3_act *dout, float scale,
                       size_t n) {
   TIMED("add_bwd (copy/scale)", 0, base->add_backward(be, da, db, dout, scale, n));
 }
-static void p_addc_fwd(const a3_backend *be, float *out, const float *inp, const float *t, int B,
+static void p_addc_fwd(const a3_backend *be, a3_act *out, const a3_act *inp, const a3_act *t, int B,
                        int C, int HW) {
   TIMED("add_channel_fwd", 0, base->add_channel_forward(be, out, inp, t, B, C, HW));
 }
-static void p_addc_bwd(const a3_backend *be, float *dt, const float *dout, int B, int C, int HW) {
+static void p_addc_bwd(const a3_backend *be, a3_act *dt, const a3_act *dout, int B, int C, int HW) {
   TIMED("add_channel_bwd", 0, base->add_channel_backward(be, dt, dout, B, C, HW));
 }
 static void p_mse_fwd(const a3_backend *be, float *loss, const float *pred, const float *target,
@@ -290,6 +296,7 @@ const a3_backend_ops *a3_op_profile_wrap(const a3_backend_ops *real, const a3_op
     t->wrapped = *real; // everything not wrapped below runs unchanged
     t->wrapped.synchronize = p_synchronize;
     t->wrapped.zero = p_zero;
+    t->wrapped.act_zero = p_act_zero;
     t->wrapped.accumulate = p_accumulate;
     t->wrapped.conv2d_forward = p_conv_fwd;
     t->wrapped.conv2d_backward = p_conv_bwd;

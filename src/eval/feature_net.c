@@ -113,12 +113,46 @@ a3_status a3_feature_net_set_params(a3_feature_net *net, const float *host) {
 }
 
 // ---------------------------------------------------------------- activations
+// Every buffer of b, with its element count and whether it is an activation
+// (be->act_bytes each) or fp32, and whether inference needs it.
+typedef struct {
+  void **p;
+  size_t n;
+  int act, train_only;
+} fn_buf_spec;
+
+enum { FN_NBUFS = 18 };
+
+static void fn_buf_specs(fn_bufs *b, size_t nB, fn_buf_spec *w) {
+  const fn_buf_spec all[FN_NBUFS] = {
+      {(void **)&b->x, nB * 28 * 28, 1, 0},
+      {(void **)&b->a1, nB * FN_C1 * 28 * 28, 1, 0},
+      {(void **)&b->h1, nB * FN_C1 * 28 * 28, 1, 1},
+      {(void **)&b->a2, nB * FN_C2 * 14 * 14, 1, 0},
+      {(void **)&b->h2, nB * FN_C2 * 14 * 14, 1, 1},
+      {(void **)&b->a3, nB * FN_FLAT, 1, 0},
+      {(void **)&b->h3, nB * FN_FLAT, 1, 1},
+      {(void **)&b->a4, nB * A3_FEATNET_DIM, 1, 0},
+      {(void **)&b->h4, nB * A3_FEATNET_DIM, 1, 1},
+      {(void **)&b->logits, nB * A3_FEATNET_CLASSES, 1, 0},
+      {(void **)&b->zf, nB * A3_FEATNET_CLASSES, 0, 0},
+      {(void **)&b->probs, nB * A3_FEATNET_CLASSES, 0, 1},
+      {(void **)&b->f32, nB * 28 * 28, 0, 0},
+      {(void **)&b->gA, nB * FN_C1 * 28 * 28, 1, 1},
+      {(void **)&b->gB, nB * FN_C1 * 28 * 28, 1, 1},
+      {(void **)&b->loss, 1, 0, 1},
+      {(void **)&b->dx_dev, nB * 28 * 28, 1, 1},
+      {(void **)&b->grads, A3_FEATNET_NUM_PARAMS, 0, 1},
+  };
+  memcpy(w, all, sizeof all);
+}
+
 void fn_bufs_free(const a3_backend *be, fn_bufs *b) {
-  float **all[] = {&b->x,  &b->a1,     &b->h1,    &b->a2, &b->h2, &b->a3,   &b->h3,     &b->a4,
-                   &b->h4, &b->logits, &b->probs, &b->gA, &b->gB, &b->loss, &b->dx_dev, &b->grads};
-  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-    be->ops->release(be, *all[i]);
-    *all[i] = NULL;
+  fn_buf_spec w[FN_NBUFS];
+  fn_buf_specs(b, 0, w);
+  for (int i = 0; i < FN_NBUFS; i++) {
+    be->ops->release(be, *w[i].p);
+    *w[i].p = NULL;
   }
   be->ops->release(be, b->labels);
   be->ops->release(be, b->ws);
@@ -130,32 +164,13 @@ a3_status fn_bufs_alloc(const a3_backend *be, int B, int train, fn_bufs *b) {
   memset(b, 0, sizeof *b);
   b->B = B;
   b->train = train;
-  const size_t f = sizeof(float), nB = (size_t)B;
-  struct {
-    float **p;
-    size_t n;
-    int train_only;
-  } want[] = {
-      {&b->x, nB * 28 * 28, 0},
-      {&b->a1, nB * FN_C1 * 28 * 28, 0},
-      {&b->h1, nB * FN_C1 * 28 * 28, 1},
-      {&b->a2, nB * FN_C2 * 14 * 14, 0},
-      {&b->h2, nB * FN_C2 * 14 * 14, 1},
-      {&b->a3, nB * FN_FLAT, 0},
-      {&b->h3, nB * FN_FLAT, 1},
-      {&b->a4, nB * A3_FEATNET_DIM, 0},
-      {&b->h4, nB * A3_FEATNET_DIM, 1},
-      {&b->logits, nB * A3_FEATNET_CLASSES, 0},
-      {&b->probs, nB * A3_FEATNET_CLASSES, 1},
-      {&b->gA, nB * FN_C1 * 28 * 28, 1},
-      {&b->gB, nB * FN_C1 * 28 * 28, 1},
-      {&b->loss, 1, 1},
-      {&b->dx_dev, nB * 28 * 28, 1},
-      {&b->grads, A3_FEATNET_NUM_PARAMS, 1},
-  };
+  const size_t nB = (size_t)B;
+  fn_buf_spec w[FN_NBUFS];
+  fn_buf_specs(b, nB, w);
   a3_status s = A3_OK;
-  for (size_t i = 0; i < sizeof want / sizeof want[0] && s == A3_OK; i++)
-    if (train || !want[i].train_only) s = be->ops->alloc(be, (void **)want[i].p, want[i].n * f);
+  for (int i = 0; i < FN_NBUFS && s == A3_OK; i++)
+    if (train || !w[i].train_only)
+      s = be->ops->alloc(be, w[i].p, w[i].n * (w[i].act ? be->act_bytes : sizeof(float)));
   if (s == A3_OK && train) s = be->ops->alloc(be, (void **)&b->labels, nB * sizeof(int32_t));
   size_t ws = 0;
   for (int l = 0; l < 3; l++) {
@@ -172,14 +187,29 @@ a3_status fn_bufs_alloc(const a3_backend *be, int B, int train, fn_bufs *b) {
   return A3_OK;
 }
 
+a3_status fn_upload_images(const a3_backend *be, fn_bufs *b, const float *host, int n) {
+  const size_t count = (size_t)n * 28 * 28;
+  A3_TRY(be->ops->upload(be, b->f32, host, sizeof(float) * count));
+  be->ops->act_from_f32(be, b->x, b->f32, count);
+  return A3_OK;
+}
+
+a3_status fn_download_act(const a3_backend *be, fn_bufs *b, float *host, const a3_act *src, int n,
+                          int dim) {
+  const size_t count = (size_t)n * dim;
+  be->ops->act_to_f32(be, b->f32, src, count);
+  A3_TRY(be->ops->download(be, host, b->f32, sizeof(float) * count));
+  return A3_OK;
+}
+
 // Forward of the first n <= B rows of b->x. Inference (not b->train) runs the
 // activations in place: h1 = a1, and so on.
 void fn_forward(const a3_feature_net *net, fn_bufs *b, int n) {
   const a3_backend *be = net->be;
   const a3_backend_ops *o = be->ops;
   const float *P = net->params;
-  float *h1 = b->train ? b->h1 : b->a1, *h2 = b->train ? b->h2 : b->a2;
-  float *h3 = b->train ? b->h3 : b->a3, *h4 = b->train ? b->h4 : b->a4;
+  a3_act *h1 = b->train ? b->h1 : b->a1, *h2 = b->train ? b->h2 : b->a2;
+  a3_act *h3 = b->train ? b->h3 : b->a3, *h4 = b->train ? b->h4 : b->a4;
   a3_conv2d_shape s = conv_shape(0, n);
   o->conv2d_forward(be, &s, b->a1, b->x, P + OFF_C1W, P + OFF_C1B, b->ws);
   o->silu_forward(be, h1, b->a1, (size_t)n * FN_C1 * 28 * 28);
@@ -193,6 +223,7 @@ void fn_forward(const a3_feature_net *net, fn_bufs *b, int n) {
   o->silu_forward(be, h4, b->a4, (size_t)n * A3_FEATNET_DIM);
   o->linear_forward(be, b->logits, h4, P + OFF_F2W, P + OFF_F2B, n, A3_FEATNET_DIM,
                     A3_FEATNET_CLASSES);
+  o->act_to_f32(be, b->zf, b->logits, (size_t)n * A3_FEATNET_CLASSES); // softmax and callers: fp32
 }
 
 // Backward after fn_forward on a training buffer with labels uploaded:
@@ -203,9 +234,11 @@ void fn_loss_backward(const a3_feature_net *net, fn_bufs *b, int n, float scale,
   const a3_backend_ops *o = be->ops;
   const float *P = net->params;
   float *G = b->grads;
-  o->softmax_xent_forward(be, b->loss, b->probs, b->logits, b->labels, n, A3_FEATNET_CLASSES,
-                          scale);
-  o->softmax_xent_backward(be, b->gA, b->probs, b->labels, n, A3_FEATNET_CLASSES, scale);
+  const size_t nz = (size_t)n * A3_FEATNET_CLASSES;
+  o->softmax_xent_forward(be, b->loss, b->probs, b->zf, b->labels, n, A3_FEATNET_CLASSES, scale);
+  // The fp32 logits are spent: zf takes their gradient, rounded into gA.
+  o->softmax_xent_backward(be, b->zf, b->probs, b->labels, n, A3_FEATNET_CLASSES, scale);
+  o->act_from_f32(be, b->gA, b->zf, nz);
   o->linear_backward(be, b->gB, G + OFF_F2W, G + OFF_F2B, b->gA, b->h4, P + OFF_F2W, n,
                      A3_FEATNET_DIM, A3_FEATNET_CLASSES);
   o->silu_backward(be, b->gB, b->gB, b->a4, (size_t)n * A3_FEATNET_DIM);
@@ -260,15 +293,14 @@ a3_status a3_feature_net_forward(const a3_feature_net *net, const uint8_t *image
   for (int64_t i0 = 0; i0 < n && s == A3_OK; i0 += B) {
     const int m = (int)(n - i0 < B ? n - i0 : B);
     fn_scale_images(images + (size_t)i0 * h * w, m, h, w, hx);
-    s = be->ops->upload(be, b.x, hx, sizeof(float) * (size_t)m * 28 * 28);
+    s = fn_upload_images(be, &b, hx, m);
     if (s != A3_OK) break;
     fn_forward(net, &b, m);
     // Inference runs in place: the features are in a4, the logits in logits.
     if (features)
-      s = be->ops->download(be, features + (size_t)i0 * A3_FEATNET_DIM, b.a4,
-                            sizeof(float) * (size_t)m * A3_FEATNET_DIM);
+      s = fn_download_act(be, &b, features + (size_t)i0 * A3_FEATNET_DIM, b.a4, m, A3_FEATNET_DIM);
     if (s == A3_OK && logits)
-      s = be->ops->download(be, logits + (size_t)i0 * A3_FEATNET_CLASSES, b.logits,
+      s = be->ops->download(be, logits + (size_t)i0 * A3_FEATNET_CLASSES, b.zf,
                             sizeof(float) * (size_t)m * A3_FEATNET_CLASSES);
   }
   if (s == A3_OK) s = be->ops->synchronize(be);
@@ -325,7 +357,7 @@ a3_status a3_feature_net_loss_grad(a3_feature_net *net, const float *x, const in
   fn_bufs b;
   A3_TRY(fn_bufs_alloc(be, n, 1, &b));
   float l = 0.0f;
-  a3_status s = be->ops->upload(be, b.x, x, sizeof(float) * (size_t)n * 28 * 28);
+  a3_status s = fn_upload_images(be, &b, x, n);
   if (s == A3_OK) s = be->ops->upload(be, b.labels, labels, sizeof(int32_t) * (size_t)n);
   if (s == A3_OK) {
     be->ops->zero(be, b.grads, A3_FEATNET_NUM_PARAMS);
@@ -333,7 +365,7 @@ a3_status a3_feature_net_loss_grad(a3_feature_net *net, const float *x, const in
     fn_loss_backward(net, &b, n, scale, dx != NULL);
     s = be->ops->download(be, grads, b.grads, sizeof(float) * A3_FEATNET_NUM_PARAMS);
   }
-  if (s == A3_OK && dx) s = be->ops->download(be, dx, b.dx_dev, sizeof(float) * (size_t)n * 784);
+  if (s == A3_OK && dx) s = fn_download_act(be, &b, dx, b.dx_dev, n, 784);
   if (s == A3_OK) s = be->ops->download(be, &l, b.loss, sizeof l);
   if (s == A3_OK) s = be->ops->synchronize(be);
   fn_bufs_free(be, &b);

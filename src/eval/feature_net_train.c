@@ -169,7 +169,7 @@ static a3_status train_step(MPI_Comm comm, train_state *t, const split_data *d, 
   }
   double loss = 0.0;
   if (m > 0) {
-    A3_TRY(be->ops->upload(be, t->b.x, t->hx, sizeof(float) * (size_t)m * 784));
+    A3_TRY(fn_upload_images(be, &t->b, t->hx, m));
     A3_TRY(be->ops->upload(be, t->b.labels, t->hl, sizeof(int32_t) * (size_t)m));
     be->ops->zero(be, t->b.grads, A3_FEATNET_NUM_PARAMS);
     fn_forward(t->net, &t->b, m);

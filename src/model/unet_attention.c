@@ -17,7 +17,7 @@ bool unet_adapter_trains(const a3_unet *m, const unet_adapter *ad) {
          unet_trains(m, ad->gate);
 }
 
-static void act_fwd(const a3_unet *m, a3_activation act, float *out, const float *in, size_t n) {
+static void act_fwd(const a3_unet *m, a3_activation act, a3_act *out, const a3_act *in, size_t n) {
   const a3_backend *be = m->be;
   switch (act) {
   case A3_ACT_SILU: be->ops->silu_forward(be, out, in, n); break;
@@ -28,7 +28,7 @@ static void act_fwd(const a3_unet *m, a3_activation act, float *out, const float
 }
 
 // dinp = act'(in) * dout, in place (dinp == dout).
-static void act_bwd(const a3_unet *m, a3_activation act, float *d, const float *in, size_t n) {
+static void act_bwd(const a3_unet *m, a3_activation act, a3_act *d, const a3_act *in, size_t n) {
   const a3_backend *be = m->be;
   switch (act) {
   case A3_ACT_SILU: be->ops->silu_backward(be, d, d, in, n); break;
@@ -40,12 +40,13 @@ static void act_bwd(const a3_unet *m, a3_activation act, float *d, const float *
 
 // y = x + g * up(act(down(x))) over N tokens; x, y (N, C) distinct. With up
 // all zeros (its init) the added term is +-0 and y is bitwise x.
-static void adapter_fwd(const a3_unet *m, const unet_adapter *ad, float *y, const float *x, int N) {
+static void adapter_fwd(const a3_unet *m, const unet_adapter *ad, a3_act *y, const a3_act *x,
+                        int N) {
   const a3_backend *be = m->be;
   const size_t n = (size_t)N * ad->up.OUT;
   unet_linear_fwd(m, &ad->down, ad->d, x, N);           // (N, r)
   act_fwd(m, ad->act, ad->z, ad->d, (size_t)N * ad->r); // (N, r)
-  float *u = ad->gate >= 0 ? ad->u : m->sc.x_tmp;
+  a3_act *u = ad->gate >= 0 ? ad->u : m->sc.x_tmp;
   unet_linear_fwd(m, &ad->up, u, ad->z, N); // (N, C)
   if (ad->gate >= 0) {
     be->ops->gated_add_forward(be, y, x, u, unet_p(m, ad->gate), n);
@@ -57,20 +58,20 @@ static void adapter_fwd(const a3_unet *m, const unet_adapter *ad, float *y, cons
 // dy (N, C) -> the adapter's parameter gradients and dx = dy + the bottleneck
 // path's input gradient (N, C) overwritten, or NULL; dx may equal dy.
 // tmp, tmp2: (N, C) scratch.
-static void adapter_bwd(const a3_unet *m, const unet_adapter *ad, float *dx, const float *dy,
-                        const float *x, int N, float *tmp, float *tmp2) {
+static void adapter_bwd(const a3_unet *m, const unet_adapter *ad, a3_act *dx, const a3_act *dy,
+                        const a3_act *x, int N, a3_act *tmp, a3_act *tmp2) {
   const a3_backend *be = m->be;
   const size_t n = (size_t)N * ad->up.OUT;
   const bool need_dz = dx || unet_linear_trains(m, &ad->down); // d(act output)
   const bool need_du = need_dz || unet_linear_trains(m, &ad->up);
-  const float *du = dy;
+  const a3_act *du = dy;
   if (ad->gate >= 0 && (need_du || unet_trains(m, ad->gate))) {
     be->ops->gated_add_backward(be, need_du ? tmp2 : NULL, unet_g(m, ad->gate), dy, ad->u,
                                 unet_p(m, ad->gate), n);
     du = tmp2;
   }
   if (!need_du) return;
-  float *dz = m->sc.x_r; // (N, r)
+  a3_act *dz = m->sc.x_r; // (N, r)
   unet_linear_bwd(m, &ad->up, need_dz ? dz : NULL, du, ad->z, N);
   if (!need_dz) return;
   act_bwd(m, ad->act, dz, ad->d, (size_t)N * ad->r);
@@ -102,7 +103,7 @@ static bool post_out(const unet_attn *a) {
 }
 
 // to_out.0's input: the merged heads, or the adapter's output (pre_out).
-static const float *out_input(const unet_attn *a) { return pre_out(a) ? a->adapted : a->merged; }
+static const a3_act *out_input(const unet_attn *a) { return pre_out(a) ? a->adapted : a->merged; }
 
 // a->merged (B, T, C) -> L->out (B, C, T): [adapter], to_out.0, [adapter],
 // back to channels, residual.
@@ -111,7 +112,7 @@ static void attn_project_fwd(a3_unet *m, unet_layer *L) {
   unet_attn *a = &L->u.attn;
   const int B = m->B, C = L->C_in, T = L->H * L->W;
   if (pre_out(a)) adapter_fwd(m, &a->ad, a->adapted, a->merged, B * T);
-  float *o = post_out(a) ? a->proj : m->sc.s[0];
+  a3_act *o = post_out(a) ? a->proj : m->sc.s[0];
   unet_linear_fwd(m, &a->out, o, out_input(a), B * T); // (B, T, C)
   if (post_out(a)) {
     adapter_fwd(m, &a->ad, m->sc.s[0], a->proj, B * T);
@@ -129,10 +130,10 @@ void unet_attn_fwd(a3_unet *m, unet_layer *L) {
 // d(merged) -> q, k, v and the group norm: dtok = the sum of the three
 // projections' input gradients, then untokenised into group_norm's backward.
 // s[2] holds d(merged) on entry; dx (B, C, T) overwritten, or NULL.
-static void attn_core_bwd(a3_unet *m, unet_layer *L, float *dx) {
+static void attn_core_bwd(a3_unet *m, unet_layer *L, a3_act *dx) {
   const a3_backend *be = m->be;
   unet_attn *a = &L->u.attn;
-  float *const *s = m->sc.s;
+  a3_act *const *s = m->sc.s;
   const int B = m->B, C = L->C_in, T = L->H * L->W;
   const size_t n = (size_t)B * C * T;
   const bool need_dn = dx || unet_norm_trains(m, &a->norm); // dtok is needed exactly then
@@ -159,10 +160,10 @@ static void attn_core_bwd(a3_unet *m, unet_layer *L, float *dx) {
 // [pre adapter] -> to_out.0 input -> to_out.0 -> [post adapter] -> out): a
 // tensor's gradient is needed when dx is wanted or something that produced it
 // trains; the backward computes exactly those.
-void unet_attn_bwd(a3_unet *m, unet_layer *L, const float *dout, float *dx) {
+void unet_attn_bwd(a3_unet *m, unet_layer *L, const a3_act *dout, a3_act *dx) {
   const a3_backend *be = m->be;
   unet_attn *a = &L->u.attn;
-  float *const *s = m->sc.s;
+  a3_act *const *s = m->sc.s;
   const int B = m->B, C = L->C_in, T = L->H * L->W, N = B * T;
   const size_t n = (size_t)B * C * T;
   const bool ad_trains = a->has_adapter && unet_adapter_trains(m, &a->ad);
@@ -171,7 +172,7 @@ void unet_attn_bwd(a3_unet *m, unet_layer *L, const float *dout, float *dx) {
   const bool need_dout_in = need_dmerged || (pre_out(a) && ad_trains); // to_out.0's input
   const bool need_dproj = need_dout_in || unet_linear_trains(m, &a->out);
   const bool need_any = need_dproj || (post_out(a) && ad_trains);
-  const float *g = dout; // the gradient of both terms of the residual sum
+  const a3_act *g = dout; // the gradient of both terms of the residual sum
   if (a->scale != 1.0f) {
     be->ops->add_backward(be, s[0], NULL, dout, a->scale, n);
     g = s[0];

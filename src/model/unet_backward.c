@@ -27,21 +27,23 @@ static void mark_requires_grad(a3_unet *m, bool want_dx) {
   }
 }
 
-// dout (B, out_channels, H, W) -> dh (B, C0, H, W) overwritten, or NULL.
-static void head_bwd(a3_unet *m, const float *dout, float *dh) {
-  float *const *s = m->sc.s;
+// dout (B, out_channels, H, W), fp32 -> dh (B, C0, H, W) overwritten, or NULL.
+static void head_bwd(a3_unet *m, const float *dout, a3_act *dh) {
+  const a3_backend *be = m->be;
+  a3_act *const *s = m->sc.s;
   const int HW = m->H * m->W;
-  const float *h = m->n_layers ? m->layers[m->n_layers - 1].out : m->h0;
+  const a3_act *h = m->n_layers ? m->layers[m->n_layers - 1].out : m->h0;
   const bool need_dn = dh || unet_norm_trains(m, &m->norm_out);
+  be->ops->act_from_f32(be, s[2], dout, (size_t)m->B * m->arch.out_channels * HW);
   if (unet_conv_trains(m, &m->conv_out)) // conv_out's input, recomputed
     unet_norm_silu_fwd(m, &m->norm_out, s[0], m->mean_out, m->rstd_out, h, HW);
-  unet_conv_bwd(m, &m->conv_out, need_dn ? s[1] : NULL, dout, s[0]);
+  unet_conv_bwd(m, &m->conv_out, need_dn ? s[1] : NULL, s[2], s[0]);
   if (need_dn) unet_norm_silu_bwd(m, &m->norm_out, dh, s[1], h, m->mean_out, m->rstd_out, HW);
 }
 
-static void upsample_bwd(a3_unet *m, unet_layer *L, const float *dout, float *dx) {
+static void upsample_bwd(a3_unet *m, unet_layer *L, const a3_act *dout, a3_act *dx) {
   const a3_backend *be = m->be;
-  float *const *s = m->sc.s;
+  a3_act *const *s = m->sc.s;
   if (unet_conv_trains(m, &L->u.conv)) // the conv's input, recomputed
     be->ops->upsample2x_forward(be, s[1], L->in, m->B, L->C_in, L->H, L->W);
   unet_conv_bwd(m, &L->u.conv, dx ? s[0] : NULL, dout, s[1]);
@@ -50,8 +52,8 @@ static void upsample_bwd(a3_unet *m, unet_layer *L, const float *dout, float *dx
 
 // One layer: dout = *cur (B, C_out, OH, OW). Leaves the input gradient (if
 // needed) in *cur, swapping the two main-path buffers as it goes.
-static void layer_bwd(a3_unet *m, unet_layer *L, float **cur, float **other) {
-  float *dx = L->req_in ? *other : NULL;
+static void layer_bwd(a3_unet *m, unet_layer *L, a3_act **cur, a3_act **other) {
+  a3_act *dx = L->req_in ? *other : NULL;
   switch (L->kind) {
   case UNET_RESNET: unet_resnet_bwd(m, L, L->skip_in >= 0 ? L->cat : L->in, *cur, dx); break;
   case UNET_ATTN: unet_attn_bwd(m, L, *cur, dx); break;
@@ -59,7 +61,7 @@ static void layer_bwd(a3_unet *m, unet_layer *L, float **cur, float **other) {
   case UNET_UPSAMPLE: upsample_bwd(m, L, *cur, dx); break;
   }
   if (L->skip_in < 0) { // the input gradient is the main path's: swap
-    float *t = *cur;
+    a3_act *t = *cur;
     *cur = *other;
     *other = t;
     return;
@@ -84,13 +86,16 @@ static void time_bwd(a3_unet *m) {
   unet_linear_bwd(m, &m->time1, NULL, m->sc.dtemb_tmp, m->t_sin, m->B); // t has no gradient
 }
 
-// dh0 (B, C0, H, W) -> conv_in's gradients and dx (x2 when the input was centred).
-static void stem_bwd(a3_unet *m, const float *dh0, float *dx) {
-  unet_conv_bwd(m, &m->conv_in, dx, dh0, m->x_in);
-  if (dx && m->arch.center_input_sample) {
-    const size_t n = (size_t)m->B * m->arch.in_channels * m->H * m->W;
-    m->be->ops->add_forward(m->be, dx, dx, dx, 1.0f, n); // d(2x - 1)/dx = 2
-  }
+// dh0 (B, C0, H, W) -> conv_in's gradients and dx, fp32 (x2 when the input was centred).
+static void stem_bwd(a3_unet *m, const a3_act *dh0, float *dx) {
+  const a3_backend *be = m->be;
+  a3_act *dx_act = dx ? m->sc.s[0] : NULL; // (B, Cin, H, W)
+  unet_conv_bwd(m, &m->conv_in, dx_act, dh0, m->x_in);
+  if (!dx) return;
+  const size_t n = (size_t)m->B * m->arch.in_channels * m->H * m->W;
+  if (m->arch.center_input_sample)
+    be->ops->add_forward(be, dx_act, dx_act, dx_act, 1.0f, n); // d(2x - 1)/dx = 2
+  be->ops->act_to_f32(be, dx, dx_act, n);
 }
 
 // ---------------------------------------------------------------- stages
@@ -116,7 +121,7 @@ static a3_status report(const a3_backward_hook *hook, int *reported, int stage) 
 }
 
 // The layers, last to first; each one's stage is reported once it is done.
-static a3_status layers_bwd(a3_unet *m, float **cur, float **other, const a3_backward_hook *hook,
+static a3_status layers_bwd(a3_unet *m, a3_act **cur, a3_act **other, const a3_backward_hook *hook,
                             int *reported) {
   const a3_backend *be = m->be;
   for (int i = m->n_layers - 1; i >= 0; i--) {
@@ -141,8 +146,8 @@ a3_status a3_unet_backward_hooked(a3_unet *m, const float *dout, float *dx,
   if (!m->forward_done) return A3_FAIL(A3_ERR_INTERNAL, "a3_unet_backward without a forward");
   mark_requires_grad(m, dx != NULL);
   const a3_backend *be = m->be;
-  if (m->temb_req) be->ops->zero(be, m->sc.dtemb_act, (size_t)m->B * m->T4);
-  float *cur = m->sc.d[0], *other = m->sc.d[1];
+  if (m->temb_req) be->ops->act_zero(be, m->sc.dtemb_act, (size_t)m->B * m->T4);
+  a3_act *cur = m->sc.d[0], *other = m->sc.d[1];
   const bool head_din = m->n_layers ? m->layers[m->n_layers - 1].req_out : m->skips[0].req;
   head_bwd(m, dout, head_din ? cur : NULL);
   int reported = -1;

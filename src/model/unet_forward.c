@@ -3,22 +3,15 @@
 // (conv_norm_out, SiLU, conv_out). Every saved tensor goes to its planned place.
 #include "unet_internal.h"
 
-// dst = src * scale. The op table has no copy between two device tensors;
-// add_backward's "da = dout * scale" is exactly that.
-static void copy_scaled(const a3_unet *m, float *dst, const float *src, float scale, size_t n) {
-  m->be->ops->add_backward(m->be, dst, NULL, src, scale, n);
-}
-
 // x (B, Cin, H, W) -> m->x_in, centred (2x - 1) when center_input_sample.
 static void stem_input(a3_unet *m, const float *x) {
+  const a3_backend *be = m->be;
   const int Cin = (int)m->arch.in_channels, HW = m->H * m->W;
   const size_t n = (size_t)m->B * Cin * HW;
-  if (!m->arch.center_input_sample) {
-    copy_scaled(m, m->x_in, x, 1.0f, n);
-    return;
-  }
-  copy_scaled(m, m->x_in, x, 2.0f, n);
-  m->be->ops->add_channel_forward(m->be, m->x_in, m->x_in, m->minus_one, m->B, Cin, HW);
+  be->ops->act_from_f32(be, m->x_in, x, n);
+  if (!m->arch.center_input_sample) return;
+  be->ops->add_forward(be, m->x_in, m->x_in, m->x_in, 1.0f, n); // 2x, exact
+  be->ops->add_channel_forward(be, m->x_in, m->x_in, m->minus_one, m->B, Cin, HW);
 }
 
 // timesteps (B) -> temb_act = silu(linear_2(silu(linear_1(sinusoid(t))))) (B, T4).
@@ -37,7 +30,7 @@ static void layer_fwd(a3_unet *m, unet_layer *L) {
   const a3_backend *be = m->be;
   switch (L->kind) {
   case UNET_RESNET: {
-    const float *x = L->in; // (B, C_in, H, W)
+    const a3_act *x = L->in; // (B, C_in, H, W)
     if (L->skip_in >= 0) {
       const unet_skip *sk = &m->skips[L->skip_in];
       be->ops->concat_forward(be, L->cat, L->in, sk->act, m->B, L->C_in - sk->C, sk->C,
@@ -56,12 +49,13 @@ static void layer_fwd(a3_unet *m, unet_layer *L) {
   }
 }
 
-// The last layer's output (B, C0, H, W) -> out (B, out_channels, H, W).
+// The last layer's output (B, C0, H, W) -> out (B, out_channels, H, W), fp32.
 static void head_fwd(a3_unet *m, float *out) {
   const int HW = m->H * m->W;
-  const float *h = m->n_layers ? m->layers[m->n_layers - 1].out : m->h0;
+  const a3_act *h = m->n_layers ? m->layers[m->n_layers - 1].out : m->h0;
   unet_norm_silu_fwd(m, &m->norm_out, m->sc.s[0], m->mean_out, m->rstd_out, h, HW);
-  unet_conv_fwd(m, &m->conv_out, out, m->sc.s[0]);
+  unet_conv_fwd(m, &m->conv_out, m->sc.s[1], m->sc.s[0]);
+  m->be->ops->act_to_f32(m->be, out, m->sc.s[1], (size_t)m->B * m->arch.out_channels * HW);
 }
 
 a3_status a3_unet_forward(a3_unet *m, const float *x, const float *timesteps, float *out) {

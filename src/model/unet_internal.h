@@ -30,7 +30,7 @@ typedef struct {
   int lora_a, lora_b; // lora_A.weight (R, IN), lora_B.weight (OUT, R); -1: no LoRA
   int R;
   float lora_scale; // alpha / R
-  float *lora_z;    // (N, R) saved: scale * A x, lora_B's input (planned)
+  a3_act *lora_z;   // (N, R) saved: scale * A x, lora_B's input (planned)
 } unet_linear;
 
 // The bottleneck adapter y = x + g * up(act(down(x))) over N tokens (N, C).
@@ -40,9 +40,9 @@ typedef struct {
   a3_activation act;
   int r;
   // saved by the forward (planned):
-  float *d; // (N, r) down's output
-  float *z; // (N, r) act(d), up's input (d itself for identity)
-  float *u; // (N, C) up's output, kept only with a gate (for its gradient)
+  a3_act *d; // (N, r) down's output
+  a3_act *z; // (N, r) act(d), up's input (d itself for identity)
+  a3_act *u; // (N, C) up's output, kept only with a gate (for its gradient)
 } unet_adapter;
 
 typedef struct {
@@ -51,7 +51,7 @@ typedef struct {
   unet_linear temb_proj;
   float scale; // 1 / output_scale_factor
   // saved by the forward (planned); the input x is the previous layer's output
-  float *h;             // (B, C_out, HW) conv1 output + time projection
+  a3_act *h;            // (B, C_out, HW) conv1 output + time projection
   float *mean1, *rstd1; // (B, G)
   float *mean2, *rstd2; // (B, G)
 } unet_resnet;
@@ -62,17 +62,17 @@ typedef struct {
   int heads;
   float scale; // 1 / rescale_output_factor
   // saved by the forward (planned):
-  float *tok;                   // (B, T, C) group_norm output as tokens
-  float *q_act, *k_act, *v_act; // (B, T, C)
-  float *probs;                 // (B, heads, T, T)
-  float *merged;      // (B, T, C) softmax(QK^T/sqrt(d))V, heads merged: the input of to_out.0
+  a3_act *tok;                   // (B, T, C) group_norm output as tokens
+  a3_act *q_act, *k_act, *v_act; // (B, T, C)
+  float *probs;                  // (B, heads, T, T)
+  a3_act *merged;     // (B, T, C) softmax(QK^T/sqrt(d))V, heads merged: the input of to_out.0
   float *mean, *rstd; // (B, G)
   // the adapter (has_adapter):
   bool has_adapter;
   a3_adapter_placement place;
   unet_adapter ad;
-  float *adapted; // (B, T, C) saved, pre_out: adapter(merged), to_out.0's input
-  float *proj;    // (B, T, C) saved, post_out: to_out.0's output, the adapter's input
+  a3_act *adapted; // (B, T, C) saved, pre_out: adapter(merged), to_out.0's input
+  a3_act *proj;    // (B, T, C) saved, post_out: to_out.0's output, the adapter's input
 } unet_attn;
 
 typedef enum { UNET_RESNET, UNET_ATTN, UNET_DOWNSAMPLE, UNET_UPSAMPLE } unet_kind;
@@ -89,9 +89,9 @@ typedef struct {
     unet_attn attn;
     unet_conv conv; // downsample / upsample
   } u;
-  const float *in; // (B, C_in - C_skip, H, W) the previous layer's output (planned)
-  float *cat;      // (B, C_in, H, W) [in, skip] when skip_in >= 0 (planned)
-  float *out;      // (B, C_out, OH, OW) saved (planned)
+  const a3_act *in; // (B, C_in - C_skip, H, W) the previous layer's output (planned)
+  a3_act *cat;      // (B, C_in, H, W) [in, skip] when skip_in >= 0 (planned)
+  a3_act *out;      // (B, C_out, OH, OW) saved (planned)
   // set at the start of each backward:
   bool req_main; // the gradient of `in` is needed
   bool req_in;   // the gradient of the layer input (in, or cat) is needed
@@ -100,23 +100,23 @@ typedef struct {
 
 typedef struct {
   int C, H, W;
-  float *act;  // (B, C, H, W) the producing layer's out
-  float *grad; // (B, C, H, W) written by the concat backward (planned)
-  bool req;    // its gradient is needed (set each backward)
+  a3_act *act;  // (B, C, H, W) the producing layer's out
+  a3_act *grad; // (B, C, H, W) written by the concat backward (planned)
+  bool req;     // its gradient is needed (set each backward)
 } unet_skip;
 
 // Temporaries of one forward or backward (planned).
 typedef struct {
-  float *s[5];      // (max_act) general temporaries, one layer at a time
-  float *d[2];      // (max_act) the main-path gradient and a concat gradient
-  float *dtemb_act; // (B, T4) gradient of silu(temb), summed over resnets
-  float *dtemb_tmp; // (B, T4) one resnet's share of it
-  float *dtemb;     // (B, T4)
-  float *dt;        // (B, C_max) a time projection or its gradient
-  void *work;       // op workspace (im2col, attention scores)
+  a3_act *s[5];      // (max_act) general temporaries, one layer at a time
+  a3_act *d[2];      // (max_act) the main-path gradient and a concat gradient
+  a3_act *dtemb_act; // (B, T4) gradient of silu(temb), summed over resnets
+  a3_act *dtemb_tmp; // (B, T4) one resnet's share of it
+  a3_act *dtemb;     // (B, T4)
+  a3_act *dt;        // (B, C_max) a time projection or its gradient
+  void *work;        // op workspace (im2col, attention scores)
   // with extras only (else NULL):
-  float *x_tmp; // (max_act) LoRA's B output / input gradient, the adapter's up output
-  float *x_r;   // (max N * rank) a LoRA or adapter bottleneck gradient
+  a3_act *x_tmp; // (max_act) LoRA's B output / input gradient, the adapter's up output
+  a3_act *x_r;   // (max N * rank) a LoRA or adapter bottleneck gradient
 } unet_scratch;
 
 struct a3_unet {
@@ -144,16 +144,16 @@ struct a3_unet {
   unet_conv conv_out;
   // plan
   int B, H, W;
-  size_t max_act; // floats of the largest (B, C, H, W) tensor any layer touches
+  size_t max_act; // elements of the largest (B, C, H, W) tensor any layer touches
   size_t max_c;   // largest channel count
   void *arena;
   a3_unet_memory mem;
-  float *x_in;                          // (B, Cin, H, W) the (centred) input
-  float *minus_one;                     // (B, Cin) all -1: centring is 2x + (-1)
-  float *t_sin;                         // (B, C0) sinusoidal embedding
-  float *t_l1, *t_a1, *temb, *temb_act; // (B, T4) linear_1, SiLU, linear_2, SiLU
-  float *h0;                            // (B, C0, H, W) conv_in output = skip 0
-  float *n_out, *mean_out, *rstd_out;   // head: (B, C0, HW), (B, G), (B, G)
+  a3_act *x_in;                          // (B, Cin, H, W) the (centred) input
+  a3_act *minus_one;                     // (B, Cin) all -1: centring is 2x + (-1)
+  a3_act *t_sin;                         // (B, C0) sinusoidal embedding
+  a3_act *t_l1, *t_a1, *temb, *temb_act; // (B, T4) linear_1, SiLU, linear_2, SiLU
+  a3_act *h0;                            // (B, C0, H, W) conv_in output = skip 0
+  float *mean_out, *rstd_out;            // head: (B, G), (B, G)
   unet_scratch sc;
   bool forward_done;
   bool temb_req; // the time embedding gets a gradient (set each backward)
@@ -174,31 +174,31 @@ bool unet_range_trains(const a3_unet *m, int begin, int end);
 // Thin wrappers that fetch parameter pointers from the table. A backward
 // whose outputs are all unneeded (din NULL, parameters frozen) does nothing.
 // A linear with LoRA adds it (using sc.x_tmp and sc.x_r as temporaries).
-void unet_conv_fwd(const a3_unet *m, const unet_conv *c, float *out, const float *in);
-void unet_conv_bwd(const a3_unet *m, const unet_conv *c, float *din, const float *dout,
-                   const float *in);
+void unet_conv_fwd(const a3_unet *m, const unet_conv *c, a3_act *out, const a3_act *in);
+void unet_conv_bwd(const a3_unet *m, const unet_conv *c, a3_act *din, const a3_act *dout,
+                   const a3_act *in);
 bool unet_conv_trains(const a3_unet *m, const unet_conv *c);
-void unet_norm_fwd(const a3_unet *m, const unet_norm *n, float *out, float *mean, float *rstd,
-                   const float *in, int HW);
-void unet_norm_bwd(const a3_unet *m, const unet_norm *n, float *din, const float *dout,
-                   const float *in, const float *mean, const float *rstd, int HW);
+void unet_norm_fwd(const a3_unet *m, const unet_norm *n, a3_act *out, float *mean, float *rstd,
+                   const a3_act *in, int HW);
+void unet_norm_bwd(const a3_unet *m, const unet_norm *n, a3_act *din, const a3_act *dout,
+                   const a3_act *in, const float *mean, const float *rstd, int HW);
 bool unet_norm_trains(const a3_unet *m, const unet_norm *n);
 // silu(groupnorm(in)) fused: the normalised tensor is never stored; the
 // backward recomputes it from `in` and the statistics.
-void unet_norm_silu_fwd(const a3_unet *m, const unet_norm *n, float *out, float *mean, float *rstd,
-                        const float *in, int HW);
-void unet_norm_silu_bwd(const a3_unet *m, const unet_norm *n, float *din, const float *dout,
-                        const float *in, const float *mean, const float *rstd, int HW);
-void unet_linear_fwd(const a3_unet *m, const unet_linear *l, float *out, const float *in, int N);
-void unet_linear_bwd(const a3_unet *m, const unet_linear *l, float *din, const float *dout,
-                     const float *in, int N);
+void unet_norm_silu_fwd(const a3_unet *m, const unet_norm *n, a3_act *out, float *mean, float *rstd,
+                        const a3_act *in, int HW);
+void unet_norm_silu_bwd(const a3_unet *m, const unet_norm *n, a3_act *din, const a3_act *dout,
+                        const a3_act *in, const float *mean, const float *rstd, int HW);
+void unet_linear_fwd(const a3_unet *m, const unet_linear *l, a3_act *out, const a3_act *in, int N);
+void unet_linear_bwd(const a3_unet *m, const unet_linear *l, a3_act *din, const a3_act *dout,
+                     const a3_act *in, int N);
 bool unet_linear_trains(const a3_unet *m, const unet_linear *l);
 
 // ---------------------------------------------------------------- layers
-void unet_resnet_fwd(a3_unet *m, unet_layer *L, const float *x); // x: (B, C_in, H, W)
-void unet_resnet_bwd(a3_unet *m, unet_layer *L, const float *x, const float *dout, float *dx);
+void unet_resnet_fwd(a3_unet *m, unet_layer *L, const a3_act *x); // x: (B, C_in, H, W)
+void unet_resnet_bwd(a3_unet *m, unet_layer *L, const a3_act *x, const a3_act *dout, a3_act *dx);
 void unet_attn_fwd(a3_unet *m, unet_layer *L);
-void unet_attn_bwd(a3_unet *m, unet_layer *L, const float *dout, float *dx);
+void unet_attn_bwd(a3_unet *m, unet_layer *L, const a3_act *dout, a3_act *dx);
 bool unet_adapter_trains(const a3_unet *m, const unet_adapter *ad);
 
 // ---------------------------------------------------------------- plan (unet_plan.c)

@@ -18,17 +18,17 @@ bool unet_linear_trains(const a3_unet *m, const unet_linear *l) {
 }
 
 void unet_conv_fwd(const a3_unet *m, const unet_conv *c,
-                   float *out,      // (B, OC, OH, OW)
-                   const float *in) // (B, C, H, W)
+                   a3_act *out,      // (B, OC, OH, OW)
+                   const a3_act *in) // (B, C, H, W)
 {
   m->be->ops->conv2d_forward(m->be, &c->s, out, in, unet_p(m, c->weight), unet_p(m, c->bias),
                              m->sc.work);
 }
 
 void unet_conv_bwd(const a3_unet *m, const unet_conv *c,
-                   float *din,        // (B, C, H, W) overwritten, or NULL
-                   const float *dout, // (B, OC, OH, OW)
-                   const float *in)   // (B, C, H, W), read only for the weight gradient
+                   a3_act *din,        // (B, C, H, W) overwritten, or NULL
+                   const a3_act *dout, // (B, OC, OH, OW)
+                   const a3_act *in)   // (B, C, H, W), read only for the weight gradient
 {
   if (!din && !unet_conv_trains(m, c)) return;
   m->be->ops->conv2d_backward(m->be, &c->s, din, unet_g(m, c->weight), unet_g(m, c->bias), dout, in,
@@ -36,18 +36,18 @@ void unet_conv_bwd(const a3_unet *m, const unet_conv *c,
 }
 
 void unet_norm_fwd(const a3_unet *m, const unet_norm *n,
-                   float *out,               // (B, C, HW)
+                   a3_act *out,              // (B, C, HW)
                    float *mean, float *rstd, // (B, G) saved
-                   const float *in,          // (B, C, HW)
+                   const a3_act *in,         // (B, C, HW)
                    int HW) {
   m->be->ops->groupnorm_forward(m->be, out, mean, rstd, in, unet_p(m, n->weight),
                                 unet_p(m, n->bias), m->B, n->C, HW, n->G, n->eps);
 }
 
 void unet_norm_bwd(const a3_unet *m, const unet_norm *n,
-                   float *din,                           // (B, C, HW) overwritten, or NULL
-                   const float *dout,                    // (B, C, HW)
-                   const float *in,                      // (B, C, HW)
+                   a3_act *din,                          // (B, C, HW) overwritten, or NULL
+                   const a3_act *dout,                   // (B, C, HW)
+                   const a3_act *in,                     // (B, C, HW)
                    const float *mean, const float *rstd, // (B, G)
                    int HW) {
   if (!din && !unet_norm_trains(m, n)) return;
@@ -59,8 +59,8 @@ void unet_norm_bwd(const a3_unet *m, const unet_norm *n,
 // as PEFT computes it, the scaling moved onto the (N, R) bottleneck. B = 0
 // adds +-0 exactly, so y is then bitwise the plain linear's.
 void unet_linear_fwd(const a3_unet *m, const unet_linear *l,
-                     float *out,      // (N, OUT)
-                     const float *in, // (N, IN)
+                     a3_act *out,      // (N, OUT)
+                     const a3_act *in, // (N, IN)
                      int N) {
   const a3_backend *be = m->be;
   be->ops->linear_forward(be, out, in, unet_p(m, l->weight), unet_p(m, l->bias), N, l->IN, l->OUT);
@@ -76,9 +76,9 @@ void unet_linear_fwd(const a3_unet *m, const unet_linear *l,
 // The base linear's gradients, then LoRA's: dB += dy^T z; dz = scale * dy B;
 // dA += dz^T x; din += dz A. Only what something needs is computed.
 void unet_linear_bwd(const a3_unet *m, const unet_linear *l,
-                     float *din,        // (N, IN) overwritten, or NULL
-                     const float *dout, // (N, OUT)
-                     const float *in,   // (N, IN)
+                     a3_act *din,        // (N, IN) overwritten, or NULL
+                     const a3_act *dout, // (N, OUT)
+                     const a3_act *in,   // (N, IN)
                      int N) {
   if (!din && !unet_linear_trains(m, l)) return;
   const a3_backend *be = m->be;
@@ -88,7 +88,7 @@ void unet_linear_bwd(const a3_unet *m, const unet_linear *l,
   if (l->lora_a < 0) return;
   const bool need_dz = din || unet_trains(m, l->lora_a);
   if (!need_dz && !unet_trains(m, l->lora_b)) return;
-  float *dz = m->sc.x_r; // (N, R)
+  a3_act *dz = m->sc.x_r; // (N, R)
   be->ops->linear_backward(be, need_dz ? dz : NULL, unet_g(m, l->lora_b), NULL, dout, l->lora_z,
                            unet_p(m, l->lora_b), N, l->R, l->OUT);
   if (!need_dz) return;
@@ -100,18 +100,18 @@ void unet_linear_bwd(const a3_unet *m, const unet_linear *l,
 }
 
 void unet_norm_silu_fwd(const a3_unet *m, const unet_norm *n,
-                        float *out,               // (B, C, HW) silu(groupnorm(in))
+                        a3_act *out,              // (B, C, HW) silu(groupnorm(in))
                         float *mean, float *rstd, // (B, G) saved
-                        const float *in,          // (B, C, HW)
+                        const a3_act *in,         // (B, C, HW)
                         int HW) {
   m->be->ops->groupnorm_silu_forward(m->be, out, mean, rstd, in, unet_p(m, n->weight),
                                      unet_p(m, n->bias), m->B, n->C, HW, n->G, n->eps);
 }
 
 void unet_norm_silu_bwd(const a3_unet *m, const unet_norm *n,
-                        float *din,                           // (B, C, HW) overwritten, or NULL
-                        const float *dout,                    // (B, C, HW)
-                        const float *in,                      // (B, C, HW)
+                        a3_act *din,                          // (B, C, HW) overwritten, or NULL
+                        const a3_act *dout,                   // (B, C, HW)
+                        const a3_act *in,                     // (B, C, HW)
                         const float *mean, const float *rstd, // (B, G)
                         int HW) {
   if (!din && !unet_norm_trains(m, n)) return;

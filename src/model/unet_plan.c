@@ -27,29 +27,33 @@ enum { UNET_ALIGN = 256 };
 typedef struct {
   char *base; // NULL while measuring
   size_t used;
+  size_t act_bytes; // of one activation element (the backend's storage type)
 } cursor;
 
-static float *take(cursor *c, size_t floats) {
-  float *p = c->base ? (float *)(void *)(c->base + c->used) : NULL;
-  size_t bytes = floats * sizeof(float);
+static void *take_bytes(cursor *c, size_t bytes) {
+  void *p = c->base ? c->base + c->used : NULL;
   c->used += (bytes + UNET_ALIGN - 1) / UNET_ALIGN * UNET_ALIGN;
   return p;
 }
+// An activation tensor of n elements, in the backend's storage type.
+static a3_act *take(cursor *c, size_t n) { return take_bytes(c, n * c->act_bytes); }
+// An fp32 tensor (GroupNorm statistics, attention probabilities).
+static float *take_f32(cursor *c, size_t n) { return take_bytes(c, n * sizeof(float)); }
 
 static size_t act(const a3_unet *m, int C, int H, int W) { return (size_t)m->B * C * H * W; }
 
-static void note_act(a3_unet *m, size_t floats) {
-  if (floats > m->max_act) m->max_act = floats;
+static void note_act(a3_unet *m, size_t n) {
+  if (n > m->max_act) m->max_act = n;
 }
 
 static void layout_resnet(a3_unet *m, unet_layer *L, cursor *c) {
   unet_resnet *r = &L->u.res;
   const size_t G = (size_t)m->B * m->arch.norm_num_groups;
   r->h = take(c, act(m, L->C_out, L->H, L->W));
-  r->mean1 = take(c, G);
-  r->rstd1 = take(c, G);
-  r->mean2 = take(c, G);
-  r->rstd2 = take(c, G);
+  r->mean1 = take_f32(c, G);
+  r->rstd1 = take_f32(c, G);
+  r->mean2 = take_f32(c, G);
+  r->rstd2 = take_f32(c, G);
 }
 
 static void layout_attn(a3_unet *m, unet_layer *L, cursor *c) {
@@ -61,9 +65,9 @@ static void layout_attn(a3_unet *m, unet_layer *L, cursor *c) {
   a->k_act = take(c, n);
   a->v_act = take(c, n);
   a->merged = take(c, n);
-  a->probs = take(c, (size_t)m->B * a->heads * T * T);
-  a->mean = take(c, G);
-  a->rstd = take(c, G);
+  a->probs = take_f32(c, (size_t)m->B * a->heads * T * T);
+  a->mean = take_f32(c, G);
+  a->rstd = take_f32(c, G);
   const size_t N = (size_t)m->B * T;
   unet_linear *lin[4] = {&a->q, &a->k, &a->v, &a->out};
   for (int i = 0; i < 4; i++)
@@ -148,7 +152,7 @@ static void layout_stem(a3_unet *m, cursor *c, size_t *work) {
 // Every layer's saved tensors, chained input to output; skips point at their
 // producers' outputs. Also finds the largest tensor and workspace.
 static void layout_layers(a3_unet *m, cursor *c, size_t *work) {
-  const float *prev = m->h0;
+  const a3_act *prev = m->h0;
   for (int i = 0; i < m->n_layers; i++) {
     unet_layer *L = &m->layers[i];
     int OH, OW;
@@ -168,8 +172,8 @@ static void layout_layers(a3_unet *m, cursor *c, size_t *work) {
 
 // The head's: conv_norm_out's statistics.
 static void layout_head(a3_unet *m, cursor *c) {
-  m->mean_out = take(c, (size_t)m->B * m->arch.norm_num_groups);
-  m->rstd_out = take(c, (size_t)m->B * m->arch.norm_num_groups);
+  m->mean_out = take_f32(c, (size_t)m->B * m->arch.norm_num_groups);
+  m->rstd_out = take_f32(c, (size_t)m->B * m->arch.norm_num_groups);
 }
 
 static void layout_skips(a3_unet *m, cursor *c) {
@@ -188,7 +192,7 @@ static void layout_scratch(a3_unet *m, cursor *c, size_t work) {
   sc->dtemb_tmp = take(c, BT);
   sc->dtemb = take(c, BT);
   sc->dt = take(c, (size_t)m->B * (m->max_c > (size_t)m->T4 ? m->max_c : (size_t)m->T4));
-  sc->work = take(c, (work + sizeof(float) - 1) / sizeof(float));
+  sc->work = take_bytes(c, work);
   // the extras' temporaries: sized by the largest attention block
   size_t nr = 0;
   const int rank =
@@ -203,7 +207,7 @@ static void layout_scratch(a3_unet *m, cursor *c, size_t work) {
 
 // One walk: returns the bytes of each part.
 static void layout(a3_unet *m, char *base) {
-  cursor c = {.base = base};
+  cursor c = {.base = base, .act_bytes = m->be->act_bytes};
   size_t work = 0;
   layout_stem(m, &c, &work);
   layout_layers(m, &c, &work);
@@ -216,13 +220,19 @@ static void layout(a3_unet *m, char *base) {
   m->mem.total = c.used;
 }
 
-// The constant that centring adds, uploaded once per plan.
+// The constant that centring adds, uploaded once per plan (through an fp32
+// buffer, then into the activation type).
 static a3_status fill_minus_one(a3_unet *m) {
+  const a3_backend *be = m->be;
   const size_t n = (size_t)m->B * m->arch.in_channels;
-  float *host;
+  float *host = NULL, *dev = NULL;
   A3_TRY(A3_ALLOC(host, n));
   for (size_t i = 0; i < n; i++) host[i] = -1.0f;
-  a3_status s = m->be->ops->upload(m->be, m->minus_one, host, n * sizeof(float));
+  a3_status s = be->ops->alloc(be, (void **)&dev, n * sizeof(float));
+  if (s == A3_OK) s = be->ops->upload(be, dev, host, n * sizeof(float));
+  if (s == A3_OK) be->ops->act_from_f32(be, m->minus_one, dev, n);
+  if (s == A3_OK) s = be->ops->synchronize(be);
+  be->ops->release(be, dev);
   free(host);
   return s;
 }

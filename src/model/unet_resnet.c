@@ -11,21 +11,21 @@
 // input (one fused pass) only when that conv's weights train.
 #include "unet_internal.h"
 
-void unet_resnet_fwd(a3_unet *m, unet_layer *L, const float *x) // x: (B, C_in, H, W)
+void unet_resnet_fwd(a3_unet *m, unet_layer *L, const a3_act *x) // x: (B, C_in, H, W)
 {
   const a3_backend *be = m->be;
   unet_resnet *r = &L->u.res;
   const int B = m->B, HW = L->H * L->W;
   const size_t n_out = (size_t)B * L->C_out * HW;
-  float *act = m->sc.s[0]; // (B, C_in or C_out, HW) a conv's input
-  float *h2 = m->sc.s[1];  // (B, C_out, HW)
+  a3_act *act = m->sc.s[0]; // (B, C_in or C_out, HW) a conv's input
+  a3_act *h2 = m->sc.s[1];  // (B, C_out, HW)
   unet_norm_silu_fwd(m, &r->norm1, act, r->mean1, r->rstd1, x, HW);
   unet_conv_fwd(m, &r->conv1, r->h, act);                      // h (B, C_out, HW)
   unet_linear_fwd(m, &r->temb_proj, m->sc.dt, m->temb_act, B); // (B, C_out)
   be->ops->add_channel_forward(be, r->h, r->h, m->sc.dt, B, L->C_out, HW);
   unet_norm_silu_fwd(m, &r->norm2, act, r->mean2, r->rstd2, r->h, HW);
   unet_conv_fwd(m, &r->conv2, h2, act);
-  const float *res = x; // (B, C_out, HW)
+  const a3_act *res = x; // (B, C_out, HW)
   if (r->shortcut.weight >= 0) {
     unet_conv_fwd(m, &r->shortcut, m->sc.s[2], x);
     res = m->sc.s[2];
@@ -35,7 +35,7 @@ void unet_resnet_fwd(a3_unet *m, unet_layer *L, const float *x) // x: (B, C_in, 
 
 // The time projection's share: its parameter gradients, and its input
 // gradient summed into dtemb_act when the time embedding trains.
-static void temb_proj_bwd(a3_unet *m, unet_layer *L, const float *dh) // dh: (B, C_out, HW)
+static void temb_proj_bwd(a3_unet *m, unet_layer *L, const a3_act *dh) // dh: (B, C_out, HW)
 {
   const a3_backend *be = m->be;
   unet_resnet *r = &L->u.res;
@@ -49,10 +49,10 @@ static void temb_proj_bwd(a3_unet *m, unet_layer *L, const float *dh) // dh: (B,
 // x: the forward's input (B, C_in, H, W); dout (B, C_out, H, W); dx
 // (B, C_in, H, W) overwritten, or NULL. Each gradient is computed only if
 // something below needs it (a trainable parameter, the time embedding, dx).
-void unet_resnet_bwd(a3_unet *m, unet_layer *L, const float *x, const float *dout, float *dx) {
+void unet_resnet_bwd(a3_unet *m, unet_layer *L, const a3_act *x, const a3_act *dout, a3_act *dx) {
   const a3_backend *be = m->be;
   unet_resnet *r = &L->u.res;
-  float *const *s = m->sc.s;
+  a3_act *const *s = m->sc.s;
   const int HW = L->H * L->W;
   const size_t n_in = (size_t)m->B * L->C_in * HW, n_out = (size_t)m->B * L->C_out * HW;
   const bool need_dn1 = dx || unet_norm_trains(m, &r->norm1);
@@ -60,7 +60,7 @@ void unet_resnet_bwd(a3_unet *m, unet_layer *L, const float *x, const float *dou
                        unet_linear_trains(m, &r->temb_proj);
   const bool need_dn2 = need_dh || unet_norm_trains(m, &r->norm2);
 
-  const float *g = dout; // both branches of the residual sum get dout / output_scale_factor
+  const a3_act *g = dout; // both branches of the residual sum get dout / output_scale_factor
   if (r->scale != 1.0f) {
     be->ops->add_backward(be, s[0], NULL, dout, r->scale, n_out);
     g = s[0];

@@ -90,10 +90,10 @@ void a3_unet_summary(const a3_unet *m, FILE *f) {
   }
   const double MiB = 1024.0 * 1024.0;
   fprintf(f,
-          "activations (batch %d): %.1f MiB = %.1f saved + %.1f skip gradients + %.1f scratch "
+          "activations (batch %d, %s): %.1f MiB = %.1f saved + %.1f skip gradients + %.1f scratch "
           "(%s bytes)\n",
-          m->B, m->mem.total / MiB, m->mem.saved / MiB, m->mem.skips / MiB, m->mem.scratch / MiB,
-          grouped(m->mem.total, b2, sizeof b2));
+          m->B, m->be->act_bytes == 2 ? "bf16" : "fp32", m->mem.total / MiB, m->mem.saved / MiB,
+          m->mem.skips / MiB, m->mem.scratch / MiB, grouped(m->mem.total, b2, sizeof b2));
 }
 
 // Uniform in [-1, 1) from 24 random bits (exact in a float).

@@ -73,6 +73,11 @@ static a3_status copy_model(a3_train_device *d, const a3_unet *host) {
     a3_unet_set_trainable(d->m, i, a3_unet_param_at(host, i)->trainable);
   A3_TRY(a3_unet_copy_params(d->m, host));
   A3_TRY(a3_unet_plan(d->m, (int)d->batch));
+  const a3_unet_memory mem = a3_unet_planned_bytes(d->m);
+  a3_log(A3_LOG_INFO,
+         "activations on %s (micro-batch %d, %s): %.1f MiB (%.1f MiB saved for the backward)",
+         d->be->name, (int)d->batch, d->be->act_bytes == 2 ? "bf16" : "fp32", mem.total / 1048576.0,
+         mem.saved / 1048576.0);
   return A3_OK;
 }
 
@@ -94,7 +99,7 @@ static a3_status open_counted_cpu(counted_cpu **out, char *name, size_t cap) {
   c->ops = *a3_backend_cpu()->ops;
   c->ops.upload = counted_upload;
   c->ops.download = counted_download;
-  c->be = (a3_backend){.name = "cpu-device", .ops = &c->ops, .impl = c};
+  c->be = (a3_backend){.name = "cpu-device", .ops = &c->ops, .impl = c, .act_bytes = sizeof(float)};
   snprintf(name, cap, "cpu, through the device path (A3FTA_TRAIN_DEVICE=cpu)");
   return A3_OK;
 }

@@ -137,12 +137,13 @@ static void conv_shape(const test_row *r, row_shape *s) {
 }
 static void conv_fwd(const test_row *r, float *const in[], float *out, float *saved, void *ws) {
   (void)saved;
-  be->ops->conv2d_forward(be, &r->p.conv.s, out, in[0], in[1], in[2], ws);
+  be->ops->conv2d_forward(be, &r->p.conv.s, a3_act_f32(out), a3_act_cf32(in[0]), in[1], in[2], ws);
 }
 static void conv_bwd(const test_row *r, float *const in[], const float *saved, const float *dout,
                      float *din[], void *ws) {
   (void)saved;
-  be->ops->conv2d_backward(be, &r->p.conv.s, din[0], din[1], din[2], dout, in[0], in[1], ws);
+  be->ops->conv2d_backward(be, &r->p.conv.s, a3_act_f32(din[0]), din[1], din[2], a3_act_cf32(dout),
+                           a3_act_cf32(in[0]), in[1], ws);
 }
 static void conv_naive(const test_row *r, double *const in[], double *out) {
   const a3_conv2d_shape *c = &r->p.conv.s;
@@ -189,15 +190,16 @@ static void gn_shape(const test_row *r, row_shape *s) {
 static void gn_fwd(const test_row *r, float *const in[], float *out, float *saved, void *ws) {
   (void)ws;
   const gn_p *g = &r->p.gn;
-  be->ops->groupnorm_forward(be, out, saved, saved + g->B * g->G, in[0], in[1], in[2], g->B, g->C,
-                             g->HW, g->G, g->eps);
+  be->ops->groupnorm_forward(be, a3_act_f32(out), saved, saved + g->B * g->G, a3_act_cf32(in[0]),
+                             in[1], in[2], g->B, g->C, g->HW, g->G, g->eps);
 }
 static void gn_bwd(const test_row *r, float *const in[], const float *saved, const float *dout,
                    float *din[], void *ws) {
   (void)ws;
   const gn_p *g = &r->p.gn;
-  be->ops->groupnorm_backward(be, din[0], din[1], din[2], dout, in[0], in[1], saved,
-                              saved + g->B * g->G, g->B, g->C, g->HW, g->G);
+  be->ops->groupnorm_backward(be, a3_act_f32(din[0]), din[1], din[2], a3_act_cf32(dout),
+                              a3_act_cf32(in[0]), in[1], saved, saved + g->B * g->G, g->B, g->C,
+                              g->HW, g->G);
 }
 static void gn_naive(const test_row *r, double *const in[], double *out) {
   const gn_p *g = &r->p.gn;
@@ -231,15 +233,17 @@ static const op_def OP_GN = {.name = "groupnorm",
 static void gns_fwd(const test_row *r, float *const in[], float *out, float *saved, void *ws) {
   (void)ws;
   const gn_p *g = &r->p.gn;
-  be->ops->groupnorm_silu_forward(be, out, saved, saved + g->B * g->G, in[0], in[1], in[2], g->B,
-                                  g->C, g->HW, g->G, g->eps);
+  be->ops->groupnorm_silu_forward(be, a3_act_f32(out), saved, saved + g->B * g->G,
+                                  a3_act_cf32(in[0]), in[1], in[2], g->B, g->C, g->HW, g->G,
+                                  g->eps);
 }
 static void gns_bwd(const test_row *r, float *const in[], const float *saved, const float *dout,
                     float *din[], void *ws) {
   (void)ws;
   const gn_p *g = &r->p.gn;
-  be->ops->groupnorm_silu_backward(be, din[0], din[1], din[2], dout, in[0], in[1], in[2], saved,
-                                   saved + g->B * g->G, g->B, g->C, g->HW, g->G);
+  be->ops->groupnorm_silu_backward(be, a3_act_f32(din[0]), din[1], din[2], a3_act_cf32(dout),
+                                   a3_act_cf32(in[0]), in[1], in[2], saved, saved + g->B * g->G,
+                                   g->B, g->C, g->HW, g->G);
 }
 static void gns_naive(const test_row *r, double *const in[], double *out) {
   const gn_p *g = &r->p.gn;
@@ -267,12 +271,14 @@ static void ew_shape(const test_row *r, row_shape *s) {
 }
 static void silu_fwd(const test_row *r, float *const in[], float *out, float *saved, void *ws) {
   (void)saved, (void)ws;
-  be->ops->silu_forward(be, out, in[0], (size_t)r->p.ew.n);
+  be->ops->silu_forward(be, a3_act_f32(out), a3_act_cf32(in[0]), (size_t)r->p.ew.n);
 }
 static void silu_bwd(const test_row *r, float *const in[], const float *saved, const float *dout,
                      float *din[], void *ws) {
   (void)saved, (void)ws;
-  if (din[0]) be->ops->silu_backward(be, din[0], dout, in[0], (size_t)r->p.ew.n);
+  if (din[0])
+    be->ops->silu_backward(be, a3_act_f32(din[0]), a3_act_cf32(dout), a3_act_cf32(in[0]),
+                           (size_t)r->p.ew.n);
 }
 static void silu_naive(const test_row *r, double *const in[], double *out) {
   for (int i = 0; i < r->p.ew.n; i++) out[i] = in[0][i] / (1.0 + exp(-in[0][i]));
@@ -303,13 +309,15 @@ static void lin_shape(const test_row *r, row_shape *s) {
 static void lin_fwd(const test_row *r, float *const in[], float *out, float *saved, void *ws) {
   (void)saved, (void)ws;
   const lin_p *l = &r->p.lin;
-  be->ops->linear_forward(be, out, in[0], in[1], in[2], l->N, l->IN, l->OUT);
+  be->ops->linear_forward(be, a3_act_f32(out), a3_act_cf32(in[0]), in[1], in[2], l->N, l->IN,
+                          l->OUT);
 }
 static void lin_bwd(const test_row *r, float *const in[], const float *saved, const float *dout,
                     float *din[], void *ws) {
   (void)saved, (void)ws;
   const lin_p *l = &r->p.lin;
-  be->ops->linear_backward(be, din[0], din[1], din[2], dout, in[0], in[1], l->N, l->IN, l->OUT);
+  be->ops->linear_backward(be, a3_act_f32(din[0]), din[1], din[2], a3_act_cf32(dout),
+                           a3_act_cf32(in[0]), in[1], l->N, l->IN, l->OUT);
 }
 static void lin_naive(const test_row *r, double *const in[], double *out) {
   const lin_p *l = &r->p.lin;
@@ -342,13 +350,15 @@ static void attn_shape(const test_row *r, row_shape *s) {
 }
 static void attn_fwd(const test_row *r, float *const in[], float *out, float *saved, void *ws) {
   const attn_p *a = &r->p.attn;
-  be->ops->attention_forward(be, out, saved, in[0], in[1], in[2], a->B, a->T, a->C, a->NH, ws);
+  be->ops->attention_forward(be, a3_act_f32(out), saved, a3_act_cf32(in[0]), a3_act_cf32(in[1]),
+                             a3_act_cf32(in[2]), a->B, a->T, a->C, a->NH, ws);
 }
 static void attn_bwd(const test_row *r, float *const in[], const float *saved, const float *dout,
                      float *din[], void *ws) {
   const attn_p *a = &r->p.attn;
-  be->ops->attention_backward(be, din[0], din[1], din[2], dout, in[0], in[1], in[2], saved, a->B,
-                              a->T, a->C, a->NH, ws);
+  be->ops->attention_backward(be, a3_act_f32(din[0]), a3_act_f32(din[1]), a3_act_f32(din[2]),
+                              a3_act_cf32(dout), a3_act_cf32(in[0]), a3_act_cf32(in[1]),
+                              a3_act_cf32(in[2]), saved, a->B, a->T, a->C, a->NH, ws);
 }
 static void attn_naive(const test_row *r, double *const in[], double *out) {
   const attn_p *a = &r->p.attn;
@@ -409,13 +419,14 @@ static void tok_shape(const test_row *r, row_shape *s) {
 static void to_tok_fwd(const test_row *r, float *const in[], float *out, float *saved, void *ws) {
   (void)saved, (void)ws;
   const img_p *g = &r->p.img;
-  be->ops->to_tokens(be, out, in[0], g->B, g->C, g->H * g->W);
+  be->ops->to_tokens(be, a3_act_f32(out), a3_act_cf32(in[0]), g->B, g->C, g->H * g->W);
 }
 static void to_tok_bwd(const test_row *r, float *const in[], const float *saved, const float *dout,
                        float *din[], void *ws) {
   (void)in, (void)saved, (void)ws;
   const img_p *g = &r->p.img;
-  if (din[0]) be->ops->from_tokens(be, din[0], dout, g->B, g->C, g->H * g->W);
+  if (din[0])
+    be->ops->from_tokens(be, a3_act_f32(din[0]), a3_act_cf32(dout), g->B, g->C, g->H * g->W);
 }
 static void to_tok_naive(const test_row *r, double *const in[], double *out) {
   const img_p *g = &r->p.img;
@@ -439,13 +450,14 @@ static const op_def OP_TO_TOK = {.name = "to_tokens",
 static void from_tok_fwd(const test_row *r, float *const in[], float *out, float *saved, void *ws) {
   (void)saved, (void)ws;
   const img_p *g = &r->p.img;
-  be->ops->from_tokens(be, out, in[0], g->B, g->C, g->H * g->W);
+  be->ops->from_tokens(be, a3_act_f32(out), a3_act_cf32(in[0]), g->B, g->C, g->H * g->W);
 }
 static void from_tok_bwd(const test_row *r, float *const in[], const float *saved,
                          const float *dout, float *din[], void *ws) {
   (void)in, (void)saved, (void)ws;
   const img_p *g = &r->p.img;
-  if (din[0]) be->ops->to_tokens(be, din[0], dout, g->B, g->C, g->H * g->W);
+  if (din[0])
+    be->ops->to_tokens(be, a3_act_f32(din[0]), a3_act_cf32(dout), g->B, g->C, g->H * g->W);
 }
 static void from_tok_naive(const test_row *r, double *const in[], double *out) {
   const img_p *g = &r->p.img;
@@ -475,13 +487,14 @@ static void up_shape(const test_row *r, row_shape *s) {
 static void up_fwd(const test_row *r, float *const in[], float *out, float *saved, void *ws) {
   (void)saved, (void)ws;
   const img_p *g = &r->p.img;
-  be->ops->upsample2x_forward(be, out, in[0], g->B, g->C, g->H, g->W);
+  be->ops->upsample2x_forward(be, a3_act_f32(out), a3_act_cf32(in[0]), g->B, g->C, g->H, g->W);
 }
 static void up_bwd(const test_row *r, float *const in[], const float *saved, const float *dout,
                    float *din[], void *ws) {
   (void)in, (void)saved, (void)ws;
   const img_p *g = &r->p.img;
-  if (din[0]) be->ops->upsample2x_backward(be, din[0], dout, g->B, g->C, g->H, g->W);
+  if (din[0])
+    be->ops->upsample2x_backward(be, a3_act_f32(din[0]), a3_act_cf32(dout), g->B, g->C, g->H, g->W);
 }
 static void up_naive(const test_row *r, double *const in[], double *out) {
   const img_p *g = &r->p.img;
@@ -513,13 +526,15 @@ static void cat_shape(const test_row *r, row_shape *s) {
 static void cat_fwd(const test_row *r, float *const in[], float *out, float *saved, void *ws) {
   (void)saved, (void)ws;
   const cat_p *c = &r->p.cat;
-  be->ops->concat_forward(be, out, in[0], in[1], c->B, c->C1, c->C2, c->HW);
+  be->ops->concat_forward(be, a3_act_f32(out), a3_act_cf32(in[0]), a3_act_cf32(in[1]), c->B, c->C1,
+                          c->C2, c->HW);
 }
 static void cat_bwd(const test_row *r, float *const in[], const float *saved, const float *dout,
                     float *din[], void *ws) {
   (void)in, (void)saved, (void)ws;
   const cat_p *c = &r->p.cat;
-  be->ops->concat_backward(be, din[0], din[1], dout, c->B, c->C1, c->C2, c->HW);
+  be->ops->concat_backward(be, a3_act_f32(din[0]), a3_act_f32(din[1]), a3_act_cf32(dout), c->B,
+                           c->C1, c->C2, c->HW);
 }
 static void cat_naive(const test_row *r, double *const in[], double *out) {
   const cat_p *c = &r->p.cat;
@@ -549,12 +564,14 @@ static void add_shape(const test_row *r, row_shape *s) {
 }
 static void add_fwd(const test_row *r, float *const in[], float *out, float *saved, void *ws) {
   (void)saved, (void)ws;
-  be->ops->add_forward(be, out, in[0], in[1], r->p.ew.scale, (size_t)r->p.ew.n);
+  be->ops->add_forward(be, a3_act_f32(out), a3_act_cf32(in[0]), a3_act_cf32(in[1]), r->p.ew.scale,
+                       (size_t)r->p.ew.n);
 }
 static void add_bwd(const test_row *r, float *const in[], const float *saved, const float *dout,
                     float *din[], void *ws) {
   (void)in, (void)saved, (void)ws;
-  be->ops->add_backward(be, din[0], din[1], dout, r->p.ew.scale, (size_t)r->p.ew.n);
+  be->ops->add_backward(be, a3_act_f32(din[0]), a3_act_f32(din[1]), a3_act_cf32(dout),
+                        r->p.ew.scale, (size_t)r->p.ew.n);
 }
 static void add_naive(const test_row *r, double *const in[], double *out) {
   for (int i = 0; i < r->p.ew.n; i++) out[i] = (in[0][i] + in[1][i]) * r->p.ew.scale;
@@ -580,7 +597,8 @@ static void addc_shape(const test_row *r, row_shape *s) {
 static void addc_fwd(const test_row *r, float *const in[], float *out, float *saved, void *ws) {
   (void)saved, (void)ws;
   const img_p *g = &r->p.img;
-  be->ops->add_channel_forward(be, out, in[0], in[1], g->B, g->C, g->H * g->W);
+  be->ops->add_channel_forward(be, a3_act_f32(out), a3_act_cf32(in[0]), a3_act_cf32(in[1]), g->B,
+                               g->C, g->H * g->W);
 }
 // The input gradient is dout itself (the header's contract): checked against FD here too.
 static void addc_bwd(const test_row *r, float *const in[], const float *saved, const float *dout,
@@ -588,7 +606,9 @@ static void addc_bwd(const test_row *r, float *const in[], const float *saved, c
   (void)in, (void)saved, (void)ws;
   const img_p *g = &r->p.img;
   if (din[0]) memcpy(din[0], dout, sizeof(float) * (size_t)g->B * g->C * g->H * g->W);
-  if (din[1]) be->ops->add_channel_backward(be, din[1], dout, g->B, g->C, g->H * g->W);
+  if (din[1])
+    be->ops->add_channel_backward(be, a3_act_f32(din[1]), a3_act_cf32(dout), g->B, g->C,
+                                  g->H * g->W);
 }
 static void addc_naive(const test_row *r, double *const in[], double *out) {
   const img_p *g = &r->p.img;
@@ -619,7 +639,8 @@ static void temb_shape(const test_row *r, row_shape *s) {
 static void temb_fwd(const test_row *r, float *const in[], float *out, float *saved, void *ws) {
   (void)saved, (void)ws;
   const temb_p *t = &r->p.temb;
-  be->ops->timestep_embedding(be, out, in[0], t->N, t->dim, t->flip, t->shift, t->max_period);
+  be->ops->timestep_embedding(be, a3_act_f32(out), in[0], t->N, t->dim, t->flip, t->shift,
+                              t->max_period);
 }
 static void temb_naive(const test_row *r, double *const in[], double *out) {
   const temb_p *t = &r->p.temb;
@@ -922,26 +943,27 @@ static void test_in_place(void) {
   enum { N = 60, B = 2, C = 3, HW = 10 };
   float a[N], b[N], t[B * C], ref[N], x[N];
   fill(a, N, 1), fill(b, N, 2), fill(t, B * C, 3);
-  be->ops->silu_forward(be, ref, a, N);
+  be->ops->silu_forward(be, a3_act_f32(ref), a3_act_cf32(a), N);
   memcpy(x, a, sizeof x);
-  be->ops->silu_forward(be, x, x, N);
+  be->ops->silu_forward(be, a3_act_f32(x), a3_act_cf32(x), N);
   CHECK(memcmp(x, ref, sizeof x) == 0);
-  be->ops->silu_backward(be, ref, b, a, N);
+  be->ops->silu_backward(be, a3_act_f32(ref), a3_act_cf32(b), a3_act_cf32(a), N);
   memcpy(x, b, sizeof x);
-  be->ops->silu_backward(be, x, x, a, N);
+  be->ops->silu_backward(be, a3_act_f32(x), a3_act_cf32(x), a3_act_cf32(a), N);
   CHECK(memcmp(x, ref, sizeof x) == 0);
-  be->ops->add_forward(be, ref, a, b, 0.5f, N);
+  be->ops->add_forward(be, a3_act_f32(ref), a3_act_cf32(a), a3_act_cf32(b), 0.5f, N);
   memcpy(x, a, sizeof x);
-  be->ops->add_forward(be, x, x, b, 0.5f, N);
+  be->ops->add_forward(be, a3_act_f32(x), a3_act_cf32(x), a3_act_cf32(b), 0.5f, N);
   CHECK(memcmp(x, ref, sizeof x) == 0);
   float da[N];
-  be->ops->add_backward(be, da, ref, b, 0.5f, N);
+  be->ops->add_backward(be, a3_act_f32(da), a3_act_f32(ref), a3_act_cf32(b), 0.5f, N);
   memcpy(x, b, sizeof x);
-  be->ops->add_backward(be, x, da, x, 0.5f, N); // da = db = dout * scale with da == dout
+  be->ops->add_backward(be, a3_act_f32(x), a3_act_f32(da), a3_act_cf32(x), 0.5f,
+                        N); // da = db = dout * scale with da == dout
   CHECK(memcmp(x, ref, sizeof x) == 0 && memcmp(da, ref, sizeof da) == 0);
-  be->ops->add_channel_forward(be, ref, a, t, B, C, HW);
+  be->ops->add_channel_forward(be, a3_act_f32(ref), a3_act_cf32(a), a3_act_cf32(t), B, C, HW);
   memcpy(x, a, sizeof x);
-  be->ops->add_channel_forward(be, x, x, t, B, C, HW);
+  be->ops->add_channel_forward(be, a3_act_f32(x), a3_act_cf32(x), a3_act_cf32(t), B, C, HW);
   CHECK(memcmp(x, ref, sizeof x) == 0);
 }
 
@@ -953,8 +975,10 @@ static void test_attention_no_probs(void) {
   fill(q, B * T * C, 4), fill(k, B * T * C, 5), fill(v, B * T * C, 6);
   size_t ws_bytes = be->ops->attention_workspace_size(be, B, T, C, NH);
   void *ws = xmalloc(ws_bytes);
-  be->ops->attention_forward(be, o1, probs, q, k, v, B, T, C, NH, ws);
-  be->ops->attention_forward(be, o2, NULL, q, k, v, B, T, C, NH, ws);
+  be->ops->attention_forward(be, a3_act_f32(o1), probs, a3_act_cf32(q), a3_act_cf32(k),
+                             a3_act_cf32(v), B, T, C, NH, ws);
+  be->ops->attention_forward(be, a3_act_f32(o2), NULL, a3_act_cf32(q), a3_act_cf32(k),
+                             a3_act_cf32(v), B, T, C, NH, ws);
   CHECK(memcmp(o1, o2, sizeof o1) == 0);
   free(ws);
 }
@@ -969,9 +993,9 @@ static void test_accumulation(void) {
   CHECK(OH == 3 && OW == 2);
   fill(x, NX, 8), fill(w, NW, 9), fill(dout, (size_t)2 * 4 * OH * OW, 10);
   void *ws = xmalloc(be->ops->conv2d_workspace_size(be, &s));
-  be->ops->conv2d_backward(be, &s, NULL, dw1, db1, dout, x, w, ws);
-  be->ops->conv2d_backward(be, &s, NULL, dw2, db2, dout, x, w, ws);
-  be->ops->conv2d_backward(be, &s, NULL, dw2, db2, dout, x, w, ws);
+  be->ops->conv2d_backward(be, &s, NULL, dw1, db1, a3_act_cf32(dout), a3_act_cf32(x), w, ws);
+  be->ops->conv2d_backward(be, &s, NULL, dw2, db2, a3_act_cf32(dout), a3_act_cf32(x), w, ws);
+  be->ops->conv2d_backward(be, &s, NULL, dw2, db2, a3_act_cf32(dout), a3_act_cf32(x), w, ws);
   int ok = 1;
   for (int i = 0; i < NW; i++) ok &= fabsf(dw2[i] - 2 * dw1[i]) <= 1e-5f * (1 + fabsf(dw1[i]));
   for (int i = 0; i < 4; i++) ok &= fabsf(db2[i] - 2 * db1[i]) <= 1e-5f * (1 + fabsf(db1[i]));
@@ -1005,20 +1029,22 @@ static void test_threads(void) {
       omp_set_num_threads(t ? threads : 1);
       memset(dw[t], 0, sizeof(float) * C), memset(db[t], 0, sizeof(float) * C);
       if (op == 0) {
-        be->ops->groupnorm_forward(be, y[t], st[t], st[t] + B * G, x, w, bias, B, C, HW, G, 1e-5f);
-        be->ops->groupnorm_backward(be, dx[t], dw[t], db[t], dy, x, w, st[t], st[t] + B * G, B, C,
-                                    HW, G);
+        be->ops->groupnorm_forward(be, a3_act_f32(y[t]), st[t], st[t] + B * G, a3_act_cf32(x), w,
+                                   bias, B, C, HW, G, 1e-5f);
+        be->ops->groupnorm_backward(be, a3_act_f32(dx[t]), dw[t], db[t], a3_act_cf32(dy),
+                                    a3_act_cf32(x), w, st[t], st[t] + B * G, B, C, HW, G);
       } else if (op == 1) {
-        be->ops->groupnorm_silu_forward(be, y[t], st[t], st[t] + B * G, x, w, bias, B, C, HW, G,
-                                        1e-5f);
-        be->ops->groupnorm_silu_backward(be, dx[t], dw[t], db[t], dy, x, w, bias, st[t],
-                                         st[t] + B * G, B, C, HW, G);
+        be->ops->groupnorm_silu_forward(be, a3_act_f32(y[t]), st[t], st[t] + B * G, a3_act_cf32(x),
+                                        w, bias, B, C, HW, G, 1e-5f);
+        be->ops->groupnorm_silu_backward(be, a3_act_f32(dx[t]), dw[t], db[t], a3_act_cf32(dy),
+                                         a3_act_cf32(x), w, bias, st[t], st[t] + B * G, B, C, HW,
+                                         G);
       } else if (op == 2) {
-        be->ops->silu_forward(be, y[t], x, N);
-        be->ops->silu_backward(be, dx[t], dy, x, N);
+        be->ops->silu_forward(be, a3_act_f32(y[t]), a3_act_cf32(x), N);
+        be->ops->silu_backward(be, a3_act_f32(dx[t]), a3_act_cf32(dy), a3_act_cf32(x), N);
       } else {
-        be->ops->add_forward(be, y[t], x, dy, 0.5f, N);
-        be->ops->add_backward(be, dx[t], NULL, dy, 0.5f, N);
+        be->ops->add_forward(be, a3_act_f32(y[t]), a3_act_cf32(x), a3_act_cf32(dy), 0.5f, N);
+        be->ops->add_backward(be, a3_act_f32(dx[t]), NULL, a3_act_cf32(dy), 0.5f, N);
       }
     }
     CHECK_MSG(memcmp(y[0], y[1], sizeof(float) * N) == 0 &&
@@ -1030,15 +1056,18 @@ static void test_threads(void) {
   omp_set_num_threads(threads);
   // Fused vs unfused: forward, and dx (via the SiLU backward at the GroupNorm output).
   float *z = xmalloc(sizeof(float) * N), *dz = xmalloc(sizeof(float) * N);
-  be->ops->groupnorm_forward(be, z, st[0], st[0] + B * G, x, w, bias, B, C, HW, G, 1e-5f);
-  be->ops->silu_forward(be, y[0], z, N);
-  be->ops->silu_backward(be, dz, dy, z, N);
+  be->ops->groupnorm_forward(be, a3_act_f32(z), st[0], st[0] + B * G, a3_act_cf32(x), w, bias, B, C,
+                             HW, G, 1e-5f);
+  be->ops->silu_forward(be, a3_act_f32(y[0]), a3_act_cf32(z), N);
+  be->ops->silu_backward(be, a3_act_f32(dz), a3_act_cf32(dy), a3_act_cf32(z), N);
   memset(dw[0], 0, sizeof(float) * C), memset(db[0], 0, sizeof(float) * C);
-  be->ops->groupnorm_backward(be, dx[0], dw[0], db[0], dz, x, w, st[0], st[0] + B * G, B, C, HW, G);
-  be->ops->groupnorm_silu_forward(be, y[1], st[1], st[1] + B * G, x, w, bias, B, C, HW, G, 1e-5f);
+  be->ops->groupnorm_backward(be, a3_act_f32(dx[0]), dw[0], db[0], a3_act_cf32(dz), a3_act_cf32(x),
+                              w, st[0], st[0] + B * G, B, C, HW, G);
+  be->ops->groupnorm_silu_forward(be, a3_act_f32(y[1]), st[1], st[1] + B * G, a3_act_cf32(x), w,
+                                  bias, B, C, HW, G, 1e-5f);
   memset(dw[1], 0, sizeof(float) * C), memset(db[1], 0, sizeof(float) * C);
-  be->ops->groupnorm_silu_backward(be, dx[1], dw[1], db[1], dy, x, w, bias, st[1], st[1] + B * G, B,
-                                   C, HW, G);
+  be->ops->groupnorm_silu_backward(be, a3_act_f32(dx[1]), dw[1], db[1], a3_act_cf32(dy),
+                                   a3_act_cf32(x), w, bias, st[1], st[1] + B * G, B, C, HW, G);
   double ey = 0, edx = 0, sy = 0, sdx = 0, edw = 0, sdw = 0;
   for (size_t i = 0; i < N; i++) {
     ey = fmax(ey, fabs(y[0][i] - y[1][i])), sy = fmax(sy, fabs(y[0][i]));
@@ -1065,7 +1094,7 @@ static void test_memory(void) {
   for (int i = 0; i < 5; i++) zeroed &= dev[i] == 0.0f; // CPU memory is host memory
   CHECK(zeroed);
   CHECK(be->ops->upload(be, dev, host, sizeof host) == A3_OK);
-  be->ops->accumulate(be, dev, dev, 5);
+  be->ops->accumulate(be, a3_act_f32(dev), a3_act_cf32(dev), 5);
   CHECK(be->ops->download(be, back, dev, sizeof back) == A3_OK);
   CHECK(back[0] == 2 && back[4] == 10);
   be->ops->zero(be, dev, 5);
@@ -1073,6 +1102,32 @@ static void test_memory(void) {
   CHECK(be->ops->synchronize(be) == A3_OK);
   be->ops->release(be, dev);
   be->ops->release(be, NULL);
+}
+
+// The CPU stores activations in fp32: act_zero zeroes, and the conversions
+// are exact copies (signed zeros, subnormals and NaN payloads included), in
+// place as well.
+static void test_act_convert(void) {
+  enum { N = 1000 };
+  CHECK(be->act_bytes == sizeof(float));
+  float *src = xmalloc(N * sizeof(float)), *act = xmalloc(N * sizeof(float));
+  float *back = xmalloc(N * sizeof(float));
+  fill(src, N, 77);
+  const uint32_t specials[4] = {0x80000000u, 0x00000001u, 0x7fc01234u, 0xff800000u};
+  memcpy(src, specials, sizeof specials);
+  be->ops->act_from_f32(be, a3_act_f32(act), src, N);
+  CHECK_MSG(memcmp(act, src, N * sizeof(float)) == 0, "act_from_f32 is not a copy");
+  be->ops->act_to_f32(be, back, a3_act_cf32(act), N);
+  CHECK_MSG(memcmp(back, src, N * sizeof(float)) == 0, "act_to_f32 is not a copy");
+  be->ops->act_from_f32(be, a3_act_f32(back), back, N);
+  be->ops->act_to_f32(be, back, a3_act_cf32(back), N);
+  CHECK_MSG(memcmp(back, src, N * sizeof(float)) == 0, "in-place conversions changed values");
+  be->ops->act_zero(be, a3_act_at(be, a3_act_f32(act), 1), N - 2);
+  int wrong = memcmp(&act[0], &src[0], sizeof(float)) != 0;
+  for (int i = 1; i < N - 1; i++) wrong += memcmp(&act[i], &(float){0.0f}, sizeof(float)) != 0;
+  wrong += memcmp(&act[N - 1], &src[N - 1], sizeof(float)) != 0;
+  CHECK_MSG(wrong == 0, "act_zero: %d elements wrong", wrong);
+  free(src), free(act), free(back);
 }
 
 int main(void) {
@@ -1090,6 +1145,7 @@ int main(void) {
   test_attention_no_probs();
   test_accumulation();
   test_memory();
+  test_act_convert();
   test_threads();
   return TEST_DONE("test_ops");
 }

@@ -33,7 +33,7 @@ expect_counts config.json "$out"
 out=$("$A3FTA_BIN" info --model "$A3FTA_SOURCE_DIR/configs/fmnist-unet.yaml" --batch 64 --params 2>&1) \
   || fail "fmnist: exit $?: $out"
 grep -q "parameters: 1,623,169" <<<"$out" || fail "fmnist total: $out"
-grep -q "activations (batch 64):" <<<"$out" || fail "fmnist: no planned memory: $out"
+grep -q "activations (batch 64, fp32):" <<<"$out" || fail "fmnist: no planned memory: $out"
 grep -q "^mid_block.attentions.0.to_q.weight  *(64, 64)  *4096 attention" <<<"$out" \
   || fail "fmnist --params: no to_q row: $out"
 

@@ -22,8 +22,10 @@
 
 enum { EXIT_SKIP = 77, N = 1 << 16 };
 
-// After a failed allocation the backend still computes: silu(2) on N floats.
-static void check_out_of_memory(const a3_backend *be, float *x, float *y) {
+// After a failed allocation the backend still computes: silu(2) on N
+// activations. The backend is fp32 (act_bytes 4, checked in main), so its
+// activations are floats and go up and down as they are.
+static void check_out_of_memory(const a3_backend *be, a3_act *x, a3_act *y) {
   void *huge = NULL;
   const size_t bytes = (size_t)1 << 50; // 1 PiB: more than any device has
   const a3_status s = be->ops->alloc(be, &huge, bytes);
@@ -49,8 +51,8 @@ static void check_out_of_memory(const a3_backend *be, float *x, float *y) {
 }
 
 // A write to an unmapped device address; everything after must fail cleanly.
-static void check_kernel_fault(const a3_backend *be, const float *x) {
-  float *unmapped = (float *)(uintptr_t)4096; // below every device allocation
+static void check_kernel_fault(const a3_backend *be, const a3_act *x) {
+  a3_act *unmapped = (a3_act *)(uintptr_t)4096; // below every device allocation
   be->ops->silu_forward(be, unmapped, x, N);
   const a3_status s = be->ops->synchronize(be);
   const char *msg = a3_error_message();
@@ -82,10 +84,11 @@ int main(void) {
     return 1;
   }
   CHECK(a3_backend_cuda_lost() == NULL);
-  float *x = NULL, *y = NULL;
-  CHECK(be->ops->alloc(be, (void **)&x, N * sizeof(float)) == A3_OK);
-  CHECK(be->ops->alloc(be, (void **)&y, N * sizeof(float)) == A3_OK);
-  if (x && y) {
+  CHECK(be->act_bytes == sizeof(float));
+  a3_act *x = NULL, *y = NULL;
+  CHECK(be->ops->alloc(be, (void **)&x, N * be->act_bytes) == A3_OK);
+  CHECK(be->ops->alloc(be, (void **)&y, N * be->act_bytes) == A3_OK);
+  if (x && y && be->act_bytes == sizeof(float)) {
     check_out_of_memory(be, x, y);
     check_kernel_fault(be, x);
   }

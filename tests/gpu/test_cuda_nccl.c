@@ -347,9 +347,13 @@ static a3_status device_step(sum_env *g, a3_grad_comm *c, bool report, float *ou
   fill(&g->l, g->host, report ? NONE : ALL, true);
   A3_TRY(be->ops->upload(be, g->d_g, g->host, bytes_of(g)));
   const a3_grad_buckets *b = a3_grad_comm_buckets(c);
+  // accumulate is an activation op; these backends are fp32 (act_bytes 4,
+  // checked in open_env), so their activations are floats and it adds the
+  // gradients as they are.
   for (int s = 0; report && s < g->l.stages; s++) {
-    for (int busy = 0; busy < 8; busy++) be->ops->accumulate(be, g->d_g, g->d_zero, n);
-    be->ops->accumulate(be, g->d_g, g->d_stage[s], n);
+    for (int busy = 0; busy < 8; busy++)
+      be->ops->accumulate(be, a3_act_f32(g->d_g), a3_act_cf32(g->d_zero), n);
+    be->ops->accumulate(be, a3_act_f32(g->d_g), a3_act_cf32(g->d_stage[s]), n);
     A3_TRY(a3_grad_comm_ready(c, g->d_g, s));
     int expect = 0;
     while (expect < b->n_buckets && b->stage[expect] <= s) expect++;
@@ -447,6 +451,11 @@ static void check_sums(sum_env *g, bool nccl) {
 // The layout and its buffers on `be` (device memory on a GPU); 0 on success.
 static int open_env(sum_env *g, const a3_backend *be) {
   g->be = be;
+  if (be->act_bytes != sizeof(float)) { // device_step's accumulate needs fp32 activations
+    fprintf(stderr, "rank %d: %s stores activations in %zu bytes, not fp32\n", rank, be->name,
+            be->act_bytes);
+    return 1;
+  }
   if (!make_layout(&g->l)) return 1;
   if (rank == 0)
     fprintf(stderr, "layout: %d pieces, %lld of %lld floats, %d stages\n", g->l.n,
@@ -526,9 +535,11 @@ static void keep_busy(const a3_backend *be, float *busy[3]) {
 }
 #else
 enum { BUSY_D = 8192, BUSY_GEMMS = 400 };
+// (The backend is fp32: busy[0] and busy[2], the activations, are floats.)
 static void keep_busy(const a3_backend *be, float *busy[3]) {
   for (int i = 0; i < BUSY_GEMMS; i++)
-    be->ops->linear_forward(be, busy[2], busy[0], busy[1], NULL, BUSY_D, BUSY_D, BUSY_D);
+    be->ops->linear_forward(be, a3_act_f32(busy[2]), a3_act_cf32(busy[0]), busy[1], NULL, BUSY_D,
+                            BUSY_D, BUSY_D);
 }
 #endif
 

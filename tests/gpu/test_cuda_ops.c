@@ -13,7 +13,13 @@
 //   values on both sides, so an op that overwrites instead of adding fails;
 // - any gradient pointer may be NULL: rows marked "null:..." pass NULL for
 //   those gradients (the op must skip them and still give the others);
-// - in-place forms the header allows (out == inp, dinp == dout) have rows.
+// - in-place forms the header allows (out == inp, dinp == dout) have rows;
+// - activations (a3_act) are in each backend's storage (act_bytes 2 on a
+//   bf16 CUDA backend): they go in through act_from_f32 and come out through
+//   act_to_f32, widened to fp32 for the comparison. In bf16 storage every
+//   activation input is rounded to bf16 on the host first and both backends
+//   get the rounded values, so the CPU reference sees exactly what the device
+//   holds, and a difference is the device's own rounding only.
 //
 // Tolerances (relative L2 error of each output tensor):
 // - 1e-5 for every op in FP32. The candidate computes the same fp32 math in
@@ -24,17 +30,40 @@
 //   relative, ~5e-4 on a product; the attention backward chains three such
 //   products): a 10x margin, while a wrong index or a missing term gives
 //   errors of order 1e-1..1. Every other op is fp32 in every mode: 1e-5.
-// - BF16 (--precision bf16): 3e-2 for the matrix ops, whose operands are
-//   rounded to 8-bit mantissas (2^-9 relative, 8x TF32's: ~4e-3 on a product,
-//   ~1e-2 through the attention backward's three products): a 3x margin,
-//   still well under the O(1e-1) of a wrong index or a missing term. Two
-//   more rows (bf16_operands) check that the products really round their
-//   operands to bf16, which this bound alone would not notice.
-// - timestep_embedding: 5e-4 in both modes. The op rounds the frequency
-//   exp(e) and t * frequency to fp32 as PyTorch does; CUDA's expf may differ
-//   from glibc's by 1-2 ulp, which at t = 999 moves sin/cos arguments by up to
-//   ~1.2e-4 in the highest-frequency columns (a rel. L2 of ~2e-5 overall). A
-//   swapped sin/cos or a wrong frequency gives O(1).
+// - BF16 (--precision bf16): 3e-2 for every output of the matrix ops, whose
+//   operands are rounded to 8-bit significands (up to 2^-8 relative, 8x
+//   TF32's: ~4e-3 on a product, ~1e-2 through the attention backward's three
+//   products). Their activation operands are bf16 already (exact), which
+//   leaves the weights' and intermediates' rounding, and the stored outputs
+//   add at most 2^-8 (below): under 1.5e-2, still a 2x margin, and well
+//   under the O(1e-1) of a wrong index or a missing term. Their parameter
+//   gradients (fp32, +=) multiply two bf16 activations (exact products in
+//   fp32) and keep the bound. Four more rows (bf16_operands) check that the
+//   products really round their weights to bf16 and round their stores to
+//   nearest, which this bound alone would not notice.
+// - BF16 storage, every other op: its fp32 bound plus 2^-8 for each stored
+//   activation. The op computes in fp32 from the same inputs as the CPU (so
+//   within the fp32 bound of it) and rounds once to bf16's 8 significant
+//   bits, to nearest: at most half an ulp, 2^-8 of the value (0.0039),
+//   element by element, so also in relative L2 (~1.5e-3 expected). fp32
+//   outputs of these ops (GroupNorm mean/rstd, parameter gradients, gate
+//   gradients, losses, sampler, noise) see the same bf16 inputs on both sides
+//   and keep their fp32 bounds. A wrong index or a missing term still gives
+//   O(1e-1..1).
+//   That bound holds for any rounding that errs by under an ulp (truncation
+//   gives ~3e-3), so these stored activations also compare with the
+//   reference rounded to bf16 on the host: 1e-3. Rounded once to nearest,
+//   they differ from it only where the two fp32 results straddle a rounding
+//   midpoint, by one ulp (2^-7 relative at most); with fp32 results a
+//   relative e apart that is a fraction ~e / 2^-7 of the elements, a
+//   relative L2 of ~sqrt(e * 2^-7): 3e-4 at the fp32 bound e = 1e-5, ~6e-5
+//   at the ~5e-7 these ops show. A store that truncates gives ~3e-3.
+// - timestep_embedding: 5e-4 in every mode (plus 2^-8 in bf16 storage, as
+//   above). The op rounds the frequency exp(e) and t * frequency to fp32 as
+//   PyTorch does; CUDA's expf may differ from glibc's by 1-2 ulp, which at
+//   t = 999 moves sin/cos arguments by up to ~1.2e-4 in the highest-frequency
+//   columns (a rel. L2 of ~2e-5 overall). A swapped sin/cos or a wrong
+//   frequency gives O(1).
 // - sampler_step: 0, bit for bit, in every mode. The CUDA kernel rounds each
 //   multiply, add and divide on its own (__fmul_rn, __fadd_rn, __fdiv_rn), as
 //   the CPU's loop does, so its output must equal the CPU's exactly (a GPU
@@ -46,12 +75,18 @@
 //   double bits, which after the rounding to fp32 is one float ulp (6e-8
 //   relative) on rare elements. A wrong counter or stream gives O(1).
 //
+// Outside the table, in every precision: the candidate's act_bytes (2 in
+// bf16 on CUDA, else 4); act_from_f32 then act_to_f32 bit for bit against
+// the host's rounding (bf16 storage) or the values themselves (fp32 storage)
+// on a table of hard cases and random bit patterns; act_zero.
+//
 // Usage: test_cuda_ops [--precision fp32|tf32|bf16] [--against cpu] [--seed N]
 // --against cpu: the CPU backend is the candidate too (no GPU needed), so the
 // harness runs everywhere (ASan included); it then also checks that a
 // deliberately broken candidate (a perturbed output, a parameter gradient
-// overwritten instead of accumulated, an element left unwritten) is reported
-// as failing, so the comparer can fail.
+// overwritten instead of accumulated, an element left unwritten, a
+// conversion that changes a value, an act_zero short of its range) is
+// reported as failing, so the comparers can fail.
 // Exit: 0 all pass, 1 any failure, 77 no usable GPU (SKIPPED, with the CUDA error).
 #define _POSIX_C_SOURCE 200809L
 #include "a3fta/backend.h"
@@ -72,6 +107,8 @@
 #define TOL_BF16_MATRIX 3e-2
 #define TOL_TEMB 5e-4
 #define TOL_NOISE_REL 1e-6
+#define TOL_BF16_STORE 0.00390625 // 2^-8: one rounding to bf16, added per stored activation
+#define TOL_BF16_ONCE 1e-3        // against the reference rounded to bf16 (see the top)
 
 enum { MAXT = 12 };
 
@@ -94,6 +131,7 @@ typedef struct {
   float scale, offset; // R_IN: offset + scale * U(-1, 1)
   int k;               // R_LABELS: classes
   int exact;           // compared at tolerance 0 whatever the row's
+  int act;             // an activation (a3_act): in the backend's storage type
 } tdesc;
 
 typedef struct {
@@ -129,7 +167,7 @@ typedef struct {
   tlist *l;             // M_SETUP: fill
   const a3_backend *be; // M_WS, M_RUN
   size_t ws_bytes;      // M_WS: set
-  float *const *t;      // M_RUN: tensors in the setup's order (NULL where absent)
+  void *const *t;       // M_RUN: tensors in the setup's order (NULL where absent)
   void *ws;             // M_RUN
 } opx;
 
@@ -141,6 +179,7 @@ struct tcase {
   params p;
 };
 
+// T, Tin: an fp32 tensor (float); A, Ain: an activation (a3_act).
 static void T(opx *x, const char *name, size_t n, role r) {
   tdesc *d = &x->l->t[x->l->nt++];
   *d = (tdesc){.name = name, .n = n, .r = r, .scale = 1.0f};
@@ -148,6 +187,14 @@ static void T(opx *x, const char *name, size_t n, role r) {
 static void Tin(opx *x, const char *name, size_t n, float scale, float offset) {
   tdesc *d = &x->l->t[x->l->nt++];
   *d = (tdesc){.name = name, .n = n, .r = R_IN, .scale = scale, .offset = offset};
+}
+static void A(opx *x, const char *name, size_t n, role r) {
+  T(x, name, n, r);
+  x->l->t[x->l->nt - 1].act = 1;
+}
+static void Ain(opx *x, const char *name, size_t n, float scale, float offset) {
+  Tin(x, name, n, scale, offset);
+  x->l->t[x->l->nt - 1].act = 1;
 }
 
 #define OPS (x->be->ops)
@@ -163,10 +210,17 @@ static void op_zero(opx *x) {
   }
   if (x->m == M_RUN) OPS->zero(BE, t_[0], P->n);
 }
+static void op_act_zero(opx *x) {
+  if (x->m == M_SETUP) {
+    A(x, "x", P->n, R_INOUT);
+    return;
+  }
+  if (x->m == M_RUN) OPS->act_zero(BE, t_[0], P->n);
+}
 static void op_accumulate(opx *x) {
   if (x->m == M_SETUP) {
-    T(x, "dst", P->n, R_INOUT);
-    T(x, "src", P->n, R_IN);
+    A(x, "dst", P->n, R_INOUT);
+    A(x, "src", P->n, R_IN);
     return;
   }
   if (x->m == M_RUN) OPS->accumulate(BE, t_[0], t_[1], P->n);
@@ -179,10 +233,10 @@ static size_t conv_out_n(const a3_conv2d_shape *s) {
 static void op_conv_fwd(opx *x) {
   const a3_conv2d_shape *s = &P->cs;
   if (x->m == M_SETUP) {
-    T(x, "inp", (size_t)s->B * s->C * s->H * s->W, R_IN);
+    A(x, "inp", (size_t)s->B * s->C * s->H * s->W, R_IN);
     T(x, "weight", (size_t)s->OC * s->C * s->KH * s->KW, R_IN);
     T(x, "bias", P->bias ? (size_t)s->OC : 0, R_IN);
-    T(x, "out", conv_out_n(s), R_OUT);
+    A(x, "out", conv_out_n(s), R_OUT);
   } else if (x->m == M_WS) {
     x->ws_bytes = OPS->conv2d_workspace_size(BE, s);
   } else {
@@ -192,10 +246,10 @@ static void op_conv_fwd(opx *x) {
 static void op_conv_bwd(opx *x) {
   const a3_conv2d_shape *s = &P->cs;
   if (x->m == M_SETUP) {
-    T(x, "inp", (size_t)s->B * s->C * s->H * s->W, R_IN);
+    A(x, "inp", (size_t)s->B * s->C * s->H * s->W, R_IN);
     T(x, "weight", (size_t)s->OC * s->C * s->KH * s->KW, R_IN);
-    T(x, "dout", conv_out_n(s), R_IN);
-    T(x, "dinp", (size_t)s->B * s->C * s->H * s->W, R_AGRAD);
+    A(x, "dout", conv_out_n(s), R_IN);
+    A(x, "dinp", (size_t)s->B * s->C * s->H * s->W, R_AGRAD);
     T(x, "dweight", (size_t)s->OC * s->C * s->KH * s->KW, R_PGRAD);
     T(x, "dbias", P->bias ? (size_t)s->OC : 0, R_PGRAD);
   } else if (x->m == M_WS) {
@@ -208,15 +262,15 @@ static void op_conv_bwd(opx *x) {
 // ---------------------------------------------------------------- GroupNorm (+ SiLU)
 static void gn_tensors(opx *x) {
   const size_t n = (size_t)P->B * P->C * P->HW, c = (size_t)P->C, bg = (size_t)P->B * P->G;
-  Tin(x, "inp", n, 1.0f, 0.5f); // activations with a non-zero mean
+  Ain(x, "inp", n, 1.0f, 0.5f); // activations with a non-zero mean
   Tin(x, "weight", c, 0.5f, 1.0f);
   Tin(x, "bias", c, 0.2f, 0.0f);
-  T(x, "out", n, R_OUT);
+  A(x, "out", n, R_OUT);
   T(x, "mean", bg, R_OUT);
   T(x, "rstd", bg, R_OUT);
 }
 static void gn_fwd_run(opx *x, int fused) {
-  void (*f)(const a3_backend *, float *, float *, float *, const float *, const float *,
+  void (*f)(const a3_backend *, a3_act *, float *, float *, const a3_act *, const float *,
             const float *, int, int, int, int, float) =
       fused ? OPS->groupnorm_silu_forward : OPS->groupnorm_forward;
   f(BE, t_[3], t_[4], t_[5], t_[0], t_[1], t_[2], P->B, P->C, P->HW, P->G, P->eps);
@@ -238,8 +292,8 @@ static void op_gns_fwd(opx *x) {
 static void gn_bwd_tensors(opx *x) {
   const size_t n = (size_t)P->B * P->C * P->HW, c = (size_t)P->C;
   gn_tensors(x);
-  T(x, "dout", n, R_IN);
-  T(x, "dinp", n, R_AGRAD);
+  A(x, "dout", n, R_IN);
+  A(x, "dinp", n, R_AGRAD);
   T(x, "dweight", c, R_PGRAD);
   T(x, "dbias", c, R_PGRAD);
 }
@@ -265,8 +319,8 @@ static void op_gns_bwd(opx *x) {
 }
 
 // ---------------------------------------------------------------- activations (n elements)
-typedef void (*act_fwd_fn)(const a3_backend *, float *, const float *, size_t);
-typedef void (*act_bwd_fn)(const a3_backend *, float *, const float *, const float *, size_t);
+typedef void (*act_fwd_fn)(const a3_backend *, a3_act *, const a3_act *, size_t);
+typedef void (*act_bwd_fn)(const a3_backend *, a3_act *, const a3_act *, const a3_act *, size_t);
 static act_fwd_fn act_fwd(const a3_backend *be, const char *op) {
   if (!strncmp(op, "silu", 4)) return be->ops->silu_forward;
   if (!strncmp(op, "gelu", 4)) return be->ops->gelu_forward;
@@ -279,32 +333,32 @@ static act_bwd_fn act_bwd(const a3_backend *be, const char *op) {
 }
 static void op_act_fwd(opx *x) {
   if (x->m == M_SETUP) {
-    Tin(x, "inp", P->n, 4.0f, 0.0f); // both tails of the curve
-    T(x, "out", P->n, R_OUT);
+    Ain(x, "inp", P->n, 4.0f, 0.0f); // both tails of the curve
+    A(x, "out", P->n, R_OUT);
     return;
   }
   if (x->m == M_RUN) act_fwd(BE, x->c->op)(BE, t_[1], t_[0], P->n);
 }
 static void op_act_fwd_inplace(opx *x) { // out == inp
   if (x->m == M_SETUP) {
-    T(x, "x", P->n, R_INOUT);
+    A(x, "x", P->n, R_INOUT);
     return;
   }
   if (x->m == M_RUN) act_fwd(BE, x->c->op)(BE, t_[0], t_[0], P->n);
 }
 static void op_act_bwd(opx *x) {
   if (x->m == M_SETUP) {
-    Tin(x, "inp", P->n, 4.0f, 0.0f);
-    T(x, "dout", P->n, R_IN);
-    T(x, "dinp", P->n, R_AGRAD);
+    Ain(x, "inp", P->n, 4.0f, 0.0f);
+    A(x, "dout", P->n, R_IN);
+    A(x, "dinp", P->n, R_AGRAD);
     return;
   }
   if (x->m == M_RUN) act_bwd(BE, x->c->op)(BE, t_[2], t_[1], t_[0], P->n);
 }
 static void op_act_bwd_inplace(opx *x) { // dinp == dout
   if (x->m == M_SETUP) {
-    Tin(x, "inp", P->n, 4.0f, 0.0f);
-    T(x, "dout=dinp", P->n, R_INOUT);
+    Ain(x, "inp", P->n, 4.0f, 0.0f);
+    A(x, "dout=dinp", P->n, R_INOUT);
     return;
   }
   if (x->m == M_RUN) act_bwd(BE, x->c->op)(BE, t_[1], t_[1], t_[0], P->n);
@@ -313,20 +367,20 @@ static void op_act_bwd_inplace(opx *x) { // dinp == dout
 // ---------------------------------------------------------------- linear
 static void op_linear_fwd(opx *x) {
   if (x->m == M_SETUP) {
-    T(x, "inp", (size_t)P->N * P->IN, R_IN);
+    A(x, "inp", (size_t)P->N * P->IN, R_IN);
     T(x, "weight", (size_t)P->OUT * P->IN, R_IN);
     T(x, "bias", P->bias ? (size_t)P->OUT : 0, R_IN);
-    T(x, "out", (size_t)P->N * P->OUT, R_OUT);
+    A(x, "out", (size_t)P->N * P->OUT, R_OUT);
     return;
   }
   if (x->m == M_RUN) OPS->linear_forward(BE, t_[3], t_[0], t_[1], t_[2], P->N, P->IN, P->OUT);
 }
 static void op_linear_bwd(opx *x) {
   if (x->m == M_SETUP) {
-    T(x, "inp", (size_t)P->N * P->IN, R_IN);
+    A(x, "inp", (size_t)P->N * P->IN, R_IN);
     T(x, "weight", (size_t)P->OUT * P->IN, R_IN);
-    T(x, "dout", (size_t)P->N * P->OUT, R_IN);
-    T(x, "dinp", (size_t)P->N * P->IN, R_AGRAD);
+    A(x, "dout", (size_t)P->N * P->OUT, R_IN);
+    A(x, "dinp", (size_t)P->N * P->IN, R_AGRAD);
     T(x, "dweight", (size_t)P->OUT * P->IN, R_PGRAD);
     T(x, "dbias", P->bias ? (size_t)P->OUT : 0, R_PGRAD);
     return;
@@ -338,10 +392,10 @@ static void op_linear_bwd(opx *x) {
 // ---------------------------------------------------------------- attention
 static void attn_fwd_tensors(opx *x) {
   const size_t n = (size_t)P->B * P->T * P->C;
-  T(x, "q", n, R_IN);
-  T(x, "k", n, R_IN);
-  T(x, "v", n, R_IN);
-  T(x, "out", n, R_OUT);
+  A(x, "q", n, R_IN);
+  A(x, "k", n, R_IN);
+  A(x, "v", n, R_IN);
+  A(x, "out", n, R_OUT);
   T(x, "probs", (size_t)P->B * P->NH * P->T * P->T, R_OUT);
 }
 static void op_attn_fwd(opx *x) {
@@ -359,10 +413,10 @@ static void op_attn_bwd(opx *x) {
   const size_t n = (size_t)P->B * P->T * P->C;
   if (x->m == M_SETUP) {
     attn_fwd_tensors(x);
-    T(x, "dout", n, R_IN);
-    T(x, "dq", n, R_AGRAD);
-    T(x, "dk", n, R_AGRAD);
-    T(x, "dv", n, R_AGRAD);
+    A(x, "dout", n, R_IN);
+    A(x, "dq", n, R_AGRAD);
+    A(x, "dk", n, R_AGRAD);
+    A(x, "dv", n, R_AGRAD);
     return;
   }
   if (x->m == M_WS) {
@@ -377,8 +431,8 @@ static void op_attn_bwd(opx *x) {
 // ---------------------------------------------------------------- layout, upsampling, concat
 static void op_to_tokens(opx *x) {
   if (x->m == M_SETUP) {
-    T(x, "inp", (size_t)P->B * P->C * P->HW, R_IN);
-    T(x, "out", (size_t)P->B * P->C * P->HW, R_OUT);
+    A(x, "inp", (size_t)P->B * P->C * P->HW, R_IN);
+    A(x, "out", (size_t)P->B * P->C * P->HW, R_OUT);
     return;
   }
   if (x->m == M_RUN) OPS->to_tokens(BE, t_[1], t_[0], P->B, P->C, P->HW);
@@ -393,8 +447,8 @@ static void op_from_tokens(opx *x) {
 static void op_up_fwd(opx *x) {
   const size_t n = (size_t)P->B * P->C * P->H * P->W;
   if (x->m == M_SETUP) {
-    T(x, "inp", n, R_IN);
-    T(x, "out", 4 * n, R_OUT);
+    A(x, "inp", n, R_IN);
+    A(x, "out", 4 * n, R_OUT);
     return;
   }
   if (x->m == M_RUN) OPS->upsample2x_forward(BE, t_[1], t_[0], P->B, P->C, P->H, P->W);
@@ -402,26 +456,26 @@ static void op_up_fwd(opx *x) {
 static void op_up_bwd(opx *x) {
   const size_t n = (size_t)P->B * P->C * P->H * P->W;
   if (x->m == M_SETUP) {
-    T(x, "dout", 4 * n, R_IN);
-    T(x, "dinp", n, R_AGRAD);
+    A(x, "dout", 4 * n, R_IN);
+    A(x, "dinp", n, R_AGRAD);
     return;
   }
   if (x->m == M_RUN) OPS->upsample2x_backward(BE, t_[1], t_[0], P->B, P->C, P->H, P->W);
 }
 static void op_concat_fwd(opx *x) {
   if (x->m == M_SETUP) {
-    T(x, "a", (size_t)P->B * P->C * P->HW, R_IN);
-    T(x, "b", (size_t)P->B * P->C2 * P->HW, R_IN);
-    T(x, "out", (size_t)P->B * (P->C + P->C2) * P->HW, R_OUT);
+    A(x, "a", (size_t)P->B * P->C * P->HW, R_IN);
+    A(x, "b", (size_t)P->B * P->C2 * P->HW, R_IN);
+    A(x, "out", (size_t)P->B * (P->C + P->C2) * P->HW, R_OUT);
     return;
   }
   if (x->m == M_RUN) OPS->concat_forward(BE, t_[2], t_[0], t_[1], P->B, P->C, P->C2, P->HW);
 }
 static void op_concat_bwd(opx *x) {
   if (x->m == M_SETUP) {
-    T(x, "dout", (size_t)P->B * (P->C + P->C2) * P->HW, R_IN);
-    T(x, "da", (size_t)P->B * P->C * P->HW, R_AGRAD);
-    T(x, "db", (size_t)P->B * P->C2 * P->HW, R_AGRAD);
+    A(x, "dout", (size_t)P->B * (P->C + P->C2) * P->HW, R_IN);
+    A(x, "da", (size_t)P->B * P->C * P->HW, R_AGRAD);
+    A(x, "db", (size_t)P->B * P->C2 * P->HW, R_AGRAD);
     return;
   }
   if (x->m == M_RUN) OPS->concat_backward(BE, t_[1], t_[2], t_[0], P->B, P->C, P->C2, P->HW);
@@ -430,77 +484,77 @@ static void op_concat_bwd(opx *x) {
 // ---------------------------------------------------------------- residual adds
 static void op_add_fwd(opx *x) {
   if (x->m == M_SETUP) {
-    T(x, "a", P->n, R_IN);
-    T(x, "b", P->n, R_IN);
-    T(x, "out", P->n, R_OUT);
+    A(x, "a", P->n, R_IN);
+    A(x, "b", P->n, R_IN);
+    A(x, "out", P->n, R_OUT);
     return;
   }
   if (x->m == M_RUN) OPS->add_forward(BE, t_[2], t_[0], t_[1], P->scale, P->n);
 }
 static void op_add_fwd_inplace(opx *x) { // out == a
   if (x->m == M_SETUP) {
-    T(x, "a=out", P->n, R_INOUT);
-    T(x, "b", P->n, R_IN);
+    A(x, "a=out", P->n, R_INOUT);
+    A(x, "b", P->n, R_IN);
     return;
   }
   if (x->m == M_RUN) OPS->add_forward(BE, t_[0], t_[0], t_[1], P->scale, P->n);
 }
 static void op_add_bwd(opx *x) {
   if (x->m == M_SETUP) {
-    T(x, "dout", P->n, R_IN);
-    T(x, "da", P->n, R_AGRAD);
-    T(x, "db", P->n, R_AGRAD);
+    A(x, "dout", P->n, R_IN);
+    A(x, "da", P->n, R_AGRAD);
+    A(x, "db", P->n, R_AGRAD);
     return;
   }
   if (x->m == M_RUN) OPS->add_backward(BE, t_[1], t_[2], t_[0], P->scale, P->n);
 }
 static void op_add_bwd_inplace(opx *x) { // da == dout
   if (x->m == M_SETUP) {
-    T(x, "dout=da", P->n, R_INOUT);
-    T(x, "db", P->n, R_AGRAD);
+    A(x, "dout=da", P->n, R_INOUT);
+    A(x, "db", P->n, R_AGRAD);
     return;
   }
   if (x->m == M_RUN) OPS->add_backward(BE, t_[0], t_[1], t_[0], P->scale, P->n);
 }
 static void op_addch_fwd(opx *x) {
   if (x->m == M_SETUP) {
-    T(x, "inp", (size_t)P->B * P->C * P->HW, R_IN);
-    T(x, "t", (size_t)P->B * P->C, R_IN);
-    T(x, "out", (size_t)P->B * P->C * P->HW, R_OUT);
+    A(x, "inp", (size_t)P->B * P->C * P->HW, R_IN);
+    A(x, "t", (size_t)P->B * P->C, R_IN);
+    A(x, "out", (size_t)P->B * P->C * P->HW, R_OUT);
     return;
   }
   if (x->m == M_RUN) OPS->add_channel_forward(BE, t_[2], t_[0], t_[1], P->B, P->C, P->HW);
 }
 static void op_addch_fwd_inplace(opx *x) { // out == inp
   if (x->m == M_SETUP) {
-    T(x, "inp=out", (size_t)P->B * P->C * P->HW, R_INOUT);
-    T(x, "t", (size_t)P->B * P->C, R_IN);
+    A(x, "inp=out", (size_t)P->B * P->C * P->HW, R_INOUT);
+    A(x, "t", (size_t)P->B * P->C, R_IN);
     return;
   }
   if (x->m == M_RUN) OPS->add_channel_forward(BE, t_[0], t_[0], t_[1], P->B, P->C, P->HW);
 }
 static void op_addch_bwd(opx *x) {
   if (x->m == M_SETUP) {
-    T(x, "dout", (size_t)P->B * P->C * P->HW, R_IN);
-    T(x, "dt", (size_t)P->B * P->C, R_AGRAD);
+    A(x, "dout", (size_t)P->B * P->C * P->HW, R_IN);
+    A(x, "dt", (size_t)P->B * P->C, R_AGRAD);
     return;
   }
   if (x->m == M_RUN) OPS->add_channel_backward(BE, t_[1], t_[0], P->B, P->C, P->HW);
 }
 static void op_gated_fwd(opx *x) {
   if (x->m == M_SETUP) {
-    T(x, "a", P->n, R_IN);
-    T(x, "b", P->n, R_IN);
+    A(x, "a", P->n, R_IN);
+    A(x, "b", P->n, R_IN);
     T(x, "gate", 1, R_IN);
-    T(x, "out", P->n, R_OUT);
+    A(x, "out", P->n, R_OUT);
     return;
   }
   if (x->m == M_RUN) OPS->gated_add_forward(BE, t_[3], t_[0], t_[1], t_[2], P->n);
 }
 static void op_gated_fwd_inplace(opx *x) { // out == a
   if (x->m == M_SETUP) {
-    T(x, "a=out", P->n, R_INOUT);
-    T(x, "b", P->n, R_IN);
+    A(x, "a=out", P->n, R_INOUT);
+    A(x, "b", P->n, R_IN);
     T(x, "gate", 1, R_IN);
     return;
   }
@@ -508,10 +562,10 @@ static void op_gated_fwd_inplace(opx *x) { // out == a
 }
 static void op_gated_bwd(opx *x) {
   if (x->m == M_SETUP) {
-    T(x, "dout", P->n, R_IN);
-    T(x, "b", P->n, R_IN);
+    A(x, "dout", P->n, R_IN);
+    A(x, "b", P->n, R_IN);
     T(x, "gate", 1, R_IN);
-    T(x, "db", P->n, R_AGRAD);
+    A(x, "db", P->n, R_AGRAD);
     T(x, "dgate", 1, R_PGRAD);
     return;
   }
@@ -522,7 +576,7 @@ static void op_gated_bwd(opx *x) {
 static void op_temb(opx *x) {
   if (x->m == M_SETUP) {
     T(x, "t", (size_t)P->N, R_TSTEP);
-    T(x, "out", (size_t)P->N * P->dim, R_OUT);
+    A(x, "out", (size_t)P->N * P->dim, R_OUT);
     return;
   }
   if (x->m == M_RUN)
@@ -689,6 +743,7 @@ enum { NBIG = 100003 }; // not a multiple of any block size
 
 static const tcase cases[] = {
     EW("zero", op_zero, NULL, NBIG, 0),
+    EW("act_zero", op_act_zero, NULL, NBIG, 0),
     EW("accumulate", op_accumulate, NULL, NBIG, 0),
     // conv2d: 1x1, 3x3 pad 1, stride 2 with pad (0,1,0,1) (downsample_padding 0) and pad 1,
     // conv_in / conv_out (1 channel), odd sizes; with and without bias.
@@ -932,6 +987,56 @@ static int is_nulled(const tcase *c, const char *name) {
 
 static int compared(role r) { return r == R_OUT || r == R_AGRAD || r == R_PGRAD || r == R_INOUT; }
 
+// x rounded to bf16 (8 significant bits) to nearest, ties to even, as the
+// device's __float2bfloat16_rn: too large gives Inf. A NaN stays a NaN
+// (quieted: the rounding carry would turn a small payload into Inf).
+static float host_bf16(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    u |= 0x00400000u;
+  else
+    u += 0x7fffu + ((u >> 16) & 1u);
+  u &= 0xffff0000u;
+  memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+// Activations cross between the host and a backend as fp32, through a
+// staging float buffer in backend memory and act_from_f32 / act_to_f32 (the
+// only way into and out of bf16 storage).
+static a3_status act_upload(const a3_backend *be, a3_act *dst, // (n)
+                            const float *host,                 // (n) host memory
+                            size_t n) {
+  float *f = NULL;
+  a3_status s = be->ops->alloc(be, (void **)&f, n * sizeof(float));
+  if (s == A3_OK) s = be->ops->upload(be, f, host, n * sizeof(float));
+  if (s == A3_OK) {
+    be->ops->act_from_f32(be, dst, f, n);
+    s = be->ops->synchronize(be);
+  }
+  be->ops->release(be, f);
+  return s;
+}
+static a3_status act_download(const a3_backend *be, float *host, // (n) host memory
+                              const a3_act *src,                 // (n)
+                              size_t n) {
+  float *f = NULL;
+  a3_status s = be->ops->alloc(be, (void **)&f, n * sizeof(float));
+  if (s == A3_OK) {
+    be->ops->act_to_f32(be, f, src, n);
+    s = be->ops->download(be, host, f, n * sizeof(float));
+  }
+  if (s == A3_OK) s = be->ops->synchronize(be);
+  be->ops->release(be, f);
+  return s;
+}
+
+// Bytes of one element of tensor d on backend be.
+static size_t elem_bytes(const tdesc *d, const a3_backend *be) {
+  return d->act ? be->act_bytes : sizeof(float); // labels are int32: 4 bytes too
+}
+
 // Fills the host copy of tensor i before the op (the same for both sides).
 static void init_tensor(const tdesc *d, void *host, uint64_t seed, uint64_t stream) {
   float *f = host;
@@ -969,17 +1074,19 @@ typedef struct {
 // allocations, copies and the synchronize.
 static a3_status run_side(const tcase *c, const tlist *l, void *const *init, const a3_backend *be,
                           side *out) {
-  float *dev[MAXT] = {0};
+  void *dev[MAXT] = {0};
   void *ws = NULL;
   a3_status s = A3_OK;
   opx x = {.m = M_WS, .c = c, .be = be};
   c->fn(&x);
   const size_t ws_bytes = x.ws_bytes;
   for (int i = 0; i < l->nt && s == A3_OK; i++) {
+    const tdesc *d = &l->t[i];
     if (!init[i]) continue;
-    const size_t bytes = l->t[i].n * sizeof(float);
-    s = be->ops->alloc(be, (void **)&dev[i], bytes);
-    if (s == A3_OK) s = be->ops->upload(be, dev[i], init[i], bytes);
+    s = be->ops->alloc(be, &dev[i], d->n * elem_bytes(d, be));
+    if (s == A3_OK)
+      s = d->act ? act_upload(be, dev[i], init[i], d->n)
+                 : be->ops->upload(be, dev[i], init[i], d->n * sizeof(float));
   }
   if (s == A3_OK && ws_bytes) s = be->ops->alloc(be, &ws, ws_bytes);
   if (s == A3_OK) {
@@ -987,8 +1094,12 @@ static a3_status run_side(const tcase *c, const tlist *l, void *const *init, con
     c->fn(&x);
     s = be->ops->synchronize(be);
   }
-  for (int i = 0; i < l->nt && s == A3_OK; i++)
-    if (out->host[i]) s = be->ops->download(be, out->host[i], dev[i], l->t[i].n * sizeof(float));
+  for (int i = 0; i < l->nt && s == A3_OK; i++) {
+    const tdesc *d = &l->t[i];
+    if (!out->host[i]) continue;
+    s = d->act ? act_download(be, out->host[i], dev[i], d->n)
+               : be->ops->download(be, out->host[i], dev[i], d->n * sizeof(float));
+  }
   if (s == A3_OK) s = be->ops->synchronize(be);
   for (int i = 0; i < l->nt; i++) be->ops->release(be, dev[i]);
   be->ops->release(be, ws);
@@ -1008,9 +1119,11 @@ static double tolerance(const tcase *c, a3_precision prec) {
   return TOL_FP32;
 }
 
-// Relative L2 error of cand against ref (absolute where ref is all zero);
-// INFINITY when either holds a NaN or Inf (*nonfinite says which).
-static double rel_err(const float *cand, const float *ref, size_t n, const char **nonfinite) {
+// Relative L2 error of cand against ref, or against ref rounded to bf16 with
+// round_ref (absolute where ref is all zero); INFINITY when either holds a
+// NaN or Inf (*nonfinite says which).
+static double rel_err(const float *cand, const float *ref, size_t n, int round_ref,
+                      const char **nonfinite) {
   double d2 = 0.0, r2 = 0.0;
   for (size_t i = 0; i < n; i++) {
     if (!isfinite(ref[i])) {
@@ -1021,11 +1134,82 @@ static double rel_err(const float *cand, const float *ref, size_t n, const char 
       *nonfinite = "NaN/Inf (or an element left unwritten)";
       return INFINITY;
     }
-    const double d = (double)cand[i] - (double)ref[i];
+    const double r = round_ref ? host_bf16(ref[i]) : ref[i];
+    const double d = (double)cand[i] - r;
     d2 += d * d;
-    r2 += (double)ref[i] * (double)ref[i];
+    r2 += r * r;
   }
   return r2 > 0.0 ? sqrt(d2 / r2) : sqrt(d2);
+}
+
+// Tensor d's bound in row c: the row's, or 0 for an exact tensor; an
+// activation the candidate stores in bf16 adds one rounding (TOL_BF16_STORE),
+// except in the matrix ops, whose bf16 bound covers it (see the top).
+static double tensor_tol(const tcase *c, const tdesc *d, a3_precision prec,
+                         const a3_backend *cand) {
+  if (d->exact) return 0.0;
+  const double tol = tolerance(c, prec);
+  return d->act && cand->act_bytes == 2 && c->tol != TOL_MATRIX ? tol + TOL_BF16_STORE : tol;
+}
+
+// Host buffers of a row's tensors: init (inputs and prefills, the same for
+// both sides) and the results of each side for the compared ones. With
+// round_acts (bf16 storage) every activation is rounded to bf16 here, so both
+// sides start from the values the device holds.
+static void row_buffers(const tcase *c, const tlist *l, uint64_t seed, int round_acts, void **init,
+                        side *rs, side *cs) {
+  for (int i = 0; i < l->nt; i++) {
+    const tdesc *d = &l->t[i];
+    if (d->n == 0 || is_nulled(c, d->name)) continue;
+    init[i] = malloc(d->n * sizeof(float));
+    if (compared(d->r)) {
+      rs->host[i] = malloc(d->n * sizeof(float));
+      cs->host[i] = malloc(d->n * sizeof(float));
+    }
+    if (!init[i] || (compared(d->r) && (!rs->host[i] || !cs->host[i]))) {
+      fprintf(stderr, "out of host memory\n");
+      exit(1);
+    }
+    init_tensor(d, init[i], seed, (uint64_t)i + 1);
+    float *f = init[i];
+    for (size_t k = 0; round_acts && d->act && k < d->n; k++) f[k] = host_bf16(f[k]);
+  }
+}
+
+typedef struct {
+  double e, tol;   // the error and bound of the comparison nearest to (or furthest past) its bound
+  double key;      // e / tol (INFINITY past a bound of 0)
+  char name[48];   // its tensor
+  const char *why; // why it is non-finite, or ""
+  int ok;          // every comparison within its bound
+} verdict;
+
+// Folds one comparison of tensor `name` into v.
+static void weigh(verdict *v, double e, double tol, const char *name, int once, const char *nf) {
+  if (isnan(e)) e = INFINITY;
+  const double key = tol > 0.0 ? e / tol : e > 0.0 ? INFINITY : 0.0;
+  if (!(e <= tol)) v->ok = 0;
+  if (key <= v->key) return;
+  v->e = e, v->tol = tol, v->key = key, v->why = nf ? nf : "";
+  snprintf(v->name, sizeof v->name, "%s%s", name, once ? " vs bf16(ref)" : "");
+}
+
+// Every compared tensor against its bound; a stored bf16 activation of the
+// fp32-class ops also against the reference rounded to bf16 (TOL_BF16_ONCE).
+static verdict judge(const tcase *c, const tlist *l, const side *rs, const side *cs,
+                     a3_precision prec, const a3_backend *cand) {
+  verdict v = {.e = 0.0, .tol = tolerance(c, prec), .key = -1.0, .name = "-", .why = "", .ok = 1};
+  for (int i = 0; i < l->nt; i++) {
+    const tdesc *d = &l->t[i];
+    if (!rs->host[i]) continue;
+    const char *nf = NULL;
+    double e = rel_err(cs->host[i], rs->host[i], d->n, 0, &nf);
+    weigh(&v, e, tensor_tol(c, d, prec, cand), d->name, 0, nf);
+    if (!(d->act && cand->act_bytes == 2 && c->tol == TOL_EXACT)) continue;
+    e = rel_err(cs->host[i], rs->host[i], d->n, 1, &nf);
+    weigh(&v, e, TOL_BF16_ONCE, d->name, 1, nf);
+  }
+  return v;
 }
 
 // Runs row `idx` on ref and cand, prints its line; 1 when it passes.
@@ -1038,62 +1222,32 @@ static int run_case(int idx, const a3_backend *ref, const a3_backend *cand, a3_p
   const uint64_t seed = base_seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(idx + 1));
   void *init[MAXT] = {0};
   side rs = {{0}}, cs = {{0}};
+  row_buffers(c, &l, seed, cand->act_bytes == 2, init, &rs, &cs);
   int ok = 1;
-  const char *why = "";
-  for (int i = 0; i < l.nt; i++) {
-    const tdesc *d = &l.t[i];
-    if (d->n == 0 || is_nulled(c, d->name)) continue;
-    init[i] = malloc(d->n * sizeof(float));
-    if (compared(d->r)) {
-      rs.host[i] = malloc(d->n * sizeof(float));
-      cs.host[i] = malloc(d->n * sizeof(float));
-    }
-    if (!init[i] || (compared(d->r) && (!rs.host[i] || !cs.host[i]))) {
-      fprintf(stderr, "out of host memory\n");
-      exit(1);
-    }
-    init_tensor(d, init[i], seed, (uint64_t)i + 1);
-  }
-  a3_status s = run_side(c, &l, init, ref, &rs);
-  if (s != A3_OK) {
+  if (run_side(c, &l, init, ref, &rs) != A3_OK) {
     ok = 0;
     fprintf(stderr, "  reference (%s) failed: %s\n", ref->name, a3_error_message());
   }
-  if (ok) {
-    s = run_side(c, &l, init, cand, &cs);
-    if (s != A3_OK) {
-      ok = 0;
-      fprintf(stderr, "  candidate (%s) failed: %s\n", cand->name, a3_error_message());
-    }
+  if (ok && run_side(c, &l, init, cand, &cs) != A3_OK) {
+    ok = 0;
+    fprintf(stderr, "  candidate (%s) failed: %s\n", cand->name, a3_error_message());
   }
-  const double tol = tolerance(c, prec);
-  double worst = 0.0;
-  const char *worst_name = "-", *inexact = NULL;
-  for (int i = 0; ok && i < l.nt; i++) {
-    if (!rs.host[i]) continue;
-    const char *nf = NULL;
-    const double e = rel_err(cs.host[i], rs.host[i], l.t[i].n, &nf);
-    if (e > worst || isnan(e)) {
-      worst = isnan(e) ? INFINITY : e;
-      worst_name = l.t[i].name;
-      if (nf) why = nf;
-    }
-    if (l.t[i].exact && !(e == 0.0)) inexact = l.t[i].name;
-  }
-  if (worst > tol || inexact) ok = 0;
-  if (inexact && worst <= tol) worst_name = inexact; // below the row's tolerance, yet not exact
+  verdict v = {
+      .e = INFINITY, .tol = tolerance(c, prec), .key = INFINITY, .name = "-", .why = "", .ok = 0};
+  if (ok) v = judge(c, &l, &rs, &cs, prec, cand);
   char shape[96];
   describe(c, shape, sizeof shape);
-  if (!quiet || !ok)
-    printf("%-24s %-58s %-5s %11.3e %8.1e  %s%s%s%s\n", c->op, shape, precision_name(prec), worst,
-           tol, ok ? "PASS" : "FAIL", ok ? "" : " (worst: ", ok ? "" : worst_name, ok ? "" : ")");
-  if (!ok && *why && !quiet) printf("    %s: %s\n", worst_name, why);
+  if (!quiet || !v.ok)
+    printf("%-24s %-58s %-5s %11.3e %8.1e  %s%s%s%s\n", c->op, shape, precision_name(prec), v.e,
+           v.tol, v.ok ? "PASS" : "FAIL", v.ok ? "" : " (worst: ", v.ok ? "" : v.name,
+           v.ok ? "" : ")");
+  if (!v.ok && *v.why && !quiet) printf("    %s: %s\n", v.name, v.why);
   for (int i = 0; i < l.nt; i++) {
     free(init[i]);
     free(rs.host[i]);
     free(cs.host[i]);
   }
-  return ok;
+  return v.ok;
 }
 
 // Every op of the table is set (a missing op would crash the model, not just a row).
@@ -1106,6 +1260,7 @@ static int check_table(const a3_backend *be) {
     missing++;                                                                                     \
   }
   HAS(alloc) HAS(release) HAS(upload) HAS(download) HAS(synchronize) HAS(zero) HAS(accumulate);
+  HAS(act_zero) HAS(act_from_f32) HAS(act_to_f32);
   HAS(conv2d_workspace_size) HAS(conv2d_forward) HAS(conv2d_backward);
   HAS(groupnorm_forward) HAS(groupnorm_backward) HAS(groupnorm_silu_forward);
   HAS(groupnorm_silu_backward) HAS(silu_forward) HAS(silu_backward);
@@ -1290,24 +1445,22 @@ static int optimizer_segments_case(const a3_backend *ref, const a3_backend *cand
 }
 
 // ---------------------------------------------------------------- bf16 operands
-// The table's bf16 bound (3e-2) cannot tell bf16 operands from tf32 ones
-// (tf32 errors are ~4e-4), so in bf16 a linear of 512-term dot products and
-// a 3x3 convolution (576-term, cuDNN's path when present) run twice against
-// the CPU: on random inputs the relative L2 error must be above 1.2e-3 (bf16
-// rounding, ~0.7 * 2^-8 ~ 2.7e-3 expected; tf32 gives ~3e-4) and below the
-// bound; on inputs already rounded to bf16 (exact in every mode, products
-// exact in fp32) it must be under 1e-5 for the linear, which only fp32
-// accumulation order separates, and 3e-3 for the convolution, whose result
-// cuDNN stores in bf16.
+// The table's bf16 bound (3e-2) cannot tell bf16 operands from tf32 ones,
+// nor a store rounded to nearest from one truncated, so in bf16 a linear of
+// 512-term dot products and a 3x3 convolution (576-term, cuDNN's path when
+// present) run against the CPU, whose result is rounded to bf16 on the host
+// as the device stores it. The activations are on the bf16 grid (they are
+// stored so); the weights (fp32 parameters) are, twice:
+// - 3/8 of a bf16 ulp off the grid, away from zero (exact in tf32 and fp32):
+//   bf16 operands shrink every weight by that much, ~2e-3 relative on a dot
+//   product and ~3.2e-3 once both results are rounded to bf16 (simulated),
+//   where tf32 or fp32 operands would leave only rare rounding-boundary
+//   flips (< 1e-4): above 1.2e-3 and below the table's 3e-2;
+// - on the grid: the products are exact in fp32 and only the accumulation
+//   order differs (~1e-7 relative), so the stored results equal the rounded
+//   reference but where the two sums straddle a rounding boundary (~1e-4 at
+//   most): under 1e-3. A store that truncates gives ~4e-3.
 enum { BF16_N = 256, BF16_IN = 512, BF16_OUT = 192 };
-
-static float round_to_bf16(float x) { // round to nearest even (finite x)
-  uint32_t u;
-  memcpy(&u, &x, sizeof u);
-  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-  memcpy(&x, &u, sizeof x);
-  return x;
-}
 
 // The product checked: a linear (conv NULL) or a 3x3 convolution.
 static const a3_conv2d_shape BF16_CONV = {8, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1};
@@ -1319,7 +1472,9 @@ static size_t bf16_counts(const a3_conv2d_shape *cs, size_t *nw, size_t *ny) {
 }
 
 // y = the product of x and w on backend be (device buffers given), queued.
-static int bf16_product(const a3_backend *be, const a3_conv2d_shape *cs, float *y, const float *x,
+static int bf16_product(const a3_backend *be, const a3_conv2d_shape *cs,
+                        a3_act *y,       // (BF16_N, BF16_OUT) or the conv's output
+                        const a3_act *x, // (BF16_N, BF16_IN) or the conv's input
                         const float *w) {
   if (!cs) {
     be->ops->linear_forward(be, y, x, w, NULL, BF16_N, BF16_IN, BF16_OUT);
@@ -1334,32 +1489,38 @@ static int bf16_product(const a3_backend *be, const a3_conv2d_shape *cs, float *
   return ok;
 }
 
-// ||cand - ref|| / ||ref|| of the product of x and w on both backends, or -1.
+// The product of x and w on backend be, into host y (fp32); 1 on success.
+static int product_on(const a3_backend *be, const a3_conv2d_shape *cs, float *y, const float *x,
+                      const float *w) {
+  size_t nw = 0, ny = 0;
+  const size_t nx = bf16_counts(cs, &nw, &ny);
+  a3_act *d_x = NULL, *d_y = NULL;
+  float *d_w = NULL;
+  const int ok = be->ops->alloc(be, (void **)&d_x, nx * be->act_bytes) == A3_OK &&
+                 be->ops->alloc(be, (void **)&d_w, nw * sizeof(float)) == A3_OK &&
+                 be->ops->alloc(be, (void **)&d_y, ny * be->act_bytes) == A3_OK &&
+                 act_upload(be, d_x, x, nx) == A3_OK &&
+                 be->ops->upload(be, d_w, w, nw * sizeof(float)) == A3_OK &&
+                 bf16_product(be, cs, d_y, d_x, d_w) && act_download(be, y, d_y, ny) == A3_OK;
+  be->ops->release(be, d_x);
+  be->ops->release(be, d_w);
+  be->ops->release(be, d_y);
+  return ok;
+}
+
+// ||cand - bf16(ref)|| / ||bf16(ref)|| of the product of x and w, or -1.
 static double product_rel_l2(const a3_backend *ref, const a3_backend *cand,
                              const a3_conv2d_shape *cs, const float *x, const float *w) {
   size_t nw = 0, ny = 0;
-  const size_t nx = bf16_counts(cs, &nw, &ny);
-  float *y[2] = {malloc(ny * 4), malloc(ny * 4)};
-  const a3_backend *be[2] = {ref, cand};
-  int ok = y[0] && y[1];
-  for (int k = 0; ok && k < 2; k++) {
-    float *d_x = NULL, *d_w = NULL, *d_y = NULL;
-    ok = be[k]->ops->alloc(be[k], (void **)&d_x, nx * 4) == A3_OK &&
-         be[k]->ops->alloc(be[k], (void **)&d_w, nw * 4) == A3_OK &&
-         be[k]->ops->alloc(be[k], (void **)&d_y, ny * 4) == A3_OK &&
-         be[k]->ops->upload(be[k], d_x, x, nx * 4) == A3_OK &&
-         be[k]->ops->upload(be[k], d_w, w, nw * 4) == A3_OK &&
-         bf16_product(be[k], cs, d_y, d_x, d_w) &&
-         be[k]->ops->download(be[k], y[k], d_y, ny * 4) == A3_OK &&
-         be[k]->ops->synchronize(be[k]) == A3_OK;
-    be[k]->ops->release(be[k], d_x);
-    be[k]->ops->release(be[k], d_w);
-    be[k]->ops->release(be[k], d_y);
-  }
+  bf16_counts(cs, &nw, &ny);
+  float *y[2] = {malloc(ny * sizeof(float)), malloc(ny * sizeof(float))};
+  const int ok =
+      y[0] && y[1] && product_on(ref, cs, y[0], x, w) && product_on(cand, cs, y[1], x, w);
   double num = 0, den = 0;
   for (size_t i = 0; ok && i < ny; i++) {
-    num += ((double)y[1][i] - y[0][i]) * ((double)y[1][i] - y[0][i]);
-    den += (double)y[0][i] * y[0][i];
+    const double r = host_bf16(y[0][i]); // the device's store
+    num += ((double)y[1][i] - r) * ((double)y[1][i] - r);
+    den += r * r;
   }
   free(y[0]);
   free(y[1]);
@@ -1374,25 +1535,31 @@ static int bf16_operand_row(const char *what, double e, double lo, double hi) {
   return ok;
 }
 
-// Random operands, then the same rounded to bf16, for one product.
+// b moved 3/8 of its bf16 ulp away from zero: bf16 rounds it back to b,
+// tf32 (10 fraction bits) and fp32 hold it exactly.
+static float off_bf16_grid(float b) {
+  int e = 0;
+  if (b == 0.0f) return b;
+  frexpf(b, &e); // |b| in [2^(e-1), 2^e): its bf16 ulp is 2^(e-8)
+  return b + copysignf(0.375f * ldexpf(1.0f, e - 8), b);
+}
+
+// Weights off the bf16 grid, then on it, for one product.
 static int bf16_operand_product(const a3_backend *ref, const a3_backend *cand,
                                 const a3_conv2d_shape *cs, const char *name) {
   size_t nw = 0, ny = 0;
   const size_t nx = bf16_counts(cs, &nw, &ny);
-  float *x = malloc(nx * 4), *w = malloc(nw * 4);
+  float *x = malloc(nx * sizeof(float)), *w = malloc(nw * sizeof(float));
   if (!x || !w) return 1;
   const uint64_t seed = base_seed ^ 0xbf16u;
-  for (size_t i = 0; i < nx; i++) x[i] = uniform(seed, 1, i);
-  for (size_t i = 0; i < nw; i++) w[i] = uniform(seed, 2, i);
+  for (size_t i = 0; i < nx; i++) x[i] = host_bf16(uniform(seed, 1, i));
+  for (size_t i = 0; i < nw; i++) w[i] = off_bf16_grid(host_bf16(uniform(seed, 2, i)));
   char what[96];
-  snprintf(what, sizeof what, "%s, random inputs", name);
+  snprintf(what, sizeof what, "%s, weights off the bf16 grid", name);
   int failures = !bf16_operand_row(what, product_rel_l2(ref, cand, cs, x, w), 1.2e-3, 3e-2);
-  for (size_t i = 0; i < nx; i++) x[i] = round_to_bf16(x[i]);
-  for (size_t i = 0; i < nw; i++) w[i] = round_to_bf16(w[i]);
-  snprintf(what, sizeof what, "%s, inputs already bf16", name);
-  // A convolution's result is stored as bf16 by cuDNN before widening:
-  // 2^-9 relative at most, ~1.1e-3 rms; the linear keeps fp32 results.
-  failures += !bf16_operand_row(what, product_rel_l2(ref, cand, cs, x, w), 0.0, cs ? 3e-3 : 1e-5);
+  for (size_t i = 0; i < nw; i++) w[i] = host_bf16(w[i]);
+  snprintf(what, sizeof what, "%s, weights on the bf16 grid", name);
+  failures += !bf16_operand_row(what, product_rel_l2(ref, cand, cs, x, w), 0.0, 1e-3);
   free(x);
   free(w);
   return failures;
@@ -1404,26 +1571,195 @@ static int bf16_operand_checks(const a3_backend *ref, const a3_backend *cand) {
          bf16_operand_product(ref, cand, &BF16_CONV, "conv 3x3 (8,64,16,16)->64");
 }
 
-// ---------------------------------------------------------------- negative checks
-// A CPU backend with four deliberate bugs; the rows of those ops must FAIL.
-static a3_backend_ops broken_ops;
-static const a3_backend broken_be = {"cpu-broken", &broken_ops, NULL};
+// ---------------------------------------------------------------- activation storage
+// The conversions every row relies on, checked on their own in every
+// precision. act_from_f32 then act_to_f32 gives back, bit for bit, the
+// host's rounding (bf16 storage) or the value itself (fp32 storage: exact
+// copies, NaN bits included). A NaN in bf16 need only stay a NaN: CUDA's
+// conversion gives its own canonical NaN. The hard cases first, then random
+// bit patterns (normals, subnormals, zeros, Inf, NaN of any sign).
+typedef struct {
+  uint32_t in;   // fp32 bits
+  uint16_t bf16; // the bf16 bits it rounds to
+  const char *what;
+} act_value;
 
-static void broken_add_forward(const a3_backend *be, float *out, const float *a, const float *b,
+static const act_value ACT_VALUES[] = {
+    {0x3f800000u, 0x3f80u, "1"},
+    {0x3f808000u, 0x3f80u, "1 + 2^-8, a tie: to the even 1"},
+    {0x3f818000u, 0x3f82u, "a tie above an odd value: up"},
+    {0x3f817fffu, 0x3f81u, "just below a tie: down"},
+    {0x3f808001u, 0x3f81u, "just above a tie: up"},
+    {0xbf808000u, 0xbf80u, "a negative tie: to the even"},
+    {0xbf818000u, 0xbf82u, "a negative tie above an odd value: away from 0"},
+    {0x3f7fffffu, 0x3f80u, "a carry into the exponent"},
+    {0x00000000u, 0x0000u, "+0"},
+    {0x80000000u, 0x8000u, "-0"},
+    {0x00800000u, 0x0080u, "the smallest normal"},
+    {0x00018000u, 0x0002u, "a subnormal tie above an odd value: up"},
+    {0x00008000u, 0x0000u, "a subnormal tie: to +0"},
+    {0x80000001u, 0x8000u, "the smallest negative subnormal: to -0"},
+    {0x477fe000u, 0x4780u, "65504: up to 65536"},
+    {0x7f7f7fffu, 0x7f7fu, "below the tie above bf16's largest: finite"},
+    {0x7f7f8000u, 0x7f80u, "the tie above bf16's largest: Inf"},
+    {0x7f7fffffu, 0x7f80u, "FLT_MAX: Inf"},
+    {0xff7fffffu, 0xff80u, "-FLT_MAX: -Inf"},
+    {0x7f800000u, 0x7f80u, "Inf"},
+    {0xff800000u, 0xff80u, "-Inf"},
+    {0x7fc00000u, 0x7fc0u, "NaN"},
+    {0xffc00001u, 0xffc0u, "a negative NaN"},
+    {0x7f800001u, 0x7fc0u, "a NaN the rounding carry would make Inf"},
+};
+enum {
+  N_ACT_VALUES = (int)(sizeof ACT_VALUES / sizeof ACT_VALUES[0]),
+  N_ACT = N_ACT_VALUES + NBIG
+};
+
+static float f32_bits(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+static uint32_t bits_f32(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+// The host's rounding against the table (it makes every bf16 expectation).
+static int host_bf16_agrees(void) {
+  int ok = 1;
+  for (int i = 0; i < N_ACT_VALUES; i++) {
+    const uint32_t got = bits_f32(host_bf16(f32_bits(ACT_VALUES[i].in)));
+    if (got != (uint32_t)ACT_VALUES[i].bf16 << 16) {
+      printf("    host_bf16(0x%08x) (%s) = 0x%08x, want 0x%04x0000\n", (unsigned)ACT_VALUES[i].in,
+             ACT_VALUES[i].what, (unsigned)got, (unsigned)ACT_VALUES[i].bf16);
+      ok = 0;
+    }
+  }
+  return ok;
+}
+
+// Element i of the values checked: the table, then random bit patterns,
+// the last one 1.0 (act_zero's check reads it back).
+static float act_value_at(uint64_t seed, size_t i) {
+  if (i < N_ACT_VALUES) return f32_bits(ACT_VALUES[i].in);
+  if (i == N_ACT - 1) return 1.0f;
+  return f32_bits((uint32_t)a3_rng_u64(seed, 1, i));
+}
+
+// What act_to_f32(act_from_f32(v)) must give, and whether got is it.
+static int act_same(float got, float v, int bf16) {
+  const float want = bf16 ? host_bf16(v) : v;
+  if (bf16 && isnan(want)) return isnan(got);
+  return bits_f32(got) == bits_f32(want);
+}
+
+// On be: h (N_ACT) -> act_from_f32 -> act_to_f32 -> h; then with zero,
+// act_zero on all but the last element first.
+static a3_status act_round_trip(const a3_backend *be, float *h, int zero) {
+  a3_act *a = NULL;
+  a3_status s = be->ops->alloc(be, (void **)&a, (size_t)N_ACT * be->act_bytes);
+  if (s == A3_OK) s = act_upload(be, a, h, N_ACT);
+  if (s == A3_OK && zero) be->ops->act_zero(be, a, N_ACT - 1);
+  if (s == A3_OK) s = act_download(be, h, a, N_ACT);
+  be->ops->release(be, a);
+  return s;
+}
+
+static int act_row(const char *op, const char *shape, a3_precision prec, size_t wrong, int quiet) {
+  if (!quiet || wrong)
+    printf("%-24s %-58s %-5s %11zu %8.1e  %s\n", op, shape, precision_name(prec), wrong, 0.0,
+           wrong ? "FAIL (values wrong)" : "PASS");
+  return wrong == 0;
+}
+
+// The round trip on be; 1 when every value comes back as it must.
+static int act_convert_check(const a3_backend *be, a3_precision prec, uint64_t seed, int quiet) {
+  float *h = malloc((size_t)N_ACT * sizeof(float));
+  if (!h) return 0;
+  for (size_t i = 0; i < N_ACT; i++) h[i] = act_value_at(seed, i);
+  const int bf16 = be->act_bytes == 2;
+  size_t wrong = act_round_trip(be, h, 0) == A3_OK ? 0 : N_ACT;
+  for (size_t i = 0; wrong < N_ACT && i < N_ACT; i++) {
+    const float v = act_value_at(seed, i);
+    if (act_same(h[i], v, bf16)) continue;
+    if (!wrong++ && !quiet)
+      printf("    0x%08x (%s): got 0x%08x\n", (unsigned)bits_f32(v),
+             i < N_ACT_VALUES ? ACT_VALUES[i].what : "random bits", (unsigned)bits_f32(h[i]));
+  }
+  char shape[96];
+  snprintf(shape, sizeof shape, "n=%d: %d hard cases, random bits, %s storage", N_ACT, N_ACT_VALUES,
+           bf16 ? "bf16" : "fp32");
+  free(h);
+  return act_row("act_from_f32/to_f32", shape, prec, wrong, quiet);
+}
+
+// act_zero over all but the last element: +0 bits there, the last kept.
+static int act_zero_check(const a3_backend *be, a3_precision prec, uint64_t seed, int quiet) {
+  float *h = malloc((size_t)N_ACT * sizeof(float));
+  if (!h) return 0;
+  for (size_t i = 0; i < N_ACT; i++) h[i] = act_value_at(seed, i);
+  size_t wrong = act_round_trip(be, h, 1) == A3_OK ? 0 : N_ACT;
+  for (size_t i = 0; wrong < N_ACT && i + 1 < N_ACT; i++) wrong += bits_f32(h[i]) != 0u;
+  if (wrong < N_ACT) wrong += bits_f32(h[N_ACT - 1]) != bits_f32(1.0f);
+  char shape[96];
+  snprintf(shape, sizeof shape, "n=%d, the element after left as it is", N_ACT - 1);
+  free(h);
+  return act_row("act_zero", shape, prec, wrong, quiet);
+}
+
+// The storage width the precision implies: bf16 on CUDA stores 2 bytes.
+static int act_bytes_check(const a3_backend *ref, const a3_backend *cand, a3_precision prec,
+                           int against_cpu) {
+  const size_t want = !against_cpu && prec == A3_PRECISION_BF16 ? 2 : 4;
+  const int ok = ref->act_bytes == 4 && cand->act_bytes == want;
+  char shape[96];
+  snprintf(shape, sizeof shape, "%s %zu (want %zu), %s %zu (want 4)", cand->name, cand->act_bytes,
+           want, ref->name, ref->act_bytes);
+  printf("%-24s %-58s %-5s %11s %8s  %s\n", "act_bytes", shape, precision_name(prec), "-", "-",
+         ok ? "PASS" : "FAIL");
+  return ok;
+}
+
+enum { N_ACT_ROWS = 3 };
+// The rows above on cand; the number that fail.
+static int act_checks(const a3_backend *ref, const a3_backend *cand, a3_precision prec,
+                      int against_cpu) {
+  const uint64_t seed = base_seed ^ 0xac7u;
+  if (!host_bf16_agrees()) { // every bf16 expectation would be wrong
+    printf("FAIL: host_bf16 disagrees with the table of hard cases\n");
+    return N_ACT_ROWS;
+  }
+  return !act_bytes_check(ref, cand, prec, against_cpu) + !act_convert_check(cand, prec, seed, 0) +
+         !act_zero_check(cand, prec, seed, 0);
+}
+
+// ---------------------------------------------------------------- negative checks
+// A CPU backend with deliberate bugs in table ops; the rows of those ops
+// must FAIL. A second one breaks the conversions, which every row uses, so
+// it runs only the activation storage checks, which must FAIL.
+static a3_backend_ops broken_ops, broken_cast_ops;
+static const a3_backend broken_be = {
+    .name = "cpu-broken", .ops = &broken_ops, .impl = NULL, .act_bytes = sizeof(float)};
+static const a3_backend broken_cast_be = {
+    .name = "cpu-broken-cast", .ops = &broken_cast_ops, .impl = NULL, .act_bytes = sizeof(float)};
+
+static void broken_add_forward(const a3_backend *be, a3_act *out, const a3_act *a, const a3_act *b,
                                float scale, size_t n) {
   a3_backend_cpu()->ops->add_forward(be, out, a, b, scale, n);
-  out[n / 2] += 1.0f; // one wrong element
+  a3_f32_act(out)[n / 2] += 1.0f; // one wrong element
 }
-static void broken_linear_backward(const a3_backend *be, float *dinp, float *dweight, float *dbias,
-                                   const float *dout, const float *inp, const float *weight, int N,
-                                   int IN, int OUT) {
+static void broken_linear_backward(const a3_backend *be, a3_act *dinp, float *dweight, float *dbias,
+                                   const a3_act *dout, const a3_act *inp, const float *weight,
+                                   int N, int IN, int OUT) {
   // overwrites the parameter gradients instead of accumulating
   if (dweight) memset(dweight, 0, (size_t)OUT * IN * sizeof(float));
   if (dbias) memset(dbias, 0, (size_t)OUT * sizeof(float));
   a3_backend_cpu()->ops->linear_backward(be, dinp, dweight, dbias, dout, inp, weight, N, IN, OUT);
 }
-static void broken_relu_backward(const a3_backend *be, float *dinp, const float *dout,
-                                 const float *inp, size_t n) {
+static void broken_relu_backward(const a3_backend *be, a3_act *dinp, const a3_act *dout,
+                                 const a3_act *inp, size_t n) {
   a3_backend_cpu()->ops->relu_backward(be, dinp, dout, inp, n - 1); // last element unwritten
 }
 
@@ -1442,7 +1778,17 @@ static void broken_training_noise(const a3_backend *be, float *x_t, float *noise
   tf[batch / 2] = nextafterf(tf[batch / 2], INFINITY); // below 1e-6, yet not the timestep
 }
 
-static int negative_checks(a3_precision prec) {
+static void broken_act_from_f32(const a3_backend *be, a3_act *dst, const float *src, size_t n) {
+  a3_backend_cpu()->ops->act_from_f32(be, dst, src, n);
+  float *d = a3_f32_act(dst);
+  d[n / 2] = nextafterf(d[n / 2], INFINITY); // one value not kept
+}
+static void broken_act_zero(const a3_backend *be, a3_act *x, size_t n) {
+  a3_backend_cpu()->ops->act_zero(be, x, n - 1); // last element not zeroed
+}
+
+// Each of the table's broken ops fails every row it has.
+static int negative_table_checks(a3_precision prec) {
   broken_ops = *a3_backend_cpu()->ops;
   broken_ops.add_forward = broken_add_forward;
   broken_ops.linear_backward = broken_linear_backward;
@@ -1452,7 +1798,6 @@ static int negative_checks(a3_precision prec) {
   const char *expect_fail[] = {"add_fwd", "linear_bwd", "relu_bwd", "sampler_step",
                                "training_noise"};
   int bad = 0;
-  printf("-- negative checks: a deliberately broken candidate must FAIL\n");
   for (size_t k = 0; k < sizeof expect_fail / sizeof *expect_fail; k++) {
     int rows = 0, failed = 0;
     for (int i = 0; i < N_CASES; i++) {
@@ -1467,6 +1812,29 @@ static int negative_checks(a3_precision prec) {
     bad += !ok;
   }
   return bad;
+}
+
+// The broken conversions fail the storage checks.
+static int negative_act_checks(a3_precision prec) {
+  broken_cast_ops = *a3_backend_cpu()->ops;
+  broken_cast_ops.act_from_f32 = broken_act_from_f32;
+  broken_cast_ops.act_zero = broken_act_zero;
+  const uint64_t seed = base_seed ^ 0xac7u;
+  const int caught[2] = {!act_convert_check(&broken_cast_be, prec, seed, 1),
+                         !act_zero_check(&broken_cast_be, prec, seed, 1)};
+  const char *what[2] = {"act_from_f32", "act_zero"};
+  int bad = 0;
+  for (int k = 0; k < 2; k++) {
+    printf("negative check %-12s reported FAIL: %s\n", what[k],
+           caught[k] ? "PASS" : "FAIL (the storage check missed a broken op)");
+    bad += !caught[k];
+  }
+  return bad;
+}
+
+static int negative_checks(a3_precision prec) {
+  printf("-- negative checks: a deliberately broken candidate must FAIL\n");
+  return negative_table_checks(prec) + negative_act_checks(prec);
 }
 
 // ---------------------------------------------------------------- main
@@ -1526,13 +1894,14 @@ int main(int argc, char **argv) {
   } else {
     printf("%-24s %-58s %-5s %11s %8s  %s\n", "op", "shape", "prec", "max-rel-err", "tol",
            "result");
+    failures += act_checks(ref, cand, prec, against_cpu);
     for (int i = 0; i < N_CASES; i++) failures += !run_case(i, ref, cand, prec, 0);
     failures += batch_images_cases(ref, cand);
     failures += !optimizer_segments_case(ref, cand);
     if (prec == A3_PRECISION_BF16 && !against_cpu) failures += bf16_operand_checks(ref, cand);
   }
   const int negative = against_cpu ? negative_checks(prec) : 0;
-  const int n_cases = N_CASES + N_BATCH_IMAGES_CASES + 1 +
+  const int n_cases = N_ACT_ROWS + N_CASES + N_BATCH_IMAGES_CASES + 1 +
                       (prec == A3_PRECISION_BF16 && !against_cpu ? N_BF16_OPERAND_ROWS : 0);
   printf("test_cuda_ops: %d cases, %d passed, %d failed%s (%s, %s)\n", n_cases, n_cases - failures,
          failures,

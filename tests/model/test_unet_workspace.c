@@ -38,8 +38,8 @@ static size_t greedy_size(const a3_backend *be, const a3_conv2d_shape *s) {
   return cpu->ops->conv2d_workspace_size(cpu, s) + (pointwise ? EXTRA : 64);
 }
 
-static void greedy_forward(const a3_backend *be, const a3_conv2d_shape *s, float *out,
-                           const float *inp, const float *weight, const float *bias,
+static void greedy_forward(const a3_backend *be, const a3_conv2d_shape *s, a3_act *out,
+                           const a3_act *inp, const float *weight, const float *bias,
                            void *workspace) {
   const a3_backend *cpu = a3_backend_cpu();
   cpu->ops->conv2d_forward(cpu, s, out, inp, weight, bias, workspace);
@@ -47,8 +47,8 @@ static void greedy_forward(const a3_backend *be, const a3_conv2d_shape *s, float
   pointwise_calls += s->KH == 1 && s->KW == 1;
 }
 
-static void greedy_backward(const a3_backend *be, const a3_conv2d_shape *s, float *dinp,
-                            float *dweight, float *dbias, const float *dout, const float *inp,
+static void greedy_backward(const a3_backend *be, const a3_conv2d_shape *s, a3_act *dinp,
+                            float *dweight, float *dbias, const a3_act *dout, const a3_act *inp,
                             const float *weight, void *workspace) {
   const a3_backend *cpu = a3_backend_cpu();
   cpu->ops->conv2d_backward(cpu, s, dinp, dweight, dbias, dout, inp, weight, workspace);
@@ -99,7 +99,8 @@ int main(void) {
   ops.conv2d_workspace_size = greedy_size;
   ops.conv2d_forward = greedy_forward;
   ops.conv2d_backward = greedy_backward;
-  const a3_backend greedy = {"cpu-greedy-workspace", &ops, NULL};
+  const a3_backend greedy = {
+      .name = "cpu-greedy-workspace", .ops = &ops, .impl = NULL, .act_bytes = sizeof(float)};
   a3_unet *ref = build(a3_backend_cpu()), *m = build(&greedy);
   if (!ref || !m) return TEST_DONE("test_unet_workspace");
   const a3_unet_memory plan = a3_unet_planned_bytes(m);

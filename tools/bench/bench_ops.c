@@ -38,6 +38,20 @@ static float *rand_buf(size_t n, uint64_t stream) {
   return p;
 }
 
+// n activations (be->act_bytes each, host memory as the CPU backend's)
+// holding rand_buf's values rounded to the storage type.
+static a3_act *rand_act(size_t n, uint64_t stream) {
+  a3_act *p = NULL;
+  if (a3_alloc((void **)&p, n ? n : 1, be->act_bytes) != A3_OK) {
+    fprintf(stderr, "out of memory\n");
+    exit(1);
+  }
+  float *f = rand_buf(n, stream);
+  be->ops->act_from_f32(be, p, f, n);
+  free(f);
+  return p;
+}
+
 static int cmp_d(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
@@ -64,7 +78,8 @@ static int selected(const char *name) { return !only || strstr(name, only); }
 // ---------------------------------------------------------------- conv2d
 typedef struct {
   a3_conv2d_shape s;
-  float *x, *w, *b, *y, *dy, *dx, *dw, *db;
+  a3_act *x, *y, *dy, *dx; // (B, C, H, W) and (B, OC, OH, OW)
+  float *w, *b, *dw, *db;  // (OC, C, KH, KW) and (OC)
   void *ws;
 } conv_ctx;
 static void conv_f(void *p) {
@@ -82,8 +97,8 @@ static void bench_conv(const char *name, int B, int C, int H, int OC, int K, int
   const int OH = a3_conv2d_out_h(&c.s), OW = a3_conv2d_out_w(&c.s);
   const size_t nx = (size_t)B * C * H * H, nw = (size_t)OC * C * K * K,
                ny = (size_t)B * OC * OH * OW;
-  c.x = rand_buf(nx, 1), c.w = rand_buf(nw, 2), c.b = rand_buf((size_t)OC, 3);
-  c.y = rand_buf(ny, 4), c.dy = rand_buf(ny, 5), c.dx = rand_buf(nx, 6);
+  c.x = rand_act(nx, 1), c.w = rand_buf(nw, 2), c.b = rand_buf((size_t)OC, 3);
+  c.y = rand_act(ny, 4), c.dy = rand_act(ny, 5), c.dx = rand_act(nx, 6);
   c.dw = rand_buf(nw, 7), c.db = rand_buf((size_t)OC, 8);
   const size_t ws_bytes = be->ops->conv2d_workspace_size(be, &c.s);
   c.ws = rand_buf(ws_bytes / sizeof(float) + 1, 9);
@@ -98,7 +113,9 @@ static void bench_conv(const char *name, int B, int C, int H, int OC, int K, int
 // ---------------------------------------------------------------- GroupNorm + SiLU
 typedef struct {
   int B, C, HW, G;
-  float *x, *w, *b, *y, *z, *mean, *rstd, *dy, *dz, *dx, *dw, *db;
+  a3_act *x, *y, *z, *dy, *dz, *dx; // (B, C, HW)
+  float *w, *b, *dw, *db;           // (C)
+  float *mean, *rstd;               // (B, G)
 } gn_ctx;
 // Unfused: GroupNorm then SiLU (the model's current sequence; the backward
 // recomputes silu's input-side derivative from the stored GroupNorm output).
@@ -131,9 +148,9 @@ static void bench_gn(const char *name, int B, int C, int H, int G) {
   if (!selected(n1) && !selected(n2)) return;
   gn_ctx g = {.B = B, .C = C, .HW = H * H, .G = G};
   const size_t n = (size_t)B * C * H * H;
-  g.x = rand_buf(n, 1), g.w = rand_buf((size_t)C, 2), g.b = rand_buf((size_t)C, 3);
-  g.y = rand_buf(n, 4), g.z = rand_buf(n, 5), g.dy = rand_buf(n, 6), g.dz = rand_buf(n, 7);
-  g.dx = rand_buf(n, 8), g.dw = rand_buf((size_t)C, 9), g.db = rand_buf((size_t)C, 10);
+  g.x = rand_act(n, 1), g.w = rand_buf((size_t)C, 2), g.b = rand_buf((size_t)C, 3);
+  g.y = rand_act(n, 4), g.z = rand_act(n, 5), g.dy = rand_act(n, 6), g.dz = rand_act(n, 7);
+  g.dx = rand_act(n, 8), g.dw = rand_buf((size_t)C, 9), g.db = rand_buf((size_t)C, 10);
   g.mean = rand_buf((size_t)B * G, 11), g.rstd = rand_buf((size_t)B * G, 12);
   if (selected(n1)) {
     printf("ROW %s fwd %.4f 0 0\n", n1, time_op(gn_silu_f, &g));
@@ -151,7 +168,8 @@ static void bench_gn(const char *name, int B, int C, int H, int G) {
 // ---------------------------------------------------------------- attention
 typedef struct {
   int B, T, C, NH;
-  float *q, *k, *v, *o, *p, *dq, *dk, *dv, *dout;
+  a3_act *q, *k, *v, *o, *dq, *dk, *dv, *dout; // (B, T, C)
+  float *p;                                    // (B, NH, T, T)
   void *ws;
 } attn_ctx;
 static void attn_f(void *p) {
@@ -167,9 +185,9 @@ static void bench_attn(const char *name, int B, int T, int C, int NH) {
   if (!selected(name)) return;
   attn_ctx a = {.B = B, .T = T, .C = C, .NH = NH};
   const size_t n = (size_t)B * T * C;
-  a.q = rand_buf(n, 1), a.k = rand_buf(n, 2), a.v = rand_buf(n, 3), a.o = rand_buf(n, 4);
-  a.p = rand_buf((size_t)B * NH * T * T, 5), a.dq = rand_buf(n, 6), a.dk = rand_buf(n, 7);
-  a.dv = rand_buf(n, 8), a.dout = rand_buf(n, 9);
+  a.q = rand_act(n, 1), a.k = rand_act(n, 2), a.v = rand_act(n, 3), a.o = rand_act(n, 4);
+  a.p = rand_buf((size_t)B * NH * T * T, 5), a.dq = rand_act(n, 6), a.dk = rand_act(n, 7);
+  a.dv = rand_act(n, 8), a.dout = rand_act(n, 9);
   const size_t ws_bytes = be->ops->attention_workspace_size(be, B, T, C, NH);
   a.ws = rand_buf(ws_bytes / sizeof(float) + 1, 10);
   const double gf = 4.0 * B * (double)T * T * C * 1e-9; // QK^T and PV
@@ -183,7 +201,8 @@ static void bench_attn(const char *name, int B, int T, int C, int NH) {
 // ---------------------------------------------------------------- linear
 typedef struct {
   int N, IN, OUT;
-  float *x, *w, *b, *y, *dy, *dx, *dw, *db;
+  a3_act *x, *dx, *y, *dy; // (N, IN) and (N, OUT)
+  float *w, *b, *dw, *db;  // (OUT, IN) and (OUT)
 } lin_ctx;
 static void lin_f(void *p) {
   lin_ctx *l = p;
@@ -196,9 +215,9 @@ static void lin_b(void *p) {
 static void bench_linear(const char *name, int N, int IN, int OUT) {
   if (!selected(name)) return;
   lin_ctx l = {.N = N, .IN = IN, .OUT = OUT};
-  l.x = rand_buf((size_t)N * IN, 1), l.w = rand_buf((size_t)OUT * IN, 2);
-  l.b = rand_buf((size_t)OUT, 3), l.y = rand_buf((size_t)N * OUT, 4);
-  l.dy = rand_buf((size_t)N * OUT, 5), l.dx = rand_buf((size_t)N * IN, 6);
+  l.x = rand_act((size_t)N * IN, 1), l.w = rand_buf((size_t)OUT * IN, 2);
+  l.b = rand_buf((size_t)OUT, 3), l.y = rand_act((size_t)N * OUT, 4);
+  l.dy = rand_act((size_t)N * OUT, 5), l.dx = rand_act((size_t)N * IN, 6);
   l.dw = rand_buf((size_t)OUT * IN, 7), l.db = rand_buf((size_t)OUT, 8);
   const double gf = 2.0 * N * (double)IN * OUT * 1e-9;
   printf("ROW %s fwd %.4f %.4f 0\n", name, time_op(lin_f, &l), gf);

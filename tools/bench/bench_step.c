@@ -459,9 +459,12 @@ static double device_gemm_peak(const a3_backend *be, int reps) {
   const size_t nn = (size_t)n * n;
   float *h = buf(nn);
   for (size_t i = 0; i < nn; i++) h[i] = (float)((double)((i * 2654435761u) % 1000) * 1e-3 - 0.5);
-  float *a = dev_buf(be, nn), *w = dev_buf(be, nn), *c = dev_buf(be, nn);
-  dev_check(be->ops->upload(be, a, h, nn * sizeof(float)), "upload");
+  float *w = dev_buf(be, nn);  // (n, n) the weight; also the input's fp32 source
+  a3_act *a = NULL, *c = NULL; // (n, n) input and output, in the storage type
+  dev_check(be->ops->alloc(be, (void **)&a, nn * be->act_bytes), "device alloc");
+  dev_check(be->ops->alloc(be, (void **)&c, nn * be->act_bytes), "device alloc");
   dev_check(be->ops->upload(be, w, h, nn * sizeof(float)), "upload");
+  be->ops->act_from_f32(be, a, w, nn);
   double best = 0;
   for (int r = -1; r < reps; r++) {
     const double t0 = now();

@@ -20,7 +20,9 @@ static void gelu_range(float *out, const float *inp, size_t lo, size_t hi) {
   for (size_t i = lo; i < hi; i++) out[i] = inp[i] * normal_cdf(inp[i]);
 }
 
-void cpu_gelu_forward(const a3_backend *be, float *out, const float *inp, size_t n) {
+void cpu_gelu_forward(const a3_backend *be, a3_act *out_act, const a3_act *inp_act, size_t n) {
+  float *out = a3_f32_act(out_act);
+  const float *inp = a3_f32_cact(inp_act);
   (void)be;
   CPU_PAR_CHUNKS(n, gelu_range(out, inp, lo, hi));
 }
@@ -34,8 +36,11 @@ static void gelu_bwd_range(float *dinp, const float *dout, const float *inp, siz
   }
 }
 
-void cpu_gelu_backward(const a3_backend *be, float *dinp, const float *dout, const float *inp,
-                       size_t n) {
+void cpu_gelu_backward(const a3_backend *be, a3_act *dinp_act, const a3_act *dout_act,
+                       const a3_act *inp_act, size_t n) {
+  float *dinp = a3_f32_act(dinp_act);
+  const float *dout = a3_f32_cact(dout_act);
+  const float *inp = a3_f32_cact(inp_act);
   (void)be;
   CPU_PAR_CHUNKS(n, gelu_bwd_range(dinp, dout, inp, lo, hi));
 }
@@ -46,7 +51,9 @@ CPU_CLONES static void relu_range(float *out, const float *inp, size_t lo, size_
   for (size_t i = lo; i < hi; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
 }
 
-void cpu_relu_forward(const a3_backend *be, float *out, const float *inp, size_t n) {
+void cpu_relu_forward(const a3_backend *be, a3_act *out_act, const a3_act *inp_act, size_t n) {
+  float *out = a3_f32_act(out_act);
+  const float *inp = a3_f32_cact(inp_act);
   (void)be;
   CPU_PAR_CHUNKS(n, relu_range(out, inp, lo, hi));
 }
@@ -58,8 +65,11 @@ CPU_CLONES static void relu_bwd_range(float *dinp, const float *dout, const floa
   for (size_t i = lo; i < hi; i++) dinp[i] = inp[i] > 0.0f ? dout[i] : 0.0f;
 }
 
-void cpu_relu_backward(const a3_backend *be, float *dinp, const float *dout, const float *inp,
-                       size_t n) {
+void cpu_relu_backward(const a3_backend *be, a3_act *dinp_act, const a3_act *dout_act,
+                       const a3_act *inp_act, size_t n) {
+  float *dinp = a3_f32_act(dinp_act);
+  const float *dout = a3_f32_cact(dout_act);
+  const float *inp = a3_f32_cact(inp_act);
   (void)be;
   CPU_PAR_CHUNKS(n, relu_bwd_range(dinp, dout, inp, lo, hi));
 }
@@ -71,8 +81,11 @@ CPU_CLONES static void gated_add_range(float *out, const float *a, const float *
   for (size_t i = lo; i < hi; i++) out[i] = a[i] + g * b[i];
 }
 
-void cpu_gated_add_forward(const a3_backend *be, float *out, const float *a, const float *b,
-                           const float *gate, size_t n) {
+void cpu_gated_add_forward(const a3_backend *be, a3_act *out_act, const a3_act *a_act,
+                           const a3_act *b_act, const float *gate, size_t n) {
+  float *out = a3_f32_act(out_act);
+  const float *a = a3_f32_cact(a_act);
+  const float *b = a3_f32_cact(b_act);
   (void)be;
   const float g = gate[0];
   CPU_PAR_CHUNKS(n, gated_add_range(out, a, b, g, lo, hi));
@@ -83,8 +96,12 @@ CPU_CLONES static void scale_range(float *out, const float *in, float g, size_t 
   for (size_t i = lo; i < hi; i++) out[i] = g * in[i];
 }
 
-void cpu_gated_add_backward(const a3_backend *be, float *db, float *dgate, const float *dout,
-                            const float *b, const float *gate, size_t n) {
+void cpu_gated_add_backward(const a3_backend *be, a3_act *db_act, float *dgate,
+                            const a3_act *dout_act, const a3_act *b_act, const float *gate,
+                            size_t n) {
+  float *db = a3_f32_act(db_act);
+  const float *dout = a3_f32_cact(dout_act);
+  const float *b = a3_f32_cact(b_act);
   (void)be;
   if (dgate) { // before db: db may be dout itself
     double s = 0.0;

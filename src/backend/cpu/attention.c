@@ -87,12 +87,16 @@ CPU_CLONES static void softmax_rows(float *s, int T) {
 }
 
 void cpu_attention_forward(const a3_backend *be,
-                           float *out,     // (B, T, C)
-                           float *probs,   // (B, NH, T, T) or NULL
-                           const float *q, // (B, T, C)
-                           const float *k, // (B, T, C)
-                           const float *v, // (B, T, C)
+                           a3_act *out_act,     // (B, T, C)
+                           float *probs,        // (B, NH, T, T) or NULL
+                           const a3_act *q_act, // (B, T, C)
+                           const a3_act *k_act, // (B, T, C)
+                           const a3_act *v_act, // (B, T, C)
                            int B, int T, int C, int NH, void *workspace) {
+  float *out = a3_f32_act(out_act);
+  const float *q = a3_f32_cact(q_act);
+  const float *k = a3_f32_cact(k_act);
+  const float *v = a3_f32_cact(v_act);
   (void)be;
   const int d = C / NH, pairs = B * NH;
   const float scale = 1.0f / sqrtf((float)d);
@@ -126,15 +130,22 @@ CPU_CLONES static void softmax_backward_rows(float *dp, const float *p, int T) {
 }
 
 void cpu_attention_backward(const a3_backend *be,
-                            float *dq,          // (B, T, C) or NULL
-                            float *dk,          // (B, T, C) or NULL
-                            float *dv,          // (B, T, C) or NULL
-                            const float *dout,  // (B, T, C)
-                            const float *q,     // (B, T, C)
-                            const float *k,     // (B, T, C)
-                            const float *v,     // (B, T, C)
-                            const float *probs, // (B, NH, T, T)
+                            a3_act *dq_act,         // (B, T, C) or NULL
+                            a3_act *dk_act,         // (B, T, C) or NULL
+                            a3_act *dv_act,         // (B, T, C) or NULL
+                            const a3_act *dout_act, // (B, T, C)
+                            const a3_act *q_act,    // (B, T, C)
+                            const a3_act *k_act,    // (B, T, C)
+                            const a3_act *v_act,    // (B, T, C)
+                            const float *probs,     // (B, NH, T, T)
                             int B, int T, int C, int NH, void *workspace) {
+  float *dq = a3_f32_act(dq_act);
+  float *dk = a3_f32_act(dk_act);
+  float *dv = a3_f32_act(dv_act);
+  const float *dout = a3_f32_cact(dout_act);
+  const float *q = a3_f32_cact(q_act);
+  const float *k = a3_f32_cact(k_act);
+  const float *v = a3_f32_cact(v_act);
   (void)be;
   const int d = C / NH, pairs = B * NH;
   const float scale = 1.0f / sqrtf((float)d);

@@ -864,11 +864,13 @@ size_t cpu_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s)
 }
 
 void cpu_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
-                        float *out,          // (B, OC, OH, OW)
-                        const float *inp,    // (B, C, H, W)
-                        const float *weight, // (OC, C, KH, KW)
-                        const float *bias,   // (OC) or NULL
+                        a3_act *out_act,       // (B, OC, OH, OW)
+                        const a3_act *inp_act, // (B, C, H, W)
+                        const float *weight,   // (OC, C, KH, KW)
+                        const float *bias,     // (OC) or NULL
                         void *workspace) {
+  float *out = a3_f32_act(out_act);
+  const float *inp = a3_f32_cact(inp_act);
   (void)be;
   pthread_once(&atexit_once, register_atexit);
   pthread_once(&conv_once, conv_init);
@@ -931,13 +933,16 @@ static void bias_grad(float *dbias, const float *dout, int B, int OC, int P) {
 }
 
 void cpu_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s,
-                         float *dinp,         // (B, C, H, W) overwritten, or NULL
-                         float *dweight,      // (OC, C, KH, KW) +=, or NULL
-                         float *dbias,        // (OC) +=, or NULL
-                         const float *dout,   // (B, OC, OH, OW)
-                         const float *inp,    // (B, C, H, W)
-                         const float *weight, // (OC, C, KH, KW)
+                         a3_act *dinp_act,       // (B, C, H, W) overwritten, or NULL
+                         float *dweight,         // (OC, C, KH, KW) +=, or NULL
+                         float *dbias,           // (OC) +=, or NULL
+                         const a3_act *dout_act, // (B, OC, OH, OW)
+                         const a3_act *inp_act,  // (B, C, H, W)
+                         const float *weight,    // (OC, C, KH, KW)
                          void *workspace) {
+  float *dinp = a3_f32_act(dinp_act);
+  const float *dout = a3_f32_cact(dout_act);
+  const float *inp = a3_f32_cact(inp_act);
   (void)be;
   pthread_once(&atexit_once, register_atexit);
   pthread_once(&conv_once, conv_init);

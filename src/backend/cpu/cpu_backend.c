@@ -34,7 +34,10 @@ static const a3_backend_ops cpu_ops = {
     .download = cpu_copy,
     .synchronize = cpu_synchronize,
     .zero = cpu_zero,
+    .act_zero = cpu_act_zero,
     .accumulate = cpu_accumulate,
+    .act_from_f32 = cpu_act_from_f32,
+    .act_to_f32 = cpu_act_to_f32,
     .conv2d_workspace_size = cpu_conv2d_workspace_size,
     .conv2d_forward = cpu_conv2d_forward,
     .conv2d_backward = cpu_conv2d_backward,
@@ -82,7 +85,8 @@ static const a3_backend_ops cpu_ops = {
     .batch_images = cpu_batch_images,
 };
 
-static const a3_backend cpu_backend = {.name = "cpu", .ops = &cpu_ops, .impl = NULL};
+static const a3_backend cpu_backend = {
+    .name = "cpu", .ops = &cpu_ops, .impl = NULL, .act_bytes = sizeof(float)};
 
 static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
 static const a3_backend *cpu_active = &cpu_backend; // the table, or its profiled copy

@@ -1,5 +1,7 @@
 // The CPU backend's ops, one function per table entry (see
 // include/a3fta/backend.h for the contract of each). Private to src/backend/cpu.
+// The CPU stores activations (a3_act) in fp32 (act_bytes 4): each op views
+// them as float (a3_f32_act) on entry and runs its float loops unchanged.
 #ifndef A3FTA_CPU_OPS_H
 #define A3FTA_CPU_OPS_H
 
@@ -85,25 +87,25 @@ const a3_backend *cpu_profiled(const a3_backend *real);
 
 // conv2d.c
 size_t cpu_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s);
-void cpu_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s, float *out,
-                        const float *inp, const float *weight, const float *bias, void *workspace);
-void cpu_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s, float *dinp,
-                         float *dweight, float *dbias, const float *dout, const float *inp,
+void cpu_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s, a3_act *out,
+                        const a3_act *inp, const float *weight, const float *bias, void *workspace);
+void cpu_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s, a3_act *dinp,
+                         float *dweight, float *dbias, const a3_act *dout, const a3_act *inp,
                          const float *weight, void *workspace);
 
 // groupnorm.c
-void cpu_groupnorm_forward(const a3_backend *be, float *out, float *mean, float *rstd,
-                           const float *inp, const float *weight, const float *bias, int B, int C,
+void cpu_groupnorm_forward(const a3_backend *be, a3_act *out, float *mean, float *rstd,
+                           const a3_act *inp, const float *weight, const float *bias, int B, int C,
                            int HW, int G, float eps);
-void cpu_groupnorm_backward(const a3_backend *be, float *dinp, float *dweight, float *dbias,
-                            const float *dout, const float *inp, const float *weight,
+void cpu_groupnorm_backward(const a3_backend *be, a3_act *dinp, float *dweight, float *dbias,
+                            const a3_act *dout, const a3_act *inp, const float *weight,
                             const float *mean, const float *rstd, int B, int C, int HW, int G);
 
-void cpu_groupnorm_silu_forward(const a3_backend *be, float *out, float *mean, float *rstd,
-                                const float *inp, const float *weight, const float *bias, int B,
+void cpu_groupnorm_silu_forward(const a3_backend *be, a3_act *out, float *mean, float *rstd,
+                                const a3_act *inp, const float *weight, const float *bias, int B,
                                 int C, int HW, int G, float eps);
-void cpu_groupnorm_silu_backward(const a3_backend *be, float *dinp, float *dweight, float *dbias,
-                                 const float *dout, const float *inp, const float *weight,
+void cpu_groupnorm_silu_backward(const a3_backend *be, a3_act *dinp, float *dweight, float *dbias,
+                                 const a3_act *dout, const a3_act *inp, const float *weight,
                                  const float *bias, const float *mean, const float *rstd, int B,
                                  int C, int HW, int G);
 
@@ -113,50 +115,53 @@ void cpu_groupnorm_silu_backward(const a3_backend *be, float *dinp, float *dweig
 // region, and for small products).
 void cpu_sgemm(char ta, char tb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
-void cpu_linear_forward(const a3_backend *be, float *out, const float *inp, const float *weight,
+void cpu_linear_forward(const a3_backend *be, a3_act *out, const a3_act *inp, const float *weight,
                         const float *bias, int N, int IN, int OUT);
-void cpu_linear_backward(const a3_backend *be, float *dinp, float *dweight, float *dbias,
-                         const float *dout, const float *inp, const float *weight, int N, int IN,
+void cpu_linear_backward(const a3_backend *be, a3_act *dinp, float *dweight, float *dbias,
+                         const a3_act *dout, const a3_act *inp, const float *weight, int N, int IN,
                          int OUT);
 
 // attention.c
 size_t cpu_attention_workspace_size(const a3_backend *be, int B, int T, int C, int NH);
-void cpu_attention_forward(const a3_backend *be, float *out, float *probs, const float *q,
-                           const float *k, const float *v, int B, int T, int C, int NH,
+void cpu_attention_forward(const a3_backend *be, a3_act *out, float *probs, const a3_act *q,
+                           const a3_act *k, const a3_act *v, int B, int T, int C, int NH,
                            void *workspace);
-void cpu_attention_backward(const a3_backend *be, float *dq, float *dk, float *dv,
-                            const float *dout, const float *q, const float *k, const float *v,
+void cpu_attention_backward(const a3_backend *be, a3_act *dq, a3_act *dk, a3_act *dv,
+                            const a3_act *dout, const a3_act *q, const a3_act *k, const a3_act *v,
                             const float *probs, int B, int T, int C, int NH, void *workspace);
 
 // elementwise.c
 void cpu_zero(const a3_backend *be, float *x, size_t n);
-void cpu_accumulate(const a3_backend *be, float *dst, const float *src, size_t n);
-void cpu_silu_forward(const a3_backend *be, float *out, const float *inp, size_t n);
-void cpu_silu_backward(const a3_backend *be, float *dinp, const float *dout, const float *inp,
+void cpu_act_zero(const a3_backend *be, a3_act *x, size_t n);
+void cpu_act_from_f32(const a3_backend *be, a3_act *dst, const float *src, size_t n);
+void cpu_act_to_f32(const a3_backend *be, float *dst, const a3_act *src, size_t n);
+void cpu_accumulate(const a3_backend *be, a3_act *dst, const a3_act *src, size_t n);
+void cpu_silu_forward(const a3_backend *be, a3_act *out, const a3_act *inp, size_t n);
+void cpu_silu_backward(const a3_backend *be, a3_act *dinp, const a3_act *dout, const a3_act *inp,
                        size_t n);
-void cpu_add_forward(const a3_backend *be, float *out, const float *a, const float *b, float scale,
-                     size_t n);
-void cpu_add_backward(const a3_backend *be, float *da, float *db, const float *dout, float scale,
+void cpu_add_forward(const a3_backend *be, a3_act *out, const a3_act *a, const a3_act *b,
+                     float scale, size_t n);
+void cpu_add_backward(const a3_backend *be, a3_act *da, a3_act *db, const a3_act *dout, float scale,
                       size_t n);
-void cpu_add_channel_forward(const a3_backend *be, float *out, const float *inp, const float *t,
+void cpu_add_channel_forward(const a3_backend *be, a3_act *out, const a3_act *inp, const a3_act *t,
                              int B, int C, int HW);
-void cpu_add_channel_backward(const a3_backend *be, float *dt, const float *dout, int B, int C,
+void cpu_add_channel_backward(const a3_backend *be, a3_act *dt, const a3_act *dout, int B, int C,
                               int HW);
 
 // layout.c
-void cpu_to_tokens(const a3_backend *be, float *out, const float *inp, int B, int C, int HW);
-void cpu_from_tokens(const a3_backend *be, float *out, const float *inp, int B, int C, int HW);
-void cpu_upsample2x_forward(const a3_backend *be, float *out, const float *inp, int B, int C, int H,
-                            int W);
-void cpu_upsample2x_backward(const a3_backend *be, float *dinp, const float *dout, int B, int C,
+void cpu_to_tokens(const a3_backend *be, a3_act *out, const a3_act *inp, int B, int C, int HW);
+void cpu_from_tokens(const a3_backend *be, a3_act *out, const a3_act *inp, int B, int C, int HW);
+void cpu_upsample2x_forward(const a3_backend *be, a3_act *out, const a3_act *inp, int B, int C,
+                            int H, int W);
+void cpu_upsample2x_backward(const a3_backend *be, a3_act *dinp, const a3_act *dout, int B, int C,
                              int H, int W);
-void cpu_concat_forward(const a3_backend *be, float *out, const float *a, const float *b, int B,
+void cpu_concat_forward(const a3_backend *be, a3_act *out, const a3_act *a, const a3_act *b, int B,
                         int C1, int C2, int HW);
-void cpu_concat_backward(const a3_backend *be, float *da, float *db, const float *dout, int B,
+void cpu_concat_backward(const a3_backend *be, a3_act *da, a3_act *db, const a3_act *dout, int B,
                          int C1, int C2, int HW);
 
 // embedding.c
-void cpu_timestep_embedding(const a3_backend *be, float *out, const float *t, int N, int dim,
+void cpu_timestep_embedding(const a3_backend *be, a3_act *out, const float *t, int N, int dim,
                             int flip_sin_to_cos, float freq_shift, float max_period);
 // loss.c
 void cpu_mse_forward(const a3_backend *be, float *loss, const float *pred, const float *target,
@@ -165,16 +170,16 @@ void cpu_mse_backward(const a3_backend *be, float *dpred, const float *pred, con
                       size_t n, float dloss);
 
 // activation.c (the adapter's activations and gate)
-void cpu_gelu_forward(const a3_backend *be, float *out, const float *inp, size_t n);
-void cpu_gelu_backward(const a3_backend *be, float *dinp, const float *dout, const float *inp,
+void cpu_gelu_forward(const a3_backend *be, a3_act *out, const a3_act *inp, size_t n);
+void cpu_gelu_backward(const a3_backend *be, a3_act *dinp, const a3_act *dout, const a3_act *inp,
                        size_t n);
-void cpu_relu_forward(const a3_backend *be, float *out, const float *inp, size_t n);
-void cpu_relu_backward(const a3_backend *be, float *dinp, const float *dout, const float *inp,
+void cpu_relu_forward(const a3_backend *be, a3_act *out, const a3_act *inp, size_t n);
+void cpu_relu_backward(const a3_backend *be, a3_act *dinp, const a3_act *dout, const a3_act *inp,
                        size_t n);
-void cpu_gated_add_forward(const a3_backend *be, float *out, const float *a, const float *b,
+void cpu_gated_add_forward(const a3_backend *be, a3_act *out, const a3_act *a, const a3_act *b,
                            const float *gate, size_t n);
-void cpu_gated_add_backward(const a3_backend *be, float *db, float *dgate, const float *dout,
-                            const float *b, const float *gate, size_t n);
+void cpu_gated_add_backward(const a3_backend *be, a3_act *db, float *dgate, const a3_act *dout,
+                            const a3_act *b, const float *gate, size_t n);
 
 // classifier_ops.c (the feature network's softmax cross-entropy)
 void cpu_softmax_xent_forward(const a3_backend *be, float *loss, float *probs, const float *logits,

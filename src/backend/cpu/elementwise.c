@@ -1,8 +1,9 @@
-// Elementwise CPU ops: zero, accumulate, SiLU, residual add, per-channel add.
-// Each loop is vectorised (omp simd, AVX-512/AVX2 clones) and split over
-// OpenMP threads when it is long enough (CPU_PAR_MIN) to repay a parallel
-// region; every element is computed the same way whatever the split, so the
-// results do not depend on the thread count.
+// Elementwise CPU ops: zero, fp32 <-> activation copies, accumulate, SiLU,
+// residual add, per-channel add. Each loop is vectorised (omp simd,
+// AVX-512/AVX2 clones) and split over OpenMP threads when it is long enough
+// (CPU_PAR_MIN) to repay a parallel region; every element is computed the
+// same way whatever the split, so the results do not depend on the thread
+// count.
 #include "cpu_ops.h"
 
 #include <math.h>
@@ -15,12 +16,27 @@ void cpu_zero(const a3_backend *be, float *x, size_t n) {
   memset(x, 0, n * sizeof(float));
 }
 
+void cpu_act_zero(const a3_backend *be, a3_act *x, size_t n) { cpu_zero(be, a3_f32_act(x), n); }
+
+// Activations are fp32 on the CPU, so both conversions are exact copies.
+void cpu_act_from_f32(const a3_backend *be, a3_act *dst, const float *src, size_t n) {
+  (void)be;
+  if (n) memmove(dst, src, n * sizeof(float));
+}
+
+void cpu_act_to_f32(const a3_backend *be, float *dst, const a3_act *src, size_t n) {
+  (void)be;
+  if (n) memmove(dst, src, n * sizeof(float));
+}
+
 CPU_CLONES static void acc_range(float *dst, const float *src, size_t lo, size_t hi) {
 #pragma omp simd
   for (size_t i = lo; i < hi; i++) dst[i] += src[i];
 }
 
-void cpu_accumulate(const a3_backend *be, float *dst, const float *src, size_t n) {
+void cpu_accumulate(const a3_backend *be, a3_act *dst_act, const a3_act *src_act, size_t n) {
+  float *dst = a3_f32_act(dst_act);
+  const float *src = a3_f32_cact(src_act);
   (void)be;
   CPU_PAR_CHUNKS(n, acc_range(dst, src, lo, hi));
 }
@@ -30,7 +46,9 @@ CPU_CLONES static void silu_range(float *out, const float *inp, size_t lo, size_
   for (size_t i = lo; i < hi; i++) out[i] = inp[i] * cpu_sigmoidf(inp[i]);
 }
 
-void cpu_silu_forward(const a3_backend *be, float *out, const float *inp, size_t n) {
+void cpu_silu_forward(const a3_backend *be, a3_act *out_act, const a3_act *inp_act, size_t n) {
+  float *out = a3_f32_act(out_act);
+  const float *inp = a3_f32_cact(inp_act);
   (void)be;
   CPU_PAR_CHUNKS(n, silu_range(out, inp, lo, hi));
 }
@@ -45,8 +63,11 @@ CPU_CLONES static void silu_bwd_range(float *dinp, const float *dout, const floa
   }
 }
 
-void cpu_silu_backward(const a3_backend *be, float *dinp, const float *dout, const float *inp,
-                       size_t n) {
+void cpu_silu_backward(const a3_backend *be, a3_act *dinp_act, const a3_act *dout_act,
+                       const a3_act *inp_act, size_t n) {
+  float *dinp = a3_f32_act(dinp_act);
+  const float *dout = a3_f32_cact(dout_act);
+  const float *inp = a3_f32_cact(inp_act);
   (void)be;
   CPU_PAR_CHUNKS(n, silu_bwd_range(dinp, dout, inp, lo, hi));
 }
@@ -62,8 +83,11 @@ CPU_CLONES static void add_range(float *out, const float *a, const float *b, flo
   }
 }
 
-void cpu_add_forward(const a3_backend *be, float *out, const float *a, const float *b, float scale,
-                     size_t n) {
+void cpu_add_forward(const a3_backend *be, a3_act *out_act, const a3_act *a_act,
+                     const a3_act *b_act, float scale, size_t n) {
+  float *out = a3_f32_act(out_act);
+  const float *a = a3_f32_cact(a_act);
+  const float *b = a3_f32_cact(b_act);
   (void)be;
   CPU_PAR_CHUNKS(n, add_range(out, a, b, scale, lo, hi));
 }
@@ -78,8 +102,11 @@ static void add_bwd_range(float *da, float *db, const float *dout, float scale, 
   }
 }
 
-void cpu_add_backward(const a3_backend *be, float *da, float *db, const float *dout, float scale,
-                      size_t n) {
+void cpu_add_backward(const a3_backend *be, a3_act *da_act, a3_act *db_act, const a3_act *dout_act,
+                      float scale, size_t n) {
+  float *da = a3_f32_act(da_act);
+  float *db = a3_f32_act(db_act);
+  const float *dout = a3_f32_cact(dout_act);
   (void)be;
   CPU_PAR_CHUNKS(n, add_bwd_range(da, db, dout, scale, lo, hi));
 }
@@ -98,10 +125,13 @@ CPU_CLONES static double sum_range(const float *x, int n) {
 }
 
 void cpu_add_channel_forward(const a3_backend *be,
-                             float *out,       // (B, C, HW)
-                             const float *inp, // (B, C, HW)
-                             const float *t,   // (B, C)
+                             a3_act *out_act,       // (B, C, HW)
+                             const a3_act *inp_act, // (B, C, HW)
+                             const a3_act *t_act,   // (B, C)
                              int B, int C, int HW) {
+  float *out = a3_f32_act(out_act);
+  const float *inp = a3_f32_cact(inp_act);
+  const float *t = a3_f32_cact(t_act);
   (void)be;
   const long planes = (long)B * C;
 #pragma omp parallel for schedule(static) if (planes * HW >= CPU_PAR_MIN)
@@ -109,9 +139,11 @@ void cpu_add_channel_forward(const a3_backend *be,
 }
 
 void cpu_add_channel_backward(const a3_backend *be,
-                              float *dt,         // (B, C)
-                              const float *dout, // (B, C, HW)
+                              a3_act *dt_act,         // (B, C)
+                              const a3_act *dout_act, // (B, C, HW)
                               int B, int C, int HW) {
+  float *dt = a3_f32_act(dt_act);
+  const float *dout = a3_f32_cact(dout_act);
   (void)be;
   const long planes = (long)B * C;
 #pragma omp parallel for schedule(static) if (planes * HW >= CPU_PAR_MIN)

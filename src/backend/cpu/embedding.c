@@ -9,10 +9,11 @@
 // of sin/cos. The argument's own rounding (t up to 1000 -> ulp 6e-5) is far
 // larger than sin's error, so computing it in double would NOT be "more
 // exact" here: it would just disagree with the reference model.
-void cpu_timestep_embedding(const a3_backend *be, float *out, // (N, dim)
-                            const float *t,                   // (N)
+void cpu_timestep_embedding(const a3_backend *be, a3_act *out_act, // (N, dim)
+                            const float *t,                        // (N)
                             int N, int dim, int flip_sin_to_cos, float freq_shift,
                             float max_period) {
+  float *out = a3_f32_act(out_act);
   (void)be;
   const int half = dim / 2;
   const float log_period = (float)-log((double)max_period);

@@ -90,25 +90,29 @@ static void gn_forward(float *out, float *mean, float *rstd, const float *inp, c
 }
 
 void cpu_groupnorm_forward(const a3_backend *be,
-                           float *out,          // (B, C, HW)
-                           float *mean,         // (B, G)
-                           float *rstd,         // (B, G)
-                           const float *inp,    // (B, C, HW)
-                           const float *weight, // (C)
-                           const float *bias,   // (C)
+                           a3_act *out_act,       // (B, C, HW)
+                           float *mean,           // (B, G)
+                           float *rstd,           // (B, G)
+                           const a3_act *inp_act, // (B, C, HW)
+                           const float *weight,   // (C)
+                           const float *bias,     // (C)
                            int B, int C, int HW, int G, float eps) {
+  float *out = a3_f32_act(out_act);
+  const float *inp = a3_f32_cact(inp_act);
   (void)be;
   gn_forward(out, mean, rstd, inp, weight, bias, B, C, HW, G, eps, 0);
 }
 
 void cpu_groupnorm_silu_forward(const a3_backend *be,
-                                float *out,          // (B, C, HW)
-                                float *mean,         // (B, G)
-                                float *rstd,         // (B, G)
-                                const float *inp,    // (B, C, HW)
-                                const float *weight, // (C)
-                                const float *bias,   // (C)
+                                a3_act *out_act,       // (B, C, HW)
+                                float *mean,           // (B, G)
+                                float *rstd,           // (B, G)
+                                const a3_act *inp_act, // (B, C, HW)
+                                const float *weight,   // (C)
+                                const float *bias,     // (C)
                                 int B, int C, int HW, int G, float eps) {
+  float *out = a3_f32_act(out_act);
+  const float *inp = a3_f32_cact(inp_act);
   (void)be;
   gn_forward(out, mean, rstd, inp, weight, bias, B, C, HW, G, eps, 1);
 }
@@ -201,30 +205,36 @@ static void gn_backward(float *dinp, float *dweight, float *dbias, const float *
 }
 
 void cpu_groupnorm_backward(const a3_backend *be,
-                            float *dinp,         // (B, C, HW) or NULL
-                            float *dweight,      // (C) or NULL
-                            float *dbias,        // (C) or NULL
-                            const float *dout,   // (B, C, HW)
-                            const float *inp,    // (B, C, HW)
-                            const float *weight, // (C)
-                            const float *mean,   // (B, G)
-                            const float *rstd,   // (B, G)
+                            a3_act *dinp_act,       // (B, C, HW) or NULL
+                            float *dweight,         // (C) or NULL
+                            float *dbias,           // (C) or NULL
+                            const a3_act *dout_act, // (B, C, HW)
+                            const a3_act *inp_act,  // (B, C, HW)
+                            const float *weight,    // (C)
+                            const float *mean,      // (B, G)
+                            const float *rstd,      // (B, G)
                             int B, int C, int HW, int G) {
+  float *dinp = a3_f32_act(dinp_act);
+  const float *dout = a3_f32_cact(dout_act);
+  const float *inp = a3_f32_cact(inp_act);
   (void)be;
   gn_backward(dinp, dweight, dbias, dout, inp, weight, NULL, mean, rstd, B, C, HW, G, 0);
 }
 
 void cpu_groupnorm_silu_backward(const a3_backend *be,
-                                 float *dinp,         // (B, C, HW) or NULL
-                                 float *dweight,      // (C) or NULL
-                                 float *dbias,        // (C) or NULL
-                                 const float *dout,   // (B, C, HW)
-                                 const float *inp,    // (B, C, HW)
-                                 const float *weight, // (C)
-                                 const float *bias,   // (C)
-                                 const float *mean,   // (B, G)
-                                 const float *rstd,   // (B, G)
+                                 a3_act *dinp_act,       // (B, C, HW) or NULL
+                                 float *dweight,         // (C) or NULL
+                                 float *dbias,           // (C) or NULL
+                                 const a3_act *dout_act, // (B, C, HW)
+                                 const a3_act *inp_act,  // (B, C, HW)
+                                 const float *weight,    // (C)
+                                 const float *bias,      // (C)
+                                 const float *mean,      // (B, G)
+                                 const float *rstd,      // (B, G)
                                  int B, int C, int HW, int G) {
+  float *dinp = a3_f32_act(dinp_act);
+  const float *dout = a3_f32_cact(dout_act);
+  const float *inp = a3_f32_cact(inp_act);
   (void)be;
   gn_backward(dinp, dweight, dbias, dout, inp, weight, bias, mean, rstd, B, C, HW, G, 1);
 }

@@ -29,16 +29,20 @@ static void transpose_batched(float *out, const float *inp, int B, int S, int R)
   }
 }
 
-void cpu_to_tokens(const a3_backend *be, float *out, // (B, HW, C)
-                   const float *inp,                 // (B, C, HW)
+void cpu_to_tokens(const a3_backend *be, a3_act *out_act, // (B, HW, C)
+                   const a3_act *inp_act,                 // (B, C, HW)
                    int B, int C, int HW) {
+  float *out = a3_f32_act(out_act);
+  const float *inp = a3_f32_cact(inp_act);
   (void)be;
   transpose_batched(out, inp, B, C, HW);
 }
 
-void cpu_from_tokens(const a3_backend *be, float *out, // (B, C, HW)
-                     const float *inp,                 // (B, HW, C)
+void cpu_from_tokens(const a3_backend *be, a3_act *out_act, // (B, C, HW)
+                     const a3_act *inp_act,                 // (B, HW, C)
                      int B, int C, int HW) {
+  float *out = a3_f32_act(out_act);
+  const float *inp = a3_f32_cact(inp_act);
   (void)be;
   transpose_batched(out, inp, B, HW, C);
 }
@@ -52,9 +56,11 @@ CPU_CLONES static void upsample_plane(float *y, const float *x, int H, int W) {
   }
 }
 
-void cpu_upsample2x_forward(const a3_backend *be, float *out, // (B, C, 2H, 2W)
-                            const float *inp,                 // (B, C, H, W)
+void cpu_upsample2x_forward(const a3_backend *be, a3_act *out_act, // (B, C, 2H, 2W)
+                            const a3_act *inp_act,                 // (B, C, H, W)
                             int B, int C, int H, int W) {
+  float *out = a3_f32_act(out_act);
+  const float *inp = a3_f32_cact(inp_act);
   (void)be;
   const long planes = (long)B * C;
 #pragma omp parallel for schedule(static) if ((size_t)planes * H * W >= CPU_PAR_MIN)
@@ -71,9 +77,11 @@ CPU_CLONES static void upsample_bwd_plane(float *dx, const float *dy, int H, int
   }
 }
 
-void cpu_upsample2x_backward(const a3_backend *be, float *dinp, // (B, C, H, W)
-                             const float *dout,                 // (B, C, 2H, 2W)
+void cpu_upsample2x_backward(const a3_backend *be, a3_act *dinp_act, // (B, C, H, W)
+                             const a3_act *dout_act,                 // (B, C, 2H, 2W)
                              int B, int C, int H, int W) {
+  float *dinp = a3_f32_act(dinp_act);
+  const float *dout = a3_f32_cact(dout_act);
   (void)be;
   const long planes = (long)B * C;
 #pragma omp parallel for schedule(static) if ((size_t)planes * H * W >= CPU_PAR_MIN)
@@ -81,10 +89,13 @@ void cpu_upsample2x_backward(const a3_backend *be, float *dinp, // (B, C, H, W)
     upsample_bwd_plane(dinp + (size_t)p * H * W, dout + (size_t)p * 4 * H * W, H, W);
 }
 
-void cpu_concat_forward(const a3_backend *be, float *out, // (B, C1 + C2, HW)
-                        const float *a,                   // (B, C1, HW)
-                        const float *b,                   // (B, C2, HW)
+void cpu_concat_forward(const a3_backend *be, a3_act *out_act, // (B, C1 + C2, HW)
+                        const a3_act *a_act,                   // (B, C1, HW)
+                        const a3_act *b_act,                   // (B, C2, HW)
                         int B, int C1, int C2, int HW) {
+  float *out = a3_f32_act(out_act);
+  const float *a = a3_f32_cact(a_act);
+  const float *b = a3_f32_cact(b_act);
   (void)be;
   const size_t na = (size_t)C1 * HW, nb = (size_t)C2 * HW;
 #pragma omp parallel for schedule(static) if ((size_t)B * (na + nb) >= CPU_PAR_MIN)
@@ -95,10 +106,13 @@ void cpu_concat_forward(const a3_backend *be, float *out, // (B, C1 + C2, HW)
 }
 
 void cpu_concat_backward(const a3_backend *be,
-                         float *da,         // (B, C1, HW) or NULL
-                         float *db,         // (B, C2, HW) or NULL
-                         const float *dout, // (B, C1 + C2, HW)
+                         a3_act *da_act,         // (B, C1, HW) or NULL
+                         a3_act *db_act,         // (B, C2, HW) or NULL
+                         const a3_act *dout_act, // (B, C1 + C2, HW)
                          int B, int C1, int C2, int HW) {
+  float *da = a3_f32_act(da_act);
+  float *db = a3_f32_act(db_act);
+  const float *dout = a3_f32_cact(dout_act);
   (void)be;
   const size_t na = (size_t)C1 * HW, nb = (size_t)C2 * HW;
 #pragma omp parallel for schedule(static) if ((size_t)B * (na + nb) >= CPU_PAR_MIN)

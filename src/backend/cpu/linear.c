@@ -38,11 +38,13 @@ void cpu_sgemm(char ta, char tb, int M, int N, int K, float alpha, const float *
 }
 
 void cpu_linear_forward(const a3_backend *be,
-                        float *out,          // (N, OUT)
-                        const float *inp,    // (N, IN)
-                        const float *weight, // (OUT, IN)
-                        const float *bias,   // (OUT) or NULL
+                        a3_act *out_act,       // (N, OUT)
+                        const a3_act *inp_act, // (N, IN)
+                        const float *weight,   // (OUT, IN)
+                        const float *bias,     // (OUT) or NULL
                         int N, int IN, int OUT) {
+  float *out = a3_f32_act(out_act);
+  const float *inp = a3_f32_cact(inp_act);
   (void)be;
   // The bias is preloaded so the GEMM adds onto it (beta = 1).
   if (bias) {
@@ -74,13 +76,16 @@ static void bias_grad(float *dbias, const float *dout, int N, int OUT) {
 }
 
 void cpu_linear_backward(const a3_backend *be,
-                         float *dinp,         // (N, IN) overwritten, or NULL
-                         float *dweight,      // (OUT, IN) +=, or NULL
-                         float *dbias,        // (OUT) +=, or NULL
-                         const float *dout,   // (N, OUT)
-                         const float *inp,    // (N, IN)
-                         const float *weight, // (OUT, IN)
+                         a3_act *dinp_act,       // (N, IN) overwritten, or NULL
+                         float *dweight,         // (OUT, IN) +=, or NULL
+                         float *dbias,           // (OUT) +=, or NULL
+                         const a3_act *dout_act, // (N, OUT)
+                         const a3_act *inp_act,  // (N, IN)
+                         const float *weight,    // (OUT, IN)
                          int N, int IN, int OUT) {
+  float *dinp = a3_f32_act(dinp_act);
+  const float *dout = a3_f32_cact(dout_act);
+  const float *inp = a3_f32_cact(inp_act);
   (void)be;
   if (dinp) // dinp (N, IN) = dout (N, OUT) @ W (OUT, IN)
     cpu_sgemm('N', 'N', N, IN, OUT, 1.0f, dout, OUT, weight, IN, 0.0f, dinp, IN);

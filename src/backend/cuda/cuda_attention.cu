@@ -19,8 +19,11 @@
 // Softmax rows: one warp per row, max subtracted, the sum in double.
 //
 // Workspace: the (nb, NH, T, T) blocks of a chunk of nb images (S when
-// probs is NULL in the forward, dP / dS in the backward); the chunk keeps
-// it under ATTN_WS_MAX bytes and holds at least one image.
+// probs is NULL in the forward, dP / dS in the backward), in fp32; with bf16
+// activations a bf16 copy of the chunk's P or dS follows, rounded for the
+// products that multiply it by an activation (as the GEMMs round weights).
+// The chunk keeps the workspace under ATTN_WS_MAX bytes and holds at least
+// one image.
 #include "cuda_internal.h"
 
 #include <math.h>
@@ -29,21 +32,49 @@ enum { ROWS_PER_BLOCK = 8 }; // warps per block of the row kernels
 
 #define ATTN_WS_MAX ((size_t)256 << 20)
 
-// Images per chunk: all of them when their score blocks fit ATTN_WS_MAX.
-static int chunk_images(int B, int T, int NH) {
-  const size_t per_image = (size_t)NH * T * T * sizeof(float);
+// Bytes of an image's blocks: fp32, and bf16 copies with bf16 activations.
+static size_t image_bytes(const a3_backend *be, int T, int NH) {
+  const size_t per = sizeof(float) + (cu_act_bf16(be) ? sizeof(__nv_bfloat16) : 0);
+  return (size_t)NH * T * T * per;
+}
+
+// Images per chunk: all of them when their blocks fit ATTN_WS_MAX.
+static int chunk_images(const a3_backend *be, int B, int T, int NH) {
+  const size_t per_image = image_bytes(be, T, NH);
   size_t nb = per_image ? ATTN_WS_MAX / per_image : (size_t)B;
   if (nb < 1) nb = 1;
   return nb > (size_t)B ? B : (int)nb;
 }
 
-size_t cuda_attention_workspace_size(const a3_backend *be, int B, int T, int C, int NH) {
-  (void)be, (void)C;
-  return (size_t)chunk_images(B, T, NH) * NH * T * T * sizeof(float);
+// The fp32 blocks' bytes, rounded so that the bf16 copy after them stays
+// 256-byte aligned (exact without a copy).
+static size_t fp32_part(const a3_backend *be, int nb, int T, int NH) {
+  const size_t bytes = (size_t)nb * NH * T * T * sizeof(float);
+  return cu_act_bf16(be) ? (bytes + 255) / 256 * 256 : bytes;
 }
 
-// Each of the rows of s (rows, T) becomes its softmax.
-__global__ static void softmax_rows_kernel(float *s, size_t rows, int T) {
+size_t cuda_attention_workspace_size(const a3_backend *be, int B, int T, int C, int NH) {
+  (void)C;
+  const int nb = chunk_images(be, B, T, NH);
+  const size_t copy = cu_act_bf16(be) ? (size_t)nb * NH * T * T * sizeof(__nv_bfloat16) : 0;
+  return fp32_part(be, nb, T, NH) + copy;
+}
+
+// The workspace's bf16 copy, after its fp32 part, where activations (Act)
+// are bf16; NULL for fp32.
+template <typename Act> static Act *copy_part(void *, size_t) { return NULL; }
+template <> __nv_bfloat16 *copy_part<__nv_bfloat16>(void *workspace, size_t fp32_bytes) {
+  return (__nv_bfloat16 *)((char *)workspace + fp32_bytes);
+}
+
+// An fp32 block (P or dS) as the products read it: itself, or its bf16 copy.
+static const float *block_operand(const float *p, const float *) { return p; }
+static const __nv_bfloat16 *block_operand(const float *, const __nv_bfloat16 *copy) { return copy; }
+
+// Each of the rows of s (rows, T) becomes its softmax; copy (rows, T), when
+// not NULL, gets it rounded to bf16.
+template <typename Act>
+__global__ static void softmax_rows_kernel(float *s, Act *copy, size_t rows, int T) {
   const int lane = threadIdx.x & 31;
   const size_t warps = (size_t)gridDim.x * ROWS_PER_BLOCK;
   for (size_t row = (size_t)blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5); row < rows;
@@ -59,12 +90,18 @@ __global__ static void softmax_rows_kernel(float *s, size_t rows, int T) {
       sum += e;
     }
     const float inv = (float)(1.0 / cu_warp_sum(sum));
-    for (int j = lane; j < T; j += 32) r[j] *= inv;
+    for (int j = lane; j < T; j += 32) {
+      r[j] *= inv;
+      if (copy) cu_st(copy + row * T + j, r[j]);
+    }
   }
 }
 
-// dP (rows, T) becomes dS = P * (dP - rowsum(dP * P)).
-__global__ static void softmax_bwd_rows_kernel(float *dp, const float *p, size_t rows, int T) {
+// dP (rows, T) becomes dS = P * (dP - rowsum(dP * P)): in place, or, when
+// copy is not NULL, rounded into copy (rows, T) alone.
+template <typename Act>
+__global__ static void softmax_bwd_rows_kernel(float *dp, Act *copy, const float *p, size_t rows,
+                                               int T) {
   const int lane = threadIdx.x & 31;
   const size_t warps = (size_t)gridDim.x * ROWS_PER_BLOCK;
   for (size_t row = (size_t)blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5); row < rows;
@@ -74,7 +111,13 @@ __global__ static void softmax_bwd_rows_kernel(float *dp, const float *p, size_t
     double dot = 0.0;
     for (int j = lane; j < T; j += 32) dot += (double)dr[j] * pr[j];
     const float fdot = (float)cu_warp_sum(dot);
-    for (int j = lane; j < T; j += 32) dr[j] = pr[j] * (dr[j] - fdot);
+    for (int j = lane; j < T; j += 32) {
+      const float ds = pr[j] * (dr[j] - fdot);
+      if (copy)
+        cu_st(copy + row * T + j, ds);
+      else
+        dr[j] = ds;
+    }
   }
 }
 
@@ -85,7 +128,8 @@ static unsigned row_blocks(size_t rows) {
 
 // The products of a chunk of nb images, as `outer` calls of a batch of
 // `inner` (image, head) pairs each. x_* are offsets and strides in the
-// (nb, T, C) matrices q, k, v, o; s_* in the (nb, NH, T, T) score blocks.
+// (nb, T, C) matrices q, k, v, o; s_* in the (nb, NH, T, T) score blocks
+// (both in elements).
 typedef struct {
   int T, C, d, NH;
   int outer, inner;
@@ -105,15 +149,15 @@ static attn_plan plan_chunk(int nb, int T, int C, int NH) {
   return a;
 }
 
-// S_h (T, T) = alpha Q_h K_h^T: S^T = K Q^T to cuBLAS.
-static int gemm_qkt(const a3_backend *be, const attn_plan *a, float alpha, const float *q,
-                    const float *k, float *s) {
-  const float zero = 0.0f;
+// S_h (T, T) = alpha Q_h K_h^T, in fp32: S^T = K Q^T to cuBLAS.
+template <typename Act>
+static int gemm_qkt(const a3_backend *be, const attn_plan *a, float alpha, const Act *q,
+                    const Act *k, float *s) {
   for (int o = 0; o < a->outer; o++) {
     const long long x = o * a->x_outer;
-    if (!CU_BLAS(be, cu_sgemm_batched(be, CUBLAS_OP_T, CUBLAS_OP_N, a->T, a->T, a->d, &alpha, k + x,
-                                      a->C, a->x_inner, q + x, a->C, a->x_inner, &zero,
-                                      s + o * a->s_outer, a->T, a->s_inner, a->inner)))
+    if (!CU_BLAS(be, cu_gemm_batched(be, CUBLAS_OP_T, CUBLAS_OP_N, a->T, a->T, a->d, alpha,
+                                     cu_in(k + x, a->C, a->x_inner), cu_in(q + x, a->C, a->x_inner),
+                                     0.0f, cu_out(s + o * a->s_outer, a->T, a->s_inner), a->inner)))
       return 0;
   }
   return 1;
@@ -121,67 +165,121 @@ static int gemm_qkt(const a3_backend *be, const attn_plan *a, float alpha, const
 
 // X_h (T, d) = alpha op(P_h) (T, T) Y_h (T, d), op(P) = P or P^T:
 // X^T = Y^T op(P)^T, P's buffer being P^T to cuBLAS (so op N gives P, T gives P^T).
-static int gemm_p(const a3_backend *be, const attn_plan *a, float alpha, const float *p,
-                  cublasOperation_t op_p, const float *y, float *x_out) {
-  const float zero = 0.0f;
+// P is fp32 with fp32 activations, else its bf16 copy.
+template <typename Act>
+static int gemm_p(const a3_backend *be, const attn_plan *a, float alpha, const Act *p,
+                  cublasOperation_t op_p, const Act *y, Act *x_out) {
   for (int o = 0; o < a->outer; o++) {
     const long long x = o * a->x_outer;
-    if (!CU_BLAS(be, cu_sgemm_batched(be, CUBLAS_OP_N, op_p, a->d, a->T, a->T, &alpha, y + x, a->C,
-                                      a->x_inner, p + o * a->s_outer, a->T, a->s_inner, &zero,
-                                      x_out + x, a->C, a->x_inner, a->inner)))
+    if (!CU_BLAS(be, cu_gemm_batched(be, CUBLAS_OP_N, op_p, a->d, a->T, a->T, alpha,
+                                     cu_in(y + x, a->C, a->x_inner),
+                                     cu_in(p + o * a->s_outer, a->T, a->s_inner), 0.0f,
+                                     cu_out(x_out + x, a->C, a->x_inner), a->inner)))
       return 0;
   }
   return 1;
 }
 
-void cuda_attention_forward(const a3_backend *be,
-                            float *out,     // (B, T, C)
-                            float *probs,   // (B, NH, T, T) or NULL
-                            const float *q, // (B, T, C)
-                            const float *k, // (B, T, C)
-                            const float *v, // (B, T, C)
-                            int B, int T, int C, int NH, void *workspace) {
+template <typename Act>
+static void forward(const a3_backend *be,
+                    Act *out,     // (B, T, C)
+                    float *probs, // (B, NH, T, T) or NULL
+                    const Act *q, // (B, T, C)
+                    const Act *k, // (B, T, C)
+                    const Act *v, // (B, T, C)
+                    int B, int T, int C, int NH, void *workspace) {
   const float scale = 1.0f / sqrtf((float)(C / NH));
-  const int chunk = chunk_images(B, T, NH);
+  const int chunk = chunk_images(be, B, T, NH);
   const size_t img = (size_t)T * C, block = (size_t)NH * T * T;
+  Act *copy = copy_part<Act>(workspace, fp32_part(be, chunk, T, NH)); // (nb, NH, T, T)
   for (int b0 = 0; b0 < B; b0 += chunk) {
     const int nb = B - b0 < chunk ? B - b0 : chunk;
     const attn_plan a = plan_chunk(nb, T, C, NH);
     const size_t o = b0 * img, rows = (size_t)nb * NH * T;
     float *p = probs ? probs + b0 * block : (float *)workspace; // (nb, NH, T, T)
     if (!gemm_qkt(be, &a, scale, q + o, k + o, p)) return;
-    softmax_rows_kernel<<<row_blocks(rows), ROWS_PER_BLOCK * 32, 0, cu_stream(be)>>>(p, rows, T);
+    const dim3 grid(row_blocks(rows)), threads(ROWS_PER_BLOCK * 32);
+    softmax_rows_kernel<Act><<<grid, threads, 0, cu_stream(be)>>>(p, copy, rows, T);
     if (!CU_LAUNCHED(be)) return;
-    if (!gemm_p(be, &a, 1.0f, p, CUBLAS_OP_N, v + o, out + o)) return;
+    if (!gemm_p(be, &a, 1.0f, block_operand(p, copy), CUBLAS_OP_N, v + o, out + o)) return;
   }
 }
 
-void cuda_attention_backward(const a3_backend *be,
-                             float *dq,          // (B, T, C) overwritten, or NULL
-                             float *dk,          // (B, T, C) overwritten, or NULL
-                             float *dv,          // (B, T, C) overwritten, or NULL
-                             const float *dout,  // (B, T, C)
-                             const float *q,     // (B, T, C)
-                             const float *k,     // (B, T, C)
-                             const float *v,     // (B, T, C)
-                             const float *probs, // (B, NH, T, T)
-                             int B, int T, int C, int NH, void *workspace) {
+// P's chunk (n) as dV's product reads it: itself, or rounded into copy.
+static const float *round_block(const a3_backend *, const float *p, float *, size_t) { return p; }
+static const __nv_bfloat16 *round_block(const a3_backend *be, const float *p, __nv_bfloat16 *copy,
+                                        size_t n) {
+  return cu_round_bf16(be, copy, p, n) ? copy : NULL;
+}
+
+template <typename Act>
+static void backward(const a3_backend *be,
+                     Act *dq,            // (B, T, C) overwritten, or NULL
+                     Act *dk,            // (B, T, C) overwritten, or NULL
+                     Act *dv,            // (B, T, C) overwritten, or NULL
+                     const Act *dout,    // (B, T, C)
+                     const Act *q,       // (B, T, C)
+                     const Act *k,       // (B, T, C)
+                     const Act *v,       // (B, T, C)
+                     const float *probs, // (B, NH, T, T)
+                     int B, int T, int C, int NH, void *workspace) {
   const float scale = 1.0f / sqrtf((float)(C / NH));
-  const int chunk = chunk_images(B, T, NH);
+  const int chunk = chunk_images(be, B, T, NH);
   const size_t img = (size_t)T * C, block = (size_t)NH * T * T;
-  float *ds = (float *)workspace; // (nb, NH, T, T)
+  float *ds = (float *)workspace;                                     // (nb, NH, T, T)
+  Act *copy = copy_part<Act>(workspace, fp32_part(be, chunk, T, NH)); // (nb, NH, T, T)
   for (int b0 = 0; b0 < B; b0 += chunk) {
     const int nb = B - b0 < chunk ? B - b0 : chunk;
     const attn_plan a = plan_chunk(nb, T, C, NH);
     const size_t o = b0 * img, rows = (size_t)nb * NH * T;
     const float *p = probs + b0 * block;
-    if (dv && !gemm_p(be, &a, 1.0f, p, CUBLAS_OP_T, dout + o, dv + o)) return; // dV = P^T dO
+    if (dv) { // dV = P^T dO
+      const Act *pp = round_block(be, p, copy, (size_t)nb * block);
+      if (!pp || !gemm_p(be, &a, 1.0f, pp, CUBLAS_OP_T, dout + o, dv + o)) return;
+    }
     if (!dq && !dk) continue;
     if (!gemm_qkt(be, &a, 1.0f, dout + o, v + o, ds)) return; // dP = dO V^T
-    softmax_bwd_rows_kernel<<<row_blocks(rows), ROWS_PER_BLOCK * 32, 0, cu_stream(be)>>>(ds, p,
-                                                                                         rows, T);
+    // The copy is free again: dV's product is queued before on the same stream.
+    const dim3 grid(row_blocks(rows)), threads(ROWS_PER_BLOCK * 32);
+    softmax_bwd_rows_kernel<Act><<<grid, threads, 0, cu_stream(be)>>>(ds, copy, p, rows, T);
     if (!CU_LAUNCHED(be)) return;
-    if (dq && !gemm_p(be, &a, scale, ds, CUBLAS_OP_N, k + o, dq + o)) return; // dQ = dS K
-    if (dk && !gemm_p(be, &a, scale, ds, CUBLAS_OP_T, q + o, dk + o)) return; // dK = dS^T Q
+    const Act *dsp = block_operand(ds, copy);
+    if (dq && !gemm_p(be, &a, scale, dsp, CUBLAS_OP_N, k + o, dq + o)) return; // dQ = dS K
+    if (dk && !gemm_p(be, &a, scale, dsp, CUBLAS_OP_T, q + o, dk + o)) return; // dK = dS^T Q
   }
+}
+
+void cuda_attention_forward(const a3_backend *be,
+                            a3_act *out,     // (B, T, C)
+                            float *probs,    // (B, NH, T, T) or NULL
+                            const a3_act *q, // (B, T, C)
+                            const a3_act *k, // (B, T, C)
+                            const a3_act *v, // (B, T, C)
+                            int B, int T, int C, int NH, void *workspace) {
+  // (No CU_ACT_DISPATCH: its type T would hide the sequence length T.)
+  if (cu_act_bf16(be))
+    forward(be, cu_t<__nv_bfloat16>(out), probs, cu_t<__nv_bfloat16>(q), cu_t<__nv_bfloat16>(k),
+            cu_t<__nv_bfloat16>(v), B, T, C, NH, workspace);
+  else
+    forward(be, cu_t<float>(out), probs, cu_t<float>(q), cu_t<float>(k), cu_t<float>(v), B, T, C,
+            NH, workspace);
+}
+
+void cuda_attention_backward(const a3_backend *be,
+                             a3_act *dq,         // (B, T, C) overwritten, or NULL
+                             a3_act *dk,         // (B, T, C) overwritten, or NULL
+                             a3_act *dv,         // (B, T, C) overwritten, or NULL
+                             const a3_act *dout, // (B, T, C)
+                             const a3_act *q,    // (B, T, C)
+                             const a3_act *k,    // (B, T, C)
+                             const a3_act *v,    // (B, T, C)
+                             const float *probs, // (B, NH, T, T)
+                             int B, int T, int C, int NH, void *workspace) {
+  typedef __nv_bfloat16 bf;
+  if (cu_act_bf16(be))
+    backward(be, cu_t<bf>(dq), cu_t<bf>(dk), cu_t<bf>(dv), cu_t<bf>(dout), cu_t<bf>(q), cu_t<bf>(k),
+             cu_t<bf>(v), probs, B, T, C, NH, workspace);
+  else
+    backward(be, cu_t<float>(dq), cu_t<float>(dk), cu_t<float>(dv), cu_t<float>(dout),
+             cu_t<float>(q), cu_t<float>(k), cu_t<float>(v), probs, B, T, C, NH, workspace);
 }

@@ -239,7 +239,8 @@ void cu_finish_plane_parts(const a3_backend *be, float *dst, // (J)
 
 // Block (j, s): piece s of j's (outer, inner) elements, into part[j * S + s]
 // or, when S is 1, into dst[j] itself.
-__global__ static void plane_sums_kernel(float *dst, double *part, const float *x, int J, int S,
+template <typename T>
+__global__ static void plane_sums_kernel(float *dst, double *part, const T *x, int J, int S,
                                          int outer, size_t outer_stride, int inner,
                                          int accumulate) {
   const int s = blockIdx.y;
@@ -247,7 +248,7 @@ __global__ static void plane_sums_kernel(float *dst, double *part, const float *
     double sum = 0.0;
     for (cu_plane_walk w = cu_plane_walk_start((size_t)outer * inner, S, s, inner); w.i < w.end;
          cu_plane_walk_next(&w, inner))
-      sum += x[w.o * outer_stride + (size_t)j * inner + w.r];
+      sum += cu_ld(&x[w.o * outer_stride + (size_t)j * inner + w.r]);
     sum = cu_block_sum(sum);
     if (threadIdx.x) continue;
     if (S > 1)
@@ -258,7 +259,7 @@ __global__ static void plane_sums_kernel(float *dst, double *part, const float *
 }
 
 void cu_plane_sums(const a3_backend *be, float *dst, // (J)
-                   const float *x,                   // (outer, ..., J, inner), see the header
+                   const a3_act *x,                  // (outer, ..., J, inner), see the header
                    int J, int outer, size_t outer_stride, int inner, int accumulate) {
   if (J <= 0) return;
   if (outer <= 0 || inner <= 0) { // no elements: sums of zero
@@ -272,8 +273,10 @@ void cu_plane_sums(const a3_backend *be, float *dst, // (J)
     if (!part) return;
   }
   const dim3 grid(cu_grid(J), (unsigned)S);
-  plane_sums_kernel<<<grid, CU_THREADS, 0, cu_stream(be)>>>(dst, part, x, J, S, outer, outer_stride,
-                                                            inner, accumulate);
+  CU_ACT_DISPATCH(be, {
+    plane_sums_kernel<T><<<grid, CU_THREADS, 0, cu_stream(be)>>>(dst, part, cu_t<T>(x), J, S, outer,
+                                                                 outer_stride, inner, accumulate);
+  });
   if (CU_LAUNCHED(be) && S > 1) cu_finish_plane_parts(be, dst, part, J, S, accumulate);
 }
 
@@ -289,7 +292,10 @@ static a3_backend_ops make_ops(void) {
   t.download = cuda_download;
   t.synchronize = cuda_synchronize;
   t.zero = cuda_zero;
+  t.act_zero = cuda_act_zero;
   t.accumulate = cuda_accumulate;
+  t.act_from_f32 = cuda_act_from_f32;
+  t.act_to_f32 = cuda_act_to_f32;
   t.conv2d_workspace_size = cuda_conv2d_workspace_size;
   t.conv2d_forward = cuda_conv2d_forward;
   t.conv2d_backward = cuda_conv2d_backward;
@@ -427,6 +433,8 @@ extern "C" a3_status a3_backend_cuda_create(int device, a3_precision precision,
   be->name = "cuda";
   be->ops = cu_profiled_ops(&cuda_ops);
   be->impl = st;
+  // bf16 precision stores activations in bf16, as torch's autocast does.
+  be->act_bytes = precision == A3_PRECISION_BF16 ? 2 : sizeof(float);
   *out = be;
   return A3_OK;
 fail:

@@ -20,9 +20,10 @@
 // nothing left whole convs on im2col + col2im for want of one algorithm).
 // fp32 allows FMA math only (no TF32); tf32 allows TF32 tensor cores. bf16 runs cuDNN on bf16
 // tensors (its BFLOAT16 config: bf16 x, w and y, fp32 compute), as torch's autocast runs
-// convolutions: the fp32 operands are rounded into bf16 copies in the workspace and the bf16 result
-// is widened into the fp32 output or gradient (dweight: added). Asymmetric padding, which cuDNN
-// cannot express, runs over an explicitly padded copy of the input. Planning
+// convolutions: the activations (input, output and their gradients) are bf16 already, the fp32
+// weight is rounded into a bf16 copy in the workspace, and the bf16 filter gradient is widened and
+// added into the fp32 dweight. Asymmetric padding, which cuDNN cannot express, runs over an
+// explicitly padded copy of the input (in the activations' type). Planning
 // never fails a run. A3FTA_CONV_TRACE=1 prints each shape's plan: the engine
 // of each direction and, for an im2col one, why.
 #include "cuda_internal.h"
@@ -147,9 +148,9 @@ typedef struct {
   a3_conv2d_shape shape; // as asked for (the cache key)
   a3_conv2d_shape run;   // as cuDNN runs it: asymmetric padding made explicit (pads 0)
   size_t padded_bytes;   // the explicitly padded input or its gradient, 0 when none
-  size_t dweight_bytes;  // the filter gradient before it is added to dweight
-  cudnnDataType_t dtype; // of x, w and y: FLOAT, or BFLOAT16 in bf16 precision
-  size_t x16_bytes, y16_bytes, w16_bytes; // bf16 copies of x (or dx), y (or dy), w (and dw)
+  size_t dweight_bytes;  // the fp32 filter gradient before it is added to dweight (0: bf16)
+  cudnnDataType_t dtype; // of x, w and y: FLOAT, or BFLOAT16 with bf16 activations
+  size_t w16_bytes;      // bf16: the weight's copy, and the filter gradient's
   cudnnTensorDescriptor_t x, y;
   cudnnFilterDescriptor_t w;
   cudnnConvolutionDescriptor_t conv;
@@ -367,10 +368,6 @@ static size_t x_count(const dnn_shape *e) {
   const a3_conv2d_shape *r = &e->run;
   return (size_t)r->B * r->C * r->H * r->W;
 }
-static size_t y_count(const dnn_shape *e) {
-  const a3_conv2d_shape *r = &e->run;
-  return (size_t)r->B * r->OC * a3_conv2d_out_h(r) * a3_conv2d_out_w(r);
-}
 static size_t w_count(const dnn_shape *e) {
   const a3_conv2d_shape *r = &e->run;
   return (size_t)r->OC * r->C * r->KH * r->KW;
@@ -379,23 +376,23 @@ static size_t w_count(const dnn_shape *e) {
 // cuDNN pads symmetrically only. Diffusers' Downsample2D with padding 0 pads
 // (0, 1, 0, 1): that runs as a conv with no padding over an explicitly
 // padded copy of the input (in the workspace, before cuDNN's part).
-static void plan_padding(dnn_shape *e) {
+static void plan_padding(const a3_backend *be, dnn_shape *e) {
   const a3_conv2d_shape *s = &e->shape;
   e->run = *s;
   if (s->pad_top == s->pad_bottom && s->pad_left == s->pad_right) return;
   e->run.H = s->H + s->pad_top + s->pad_bottom, e->run.W = s->W + s->pad_left + s->pad_right;
   e->run.pad_top = e->run.pad_bottom = e->run.pad_left = e->run.pad_right = 0;
-  e->padded_bytes = round_up_256(x_count(e) * sizeof(float));
+  e->padded_bytes = round_up_256(x_count(e) * be->act_bytes);
 }
 
-// bf16 precision: cuDNN's tensors are bf16 copies in the workspace.
+// bf16 activations: cuDNN's tensors are bf16, the weight's and the filter
+// gradient's through copies in the workspace (which also serve as the
+// aligned weight and filter gradient: no fp32 scratch then).
 static void plan_bf16(const a3_backend *be, dnn_shape *e) {
-  e->dtype = cu_bf16_operands(be) ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+  e->dtype = cu_act_bf16(be) ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
   if (e->dtype != CUDNN_DATA_BFLOAT16) return;
-  const size_t half = sizeof(__nv_bfloat16);
-  e->x16_bytes = round_up_256(x_count(e) * half);
-  e->y16_bytes = round_up_256(y_count(e) * half);
-  e->w16_bytes = round_up_256(w_count(e) * half);
+  e->w16_bytes = round_up_256(w_count(e) * sizeof(__nv_bfloat16));
+  e->dweight_bytes = 0;
 }
 
 // Each direction on its own: cuDNN when it has a usable algorithm, im2col
@@ -413,7 +410,7 @@ static const char pointwise_gemm[] = "1x1: a batched GEMM";
 static void plan_shape(const a3_backend *be, cuda_dnn *d, dnn_shape *e) {
   const char *none = "no usable deterministic algorithm";
   e->ws_cap = d->ws_cap;
-  plan_padding(e);
+  plan_padding(be, e);
   e->dweight_bytes = round_up_256(w_count(e) * sizeof(float));
   plan_bf16(be, e);
   const char *all = d->off ? d->off : !make_descriptors(e) ? "cuDNN took no descriptors" : NULL;
@@ -433,9 +430,7 @@ static int any_on_dnn(const dnn_shape *e) {
 }
 
 // The bf16 copies' part of the workspace (0 unless bf16).
-static size_t bf16_bytes(const dnn_shape *e) {
-  return e->x16_bytes + e->y16_bytes + 2 * e->w16_bytes;
-}
+static size_t bf16_bytes(const dnn_shape *e) { return 2 * e->w16_bytes; }
 
 // The workspace the shape's cuDNN calls use (the layout is at
 // dweight_scratch): none when im2col runs every direction.
@@ -509,26 +504,28 @@ static const dnn_shape *find_shape(const a3_backend *be, const a3_conv2d_shape *
 
 // padded (B*C planes of PH x PW) = inp (B*C planes of H x W) placed at
 // (top, left), zeros around it.
-__global__ static void pad_kernel(float *padded, const float *inp, int planes, int H, int W, int PH,
-                                  int PW, int top, int left) {
+template <typename T>
+__global__ static void pad_kernel(T *padded, const T *inp, int planes, int H, int W, int PH, int PW,
+                                  int top, int left) {
   const int n = PH * PW;
   for (int plane = blockIdx.y; plane < planes; plane += gridDim.y) {
-    const float *src = inp + (size_t)plane * H * W;
-    float *dst = padded + (size_t)plane * n;
+    const T *src = inp + (size_t)plane * H * W;
+    T *dst = padded + (size_t)plane * n;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
       const int y = i / PW - top, x = i % PW - left;
-      dst[i] = y >= 0 && y < H && x >= 0 && x < W ? src[y * W + x] : 0.0f;
+      cu_st(dst + i, y >= 0 && y < H && x >= 0 && x < W ? cu_ld(src + y * W + x) : 0.0f);
     }
   }
 }
 
 // dinp (B*C planes of H x W) = the (top, left) window of dpadded.
-__global__ static void crop_kernel(float *dinp, const float *dpadded, int planes, int H, int W,
-                                   int PH, int PW, int top, int left) {
+template <typename T>
+__global__ static void crop_kernel(T *dinp, const T *dpadded, int planes, int H, int W, int PH,
+                                   int PW, int top, int left) {
   const int n = H * W;
   for (int plane = blockIdx.y; plane < planes; plane += gridDim.y) {
-    const float *src = dpadded + (size_t)plane * PH * PW;
-    float *dst = dinp + (size_t)plane * n;
+    const T *src = dpadded + (size_t)plane * PH * PW;
+    T *dst = dinp + (size_t)plane * n;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
       dst[i] = src[(i / W + top) * PW + i % W + left];
   }
@@ -539,21 +536,27 @@ static dim3 plane_grid(int planes, int n) {
   return dim3(x < 64 ? x : 64, planes < 65535 ? (unsigned)planes : 65535u);
 }
 
-static int pad_input(const a3_backend *be, const dnn_shape *e, float *padded, const float *inp) {
+// The padded input, at the workspace's start (padded_bytes).
+static int pad_input(const a3_backend *be, const dnn_shape *e, void *padded, const a3_act *inp) {
   const a3_conv2d_shape *s = &e->shape;
   const int planes = s->B * s->C;
-  pad_kernel<<<plane_grid(planes, e->run.H * e->run.W), CU_THREADS, 0, cu_stream(be)>>>(
-      padded, inp, planes, s->H, s->W, e->run.H, e->run.W, s->pad_top, s->pad_left);
+  CU_ACT_DISPATCH(be, {
+    pad_kernel<T><<<plane_grid(planes, e->run.H * e->run.W), CU_THREADS, 0, cu_stream(be)>>>(
+        (T *)padded, cu_t<T>(inp), planes, s->H, s->W, e->run.H, e->run.W, s->pad_top, s->pad_left);
+  });
   return CU_LAUNCHED(be);
 }
 
-static void crop_gradient(const a3_backend *be, const dnn_shape *e, float *dinp,
-                          const float *dpadded) {
+static void crop_gradient(const a3_backend *be, const dnn_shape *e, a3_act *dinp,
+                          const void *dpadded) {
   const a3_conv2d_shape *s = &e->shape;
   const int planes = s->B * s->C;
-  crop_kernel<<<plane_grid(planes, s->H * s->W), CU_THREADS, 0, cu_stream(be)>>>(
-      dinp, dpadded, planes, s->H, s->W, e->run.H, e->run.W, s->pad_top, s->pad_left);
-  CU_LAUNCHED(be);
+  CU_ACT_DISPATCH(be, {
+    crop_kernel<T><<<plane_grid(planes, s->H * s->W), CU_THREADS, 0, cu_stream(be)>>>(
+        cu_t<T>(dinp), (const T *)dpadded, planes, s->H, s->W, e->run.H, e->run.W, s->pad_top,
+        s->pad_left);
+    CU_LAUNCHED(be);
+  });
 }
 
 // ---------------------------------------------------------------- the ops
@@ -576,23 +579,21 @@ int cu_dnn_conv2d_runs(const a3_backend *be, const a3_conv2d_shape *s, cu_dnn_di
 }
 
 // The workspace: [padded input or its gradient (padded_bytes)]
-// [filter gradient (dweight_bytes)][bf16: x or dx (x16_bytes), y or dy
-// (y16_bytes), w (w16_bytes), dw (w16_bytes)][cuDNN's (workspace)].
+// [filter gradient (dweight_bytes)][bf16: w (w16_bytes), dw (w16_bytes)]
+// [cuDNN's (workspace)].
 static float *dweight_scratch(const dnn_shape *e, void *workspace) {
   return (float *)((char *)workspace + e->padded_bytes);
 }
 
 typedef struct {
-  __nv_bfloat16 *x, *y, *w, *dw;
+  __nv_bfloat16 *w, *dw;
 } bf16_copies;
 
 static bf16_copies bf16_parts(const dnn_shape *e, void *workspace) {
   char *p = (char *)workspace + e->padded_bytes + e->dweight_bytes;
   bf16_copies c;
-  c.x = (__nv_bfloat16 *)p;
-  c.y = (__nv_bfloat16 *)(p + e->x16_bytes);
-  c.w = (__nv_bfloat16 *)(p + e->x16_bytes + e->y16_bytes);
-  c.dw = (__nv_bfloat16 *)(p + e->x16_bytes + e->y16_bytes + e->w16_bytes);
+  c.w = (__nv_bfloat16 *)p;
+  c.dw = (__nv_bfloat16 *)(p + e->w16_bytes);
   return c;
 }
 
@@ -601,14 +602,6 @@ static void *dnn_workspace(const dnn_shape *e, void *workspace) {
 }
 
 static int bf16(const dnn_shape *e) { return e->dtype == CUDNN_DATA_BFLOAT16; }
-
-// What cuDNN reads for an fp32 tensor of `count` floats: the tensor itself,
-// or (bf16) its rounded copy in `copy`; NULL after a recorded failure.
-static const void *dnn_operand(const a3_backend *be, const dnn_shape *e, const float *t,
-                               __nv_bfloat16 *copy, size_t count) {
-  if (!bf16(e)) return t;
-  return cu_round_bf16(be, copy, t, count) ? copy : NULL;
-}
 
 // The weight as cuDNN gets it: itself when 16-byte aligned (any model whose
 // tensors before it hold multiples of 4 floats), else a copy in the
@@ -623,95 +616,95 @@ static const float *aligned_weight(const a3_backend *be, const dnn_shape *e, con
              : NULL;
 }
 
-// The weight cuDNN reads: its bf16 copy, or the (aligned) fp32 weight.
+// The weight cuDNN reads: its bf16 copy, or the (aligned) fp32 weight; NULL
+// after a recorded failure.
 static const void *dnn_weight(const a3_backend *be, const dnn_shape *e, const float *weight,
                               void *workspace) {
-  return bf16(e) ? dnn_operand(be, e, weight, bf16_parts(e, workspace).w, w_count(e))
-                 : aligned_weight(be, e, weight, workspace);
+  if (!bf16(e)) return aligned_weight(be, e, weight, workspace);
+  __nv_bfloat16 *copy = bf16_parts(e, workspace).w;
+  return cu_round_bf16(be, copy, weight, w_count(e)) ? copy : NULL;
+}
+
+// dst (n) += src (n), fp32.
+__global__ static void add_kernel(float *dst, const float *src, size_t n) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+       i += (size_t)gridDim.x * blockDim.x)
+    dst[i] += src[i];
 }
 
 void cu_dnn_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s,
-                           float *out,          // (B, OC, OH, OW): = conv + beta * out
-                           const float *inp,    // (B, C, H, W)
+                           a3_act *out,         // (B, OC, OH, OW): = conv + beta * out
+                           const a3_act *inp,   // (B, C, H, W)
                            const float *weight, // (OC, C, KH, KW)
                            float beta, void *workspace) {
   const dnn_shape *e = find_shape(be, s);
   const float one = 1.0f;
-  if (e->padded_bytes) { // (B, C, H + pads, W + pads)
-    if (!pad_input(be, e, (float *)workspace, inp)) return;
-    inp = (const float *)workspace;
+  const void *x = inp; // (B, C, H + pads, W + pads) when padded
+  if (e->padded_bytes) {
+    if (!pad_input(be, e, workspace, inp)) return;
+    x = workspace;
   }
-  const bf16_copies c = bf16_parts(e, workspace);
-  const void *x = dnn_operand(be, e, inp, c.x, x_count(e));
   const void *w = dnn_weight(be, e, weight, workspace);
-  if (!x || !w || !DNN(be, cudnnSetConvolutionMathType(e->conv, e->fwd_math))) return;
-  const float zero = 0.0f;
-  void *y = bf16(e) ? (void *)c.y : (void *)out; // bf16: out = y + beta * out below
-  if (!DNN(be, cudnnConvolutionForward(backend_dnn(be)->handle, &one, e->x, x, e->w, w, e->conv,
-                                       e->fwd, dnn_workspace(e, workspace), e->workspace,
-                                       bf16(e) ? &zero : &beta, e->y, y)))
-    return;
-  if (bf16(e)) cu_widen_bf16(be, out, c.y, y_count(e), beta);
+  if (!w || !DNN(be, cudnnSetConvolutionMathType(e->conv, e->fwd_math))) return;
+  DNN(be, cudnnConvolutionForward(backend_dnn(be)->handle, &one, e->x, x, e->w, w, e->conv, e->fwd,
+                                  dnn_workspace(e, workspace), e->workspace, &beta, e->y, out));
 }
 
 // dweight += the filter gradient (inp padded first when the shape needs it).
-// It goes through an aligned scratch, then cuda_accumulate, not straight into
-// dweight with beta = 1: a parameter in the flat gradient buffer is only as
-// aligned as the tensors before it make it, and cuDNN's kernels may assume more.
-// dy: dout as cuDNN reads it (bf16: its copy).
-static int backward_filter(const a3_backend *be, const dnn_shape *e, float *dweight, const void *dy,
-                           const float *inp, void *workspace) {
+// It goes through an aligned scratch (bf16: the dw copy, widened), then an
+// add, not straight into dweight with beta = 1: a parameter in the flat
+// gradient buffer is only as aligned as the tensors before it make it, and
+// cuDNN's kernels may assume more.
+static int backward_filter(const a3_backend *be, const dnn_shape *e, float *dweight,
+                           const a3_act *dout, const a3_act *inp, void *workspace) {
   const float one = 1.0f, zero = 0.0f;
+  const void *x = inp;
   if (e->padded_bytes) {
-    if (!pad_input(be, e, (float *)workspace, inp)) return 0;
-    inp = (const float *)workspace;
+    if (!pad_input(be, e, workspace, inp)) return 0;
+    x = workspace;
   }
   const bf16_copies c = bf16_parts(e, workspace);
-  const void *x = dnn_operand(be, e, inp, c.x, x_count(e));
-  void *scratch = bf16(e) ? (void *)c.dw : (void *)dweight_scratch(e, workspace);
-  if (!x || !DNN(be, cudnnSetConvolutionMathType(e->conv, e->filter_math)) ||
-      !DNN(be, cudnnConvolutionBackwardFilter(backend_dnn(be)->handle, &one, e->x, x, e->y, dy,
+  float *scratch = dweight_scratch(e, workspace);
+  void *dw = bf16(e) ? (void *)c.dw : (void *)scratch;
+  if (!DNN(be, cudnnSetConvolutionMathType(e->conv, e->filter_math)) ||
+      !DNN(be, cudnnConvolutionBackwardFilter(backend_dnn(be)->handle, &one, e->x, x, e->y, dout,
                                               e->conv, e->bwd_filter, dnn_workspace(e, workspace),
-                                              e->workspace, &zero, e->w, scratch)))
+                                              e->workspace, &zero, e->w, dw)))
     return 0;
   if (bf16(e)) return cu_widen_bf16(be, dweight, c.dw, w_count(e), 1.0f);
-  cuda_accumulate(be, dweight, (const float *)scratch, w_count(e)); // a failed launch is recorded
-  return 1; // (not the backend's error state: an earlier op's error must not skip dinp here)
+  const size_t n = w_count(e);
+  add_kernel<<<cu_blocks(n, CU_THREADS), CU_THREADS, 0, cu_stream(be)>>>(dweight, scratch, n);
+  CU_LAUNCHED(be); // a failed launch is recorded
+  return 1;        // (not the backend's error state: an earlier op's error must not skip dinp here)
 }
 
 // dinp = the data gradient (through the padded gradient, cropped, when the
 // shape needs it).
-// (bf16: into the x copy's place, free once the filter gradient is queued,
-// then widened.)
-static void backward_data(const a3_backend *be, const dnn_shape *e, float *dinp, const void *dy,
-                          const float *weight, void *workspace) {
+static void backward_data(const a3_backend *be, const dnn_shape *e, a3_act *dinp,
+                          const a3_act *dout, const float *weight, void *workspace) {
   const float one = 1.0f, zero = 0.0f;
-  float *dx = e->padded_bytes ? (float *)workspace : dinp;
-  const bf16_copies c = bf16_parts(e, workspace);
+  void *dx = e->padded_bytes ? workspace : (void *)dinp;
   const void *w = dnn_weight(be, e, weight, workspace);
   if (!w || !DNN(be, cudnnSetConvolutionMathType(e->conv, e->data_math)) ||
-      !DNN(be,
-           cudnnConvolutionBackwardData(backend_dnn(be)->handle, &one, e->w, w, e->y, dy, e->conv,
-                                        e->bwd_data, dnn_workspace(e, workspace), e->workspace,
-                                        &zero, e->x, bf16(e) ? (void *)c.x : (void *)dx)))
+      !DNN(be, cudnnConvolutionBackwardData(backend_dnn(be)->handle, &one, e->w, w, e->y, dout,
+                                            e->conv, e->bwd_data, dnn_workspace(e, workspace),
+                                            e->workspace, &zero, e->x, dx)))
     return;
-  if (bf16(e) && !cu_widen_bf16(be, dx, c.x, x_count(e), 0.0f)) return;
   if (e->padded_bytes) crop_gradient(be, e, dinp, dx);
 }
 
 // Only the directions cuDNN runs (cu_dnn_conv2d_runs): cuda_conv2d.cu passes
 // NULL for a gradient the im2col path makes.
 void cu_dnn_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s,
-                            float *dinp,         // (B, C, H, W) overwritten, or NULL
+                            a3_act *dinp,        // (B, C, H, W) overwritten, or NULL
                             float *dweight,      // (OC, C, KH, KW) +=, or NULL
-                            const float *dout,   // (B, OC, OH, OW)
-                            const float *inp,    // (B, C, H, W)
+                            const a3_act *dout,  // (B, OC, OH, OW)
+                            const a3_act *inp,   // (B, C, H, W)
                             const float *weight, // (OC, C, KH, KW)
                             void *workspace) {
   const dnn_shape *e = find_shape(be, s);
   // The padded input is dead once the filter gradient is queued: the data
   // gradient may reuse its place (same stream, in order).
-  const void *dy = dnn_operand(be, e, dout, bf16_parts(e, workspace).y, y_count(e));
-  if (!dy || (dweight && !backward_filter(be, e, dweight, dy, inp, workspace))) return;
-  if (dinp) backward_data(be, e, dinp, dy, weight, workspace);
+  if (dweight && !backward_filter(be, e, dweight, dout, inp, workspace)) return;
+  if (dinp) backward_data(be, e, dinp, dout, weight, workspace);
 }

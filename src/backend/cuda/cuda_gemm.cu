@@ -1,24 +1,28 @@
 // The backend's matrix products: every GEMM of the CUDA ops goes through
-// these two, so train.precision is decided here. Results and accumulation
-// are fp32 in every mode:
-//   fp32: fp32 operands, CUBLAS_COMPUTE_32F (default math mode: no TF32);
-//   tf32: fp32 operands, CUBLAS_COMPUTE_32F_FAST_TF32 (the tensor cores
-//         round them to 10-bit mantissas);
-//   bf16: the operands are first rounded (to nearest even) into bf16 copies
-//         in the backend's scratch, then multiplied by the bf16 tensor cores
-//         with fp32 accumulation (CUBLAS_COMPUTE_32F on CUDA_R_16BF inputs),
-//         as torch's autocast does for its matmuls. Asking cuBLAS for
-//         CUBLAS_COMPUTE_32F_FAST_16BF on fp32 operands instead measured
-//         like tf32 on an H100 (tf32's errors and 410 TFLOP/s at 4096^3,
-//         where bf16 operands reach ~770).
-// The copies cost a read of 4 and a write of 2 bytes per operand element,
+// these two, so train.precision is decided here. Accumulation is fp32 in
+// every mode:
+//   fp32: fp32 operands and results, CUBLAS_COMPUTE_32F (default math mode:
+//         no TF32);
+//   tf32: the same with CUBLAS_COMPUTE_32F_FAST_TF32 (the tensor cores
+//         round the operands to 10-bit mantissas);
+//   bf16: bf16 operands on the bf16 tensor cores (CUBLAS_COMPUTE_32F on
+//         CUDA_R_16BF inputs), as torch's autocast runs its matmuls.
+//         Activations are bf16 already; an fp32 operand (a weight, attention
+//         probabilities) is first rounded (to nearest even) into a bf16 copy
+//         in the backend's scratch. A result is stored in its own type: an
+//         activation in bf16 (CUDA_R_16BF C, which cuBLAS also reads in bf16
+//         when beta is 1), a parameter gradient in fp32. Asking cuBLAS for
+//         CUBLAS_COMPUTE_32F_FAST_16BF on fp32 operands instead measured like
+//         tf32 on an H100 (tf32's errors and 410 TFLOP/s at 4096^3, where
+//         bf16 operands reach ~770).
+// A weight's copy costs a read of 4 and a write of 2 bytes per element,
 // which the 2x faster bf16 products repay on the large matrices.
 #include "cuda_internal.h"
 
 cublasComputeType_t cu_compute_type(a3_precision p) {
   switch (p) {
   case A3_PRECISION_TF32: return CUBLAS_COMPUTE_32F_FAST_TF32;
-  case A3_PRECISION_BF16: return CUBLAS_COMPUTE_32F_FAST_16BF; // marks bf16: see as_bf16
+  case A3_PRECISION_BF16: return CUBLAS_COMPUTE_32F_FAST_16BF; // marks bf16: see gemm_call_for
   default: return CUBLAS_COMPUTE_32F;
   }
 }
@@ -55,7 +59,7 @@ int cu_widen_bf16(const a3_backend *be, float *dst, const __nv_bfloat16 *src, si
 }
 
 // Elements a column-major operand spans: `batch` matrices `stride` apart,
-// each `cols` columns of `rows` floats, `ld` apart. Its copy keeps the
+// each `cols` columns of `rows` elements, `ld` apart. Its copy keeps the
 // offsets, so overlapping or interleaved matrices stay right.
 static size_t operand_span(int rows, int cols, int ld, long long stride, int batch) {
   if (rows <= 0 || cols <= 0 || batch <= 0) return 0;
@@ -70,48 +74,56 @@ static const __nv_bfloat16 *as_bf16(const a3_backend *be, int slot, const float 
   return dst && cu_round_bf16(be, dst, src, n) ? dst : NULL;
 }
 
-// The operands' types, pointers and compute type for this backend's
-// precision: A and B themselves, or their bf16 copies.
+static int is_bf16(const a3_backend *be, cu_mat_type t) {
+  return t == CU_MAT_BF16 || (t == CU_MAT_ACT && cu_act_bf16(be));
+}
+
+// What cuBLAS gets of a product: its operands (A and B themselves, or an
+// fp32 one's bf16 copy), their types and C's, and the compute type.
 typedef struct {
   const void *A, *B;
-  cudaDataType_t type;
+  cudaDataType_t a_type, b_type, c_type;
   cublasComputeType_t compute;
-} gemm_operands;
+} gemm_call;
 
-static int gemm_operands_for(const a3_backend *be, cublasOperation_t ta, cublasOperation_t tb,
-                             int m, int n, int k, const float *A, int lda, long long stride_a,
-                             const float *B, int ldb, long long stride_b, int batch,
-                             gemm_operands *o) {
-  *o = (gemm_operands){A, B, CUDA_R_32F, cu_state(be)->compute};
-  if (!cu_bf16_operands(be)) return 1;
+// Operand x (rows x cols, `batch` matrices) as cuBLAS reads it, copied into
+// scratch `slot` when it must be; *p NULL after a recorded failure.
+static void operand(const a3_backend *be, int slot, cu_mat x, int rows, int cols, int batch,
+                    const void **p, cudaDataType_t *type) {
+  *p = x.p;
+  *type = is_bf16(be, x.type) ? CUDA_R_16BF : CUDA_R_32F;
+  if (*type == CUDA_R_16BF || !cu_bf16_operands(be)) return;
+  *p = as_bf16(be, slot, (const float *)x.p, operand_span(rows, cols, x.ld, x.stride, batch));
+  *type = CUDA_R_16BF;
+}
+
+static int gemm_call_for(const a3_backend *be, cublasOperation_t ta, cublasOperation_t tb, int m,
+                         int n, int k, cu_mat A, cu_mat B, cu_mat_out C, int batch, gemm_call *g) {
   const int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
   const int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
-  o->A = as_bf16(be, 0, A, operand_span(a_rows, a_cols, lda, stride_a, batch));
-  o->B = as_bf16(be, 1, B, operand_span(b_rows, b_cols, ldb, stride_b, batch));
-  o->type = CUDA_R_16BF;
-  o->compute = CUBLAS_COMPUTE_32F;
-  return o->A && o->B;
+  operand(be, 0, A, a_rows, a_cols, batch, &g->A, &g->a_type);
+  operand(be, 1, B, b_rows, b_cols, batch, &g->B, &g->b_type);
+  g->c_type = is_bf16(be, C.type) ? CUDA_R_16BF : CUDA_R_32F;
+  // bf16 operands need the plain fp32 compute type (the state's marks bf16).
+  g->compute = cu_bf16_operands(be) ? CUBLAS_COMPUTE_32F : cu_state(be)->compute;
+  return g->A && g->B;
 }
 
-cublasStatus_t cu_sgemm(const a3_backend *be, cublasOperation_t ta, cublasOperation_t tb, int m,
-                        int n, int k, const float *alpha, const float *A, int lda, const float *B,
-                        int ldb, const float *beta, float *C, int ldc) {
-  gemm_operands o;
-  if (!gemm_operands_for(be, ta, tb, m, n, k, A, lda, 0, B, ldb, 0, 1, &o))
+cublasStatus_t cu_gemm(const a3_backend *be, cublasOperation_t ta, cublasOperation_t tb, int m,
+                       int n, int k, float alpha, cu_mat A, cu_mat B, float beta, cu_mat_out C) {
+  gemm_call g;
+  if (!gemm_call_for(be, ta, tb, m, n, k, A, B, C, 1, &g))
     return CUBLAS_STATUS_ALLOC_FAILED; // the cause is recorded already
-  return cublasGemmEx(cu_blas(be), ta, tb, m, n, k, alpha, o.A, o.type, lda, o.B, o.type, ldb, beta,
-                      C, CUDA_R_32F, ldc, o.compute, CUBLAS_GEMM_DEFAULT);
+  return cublasGemmEx(cu_blas(be), ta, tb, m, n, k, &alpha, g.A, g.a_type, A.ld, g.B, g.b_type,
+                      B.ld, &beta, C.p, g.c_type, C.ld, g.compute, CUBLAS_GEMM_DEFAULT);
 }
 
-cublasStatus_t cu_sgemm_batched(const a3_backend *be, cublasOperation_t ta, cublasOperation_t tb,
-                                int m, int n, int k, const float *alpha, const float *A, int lda,
-                                long long stride_a, const float *B, int ldb, long long stride_b,
-                                const float *beta, float *C, int ldc, long long stride_c,
-                                int batch) {
-  gemm_operands o;
-  if (!gemm_operands_for(be, ta, tb, m, n, k, A, lda, stride_a, B, ldb, stride_b, batch, &o))
-    return CUBLAS_STATUS_ALLOC_FAILED;
-  return cublasGemmStridedBatchedEx(cu_blas(be), ta, tb, m, n, k, alpha, o.A, o.type, lda, stride_a,
-                                    o.B, o.type, ldb, stride_b, beta, C, CUDA_R_32F, ldc, stride_c,
-                                    batch, o.compute, CUBLAS_GEMM_DEFAULT);
+cublasStatus_t cu_gemm_batched(const a3_backend *be, cublasOperation_t ta, cublasOperation_t tb,
+                               int m, int n, int k, float alpha, cu_mat A, cu_mat B, float beta,
+                               cu_mat_out C, int batch) {
+  gemm_call g;
+  if (!gemm_call_for(be, ta, tb, m, n, k, A, B, C, batch, &g)) return CUBLAS_STATUS_ALLOC_FAILED;
+  return cublasGemmStridedBatchedEx(cu_blas(be), ta, tb, m, n, k, &alpha, g.A, g.a_type, A.ld,
+                                    A.stride, g.B, g.b_type, B.ld, B.stride, &beta, C.p, g.c_type,
+                                    C.ld, C.stride, batch, g.compute, CUBLAS_GEMM_DEFAULT);
 }

@@ -1,5 +1,8 @@
 // GroupNorm, and GroupNorm + SiLU fused, on CUDA. Group g of image b is one
-// contiguous block of n = (C/G) * HW floats (at (b * G + g) * n).
+// contiguous block of n = (C/G) * HW elements (at (b * G + g) * n). The
+// activations (inp, out, dout, dinp) are in the storage type T
+// (cuda_internal.h), loaded into fp32 registers and rounded once when
+// stored; mean, rstd, the parameters and their gradients are fp32.
 //
 // Forward: one thread block per (b, g): the mean, then the biased variance
 // two-pass around it (no E[x^2] - E[x]^2 cancellation), both summed in
@@ -15,15 +18,15 @@
 //
 // How the forward and dinp blocks walk a group (they are bound by memory
 // traffic, so each element should cross the bus once):
-//   - Slots: the group is cut into slots of V floats (V = 4, one float4
-//     load, when HW % 4 == 0 and the pointers are 16-byte aligned, so a slot
-//     never straddles two channels; else V = 1). Thread t of a T-thread
-//     block owns slots t, t + T, t + 2T, ... (coalesced: a warp reads 32
-//     neighbouring slots).
-//   - Registers: a thread holds GN_K floats (GN_K / V slots) per chunk, a
-//     chunk being T * GN_K floats. The block size is picked per launch from n
-//     (128, 256 or 512 threads) so that a group of the U-Nets' sizes (up to
-//     4096 floats) is one chunk: it is read from global memory once, and
+//   - Slots: the group is cut into slots of V elements (one 16-byte load:
+//     V = 4 floats or 8 bf16, when HW % V == 0 and the pointers are 16-byte
+//     aligned, so a slot never straddles two channels; else V = 1). Thread t
+//     of an N-thread block owns slots t, t + N, t + 2N, ... (coalesced: a
+//     warp reads 32 neighbouring slots).
+//   - Registers: a thread holds GN_K fp32 values (GN_K / V slots) per chunk,
+//     a chunk being N * GN_K elements. The block size is picked per launch
+//     from n (128, 256 or 512 threads) so that a group of the U-Nets' sizes
+//     (up to 4096 elements) is one chunk: it is read from global memory once, and
 //     every pass runs on registers. A larger group takes several chunks and
 //     each pass reloads its chunks (x three times in the forward, x and dout
 //     twice in dinp), by the same code, so the two cases cannot drift apart.
@@ -38,9 +41,9 @@
 #include <limits.h>
 #include <stdint.h>
 
-// GN_K: floats a thread holds in registers per chunk (dinp: GN_K of x and
+// GN_K: values a thread holds in registers per chunk (dinp: GN_K of x and
 // GN_K of dout).
-// GN_CHUNK_MAX: the largest chunk, floats.
+// GN_CHUNK_MAX: the largest chunk, elements.
 enum { GN_K = 8, GN_MAX_THREADS = 512, GN_CHUNK_MAX = GN_K * GN_MAX_THREADS };
 
 // Threads per forward / dinp block: the fewest of 128, 256, 512 whose chunk
@@ -84,28 +87,66 @@ template <int V> __device__ static inline int gn_slot(int k, int j) {
   return (int)threadIdx.x + (k * (GN_K / V) + j) * (int)blockDim.x;
 }
 
-// V floats at p (16-byte aligned when V = 4) into r, and back.
+// Elements of T in one 16-byte slot: the wide V of T's kernels.
+template <typename T> struct gn_wide {
+  enum { V = 16 / (int)sizeof(T) };
+};
+static_assert(GN_K % gn_wide<float>::V == 0 && GN_K % gn_wide<__nv_bfloat16>::V == 0,
+              "a thread's registers hold whole slots");
+
+// A 16-byte slot of bf16, so that it moves in one load or store.
+struct alignas(16) gn_bf16x8 {
+  __nv_bfloat16 v[8];
+};
+
+// V elements at p (16-byte aligned when V > 1) into r as fp32, and back,
+// rounded.
 template <int V> __device__ static inline void gn_load(float *r, const float *p) {
+  static_assert(V == 1 || V == 4, "float slots are 1 or 4 wide");
   if (V == 4) {
     const float4 q = *(const float4 *)p;
     r[0] = q.x, r[1] = q.y, r[2] = q.z, r[3] = q.w;
   } else {
-    r[0] = *p;
+    r[0] = cu_ld(p);
+  }
+}
+
+template <int V> __device__ static inline void gn_load(float *r, const __nv_bfloat16 *p) {
+  static_assert(V == 1 || V == 8, "bf16 slots are 1 or 8 wide");
+  if (V == 8) {
+    const gn_bf16x8 q = *(const gn_bf16x8 *)p;
+#pragma unroll
+    for (int e = 0; e < 8; e++) r[e] = cu_ld(&q.v[e]);
+  } else {
+    r[0] = cu_ld(p);
   }
 }
 
 template <int V> __device__ static inline void gn_store(float *p, const float *r) {
+  static_assert(V == 1 || V == 4, "float slots are 1 or 4 wide");
   if (V == 4) {
     *(float4 *)p = make_float4(r[0], r[1], r[2], r[3]);
   } else {
-    *p = r[0];
+    cu_st(p, r[0]);
   }
 }
 
-// The live slots of chunk k of group x (n floats) into r (GN_K registers);
+template <int V> __device__ static inline void gn_store(__nv_bfloat16 *p, const float *r) {
+  static_assert(V == 1 || V == 8, "bf16 slots are 1 or 8 wide");
+  if (V == 8) {
+    gn_bf16x8 q;
+#pragma unroll
+    for (int e = 0; e < 8; e++) cu_st(&q.v[e], r[e]);
+    *(gn_bf16x8 *)p = q;
+  } else {
+    cu_st(p, r[0]);
+  }
+}
+
+// The live slots of chunk k of group x (n elements) into r (GN_K registers);
 // dead slots are left as they are and never read.
-template <int V>
-__device__ static inline void gn_load_chunk(float *r, const float *x, int nv, int k) {
+template <int V, typename T>
+__device__ static inline void gn_load_chunk(float *r, const T *x, int nv, int k) {
 #pragma unroll
   for (int j = 0; j < GN_K / V; j++) {
     const int v = gn_slot<V>(k, j);
@@ -148,11 +189,11 @@ typedef struct {
 
 // ---------------------------------------------------------------- forward
 
-// y (the group's output, n floats) for the live slots of chunk k, x's
-// floats in r (GN_K registers); cur: the cursor of the chunk's slot 0, left
+// y (the group's output, n elements) for the live slots of chunk k, x's
+// values in r (GN_K registers); cur: the cursor of the chunk's slot 0, left
 // at the next chunk's.
-template <int V>
-__device__ static inline void gn_chunk_out(float *y, const float *r, int nv, int k, gn_cursor *cur,
+template <int V, typename T>
+__device__ static inline void gn_chunk_out(T *y, const float *r, int nv, int k, gn_cursor *cur,
                                            gn_affine g) {
 #pragma unroll
   for (int j = 0; j < GN_K / V; j++) {
@@ -175,12 +216,12 @@ __device__ static inline void gn_chunk_out(float *y, const float *r, int nv, int
 
 // One block per (b, g); blockDim.x from gn_threads(n). A one-chunk group is
 // loaded once, before the passes; otherwise every pass reloads its chunks.
-template <int V>
+template <typename T, int V>
 __global__ static void __launch_bounds__(GN_MAX_THREADS)
-    gn_forward_kernel(float *out,          // (BG, CG * HW)
+    gn_forward_kernel(T *out,              // (BG, CG * HW)
                       float *mean,         // (BG)
                       float *rstd,         // (BG)
-                      const float *inp,    // (BG, CG * HW)
+                      const T *inp,        // (BG, CG * HW)
                       const float *weight, // (G * CG)
                       const float *bias,   // (G * CG)
                       int BG, int G, int CG, int HW, float eps, int silu) {
@@ -188,8 +229,8 @@ __global__ static void __launch_bounds__(GN_MAX_THREADS)
   const int chunks = gn_chunks(n), cached = chunks == 1;
   const gn_cursor start = gn_cursor_start(HW / V);
   for (int bg = blockIdx.x; bg < BG; bg += gridDim.x) {
-    const float *x = inp + (size_t)bg * n;
-    float *y = out + (size_t)bg * n;
+    const T *x = inp + (size_t)bg * n;
+    T *y = out + (size_t)bg * n;
     const int c0 = (bg % G) * CG; // first channel of the group
     float r[GN_K];
     if (cached) gn_load_chunk<V>(r, x, nv, 0);
@@ -217,41 +258,53 @@ __global__ static void __launch_bounds__(GN_MAX_THREADS)
   }
 }
 
-// The kernel's type, to pick its float4 or float instance at launch.
-typedef void gn_forward_fn(float *, float *, float *, const float *, const float *, const float *,
-                           int, int, int, int, float, int);
-
 // The kernels index a group (C/G * HW, plus a chunk of slots past its end)
 // and a channel's pixels over the batch (B * HW) with int: true for any
-// model this side of 2^31 floats per channel.
+// model this side of 2^31 elements per channel.
 static int gn_fits_int(const a3_backend *be, int B, int C, int HW, int G) {
   if ((long long)(C / G) * HW <= INT_MAX - GN_CHUNK_MAX && (long long)B * HW <= INT_MAX) return 1;
   return CU_CHECK(be, cudaErrorInvalidValue); // records the op and file:line
 }
 
-// float4 slots: a channel (HW floats) must be a whole number of slots, and
-// every group (at a multiple of n = CG * HW floats) then starts 16-byte
-// aligned when the tensors do. NULL counts as aligned.
-static int gn_vec4(int HW, const void *a, const void *b, const void *c) {
-  return HW % 4 == 0 && ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) % 16 == 0;
+// Wide (16-byte) slots of V elements: a channel (HW elements) must be a
+// whole number of slots, and every group (at a multiple of n = CG * HW
+// elements) then starts 16-byte aligned when the tensors do. NULL counts as
+// aligned.
+static int gn_wide_slots(int HW, int V, const void *a, const void *b, const void *c) {
+  return HW % V == 0 && ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) % 16 == 0;
 }
 
-static void gn_forward(const a3_backend *be, float *out, float *mean, float *rstd, const float *inp,
-                       const float *weight, const float *bias, int B, int C, int HW, int G,
-                       float eps, int silu) {
-  const int BG = B * G, CG = C / G;
-  if (BG <= 0 || !gn_fits_int(be, B, C, HW, G)) return;
-  gn_forward_fn *kernel = gn_vec4(HW, out, inp, NULL) ? gn_forward_kernel<4> : gn_forward_kernel<1>;
+// The forward's launch for storage type T, wide or scalar slots.
+template <typename T>
+static void gn_forward_launch(const a3_backend *be, T *out, float *mean, float *rstd, const T *inp,
+                              const float *weight, const float *bias, int BG, int G, int CG, int HW,
+                              float eps, int silu) {
+  typedef void fn(T *, float *, float *, const T *, const float *, const float *, int, int, int,
+                  int, float, int);
+  const int V = gn_wide<T>::V;
+  fn *kernel =
+      gn_wide_slots(HW, V, out, inp, NULL) ? gn_forward_kernel<T, V> : gn_forward_kernel<T, 1>;
   kernel<<<cu_grid(BG), gn_threads(CG * HW), 0, cu_stream(be)>>>(out, mean, rstd, inp, weight, bias,
                                                                  BG, G, CG, HW, eps, silu);
   CU_LAUNCHED(be);
 }
 
+static void gn_forward(const a3_backend *be, a3_act *out, float *mean, float *rstd,
+                       const a3_act *inp, const float *weight, const float *bias, int B, int C,
+                       int HW, int G, float eps, int silu) {
+  const int BG = B * G, CG = C / G;
+  if (BG <= 0 || !gn_fits_int(be, B, C, HW, G)) return;
+  CU_ACT_DISPATCH(be, {
+    gn_forward_launch<T>(be, cu_t<T>(out), mean, rstd, cu_t<T>(inp), weight, bias, BG, G, CG, HW,
+                         eps, silu);
+  });
+}
+
 void cuda_groupnorm_forward(const a3_backend *be,
-                            float *out,          // (B, C, HW)
+                            a3_act *out,         // (B, C, HW)
                             float *mean,         // (B, G)
                             float *rstd,         // (B, G)
-                            const float *inp,    // (B, C, HW)
+                            const a3_act *inp,   // (B, C, HW)
                             const float *weight, // (C)
                             const float *bias,   // (C)
                             int B, int C, int HW, int G, float eps) {
@@ -259,10 +312,10 @@ void cuda_groupnorm_forward(const a3_backend *be,
 }
 
 void cuda_groupnorm_silu_forward(const a3_backend *be,
-                                 float *out,          // (B, C, HW)
+                                 a3_act *out,         // (B, C, HW)
                                  float *mean,         // (B, G)
                                  float *rstd,         // (B, G)
-                                 const float *inp,    // (B, C, HW)
+                                 const a3_act *inp,   // (B, C, HW)
                                  const float *weight, // (C)
                                  const float *bias,   // (C)
                                  int B, int C, int HW, int G, float eps) {
@@ -279,13 +332,13 @@ __device__ static inline float gn_dz(float dy, float xhat, float w, float bb, in
   return dy * (s * (1.0f + z * (1.0f - s)));
 }
 
-// Chunk k of the group's x and dy (n floats each), loaded into xh and dzw
+// Chunk k of the group's x and dy (n elements each), loaded into xh and dzw
 // (GN_K registers each) and turned, for the live slots, into xhat and
 // dxhat = dz * weight[c] (rounded to float, as the output uses it); cur as in
 // gn_chunk_out.
-template <int V>
-__device__ static inline void gn_dinp_chunk(float *xh, float *dzw, const float *x, const float *dy,
-                                            int nv, int k, gn_cursor *cur, gn_affine g) {
+template <int V, typename T>
+__device__ static inline void gn_dinp_chunk(float *xh, float *dzw, const T *x, const T *dy, int nv,
+                                            int k, gn_cursor *cur, gn_affine g) {
   gn_load_chunk<V>(xh, x, nv, k); // all loads first, in flight together
   gn_load_chunk<V>(dzw, dy, nv, k);
 #pragma unroll
@@ -303,11 +356,11 @@ __device__ static inline void gn_dinp_chunk(float *xh, float *dzw, const float *
   }
 }
 
-// dx (the group's dinp, n floats) = rstd * (dxhat - m1 - xhat * m2) for the
-// live slots of chunk k (xh, dzw: GN_K registers each).
-template <int V>
-__device__ static inline void gn_dinp_out(float *dx, const float *xh, const float *dzw, int nv,
-                                          int k, float rs, float m1, float m2) {
+// dx (the group's dinp, n elements) = rstd * (dxhat - m1 - xhat * m2) for
+// the live slots of chunk k (xh, dzw: GN_K registers each).
+template <int V, typename T>
+__device__ static inline void gn_dinp_out(T *dx, const float *xh, const float *dzw, int nv, int k,
+                                          float rs, float m1, float m2) {
 #pragma unroll
   for (int j = 0; j < GN_K / V; j++) {
     const int v = gn_slot<V>(k, j);
@@ -321,11 +374,11 @@ __device__ static inline void gn_dinp_out(float *dx, const float *xh, const floa
 
 // dinp for one (b, g) per block (bias is read only when silu); blockDim.x
 // and chunks as in gn_forward_kernel.
-template <int V>
+template <typename T, int V>
 __global__ static void __launch_bounds__(GN_MAX_THREADS)
-    gn_dinp_kernel(float *dinp,         // (BG, CG * HW) overwritten
-                   const float *dout,   // (BG, CG * HW)
-                   const float *inp,    // (BG, CG * HW)
+    gn_dinp_kernel(T *dinp,             // (BG, CG * HW) overwritten
+                   const T *dout,       // (BG, CG * HW)
+                   const T *inp,        // (BG, CG * HW)
                    const float *weight, // (G * CG)
                    const float *bias,   // (G * CG), or NULL when not silu
                    const float *mean,   // (BG)
@@ -358,16 +411,14 @@ __global__ static void __launch_bounds__(GN_MAX_THREADS)
   }
 }
 
-typedef void gn_dinp_fn(float *, const float *, const float *, const float *, const float *,
-                        const float *, const float *, int, int, int, int, int);
-
 // Block (c, s): piece s of channel c's (B, HW) elements (cu_plane_walk),
 // its sums of dz and dz * xhat into part[c * S + s] and part[(C + c) * S + s];
 // when S is 1, added to dbias[c] and dweight[c] (either NULL) instead.
-__global__ static void gn_dparam_kernel(double *part, float *dweight, float *dbias,
-                                        const float *dout, const float *inp, const float *weight,
-                                        const float *bias, const float *mean, const float *rstd,
-                                        int B, int C, int HW, int G, int S, int silu) {
+template <typename T>
+__global__ static void gn_dparam_kernel(double *part, float *dweight, float *dbias, const T *dout,
+                                        const T *inp, const float *weight, const float *bias,
+                                        const float *mean, const float *rstd, int B, int C, int HW,
+                                        int G, int S, int silu) {
   const int CG = C / G, s = blockIdx.y;
   for (int c = blockIdx.x; c < C; c += gridDim.x) {
     const int g = c / CG;
@@ -376,8 +427,8 @@ __global__ static void gn_dparam_kernel(double *part, float *dweight, float *dbi
     for (cu_plane_walk it = cu_plane_walk_start((size_t)B * HW, S, s, HW); it.i < it.end;
          cu_plane_walk_next(&it, HW)) {
       const size_t b = it.o, at = (b * C + c) * HW + it.r;
-      const float xhat = (inp[at] - mean[b * G + g]) * rstd[b * G + g];
-      const float dz = gn_dz(dout[at], xhat, w, bb, silu);
+      const float xhat = (cu_ld(&inp[at]) - mean[b * G + g]) * rstd[b * G + g];
+      const float dz = gn_dz(cu_ld(&dout[at]), xhat, w, bb, silu);
       s_dz += dz;
       s_dzx += (double)dz * xhat;
     }
@@ -396,8 +447,9 @@ __global__ static void gn_dparam_kernel(double *part, float *dweight, float *dbi
 // dweight[c] += sum dz * xhat, dbias[c] += sum dz over (b, HW) (either NULL),
 // in pieces: one block per channel left most of an H200 idle (0.32 ms for a
 // (128, 128, 32, 32) backward, a sixth of memory bandwidth).
-static void gn_dparams(const a3_backend *be, float *dweight, float *dbias, const float *dout,
-                       const float *inp, const float *weight, const float *bias, const float *mean,
+template <typename T>
+static void gn_dparams(const a3_backend *be, float *dweight, float *dbias, const T *dout,
+                       const T *inp, const float *weight, const float *bias, const float *mean,
                        const float *rstd, int B, int C, int HW, int G, int silu) {
   const int S = cu_plane_pieces(C, (size_t)B * HW);
   double *part = NULL;
@@ -406,36 +458,56 @@ static void gn_dparams(const a3_backend *be, float *dweight, float *dbias, const
                                     (size_t)2 * C * S * sizeof(double));
     if (!part) return;
   }
-  gn_dparam_kernel<<<dim3(cu_grid(C), (unsigned)S), CU_THREADS, 0, cu_stream(be)>>>(
+  gn_dparam_kernel<T><<<dim3(cu_grid(C), (unsigned)S), CU_THREADS, 0, cu_stream(be)>>>(
       part, dweight, dbias, dout, inp, weight, bias, mean, rstd, B, C, HW, G, S, silu);
   if (!CU_LAUNCHED(be) || S == 1) return;
   if (dbias) cu_finish_plane_parts(be, dbias, part, C, S, 1);
   if (dweight) cu_finish_plane_parts(be, dweight, part + (size_t)C * S, C, S, 1);
 }
 
-static void gn_backward(const a3_backend *be, float *dinp, float *dweight, float *dbias,
-                        const float *dout, const float *inp, const float *weight, const float *bias,
-                        const float *mean, const float *rstd, int B, int C, int HW, int G,
-                        int silu) {
-  const int BG = B * G;
-  if (BG <= 0 || !gn_fits_int(be, B, C, HW, G)) return;
+// dinp's launch for storage type T, wide or scalar slots.
+template <typename T>
+static void gn_dinp_launch(const a3_backend *be, T *dinp, const T *dout, const T *inp,
+                           const float *weight, const float *bias, const float *mean,
+                           const float *rstd, int BG, int G, int CG, int HW, int silu) {
+  typedef void fn(T *, const T *, const T *, const float *, const float *, const float *,
+                  const float *, int, int, int, int, int);
+  const int V = gn_wide<T>::V;
+  fn *kernel = gn_wide_slots(HW, V, dinp, dout, inp) ? gn_dinp_kernel<T, V> : gn_dinp_kernel<T, 1>;
+  kernel<<<cu_grid(BG), gn_threads(CG * HW), 0, cu_stream(be)>>>(dinp, dout, inp, weight, bias,
+                                                                 mean, rstd, BG, G, CG, HW, silu);
+  CU_LAUNCHED(be);
+}
+
+// The backward for storage type T (dinp, dweight, dbias each skipped when NULL).
+template <typename T>
+static void gn_backward_t(const a3_backend *be, T *dinp, float *dweight, float *dbias,
+                          const T *dout, const T *inp, const float *weight, const float *bias,
+                          const float *mean, const float *rstd, int B, int C, int HW, int G,
+                          int silu) {
   if (dweight || dbias)
-    gn_dparams(be, dweight, dbias, dout, inp, weight, bias, mean, rstd, B, C, HW, G, silu);
-  if (dinp) {
-    const int CG = C / G;
-    gn_dinp_fn *kernel = gn_vec4(HW, dinp, dout, inp) ? gn_dinp_kernel<4> : gn_dinp_kernel<1>;
-    kernel<<<cu_grid(BG), gn_threads(CG * HW), 0, cu_stream(be)>>>(dinp, dout, inp, weight, bias,
-                                                                   mean, rstd, BG, G, CG, HW, silu);
-    CU_LAUNCHED(be);
-  }
+    gn_dparams<T>(be, dweight, dbias, dout, inp, weight, bias, mean, rstd, B, C, HW, G, silu);
+  if (dinp)
+    gn_dinp_launch<T>(be, dinp, dout, inp, weight, bias, mean, rstd, B * G, G, C / G, HW, silu);
+}
+
+static void gn_backward(const a3_backend *be, a3_act *dinp, float *dweight, float *dbias,
+                        const a3_act *dout, const a3_act *inp, const float *weight,
+                        const float *bias, const float *mean, const float *rstd, int B, int C,
+                        int HW, int G, int silu) {
+  if (B * G <= 0 || !gn_fits_int(be, B, C, HW, G)) return;
+  CU_ACT_DISPATCH(be, {
+    gn_backward_t<T>(be, cu_t<T>(dinp), dweight, dbias, cu_t<T>(dout), cu_t<T>(inp), weight, bias,
+                     mean, rstd, B, C, HW, G, silu);
+  });
 }
 
 void cuda_groupnorm_backward(const a3_backend *be,
-                             float *dinp,         // (B, C, HW) overwritten, or NULL
+                             a3_act *dinp,        // (B, C, HW) overwritten, or NULL
                              float *dweight,      // (C) +=, or NULL
                              float *dbias,        // (C) +=, or NULL
-                             const float *dout,   // (B, C, HW)
-                             const float *inp,    // (B, C, HW)
+                             const a3_act *dout,  // (B, C, HW)
+                             const a3_act *inp,   // (B, C, HW)
                              const float *weight, // (C)
                              const float *mean,   // (B, G)
                              const float *rstd,   // (B, G)
@@ -444,11 +516,11 @@ void cuda_groupnorm_backward(const a3_backend *be,
 }
 
 void cuda_groupnorm_silu_backward(const a3_backend *be,
-                                  float *dinp,         // (B, C, HW) overwritten, or NULL
+                                  a3_act *dinp,        // (B, C, HW) overwritten, or NULL
                                   float *dweight,      // (C) +=, or NULL
                                   float *dbias,        // (C) +=, or NULL
-                                  const float *dout,   // (B, C, HW)
-                                  const float *inp,    // (B, C, HW)
+                                  const a3_act *dout,  // (B, C, HW)
+                                  const a3_act *inp,   // (B, C, HW)
                                   const float *weight, // (C)
                                   const float *bias,   // (C)
                                   const float *mean,   // (B, G)

@@ -137,6 +137,34 @@ __device__ static inline double cu_block_sum(double v) {
 
 __device__ static inline float cu_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+// ---------------------------------------------------------------- activation storage
+// Activations (a3_act) are float, or __nv_bfloat16 with precision bf16
+// (be->act_bytes 2). Their kernels are templated on the storage type T,
+// load and store through cu_ld / cu_st, compute in fp32 and round once when
+// they store.
+static inline int cu_act_bf16(const a3_backend *be) { return be->act_bytes == 2; }
+__device__ static inline float cu_ld(const float *p) { return *p; }
+__device__ static inline float cu_ld(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ static inline void cu_st(float *p, float v) { *p = v; }
+__device__ static inline void cu_st(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+// An activation tensor as a pointer to its storage type.
+template <typename T> static inline T *cu_t(a3_act *p) { return (T *)(void *)p; }
+template <typename T> static inline const T *cu_t(const a3_act *p) {
+  return (const T *)(const void *)p;
+}
+// Runs the statements that follow with T the backend's storage type:
+//   CU_ACT_DISPATCH(be, { launch my_kernel<T> with cu_t<T>(out), ...; });
+#define CU_ACT_DISPATCH(be, ...)                                                                   \
+  do {                                                                                             \
+    if (cu_act_bf16(be)) {                                                                         \
+      typedef __nv_bfloat16 T;                                                                     \
+      __VA_ARGS__                                                                                  \
+    } else {                                                                                       \
+      typedef float T;                                                                             \
+      __VA_ARGS__                                                                                  \
+    }                                                                                              \
+  } while (0)
+
 // ---------------------------------------------------------------- plane pieces
 // A per-channel sum over (outer, inner) elements (a conv's dbias over images
 // and pixels, GroupNorm's dweight) runs as J x S blocks: block (j, s) sums
@@ -183,54 +211,94 @@ void cu_finish_sum(const a3_backend *be, float *dst, const double *part, unsigne
 // x[o * outer_stride + j * inner + i], j < J: blocks of (j, piece), in
 // double (see the plane pieces above).
 // (conv2d's dbias: outer = B images of OC planes; add_channel's dt: outer = 1.)
-void cu_plane_sums(const a3_backend *be, float *dst, const float *x, int J, int outer,
+void cu_plane_sums(const a3_backend *be, float *dst, const a3_act *x, int J, int outer,
                    size_t outer_stride, int inner, int accumulate);
 
 // ---------------------------------------------------------------- GEMMs (cuda_gemm.cu)
-// cublasSgemm / cublasSgemmStridedBatched with the same arguments (less the
-// handle), computed in the backend's precision.
+// The compute type of every GEMM for a precision (see cuda_gemm.cu).
 cublasComputeType_t cu_compute_type(a3_precision p);
-// bf16 precision: products (and cuDNN's convolutions) take bf16 copies of
-// their fp32 operands, rounded to nearest even, and give fp32 results.
+// bf16 precision: products (and cuDNN's convolutions) take bf16 operands:
+// activations as stored, fp32 tensors through copies rounded to nearest even.
 int cu_bf16_operands(const a3_backend *be);
 // dst (n) = src rounded to bf16; dst (n) = src widened (beta 0: dst not
 // read) or src + beta * dst. Both return CU_LAUNCHED's verdict.
 int cu_round_bf16(const a3_backend *be, __nv_bfloat16 *dst, const float *src, size_t n);
 int cu_widen_bf16(const a3_backend *be, float *dst, const __nv_bfloat16 *src, size_t n, float beta);
-cublasStatus_t cu_sgemm(const a3_backend *be, cublasOperation_t ta, cublasOperation_t tb, int m,
-                        int n, int k, const float *alpha, const float *A, int lda, const float *B,
-                        int ldb, const float *beta, float *C, int ldc);
-cublasStatus_t cu_sgemm_batched(const a3_backend *be, cublasOperation_t ta, cublasOperation_t tb,
-                                int m, int n, int k, const float *alpha, const float *A, int lda,
-                                long long stride_a, const float *B, int ldb, long long stride_b,
-                                const float *beta, float *C, int ldc, long long stride_c,
-                                int batch);
+
+// A product's operand (cu_in) or result (cu_out): a column-major matrix to
+// cuBLAS, its leading dimension and (batched products) the distance between
+// its matrices (0: one matrix for all), both in elements of its storage. The
+// storage is the pointer's type: fp32, bf16, or an activation (the backend's
+// storage type). With bf16 operands an fp32 operand is multiplied as its
+// rounded copy; a result is stored in its own type.
+typedef enum { CU_MAT_F32, CU_MAT_BF16, CU_MAT_ACT } cu_mat_type;
+typedef struct {
+  const void *p;
+  cu_mat_type type;
+  int ld;
+  long long stride;
+} cu_mat;
+typedef struct {
+  void *p;
+  cu_mat_type type;
+  int ld;
+  long long stride;
+} cu_mat_out;
+static inline cu_mat cu_in(const float *p, int ld, long long stride = 0) {
+  return cu_mat{p, CU_MAT_F32, ld, stride};
+}
+static inline cu_mat cu_in(const __nv_bfloat16 *p, int ld, long long stride = 0) {
+  return cu_mat{p, CU_MAT_BF16, ld, stride};
+}
+static inline cu_mat cu_in(const a3_act *p, int ld, long long stride = 0) {
+  return cu_mat{p, CU_MAT_ACT, ld, stride};
+}
+static inline cu_mat_out cu_out(float *p, int ld, long long stride = 0) {
+  return cu_mat_out{p, CU_MAT_F32, ld, stride};
+}
+static inline cu_mat_out cu_out(__nv_bfloat16 *p, int ld, long long stride = 0) {
+  return cu_mat_out{p, CU_MAT_BF16, ld, stride};
+}
+static inline cu_mat_out cu_out(a3_act *p, int ld, long long stride = 0) {
+  return cu_mat_out{p, CU_MAT_ACT, ld, stride};
+}
+// C = alpha op(A) op(B) + beta C (C not read when beta is 0), as
+// cublasGemmEx, in the backend's precision, accumulated in fp32.
+cublasStatus_t cu_gemm(const a3_backend *be, cublasOperation_t ta, cublasOperation_t tb, int m,
+                       int n, int k, float alpha, cu_mat A, cu_mat B, float beta, cu_mat_out C);
+// The same for `batch` products, as cublasGemmStridedBatchedEx.
+cublasStatus_t cu_gemm_batched(const a3_backend *be, cublasOperation_t ta, cublasOperation_t tb,
+                               int m, int n, int k, float alpha, cu_mat A, cu_mat B, float beta,
+                               cu_mat_out C, int batch);
 
 // ---------------------------------------------------------------- ops
 // cuda_elementwise.cu
 void cuda_zero(const a3_backend *be, float *x, size_t n);
-void cuda_accumulate(const a3_backend *be, float *dst, const float *src, size_t n);
-void cuda_silu_forward(const a3_backend *be, float *out, const float *inp, size_t n);
-void cuda_silu_backward(const a3_backend *be, float *dinp, const float *dout, const float *inp,
+void cuda_act_zero(const a3_backend *be, a3_act *x, size_t n);
+void cuda_act_from_f32(const a3_backend *be, a3_act *dst, const float *src, size_t n);
+void cuda_act_to_f32(const a3_backend *be, float *dst, const a3_act *src, size_t n);
+void cuda_accumulate(const a3_backend *be, a3_act *dst, const a3_act *src, size_t n);
+void cuda_silu_forward(const a3_backend *be, a3_act *out, const a3_act *inp, size_t n);
+void cuda_silu_backward(const a3_backend *be, a3_act *dinp, const a3_act *dout, const a3_act *inp,
                         size_t n);
-void cuda_add_forward(const a3_backend *be, float *out, const float *a, const float *b, float scale,
-                      size_t n);
-void cuda_add_backward(const a3_backend *be, float *da, float *db, const float *dout, float scale,
-                       size_t n);
-void cuda_add_channel_forward(const a3_backend *be, float *out, const float *inp, const float *t,
+void cuda_add_forward(const a3_backend *be, a3_act *out, const a3_act *a, const a3_act *b,
+                      float scale, size_t n);
+void cuda_add_backward(const a3_backend *be, a3_act *da, a3_act *db, const a3_act *dout,
+                       float scale, size_t n);
+void cuda_add_channel_forward(const a3_backend *be, a3_act *out, const a3_act *inp, const a3_act *t,
                               int B, int C, int HW);
-void cuda_add_channel_backward(const a3_backend *be, float *dt, const float *dout, int B, int C,
+void cuda_add_channel_backward(const a3_backend *be, a3_act *dt, const a3_act *dout, int B, int C,
                                int HW);
-void cuda_gelu_forward(const a3_backend *be, float *out, const float *inp, size_t n);
-void cuda_gelu_backward(const a3_backend *be, float *dinp, const float *dout, const float *inp,
+void cuda_gelu_forward(const a3_backend *be, a3_act *out, const a3_act *inp, size_t n);
+void cuda_gelu_backward(const a3_backend *be, a3_act *dinp, const a3_act *dout, const a3_act *inp,
                         size_t n);
-void cuda_relu_forward(const a3_backend *be, float *out, const float *inp, size_t n);
-void cuda_relu_backward(const a3_backend *be, float *dinp, const float *dout, const float *inp,
+void cuda_relu_forward(const a3_backend *be, a3_act *out, const a3_act *inp, size_t n);
+void cuda_relu_backward(const a3_backend *be, a3_act *dinp, const a3_act *dout, const a3_act *inp,
                         size_t n);
-void cuda_gated_add_forward(const a3_backend *be, float *out, const float *a, const float *b,
+void cuda_gated_add_forward(const a3_backend *be, a3_act *out, const a3_act *a, const a3_act *b,
                             const float *gate, size_t n);
-void cuda_gated_add_backward(const a3_backend *be, float *db, float *dgate, const float *dout,
-                             const float *b, const float *gate, size_t n);
+void cuda_gated_add_backward(const a3_backend *be, a3_act *db, float *dgate, const a3_act *dout,
+                             const a3_act *b, const float *gate, size_t n);
 
 // cuda_conv2d_dnn.cu: cuDNN's convolutions when libcudnn.so.9 loads (see there);
 // without cuDNN's header at build time (A3FTA_NO_CUDNN) the im2col path only.
@@ -248,12 +316,12 @@ static inline int cu_conv2d_is_pointwise(const a3_conv2d_shape *s) {
 size_t cu_dnn_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s);
 // Whether cuDNN runs that direction of the shape (planning it at first sight).
 int cu_dnn_conv2d_runs(const a3_backend *be, const a3_conv2d_shape *s, cu_dnn_dir dir);
-void cu_dnn_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s, float *out,
-                           const float *inp, const float *weight, float beta, void *workspace);
+void cu_dnn_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s, a3_act *out,
+                           const a3_act *inp, const float *weight, float beta, void *workspace);
 // dinp (overwritten) and dweight (+=) may each be NULL; a non-NULL one's
 // direction must be one cuDNN runs.
-void cu_dnn_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s, float *dinp,
-                            float *dweight, const float *dout, const float *inp,
+void cu_dnn_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s, a3_act *dinp,
+                            float *dweight, const a3_act *dout, const a3_act *inp,
                             const float *weight, void *workspace);
 void cu_dnn_free(cuda_state *st);
 #else
@@ -263,67 +331,68 @@ static inline size_t cu_dnn_conv2d_workspace_size(const a3_backend *, const a3_c
 static inline int cu_dnn_conv2d_runs(const a3_backend *, const a3_conv2d_shape *, cu_dnn_dir) {
   return 0;
 }
-static inline void cu_dnn_conv2d_forward(const a3_backend *, const a3_conv2d_shape *, float *,
-                                         const float *, const float *, float, void *) {}
-static inline void cu_dnn_conv2d_backward(const a3_backend *, const a3_conv2d_shape *, float *,
-                                          float *, const float *, const float *, const float *,
+static inline void cu_dnn_conv2d_forward(const a3_backend *, const a3_conv2d_shape *, a3_act *,
+                                         const a3_act *, const float *, float, void *) {}
+static inline void cu_dnn_conv2d_backward(const a3_backend *, const a3_conv2d_shape *, a3_act *,
+                                          float *, const a3_act *, const a3_act *, const float *,
                                           void *) {}
 static inline void cu_dnn_free(cuda_state *) {}
 #endif
 
 // cuda_conv2d.cu
 size_t cuda_conv2d_workspace_size(const a3_backend *be, const a3_conv2d_shape *s);
-void cuda_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s, float *out,
-                         const float *inp, const float *weight, const float *bias, void *workspace);
-void cuda_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s, float *dinp,
-                          float *dweight, float *dbias, const float *dout, const float *inp,
+void cuda_conv2d_forward(const a3_backend *be, const a3_conv2d_shape *s, a3_act *out,
+                         const a3_act *inp, const float *weight, const float *bias,
+                         void *workspace);
+void cuda_conv2d_backward(const a3_backend *be, const a3_conv2d_shape *s, a3_act *dinp,
+                          float *dweight, float *dbias, const a3_act *dout, const a3_act *inp,
                           const float *weight, void *workspace);
 
 // cuda_groupnorm.cu
-void cuda_groupnorm_forward(const a3_backend *be, float *out, float *mean, float *rstd,
-                            const float *inp, const float *weight, const float *bias, int B, int C,
+void cuda_groupnorm_forward(const a3_backend *be, a3_act *out, float *mean, float *rstd,
+                            const a3_act *inp, const float *weight, const float *bias, int B, int C,
                             int HW, int G, float eps);
-void cuda_groupnorm_backward(const a3_backend *be, float *dinp, float *dweight, float *dbias,
-                             const float *dout, const float *inp, const float *weight,
+void cuda_groupnorm_backward(const a3_backend *be, a3_act *dinp, float *dweight, float *dbias,
+                             const a3_act *dout, const a3_act *inp, const float *weight,
                              const float *mean, const float *rstd, int B, int C, int HW, int G);
-void cuda_groupnorm_silu_forward(const a3_backend *be, float *out, float *mean, float *rstd,
-                                 const float *inp, const float *weight, const float *bias, int B,
+void cuda_groupnorm_silu_forward(const a3_backend *be, a3_act *out, float *mean, float *rstd,
+                                 const a3_act *inp, const float *weight, const float *bias, int B,
                                  int C, int HW, int G, float eps);
-void cuda_groupnorm_silu_backward(const a3_backend *be, float *dinp, float *dweight, float *dbias,
-                                  const float *dout, const float *inp, const float *weight,
+void cuda_groupnorm_silu_backward(const a3_backend *be, a3_act *dinp, float *dweight, float *dbias,
+                                  const a3_act *dout, const a3_act *inp, const float *weight,
                                   const float *bias, const float *mean, const float *rstd, int B,
                                   int C, int HW, int G);
 
 // cuda_linear.cu
-void cuda_linear_forward(const a3_backend *be, float *out, const float *inp, const float *weight,
+void cuda_linear_forward(const a3_backend *be, a3_act *out, const a3_act *inp, const float *weight,
                          const float *bias, int N, int IN, int OUT);
-void cuda_linear_backward(const a3_backend *be, float *dinp, float *dweight, float *dbias,
-                          const float *dout, const float *inp, const float *weight, int N, int IN,
+void cuda_linear_backward(const a3_backend *be, a3_act *dinp, float *dweight, float *dbias,
+                          const a3_act *dout, const a3_act *inp, const float *weight, int N, int IN,
                           int OUT);
 
 // cuda_attention.cu
 size_t cuda_attention_workspace_size(const a3_backend *be, int B, int T, int C, int NH);
-void cuda_attention_forward(const a3_backend *be, float *out, float *probs, const float *q,
-                            const float *k, const float *v, int B, int T, int C, int NH,
+void cuda_attention_forward(const a3_backend *be, a3_act *out, float *probs, const a3_act *q,
+                            const a3_act *k, const a3_act *v, int B, int T, int C, int NH,
                             void *workspace);
-void cuda_attention_backward(const a3_backend *be, float *dq, float *dk, float *dv,
-                             const float *dout, const float *q, const float *k, const float *v,
+void cuda_attention_backward(const a3_backend *be, a3_act *dq, a3_act *dk, a3_act *dv,
+                             const a3_act *dout, const a3_act *q, const a3_act *k, const a3_act *v,
                              const float *probs, int B, int T, int C, int NH, void *workspace);
 
 // cuda_layout.cu
-void cuda_to_tokens(const a3_backend *be, float *out, const float *inp, int B, int C, int HW);
-void cuda_from_tokens(const a3_backend *be, float *out, const float *inp, int B, int C, int HW);
-void cuda_upsample2x_forward(const a3_backend *be, float *out, const float *inp, int B, int C,
+void cuda_to_tokens(const a3_backend *be, a3_act *out, const a3_act *inp, int B, int C, int HW);
+void cuda_from_tokens(const a3_backend *be, a3_act *out, const a3_act *inp, int B, int C, int HW);
+void cuda_upsample2x_forward(const a3_backend *be, a3_act *out, const a3_act *inp, int B, int C,
                              int H, int W);
-void cuda_upsample2x_backward(const a3_backend *be, float *dinp, const float *dout, int B, int C,
+void cuda_upsample2x_backward(const a3_backend *be, a3_act *dinp, const a3_act *dout, int B, int C,
                               int H, int W);
-void cuda_concat_forward(const a3_backend *be, float *out, const float *a, const float *b, int B,
+void cuda_concat_forward(const a3_backend *be, a3_act *out, const a3_act *a, const a3_act *b, int B,
                          int C1, int C2, int HW);
-void cuda_concat_backward(const a3_backend *be, float *da, float *db, const float *dout, int B,
+void cuda_concat_backward(const a3_backend *be, a3_act *da, a3_act *db, const a3_act *dout, int B,
                           int C1, int C2, int HW);
 
 // cuda_loss.cu
-void cuda_timestep_embedding(const a3_backend *be, float *out, const float *t, int N, int dim,
+void cuda_timestep_embedding(const a3_backend *be, a3_act *out, const float *t, int N, int dim,
                              int flip_sin_to_cos, float freq_shift, float max_period);
 void cuda_mse_forward(const a3_backend *be, float *loss, const float *pred, const float *target,
                       size_t n);

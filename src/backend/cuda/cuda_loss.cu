@@ -17,45 +17,58 @@
 // sin and cos run in double and are rounded once, which gives the correctly
 // rounded fp32 value that the CPU's libm returns (CUDA's expf / sinf may be
 // 1-2 ulp off, and an ulp of the frequency moves sin(t * freq) by up to
-// t * 6e-8 ~ 6e-5 at t = 1000).
-__global__ static void timestep_kernel(float *out, const float *t, int N, int dim, int half,
-                                       int flip, float freq_shift, float log_period) {
+// t * 6e-8 ~ 6e-5 at t = 1000). out is an activation: T its storage type.
+template <typename T>
+__global__ static void timestep_kernel(T *out, const float *t, int N, int dim, int half, int flip,
+                                       float freq_shift, float log_period) {
   const size_t total = (size_t)N * half;
   GRID_STRIDE(idx, total) {
     const int n = (int)(idx / half), i = (int)(idx % half);
-    float *row = out + (size_t)n * dim;
+    T *row = out + (size_t)n * dim;
     const float exponent = __fdiv_rn(__fmul_rn(log_period, (float)i), (float)half - freq_shift);
     const float freq = (float)exp((double)exponent);
     const float arg = __fmul_rn(t[n], freq);
     const float sv = (float)sin((double)arg), cv = (float)cos((double)arg);
-    row[(flip ? half : 0) + i] = sv;
-    row[(flip ? 0 : half) + i] = cv;
+    cu_st(&row[(flip ? half : 0) + i], sv);
+    cu_st(&row[(flip ? 0 : half) + i], cv);
   }
 }
 
 // An odd dim's last column is zero (torch pads it).
-__global__ static void zero_last_column_kernel(float *out, int N, int dim) {
-  GRID_STRIDE(n, (size_t)N) out[n * dim + dim - 1] = 0.0f;
+template <typename T> __global__ static void zero_last_column_kernel(T *out, int N, int dim) {
+  GRID_STRIDE(n, (size_t)N) cu_st(&out[n * dim + dim - 1], 0.0f);
 }
 
-void cuda_timestep_embedding(const a3_backend *be, float *out, // (N, dim)
-                             const float *t,                   // (N) timesteps
-                             int N, int dim, int flip_sin_to_cos, float freq_shift,
-                             float max_period) {
-  if (N <= 0 || dim <= 0) return;
+// The launches for storage type T.
+template <typename T>
+static void timestep_embedding(const a3_backend *be, T *out, // (N, dim)
+                               const float *t,               // (N) timesteps
+                               int N, int dim, int flip_sin_to_cos, float freq_shift,
+                               float max_period) {
   const int half = dim / 2;
   const float log_period = (float)-log((double)max_period); // as the CPU, on the host
+  const cudaStream_t stream = cu_stream(be);
   if (half > 0) {
     const size_t total = (size_t)N * half;
-    timestep_kernel<<<cu_blocks(total, CU_THREADS), CU_THREADS, 0, cu_stream(be)>>>(
+    timestep_kernel<T><<<cu_blocks(total, CU_THREADS), CU_THREADS, 0, stream>>>(
         out, t, N, dim, half, flip_sin_to_cos, freq_shift, log_period);
     if (!CU_LAUNCHED(be)) return;
   }
   if (dim % 2) {
-    zero_last_column_kernel<<<cu_blocks((size_t)N, CU_THREADS), CU_THREADS, 0, cu_stream(be)>>>(
-        out, N, dim);
+    const unsigned blocks = cu_blocks((size_t)N, CU_THREADS);
+    zero_last_column_kernel<T><<<blocks, CU_THREADS, 0, stream>>>(out, N, dim);
     CU_LAUNCHED(be);
   }
+}
+
+void cuda_timestep_embedding(const a3_backend *be, a3_act *out, // (N, dim)
+                             const float *t,                    // (N) timesteps
+                             int N, int dim, int flip_sin_to_cos, float freq_shift,
+                             float max_period) {
+  if (N <= 0 || dim <= 0) return;
+  CU_ACT_DISPATCH(be, {
+    timestep_embedding<T>(be, cu_t<T>(out), t, N, dim, flip_sin_to_cos, freq_shift, max_period);
+  });
 }
 
 // ---------------------------------------------------------------- mean-squared error
