@@ -7,7 +7,7 @@
 #    DIR holds the built a3fta and the test programs (DIR/tests/gpu/test_*,
 #    DIR/tests/test_* or DIR/test_*): nothing is built.
 # Checks, each with a timeout: test_cuda_probe, test_cuda_ops (fp32),
-# test_cuda_ops --precision tf32 and bf16, test_cuda_unet, test_cuda_sample
+# test_cuda_ops --precision tf32 and bf16, test_cuda_unet (fp32 and bf16), test_cuda_sample
 # (32 images, 50 DDIM steps, GPU vs CPU, max pixel diff <= 1), test_cuda_fault (an
 # allocation beyond the device fails alone; a faulting kernel is reported as a
 # lost device), test_cuda_nccl (1 rank;
@@ -157,7 +157,11 @@ if wanted ops; then
   run_check "test_cuda_ops (tf32)" test_cuda_ops --precision tf32
   run_check "test_cuda_ops (bf16)" test_cuda_ops --precision bf16
 fi
-wanted unet && run_check test_cuda_unet test_cuda_unet --configs "$configs"
+if wanted unet; then
+  run_check test_cuda_unet test_cuda_unet --configs "$configs"
+  run_check "test_cuda_unet (bf16: bf16 activations)" test_cuda_unet --configs "$configs" \
+    --precision bf16
+fi
 wanted sample && run_check test_cuda_sample test_cuda_sample --configs "$configs"
 wanted nccl && run_check "test_cuda_nccl (1 rank)" test_cuda_nccl
 # Out of memory fails alone; a kernel fault is a lost device, reported, never
