@@ -143,6 +143,7 @@ struct a3_backend_ops {
   void (*accumulate)(const a3_backend *be, a3_act *dst, const a3_act *src, size_t n);
   // Between fp32 tensors and activations, both in backend memory: dst =
   // src rounded to the storage type (to nearest even), or widened (exact).
+  // dst and src must not overlap.
   void (*act_from_f32)(const a3_backend *be, a3_act *dst, const float *src, size_t n);
   void (*act_to_f32)(const a3_backend *be, float *dst, const a3_act *src, size_t n);
 

@@ -296,7 +296,7 @@ a3_status a3_feature_net_forward(const a3_feature_net *net, const uint8_t *image
     s = fn_upload_images(be, &b, hx, m);
     if (s != A3_OK) break;
     fn_forward(net, &b, m);
-    // Inference runs in place: the features are in a4, the logits in logits.
+    // Inference runs in place: the features are in a4, the logits in zf.
     if (features)
       s = fn_download_act(be, &b, features + (size_t)i0 * A3_FEATNET_DIM, b.a4, m, A3_FEATNET_DIM);
     if (s == A3_OK && logits)

@@ -1119,9 +1119,6 @@ static void test_act_convert(void) {
   CHECK_MSG(memcmp(act, src, N * sizeof(float)) == 0, "act_from_f32 is not a copy");
   be->ops->act_to_f32(be, back, a3_act_cf32(act), N);
   CHECK_MSG(memcmp(back, src, N * sizeof(float)) == 0, "act_to_f32 is not a copy");
-  be->ops->act_from_f32(be, a3_act_f32(back), back, N);
-  be->ops->act_to_f32(be, back, a3_act_cf32(back), N);
-  CHECK_MSG(memcmp(back, src, N * sizeof(float)) == 0, "in-place conversions changed values");
   be->ops->act_zero(be, a3_act_at(be, a3_act_f32(act), 1), N - 2);
   int wrong = memcmp(&act[0], &src[0], sizeof(float)) != 0;
   for (int i = 1; i < N - 1; i++) wrong += memcmp(&act[i], &(float){0.0f}, sizeof(float)) != 0;

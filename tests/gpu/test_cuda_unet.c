@@ -60,17 +60,23 @@
 // tensors, by the mantissa: measured on the emulator (fmnist at batch 8,
 // three models, two seeds), tf32: worst tensor 6e-3, median 3.1e-3, gate
 // 3.8e-2; bf16: worst 4.8e-2, median 3.2e-2, gate 1.2e-1 (2^3 times tf32's,
-// the storage adds little). The bounds are ~3-4x that. A wrong op or index
-// gives O(1) errors; a rounding biased on every tensor moves the median
-// (MEDIAN_SHARE of the worst tensor's bound).
+// the storage adds little); the forward output: tf32 9e-4, bf16 1.1e-2. The
+// bounds are ~3-4x that (ddpm-cifar10-32, which only a GPU runs, had not been
+// measured in bf16 when they were set). A wrong op or index gives O(1)
+// errors; a rounding biased on every tensor moves the median (MEDIAN_SHARE of
+// the worst tensor's bound).
 typedef struct {
-  double tensor, gate;
+  double output, tensor, gate;
 } precision_bounds;
 static const precision_bounds BOUNDS[] = {
-    [A3_PRECISION_FP32] = {TOL_MODEL, 1e-2}, // the gate: see tolerance_for
-    [A3_PRECISION_TF32] = {2e-2, 1e-1},
-    [A3_PRECISION_BF16] = {2e-1, 5e-1},
+    [A3_PRECISION_FP32] = {TOL_MODEL, TOL_MODEL, 1e-2}, // the gate: see tolerance_for
+    [A3_PRECISION_TF32] = {4e-3, 2e-2, 1e-1},
+    [A3_PRECISION_BF16] = {5e-2, 2e-1, 5e-1},
 };
+// bf16 halves every activation (the saved tensors and the skip gradients;
+// not the op workspace, whose size depends on the convolution engine);
+// GroupNorm statistics and the attention probabilities stay fp32, and each
+// tensor's start is aligned to 256 bytes.
 #define BF16_MEMORY_RATIO 0.6
 enum { WORST_SHOWN = 4 };
 
@@ -82,7 +88,8 @@ static uint64_t base_seed;
 static int failures;
 static a3_precision precision = A3_PRECISION_FP32;
 static const char *const PRECISION_NAMES[] = {"fp32", "tf32", "bf16"}; // a3_precision order
-static double tol_model = TOL_MODEL, tol_gate = 1e-2; // BOUNDS[precision] // for this precision
+static double tol_output = TOL_MODEL, tol_model = TOL_MODEL,
+              tol_gate = 1e-2; // BOUNDS[precision] // for this precision
 
 static double now(void) {
   struct timespec ts;
@@ -252,7 +259,7 @@ static int compare_grads(const char *label, const a3_unet *ref, const float *gr,
     const double e = rel_err(gc + p->offset, gr + p->offset, p->numel);
     if (!(e <= tolerance_for(p->name))) bad++;
     if (e > max_err || isnan(e)) max_err = isnan(e) ? INFINITY : e;
-    if (errs) errs[n_errs++] = isnan(e) ? INFINITY : e;
+    if (errs && tolerance_for(p->name) == tol_model) errs[n_errs++] = isnan(e) ? INFINITY : e;
     // keep the WORST_SHOWN largest, sorted descending
     int pos = n_worst < WORST_SHOWN ? n_worst++ : WORST_SHOWN;
     while (pos > 0 && worst[pos - 1].err < e) {
@@ -266,9 +273,9 @@ static int compare_grads(const char *label, const a3_unet *ref, const float *gr,
     dx_err = rel_err(dx_c, dx_r, n_dx);
     if (!(dx_err <= tol_model)) bad++;
   }
-  const double median = median_of(errs, n_errs);
+  const double median = errs ? median_of(errs, n_errs) : INFINITY; // no memory: FAIL
   free(errs);
-  const bool median_ok = !(median > tol_model * MEDIAN_SHARE);
+  const bool median_ok = median <= tol_model * MEDIAN_SHARE;
   const int ok = bad == 0 && frozen_touched == 0 && compared > 0 && median_ok;
   char dx_txt[32] = "         -";
   if (dx_r) snprintf(dx_txt, sizeof dx_txt, "%10.3e", dx_err);
@@ -313,13 +320,12 @@ static a3_status load_arch(const char *dir, const model_case *mc, a3_arch_config
 // The candidate's planned activation memory against the reference's fp32 plan.
 static void check_memory(const a3_unet *ref, const a3_unet *cand) {
   const a3_unet_memory r = a3_unet_planned_bytes(ref), c = a3_unet_planned_bytes(cand);
-  const double saved = (double)c.saved / (double)r.saved, total = (double)c.total / (double)r.total;
+  const double got = (double)(c.saved + c.skips), fp32 = (double)(r.saved + r.skips);
   const bool bf16 = precision == A3_PRECISION_BF16;
-  const int ok = bf16 ? saved <= BF16_MEMORY_RATIO && total <= BF16_MEMORY_RATIO
-                      : c.saved == r.saved && c.skips == r.skips;
-  printf("  %-32s saved %.3f, total %.3f of fp32's (%.1f of %.1f MiB)  bound %s  %s\n",
-         "activation memory", saved, total, c.total / 1048576.0, r.total / 1048576.0,
-         bf16 ? "0.6" : "1 (same plan)", ok ? "PASS" : "FAIL");
+  const int ok = bf16 ? got <= BF16_MEMORY_RATIO * fp32 : got == fp32;
+  printf("  %-32s saved + skip gradients %.1f of fp32's %.1f MiB (%.3f)  bound %s %.2f  %s\n",
+         "activation memory", got / 1048576.0, fp32 / 1048576.0, got / fp32,
+         bf16 ? "<=" : "==", bf16 ? BF16_MEMORY_RATIO : 1.0, ok ? "PASS" : "FAIL");
   failures += !ok;
 }
 
@@ -383,9 +389,9 @@ static a3_status run_model(const char *dir, const model_case *mc, const a3_backe
   double t2 = now();
   {
     const double e = rel_err(out_c, out_r, n_out);
-    const int ok = e <= tol_model;
+    const int ok = e <= tol_output;
     printf("  %-32s %4s tensors  worst %10.3e  dx %10s  tol %.0e  %6.2fs/%6.2fs  %s\n",
-           "forward output", "1", e, "-", tol_model, t1 - t0, t2 - t1, ok ? "PASS" : "FAIL");
+           "forward output", "1", e, "-", tol_output, t1 - t0, t2 - t1, ok ? "PASS" : "FAIL");
     failures += !ok;
   }
   check_memory(mr, mc_);
@@ -516,11 +522,16 @@ int main(int argc, char **argv) {
         precision = A3_PRECISION_BF16;
       else
         return usage(argv[0]);
+      tol_output = BOUNDS[precision].output;
       tol_model = BOUNDS[precision].tensor;
       tol_gate = BOUNDS[precision].gate;
     } else {
       return usage(argv[0]);
     }
+  }
+  if (against_cpu && precision != A3_PRECISION_FP32) {
+    fprintf(stderr, "--against cpu compares fp32 only (the CPU has no reduced precision)\n");
+    return usage(argv[0]);
   }
   const a3_backend *cand = a3_backend_cpu();
   if (!against_cpu) {

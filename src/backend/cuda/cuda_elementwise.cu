@@ -214,7 +214,8 @@ void cuda_add_channel_forward(const a3_backend *be, a3_act *out, // (B, C, HW), 
   LAUNCH_ACT(be, n, add_channel_kernel, cu_t<T>(out), cu_t<T>(inp), cu_t<T>(t), n, HW);
 }
 
-// dt[j] = sum of row j of x, in double, rounded once. The sum is
+// dt[j] = sum of row j of x, in double, rounded to fp32 (and then to bf16
+// when that is the storage: as the fp32 op's result would be). The sum is
 // cu_plane_sums' with outer 1, term for term: the row cut into the same S
 // pieces (cu_plane_pieces), each piece's per-thread sums block-summed, and
 // the pieces added in order from 0.0 (cu_finish_plane_parts; with S = 1 the
