@@ -3,7 +3,7 @@
 // argument checks. Products run in fp32 on the CPU; tf32 compute rounds the
 // operands to 10-bit mantissas first and bf16 operands are widened, so each
 // precision's rounding of the operands is the GPU's (the accumulation order
-// is not).
+// is not); a bf16 C is rounded to nearest even once, on the store.
 #ifndef A3FTA_CUDA_EMU_CUBLAS_H
 #define A3FTA_CUDA_EMU_CUBLAS_H
 
