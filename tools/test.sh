@@ -49,6 +49,7 @@ if [ "$fast" = 0 ]; then
   if cmake -S . -B build-emu -DA3FTA_WERROR=ON -DA3FTA_SANITIZE=ON -DA3FTA_CUDA=OFF \
        -DA3FTA_CUDA_EMU=ON >build-emu.configure.log 2>&1 &&
      cmake --build build-emu -j"$(nproc)" --target test_cuda_ops test_cuda_unet test_cuda_sample a3fta \
+       test_unet_golden \
        trainer_make_dataset test_trainer_train test_cuda_nccl test_cuda_fault test_emu_streams \
        test_emu_barriers \
        a3fta_bench_step \

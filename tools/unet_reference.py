@@ -27,6 +27,19 @@ Fixture layout, one group per config (/tiny, /multi):
          batch, loss
   x (B, Cin, H, W), timesteps (B), noise (B, Cout, H, W), out (B, Cout, H, W), dx (like x)
   param/<diffusers key>, grad/<diffusers key>  (float32)
+  torch_bf16, torch_fp32: subgroups, the same model, weights, x, timesteps, noise and loss run
+  again in float32, under torch.autocast("cpu", dtype=torch.bfloat16) (bfloat16 activations,
+  conv2d/linear/matmul on bfloat16 operands, float32 weights and gradients; GroupNorm in
+  float32 as CUDA autocast does, softmax in bfloat16 as CPU autocast does) or plain: how far
+  torch's own bf16 / fp32 lands from this group's float64 values, a yardstick for a3fta's:
+    attrs  out_rel_l2, dx_rel_l2   ||a - ref|| / ||ref|| against the float64 out, dx
+           grad_rel_l2_median, grad_rel_l2_max   over grad_rel_l2
+           grad_rel_l2_max_nonzero   the max without the attentions' to_k.bias, whose
+                       gradient is exactly zero (softmax over keys ignores q.b_k), so ref is
+                       rounding noise (~1e-18) and their relative errors ~1e8 to 1e13
+           torch_version
+    grad_rel_l2 (float64, one per param_order entry): ||g - ref|| / max(||ref||, 1e-30)
+           against the float64 grad/<name>
 and one group per case of strategy-added modules (/tiny_pre, /tiny_post, /tiny_lora,
 /tiny_relu): the
 base config's model (same base weights, x, timesteps and noise) with an adapter or LoRA in
@@ -41,7 +54,7 @@ every attention block, the added weights random and non-zero (so every path is e
   out, dx; added (float32: the added parameters' values, concatenated in table order);
   grad (float32: the added parameters' gradients, likewise).
   (Flat arrays and no per-case param_order: one dataset per tensor costs ~400 bytes of HDF5
-  header, and the fixture stays under 1 MB. The base weights are /<base>/param; the base
+  header, and the fixture stays about 1 MB, under 1 MiB. The base weights are /<base>/param; the base
   gradients with added modules present are the finite-difference test's, and dx checks the
   whole backward through the added modules.)
 
@@ -144,6 +157,17 @@ def timestep_embedding(t, dim, flip_sin_to_cos, freq_shift, max_period=10000):
     return emb
 
 
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm that normalises a lower-precision (autocast) input in float32, as CUDA
+    autocast's fp32 rule for group_norm does: torch 1.13's CPU autocast has no group_norm
+    rule and fails on a bfloat16 input with float32 weights. float32/float64: unchanged."""
+
+    def forward(self, x):
+        if x.dtype in (torch.bfloat16, torch.float16):
+            x = x.float()
+        return super().forward(x)
+
+
 class TimestepEmbedding(nn.Module):
     def __init__(self, cin, cout):
         super().__init__()
@@ -157,10 +181,10 @@ class TimestepEmbedding(nn.Module):
 class ResnetBlock2D(nn.Module):
     def __init__(self, cin, cout, temb, groups, eps, output_scale_factor=1.0):
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, cin, eps=eps)
+        self.norm1 = GroupNorm(groups, cin, eps=eps)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.time_emb_proj = nn.Linear(temb, cout)
-        self.norm2 = nn.GroupNorm(groups, cout, eps=eps)
+        self.norm2 = GroupNorm(groups, cout, eps=eps)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.conv_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
         self.output_scale_factor = output_scale_factor
@@ -219,7 +243,7 @@ class Attention(nn.Module):
         super().__init__()
         extras = extras or {}
         self.heads = c // head_dim if head_dim else 1
-        self.group_norm = nn.GroupNorm(groups, c, eps=eps)
+        self.group_norm = GroupNorm(groups, c, eps=eps)
         self.to_q = linear(c, extras)
         self.to_k = linear(c, extras)
         self.to_v = linear(c, extras)
@@ -377,7 +401,7 @@ class UNet2D(nn.Module):
             self.up_blocks.append(
                 UpBlock(cin, prev, cout, cfg, temb, kind == "AttnUpBlock2D", i < n - 1, extras))
         self.mid_block = MidBlock(ch[-1], cfg, temb, extras)
-        self.conv_norm_out = nn.GroupNorm(cfg["norm_num_groups"], c0, eps=cfg["norm_eps"])
+        self.conv_norm_out = GroupNorm(cfg["norm_num_groups"], c0, eps=cfg["norm_eps"])
         self.conv_out = nn.Conv2d(c0, cfg["out_channels"], 3, padding=1)
 
     def forward(self, x, t):
@@ -484,14 +508,57 @@ def run_case(name, cfg, model, seed, batch):
     grads = {k: p.grad.detach().float().numpy() for k, p in model.named_parameters()}
     return dict(name=name, cfg=cfg, batch=batch, x=x32.numpy(), t=t32.numpy(),
                 noise=noise32.numpy(), out=out.detach().float().numpy(), loss=float(loss),
-                dx=x.grad.float().numpy(), params=params, grads=grads, order=table_order(model))
+                dx=x.grad.float().numpy(), params=params, grads=grads, order=table_order(model),
+                out64=out.detach().numpy(), dx64=x.grad.numpy(),
+                grads64={k: p.grad.detach().numpy() for k, p in model.named_parameters()})
 
 
-def golden_case(name, cfg, seed, batch=2):
+def base_model(cfg, seed):
     torch.manual_seed(seed)
     model = UNet2D(cfg)
     randomize(model, seed)
-    return run_case(name, cfg, model, seed, batch)
+    return model
+
+
+def golden_case(name, cfg, seed, batch=2):
+    return run_case(name, cfg, base_model(cfg, seed), seed, batch)
+
+
+def rel_l2(a, ref):
+    a, ref = np.asarray(a, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    return float(np.linalg.norm((a - ref).ravel()) / max(np.linalg.norm(ref.ravel()), 1e-30))
+
+
+def lowp_run(c, bf16):
+    """The golden base case `c` again in float32 (same weights, inputs, loss), under CPU
+    bfloat16 autocast if `bf16` (conv2d, linear, matmul get bfloat16 operands; GroupNorm in
+    float32, see GroupNorm): its relative L2 errors against c's float64 values, and its
+    output."""
+    cfg, seed = c["cfg"], SEEDS[c["name"]]
+    model = base_model(cfg, seed)
+    x32, t32, noise32 = inputs(cfg, seed, c["batch"])
+    assert all(np.array_equal(p.detach().numpy(), c["params"][k])
+               for k, p in model.named_parameters())
+    assert np.array_equal(x32.numpy(), c["x"]) and np.array_equal(noise32.numpy(), c["noise"])
+    dtypes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    x = x32.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = model(x, t32)
+        loss = ((out.float() - noise32) ** 2).mean()
+    loss.backward()
+    for h in hooks:
+        h.remove()
+    want = torch.bfloat16 if bf16 else torch.float32
+    assert dtypes and all(d == want for d in dtypes), (c["name"], bf16, set(dtypes))
+    assert out.dtype == want and x.grad.dtype == torch.float32
+    grads = {k: p.grad for k, p in model.named_parameters()}
+    assert all(g is not None and g.dtype == torch.float32 for g in grads.values())
+    g = np.array([rel_l2(grads[k].numpy(), c["grads64"][k]) for k in c["order"]])
+    return dict(out_rel_l2=rel_l2(out.detach().float().numpy(), c["out64"]),
+                dx_rel_l2=rel_l2(x.grad.numpy(), c["dx64"]), grad_rel_l2=g,
+                out=out.detach().float().numpy())
 
 
 def randomize_added(model, seed):
@@ -546,6 +613,11 @@ def write_golden(path):
     import h5py
 
     cases = [golden_case(name, CONFIGS[name], SEEDS[name]) for name in ("tiny", "multi")]
+    for c in cases:
+        c["lowp"] = {"torch_bf16": lowp_run(c, True), "torch_fp32": lowp_run(c, False)}
+        # autocast really reached the products: bf16 lands far from fp32, fp32 near float64
+        sep = rel_l2(c["lowp"]["torch_bf16"]["out"], c["lowp"]["torch_fp32"]["out"])
+        assert sep > 1e-4 and c["lowp"]["torch_fp32"]["out_rel_l2"] < 1e-4, (c["name"], sep)
     extra_cases = [golden_extra_case(name) for name in EXTRA_CASES]
     # v108 object headers are ~10% smaller; HDF5 1.10.8 (the C side) reads them.
     # No object timestamps anywhere, so regenerating gives a byte-identical file.
@@ -578,6 +650,20 @@ def write_golden(path):
                 put(gg, k, c["grads"][k])
             n = sum(v.size for v in c["params"].values())
             print(f"{c['name']}: {n} parameters in {len(c['order'])} tensors, loss {c['loss']:.6f}")
+            for sub, r in c["lowp"].items():
+                sg = group(g, sub)
+                gr = np.ascontiguousarray(r["grad_rel_l2"], dtype=np.float64)
+                sg.attrs["out_rel_l2"] = np.float64(r["out_rel_l2"])
+                sg.attrs["dx_rel_l2"] = np.float64(r["dx_rel_l2"])
+                sg.attrs["grad_rel_l2_median"] = np.float64(np.median(gr))
+                sg.attrs["grad_rel_l2_max"] = np.float64(np.max(gr))
+                nz = [v for k, v in zip(c["order"], gr) if not k.endswith(".to_k.bias")]
+                sg.attrs["grad_rel_l2_max_nonzero"] = np.float64(np.max(nz))
+                sg.attrs["torch_version"] = np.bytes_(torch.__version__)
+                sg.create_dataset("grad_rel_l2", data=gr, track_times=False)
+                print(f"  {sub}: out {r['out_rel_l2']:.3e}, dx {r['dx_rel_l2']:.3e}, grad "
+                      f"median {np.median(gr):.3e} max {np.max(gr):.3e} "
+                      f"(without to_k.bias {np.max(nz):.3e})")
         for c in extra_cases:
             g = group(f, c["name"])
             g.attrs["base"] = np.bytes_(c["base"])

@@ -14,6 +14,7 @@ mkdir -p "$stage/bin/tests" "$stage/lib" "$stage/configs"
 
 bins=("$build/a3fta")
 while IFS= read -r f; do bins+=("$f"); done < <(find "$build/tests/gpu" -maxdepth 1 -type f -name 'test_*' -perm -u+x)
+bins+=("$build/tests/model/test_unet_golden") # its --cuda mode (the PyTorch golden file on the GPU)
 cp "$build/a3fta" "$stage/bin/"
 for b in "${bins[@]:1}"; do cp "$b" "$stage/bin/tests/"; done
 if [[ -x $build/tools/bench/a3fta_bench_step ]]; then # tools/bench/run_step_gpu.sh --bin

@@ -117,6 +117,8 @@ else
     record build PASS $((SECONDS - t0))
     bin_a3fta=$build/a3fta
     testdir=$build/tests/gpu
+    # test_unet_golden lives with the model tests; the bundle puts it beside these
+    ln -sf ../model/test_unet_golden "$testdir/test_unet_golden"
   else
     say "build failed: see $log"
     record build FAIL $((SECONDS - t0))
@@ -161,6 +163,10 @@ if wanted unet; then
   run_check test_cuda_unet test_cuda_unet --configs "$configs"
   run_check "test_cuda_unet (bf16: bf16 activations)" test_cuda_unet --configs "$configs" \
     --precision bf16
+  run_check "test_unet_golden (cuda fp32)" test_unet_golden "$root/tests/model/golden_unet.h5" \
+    --cuda fp32
+  run_check "test_unet_golden (cuda bf16 against torch's bf16)" test_unet_golden \
+    "$root/tests/model/golden_unet.h5" --cuda bf16
 fi
 wanted sample && run_check test_cuda_sample test_cuda_sample --configs "$configs"
 wanted nccl && run_check "test_cuda_nccl (1 rank)" test_cuda_nccl
