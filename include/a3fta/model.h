@@ -115,9 +115,10 @@ int a3_unet_param_count(const a3_unet *m);
 const a3_param *a3_unet_param_at(const a3_unet *m, int i);              // 0 <= i < count
 int a3_unet_param_index(const a3_unet *m, const char *name);            // -1 when absent
 const a3_param *a3_unet_param_find(const a3_unet *m, const char *name); // NULL when absent
-size_t a3_unet_num_floats(const a3_unet *m); // length of params and of grads
-float *a3_unet_params(a3_unet *m);           // (num_floats)
-float *a3_unet_grads(a3_unet *m);            // (num_floats), same layout
+size_t a3_unet_num_floats(const a3_unet *m);         // length of params and of grads
+float *a3_unet_params(a3_unet *m);                   // (num_floats)
+const float *a3_unet_params_const(const a3_unet *m); // the same, read-only
+float *a3_unet_grads(a3_unet *m);                    // (num_floats), same layout
 void a3_unet_set_trainable(a3_unet *m, int i, bool trainable);
 void a3_unet_set_all_trainable(a3_unet *m, bool trainable);
 void a3_unet_zero_grads(a3_unet *m);

@@ -538,6 +538,7 @@ int a3_unet_param_count(const a3_unet *m) { return m->n_params; }
 const a3_param *a3_unet_param_at(const a3_unet *m, int i) { return &m->table[i]; }
 size_t a3_unet_num_floats(const a3_unet *m) { return m->n_floats; }
 float *a3_unet_params(a3_unet *m) { return m->params; }
+const float *a3_unet_params_const(const a3_unet *m) { return m->params; }
 float *a3_unet_grads(a3_unet *m) { return m->grads; }
 
 int a3_unet_param_index(const a3_unet *m, const char *name) {

@@ -160,6 +160,33 @@ static double tolerance_for(const char *name) {
   return ends_with(name, ".adapter.gate") ? tol_gate : tol_model;
 }
 
+// The size a gate's gradient has when its terms do not cancel by chance.
+// With y = x + g * u, u = W z + b (the adapter's up projection), the gate's
+// gradient is sum(dy . u) = (<W, dW> + <b, db>) / g: the same sum grouped by
+// up's parameters. Its C*(r+1) grouped terms, with random signs, add to about
+// their root sum of squares; the gradient of one seed in ~10 cancels to a tenth
+// of that, and its relative error then grows tenfold (23x seen on one CI seed,
+// with every other tensor in bounds), so the gate's error is measured against
+// this size where the gradient is smaller. 0 when the siblings are missing.
+static double gate_typical_size(const a3_unet *ref, const float *gr, const a3_param *gate) {
+  const size_t stem = strlen(gate->name) - strlen("gate");
+  const char *const SIBLINGS[] = {"up.weight", "up.bias"};
+  const float *w = a3_unet_params_const(ref);
+  const double g = w[gate->offset];
+  double sum_sq = 0.0;
+  for (int s = 0; s < 2; s++) {
+    char name[256];
+    snprintf(name, sizeof name, "%.*s%s", (int)stem, gate->name, SIBLINGS[s]);
+    const a3_param *p = a3_unet_param_find(ref, name);
+    if (!p) return 0.0;
+    for (size_t k = 0; k < p->numel; k++) {
+      const double t = (double)w[p->offset + k] * gr[p->offset + k];
+      sum_sq += t * t;
+    }
+  }
+  return g != 0.0 ? sqrt(sum_sq) / fabs(g) : 0.0;
+}
+
 #define ZERO_GRAD_TOL 1e-4
 static int check_noise(const a3_param *p, const float *gc, const float *gr, double typical) {
   const double c = l2(gc, p->numel) / typical, r = l2(gr, p->numel) / typical;
@@ -256,7 +283,11 @@ static int compare_grads(const char *label, const a3_unet *ref, const float *gr,
       if (!check_noise(p, gc + p->offset, gr + p->offset, typical)) bad++;
       continue;
     }
-    const double e = rel_err(gc + p->offset, gr + p->offset, p->numel);
+    const double floor = ends_with(p->name, ".adapter.gate") ? gate_typical_size(ref, gr, p) : 0.0;
+    const double e = rel_err_floor(gc + p->offset, gr + p->offset, p->numel, floor);
+    if (floor > 0.0 && getenv("A3FTA_TEST_VERBOSE"))
+      printf("    %s: reference %.4e, candidate %.4e, typical size %.4e\n", p->name,
+             (double)gr[p->offset], (double)gc[p->offset], floor);
     if (!(e <= tolerance_for(p->name))) bad++;
     if (e > max_err || isnan(e)) max_err = isnan(e) ? INFINITY : e;
     if (errs && tolerance_for(p->name) == tol_model) errs[n_errs++] = isnan(e) ? INFINITY : e;
