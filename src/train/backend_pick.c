@@ -53,12 +53,16 @@ static a3_status pick_device(MPI_Comm comm, int *device, char *name, size_t cap)
   return A3_OK;
 }
 #else
-static a3_status pick_device(MPI_Comm comm, int *device, char *name, size_t cap) {
-  (void)comm;
-  (void)device;
-  (void)name;
-  (void)cap;
-  return A3_FAIL(A3_ERR_UNIMPLEMENTED, "this a3fta was built without CUDA (A3FTA_CUDA=OFF)");
+// A build without CUDA: `cuda` asks for what this binary cannot do, a config
+// error (exit 2) as an unknown key would be; `auto` is the CPU.
+static a3_status pick_without_cuda(const a3_config *cfg) {
+  if (cfg->parallel.backend == A3_BACKEND_CUDA)
+    return A3_FAIL(A3_ERR_CONFIG,
+                   "parallel.backend: cuda, but this a3fta was built without CUDA (A3FTA_CUDA=OFF, "
+                   "see a3fta --version); set parallel.backend: auto or cpu, or rebuild it with "
+                   "nvcc on the PATH");
+  a3_info("backend: auto -> cpu (this a3fta was built without CUDA)");
+  return A3_OK;
 }
 #endif
 
@@ -67,6 +71,10 @@ a3_status a3_backend_pick(const a3_config *cfg, MPI_Comm comm, const a3_backend 
   *be = NULL;
   if (cap) snprintf(name, cap, "cpu");
   if (cfg->parallel.backend == A3_BACKEND_CPU) return A3_OK;
+#ifndef A3FTA_HAVE_CUDA
+  (void)comm;
+  return pick_without_cuda(cfg);
+#else
   int device = 0;
   a3_status s = pick_device(comm, &device, name, cap);
   const bool visible = s == A3_OK;
@@ -88,4 +96,5 @@ a3_status a3_backend_pick(const a3_config *cfg, MPI_Comm comm, const a3_backend 
     a3_info("backend: auto -> cpu (%s)", a3_error_message());
   a3_error_clear();
   return A3_OK;
+#endif
 }

@@ -113,7 +113,7 @@ static void check_sampling_model(const char *data, a3_unet *host) {
                       : k == 2 && sm.model == host && sm.batch == A3_SAMPLE_BATCH_CPU);
       fprintf(stderr, "%s: sampling on %s\n", backends[k], sm.name);
     } else {
-      CHECK_MSG(k == 1 && (s == A3_ERR_CUDA || s == A3_ERR_UNIMPLEMENTED), "%s: %s", backends[k],
+      CHECK_MSG(k == 1 && (s == A3_ERR_CUDA || s == A3_ERR_CONFIG), "%s: %s", backends[k],
                 a3_error_message());
       CHECK(!sm.model && !sm.device && !sm.device_copy);
       a3_error_clear();

@@ -79,6 +79,13 @@ check "names the choices" grep -q "auto, cpu or cuda" "$dir/out"
 rc=$?
 if [ $rc -eq 0 ]; then
   check "--backend cuda on a GPU writes the samples" test -s "$dir/g.h5"
+elif "$bin" --version | grep -q "^cuda: *off"; then
+  # a build without CUDA cannot do what the config asks: a usage error
+  check "--backend cuda in a build without CUDA: exit 2 (got $rc)" test $rc -eq 2
+  check "--backend cuda in a build without CUDA says so" grep -q "built without CUDA" "$dir/out"
+  expect_rc 2 "train, parallel.backend: cuda in a build without CUDA" "$bin" train \
+    "$dir/tiny.yaml" -o "output.dir=$dir/nocuda" -o parallel.backend=cuda
+  check "train says how to fix it" grep -q "set parallel.backend: auto or cpu" "$dir/out"
 else
   check "--backend cuda without a GPU: exit 1 (got $rc)" test $rc -eq 1
   check "--backend cuda without a GPU names the CUDA error" grep -qi "cuda" "$dir/out"

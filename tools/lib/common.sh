@@ -13,7 +13,7 @@ A3FTA_DEBIAN_PACKAGES=(
   slurm-wlm munge libpmix-dev
 )
 
-step() { printf '\n== %s\n' "$*" >&2; }
+step() { printf '\n== %s (at %d s)\n' "$*" "$SECONDS" >&2; } # CI's time, by phase
 
 # Installs what is missing; silent when everything is there.
 ensure_debian_packages() {
