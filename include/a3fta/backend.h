@@ -470,6 +470,16 @@ struct a3_backend_ops {
                        int count, int C, int S);
 };
 
+// ---------------------------------------------------------------- activations to and from the host
+// Host fp32 <-> an activation tensor (n elements) in be's storage type,
+// through a staging fp32 buffer in be's memory and act_from_f32 / act_to_f32
+// (the only way into and out of bf16 storage); synchronous. For setup and
+// tests, not inside a step.
+a3_status a3_act_upload(const a3_backend *be, a3_act *dst, const float *host,
+                        size_t n) A3_WARN_UNUSED;
+a3_status a3_act_download(const a3_backend *be, float *host, const a3_act *src,
+                          size_t n) A3_WARN_UNUSED;
+
 // ---------------------------------------------------------------- the CPU backend
 // The reference backend: loops threaded with OpenMP (sums in double where
 // they reduce), oneDNN convolutions, OpenBLAS sgemm elsewhere. The first

@@ -220,19 +220,13 @@ static void layout(a3_unet *m, char *base) {
   m->mem.total = c.used;
 }
 
-// The constant that centring adds, uploaded once per plan (through an fp32
-// buffer, then into the activation type).
+// The constant that centring adds, uploaded once per plan.
 static a3_status fill_minus_one(a3_unet *m) {
-  const a3_backend *be = m->be;
   const size_t n = (size_t)m->B * m->arch.in_channels;
-  float *host = NULL, *dev = NULL;
+  float *host = NULL;
   A3_TRY(A3_ALLOC(host, n));
   for (size_t i = 0; i < n; i++) host[i] = -1.0f;
-  a3_status s = be->ops->alloc(be, (void **)&dev, n * sizeof(float));
-  if (s == A3_OK) s = be->ops->upload(be, dev, host, n * sizeof(float));
-  if (s == A3_OK) be->ops->act_from_f32(be, m->minus_one, dev, n);
-  if (s == A3_OK) s = be->ops->synchronize(be);
-  be->ops->release(be, dev);
+  const a3_status s = a3_act_upload(m->be, m->minus_one, host, n);
   free(host);
   return s;
 }

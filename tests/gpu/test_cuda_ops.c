@@ -1005,36 +1005,6 @@ static float host_bf16(float x) {
   return x;
 }
 
-// Activations cross between the host and a backend as fp32, through a
-// staging float buffer in backend memory and act_from_f32 / act_to_f32 (the
-// only way into and out of bf16 storage).
-static a3_status act_upload(const a3_backend *be, a3_act *dst, // (n)
-                            const float *host,                 // (n) host memory
-                            size_t n) {
-  float *f = NULL;
-  a3_status s = be->ops->alloc(be, (void **)&f, n * sizeof(float));
-  if (s == A3_OK) s = be->ops->upload(be, f, host, n * sizeof(float));
-  if (s == A3_OK) {
-    be->ops->act_from_f32(be, dst, f, n);
-    s = be->ops->synchronize(be);
-  }
-  be->ops->release(be, f);
-  return s;
-}
-static a3_status act_download(const a3_backend *be, float *host, // (n) host memory
-                              const a3_act *src,                 // (n)
-                              size_t n) {
-  float *f = NULL;
-  a3_status s = be->ops->alloc(be, (void **)&f, n * sizeof(float));
-  if (s == A3_OK) {
-    be->ops->act_to_f32(be, f, src, n);
-    s = be->ops->download(be, host, f, n * sizeof(float));
-  }
-  if (s == A3_OK) s = be->ops->synchronize(be);
-  be->ops->release(be, f);
-  return s;
-}
-
 // Bytes of one element of tensor d on backend be.
 static size_t elem_bytes(const tdesc *d, const a3_backend *be) {
   return d->act ? be->act_bytes : sizeof(float); // labels are int32: 4 bytes too
@@ -1088,7 +1058,7 @@ static a3_status run_side(const tcase *c, const tlist *l, void *const *init, con
     if (!init[i]) continue;
     s = be->ops->alloc(be, &dev[i], d->n * elem_bytes(d, be));
     if (s == A3_OK)
-      s = d->act ? act_upload(be, dev[i], init[i], d->n)
+      s = d->act ? a3_act_upload(be, dev[i], init[i], d->n)
                  : be->ops->upload(be, dev[i], init[i], d->n * sizeof(float));
   }
   if (s == A3_OK && ws_bytes) s = be->ops->alloc(be, &ws, ws_bytes);
@@ -1100,7 +1070,7 @@ static a3_status run_side(const tcase *c, const tlist *l, void *const *init, con
   for (int i = 0; i < l->nt && s == A3_OK; i++) {
     const tdesc *d = &l->t[i];
     if (!out->host[i]) continue;
-    s = d->act ? act_download(be, out->host[i], dev[i], d->n)
+    s = d->act ? a3_act_download(be, out->host[i], dev[i], d->n)
                : be->ops->download(be, out->host[i], dev[i], d->n * sizeof(float));
   }
   if (s == A3_OK) s = be->ops->synchronize(be);
@@ -1502,9 +1472,9 @@ static int product_on(const a3_backend *be, const a3_conv2d_shape *cs, float *y,
   const int ok = be->ops->alloc(be, (void **)&d_x, nx * be->act_bytes) == A3_OK &&
                  be->ops->alloc(be, (void **)&d_w, nw * sizeof(float)) == A3_OK &&
                  be->ops->alloc(be, (void **)&d_y, ny * be->act_bytes) == A3_OK &&
-                 act_upload(be, d_x, x, nx) == A3_OK &&
+                 a3_act_upload(be, d_x, x, nx) == A3_OK &&
                  be->ops->upload(be, d_w, w, nw * sizeof(float)) == A3_OK &&
-                 bf16_product(be, cs, d_y, d_x, d_w) && act_download(be, y, d_y, ny) == A3_OK;
+                 bf16_product(be, cs, d_y, d_x, d_w) && a3_act_download(be, y, d_y, ny) == A3_OK;
   be->ops->release(be, d_x);
   be->ops->release(be, d_w);
   be->ops->release(be, d_y);
@@ -1663,9 +1633,9 @@ static int act_same(float got, float v, int bf16) {
 static a3_status act_round_trip(const a3_backend *be, float *h, int zero) {
   a3_act *a = NULL;
   a3_status s = be->ops->alloc(be, (void **)&a, (size_t)N_ACT * be->act_bytes);
-  if (s == A3_OK) s = act_upload(be, a, h, N_ACT);
+  if (s == A3_OK) s = a3_act_upload(be, a, h, N_ACT);
   if (s == A3_OK && zero) be->ops->act_zero(be, a, N_ACT - 1);
-  if (s == A3_OK) s = act_download(be, h, a, N_ACT);
+  if (s == A3_OK) s = a3_act_download(be, h, a, N_ACT);
   be->ops->release(be, a);
   return s;
 }
