@@ -58,20 +58,23 @@
 // bf16 too. Through ~100-300 ops (GroupNorm rescaling each group by 1/std,
 // gradients summed over batch and space) the errors grow evenly over the
 // tensors, by the mantissa: measured on the emulator (fmnist at batch 8,
-// three models, two seeds), tf32: worst tensor 6e-3, median 3.1e-3, gate
-// 3.8e-2; bf16: worst 4.8e-2, median 3.2e-2, gate 1.2e-1 (2^3 times tf32's,
-// the storage adds little); the forward output: tf32 9e-4, bf16 1.1e-2. The
-// bounds are ~3-4x that (ddpm-cifar10-32, which only a GPU runs, had not been
-// measured in bf16 when they were set). A wrong op or index gives O(1)
-// errors; a rounding biased on every tensor moves the median (MEDIAN_SHARE of
-// the worst tensor's bound).
+// three models), tf32: worst tensor 6e-3, median 3.1e-3, gate 3.8e-2; bf16:
+// median 2.2e-2 to 3.5e-2; worst tensor 4.5e-2 to 6e-2 outside the adapters.
+// The forward output: tf32 9e-4, bf16 1.1e-2. The adapters' down
+// projections take the least accurate gradients in bf16, gated or not:
+// 7.5e-2 to 1.38e-1 (8 seeds, and CI's ASan build on im2col), probably as the rank-4
+// bottleneck passes on more of the upstream rounding than of the
+// gradient. The tensor bound is ~2x the worst seen, the others ~3-4x
+// (ddpm-cifar10-32, which only a GPU runs, had not been measured in bf16
+// when they were set). A wrong op or index gives O(1) errors; a rounding
+// biased on every tensor moves the median, bounded on its own.
 typedef struct {
-  double output, tensor, gate;
+  double output, tensor, median, gate;
 } precision_bounds;
 static const precision_bounds BOUNDS[] = {
-    [A3_PRECISION_FP32] = {TOL_MODEL, TOL_MODEL, 1e-2}, // the gate: see tolerance_for
-    [A3_PRECISION_TF32] = {4e-3, 2e-2, 1e-1},
-    [A3_PRECISION_BF16] = {5e-2, 2e-1, 5e-1},
+    [A3_PRECISION_FP32] = {TOL_MODEL, TOL_MODEL, 0.4 * TOL_MODEL, 1e-2}, // gate: tolerance_for
+    [A3_PRECISION_TF32] = {4e-3, 2e-2, 8e-3, 1e-1},
+    [A3_PRECISION_BF16] = {5e-2, 3e-1, 8e-2, 5e-1},
 };
 // bf16 halves every activation (the saved tensors and the skip gradients;
 // not the op workspace, whose size depends on the convolution engine);
@@ -88,8 +91,7 @@ static uint64_t base_seed;
 static int failures;
 static a3_precision precision = A3_PRECISION_FP32;
 static const char *const PRECISION_NAMES[] = {"fp32", "tf32", "bf16"}; // a3_precision order
-static double tol_output = TOL_MODEL, tol_model = TOL_MODEL,
-              tol_gate = 1e-2; // BOUNDS[precision] // for this precision
+static precision_bounds bounds; // BOUNDS[precision], set in main
 
 static double now(void) {
   struct timespec ts;
@@ -157,7 +159,7 @@ static bool zero_in_exact_arithmetic(const char *name) { return ends_with(name, 
 // with the im2col convolutions): its bound is BOUNDS[].gate (fp32: 1e-2). A
 // wrong gate gradient is off by O(1).
 static double tolerance_for(const char *name) {
-  return ends_with(name, ".adapter.gate") ? tol_gate : tol_model;
+  return ends_with(name, ".adapter.gate") ? bounds.gate : bounds.tensor;
 }
 
 // The size a gate's gradient has when its terms do not cancel by chance.
@@ -190,7 +192,9 @@ static double gate_typical_size(const a3_unet *ref, const float *gr, const a3_pa
 #define ZERO_GRAD_TOL 1e-4
 static int check_noise(const a3_param *p, const float *gc, const float *gr, double typical) {
   const double c = l2(gc, p->numel) / typical, r = l2(gr, p->numel) / typical;
-  const double bound = ZERO_GRAD_TOL * (tol_model / TOL_MODEL); // noise grows with the rounding
+  const double bound =
+      ZERO_GRAD_TOL *
+      (bounds.median / BOUNDS[A3_PRECISION_FP32].median); // noise grows with the rounding
   const int ok = isfinite(c) && c <= bound && r <= bound;
   if (!ok || getenv("A3FTA_TEST_VERBOSE"))
     printf("    %s: zero in exact arithmetic; |grad| / typical: candidate %.2e, reference %.2e "
@@ -237,11 +241,6 @@ typedef struct {
   int idx;
   double err;
 } worst_entry;
-
-// The bound is for the worst tensor; a typical tensor must stay well under it
-// (a rounding that is biased on every tensor moves the median, not only the
-// tail).
-#define MEDIAN_SHARE 0.4
 
 static int cmp_double(const void *a, const void *b) {
   const double x = *(const double *)a, y = *(const double *)b;
@@ -290,7 +289,7 @@ static int compare_grads(const char *label, const a3_unet *ref, const float *gr,
              (double)gr[p->offset], (double)gc[p->offset], floor);
     if (!(e <= tolerance_for(p->name))) bad++;
     if (e > max_err || isnan(e)) max_err = isnan(e) ? INFINITY : e;
-    if (errs && tolerance_for(p->name) == tol_model) errs[n_errs++] = isnan(e) ? INFINITY : e;
+    if (errs && tolerance_for(p->name) == bounds.tensor) errs[n_errs++] = isnan(e) ? INFINITY : e;
     // keep the WORST_SHOWN largest, sorted descending
     int pos = n_worst < WORST_SHOWN ? n_worst++ : WORST_SHOWN;
     while (pos > 0 && worst[pos - 1].err < e) {
@@ -302,25 +301,25 @@ static int compare_grads(const char *label, const a3_unet *ref, const float *gr,
   double dx_err = 0.0;
   if (dx_r) {
     dx_err = rel_err(dx_c, dx_r, n_dx);
-    if (!(dx_err <= tol_model)) bad++;
+    if (!(dx_err <= bounds.tensor)) bad++;
   }
   const double median = errs ? median_of(errs, n_errs) : INFINITY; // no memory: FAIL
   free(errs);
-  const bool median_ok = median <= tol_model * MEDIAN_SHARE;
+  const bool median_ok = median <= bounds.median;
   const int ok = bad == 0 && frozen_touched == 0 && compared > 0 && median_ok;
   char dx_txt[32] = "         -";
   if (dx_r) snprintf(dx_txt, sizeof dx_txt, "%10.3e", dx_err);
   printf("  %-32s %4d tensors  worst %10.3e  dx %s  tol %.0e  %6.2fs/%6.2fs  %s\n", label, compared,
-         max_err, dx_txt, tol_model, t_ref, t_cand, ok ? "PASS" : "FAIL");
+         max_err, dx_txt, bounds.tensor, t_ref, t_cand, ok ? "PASS" : "FAIL");
   if (frozen_touched) printf("    %d frozen tensors had a gradient written\n", frozen_touched);
   if (bad) printf("    %d tensors over the tolerance\n", bad);
-  printf("    median over the tensors %.3e (bound %.0e)%s\n", median, tol_model * MEDIAN_SHARE,
+  printf("    median over the tensors %.3e (bound %.0e)%s\n", median, bounds.median,
          median_ok ? "" : "  FAIL");
   for (int k = 0; k < n_worst; k++) {
     const a3_param *p = a3_unet_param_at(ref, worst[k].idx);
     const double tol = tolerance_for(p->name);
     printf("      %-60s %9zu  %10.3e%s\n", p->name, p->numel, worst[k].err,
-           worst[k].err <= tol ? (tol == tol_model ? "" : "  (gate bound)") : "  FAIL");
+           worst[k].err <= tol ? (tol == bounds.tensor ? "" : "  (gate bound)") : "  FAIL");
   }
   if (!probe) failures += !ok;
   return ok;
@@ -420,9 +419,9 @@ static a3_status run_model(const char *dir, const model_case *mc, const a3_backe
   double t2 = now();
   {
     const double e = rel_err(out_c, out_r, n_out);
-    const int ok = e <= tol_output;
+    const int ok = e <= bounds.output;
     printf("  %-32s %4s tensors  worst %10.3e  dx %10s  tol %.0e  %6.2fs/%6.2fs  %s\n",
-           "forward output", "1", e, "-", tol_output, t1 - t0, t2 - t1, ok ? "PASS" : "FAIL");
+           "forward output", "1", e, "-", bounds.output, t1 - t0, t2 - t1, ok ? "PASS" : "FAIL");
     failures += !ok;
   }
   check_memory(mr, mc_);
@@ -553,13 +552,11 @@ int main(int argc, char **argv) {
         precision = A3_PRECISION_BF16;
       else
         return usage(argv[0]);
-      tol_output = BOUNDS[precision].output;
-      tol_model = BOUNDS[precision].tensor;
-      tol_gate = BOUNDS[precision].gate;
     } else {
       return usage(argv[0]);
     }
   }
+  bounds = BOUNDS[precision];
   if (against_cpu && precision != A3_PRECISION_FP32) {
     fprintf(stderr, "--against cpu compares fp32 only (the CPU has no reduced precision)\n");
     return usage(argv[0]);
