@@ -49,7 +49,7 @@ a3_status a3_cmd_export(int argc, char **argv) {
   if (!out)
     return A3_FAIL(A3_ERR_USAGE,
                    "a3fta export: --out FILE.safetensors is required (see 'a3fta export --help')");
-  A3_TRY(a3_cli_need_mpi("export"));
+  A3_TRY(a3_cli_start_mpi());
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   const a3_export_options opt = {.use_ema = !no_ema};

@@ -26,9 +26,8 @@ static const a3_cli_command import_cmd = {
     0};
 
 static int world_rank(void) {
-  int initialized = 0, rank = 0;
-  MPI_Initialized(&initialized);
-  if (initialized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   return rank;
 }
 
@@ -68,8 +67,10 @@ static a3_status import_fashion_mnist(int argc, char **argv) {
       0};
   a3_cli_args args;
   A3_TRY(a3_cli_parse(&cmd, argc, argv, &args));
-  if (args.help_requested || world_rank() != 0) return A3_OK;
+  if (args.help_requested) return A3_OK;
   if (!out) return A3_FAIL(A3_ERR_USAGE, "a3fta import fashion-mnist: --out FILE is required");
+  A3_TRY(a3_cli_start_mpi());
+  if (world_rank() != 0) return A3_OK;
   a3_import_report report;
   const double start = now_s();
   A3_TRY(a3_import_fashion_mnist(source, out, &report));
@@ -160,7 +161,9 @@ static a3_status import_images(int argc, char **argv) {
                               1};
   a3_cli_args args;
   A3_TRY(a3_cli_parse(&cmd, argc, argv, &args));
-  if (args.help_requested || world_rank() != 0) return A3_OK;
+  if (args.help_requested) return A3_OK;
+  A3_TRY(a3_cli_start_mpi());
+  if (world_rank() != 0) return A3_OK;
   a3_image_import_options opt;
   A3_TRY(image_options(&a, args.positional[0], &opt));
   a3_import_report report;

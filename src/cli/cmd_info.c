@@ -179,6 +179,7 @@ a3_status a3_cmd_info(int argc, char **argv) {
   a3_cli_args args;
   A3_TRY(a3_cli_parse(&cmd, argc, argv, &args));
   if (args.help_requested) return A3_OK;
+  A3_TRY(a3_cli_start_mpi());
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   if (model) return model_info(model, &overrides, all_params, batch, rank);

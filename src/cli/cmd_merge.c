@@ -32,9 +32,9 @@ a3_status a3_cmd_merge(int argc, char **argv) {
   a3_cli_args args;
   A3_TRY(a3_cli_parse(&cmd, argc, argv, &args));
   if (args.help_requested) return A3_OK;
-  int rank = 0, up = 0;
-  MPI_Initialized(&up);
-  if (up) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  A3_TRY(a3_cli_start_mpi());
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   // Only rank 0 merges and reports; the others end quietly (the exit code is agreed).
   if (rank != 0) return A3_OK;
   a3_merge_summary sum;

@@ -91,7 +91,7 @@ a3_status a3_cmd_sample(int argc, char **argv) {
   a3_cli_args args;
   A3_TRY(a3_cli_parse(&cmd, argc, argv, &args));
   if (args.help_requested) return A3_OK;
-  A3_TRY(a3_cli_need_mpi("sample"));
+  A3_TRY(a3_cli_start_mpi());
   a3_sample_request req;
   A3_TRY(to_request(&a, &req));
   A3_TRY(a3_sample_checkpoint(MPI_COMM_WORLD, args.positional[0], &req));

@@ -409,7 +409,7 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
   if (args.help_requested) return A3_OK;
   int64_t slice_index = 0, slice_count = 0;
   if (slice) A3_TRY(parse_slice(slice, &slice_index, &slice_count));
-  A3_TRY(a3_cli_need_mpi("sweep"));
+  A3_TRY(a3_cli_start_mpi());
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   a3_config cfg;

@@ -87,7 +87,7 @@ a3_status a3_cmd_train(int argc, char **argv) {
   a3_cli_args args;
   A3_TRY(a3_cli_parse(&cmd, argc, argv, &args));
   if (args.help_requested) return A3_OK;
-  A3_TRY(a3_cli_need_mpi("train"));
+  A3_TRY(a3_cli_start_mpi());
   a3_config cfg;
   A3_TRY(a3_config_load(args.positional[0], overrides.items, overrides.count, &cfg));
   a3_status s = print_config(&cfg);

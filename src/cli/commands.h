@@ -1,7 +1,7 @@
 // The a3fta subcommands. Each takes argv with argv[0] = the command name
 // (global flags such as --verbose already removed) and returns a status that
-// main() turns into the exit code. MPI is initialised before a command runs
-// when its entry in main.c says it needs MPI.
+// main() turns into the exit code. A command that opens datasets (MPI-IO) or
+// talks to other ranks starts MPI itself, once its options are parsed.
 #ifndef A3FTA_CLI_COMMANDS_H
 #define A3FTA_CLI_COMMANDS_H
 
@@ -20,5 +20,10 @@ a3_status a3_cmd_merge(int argc, char **argv);  // src/cli/cmd_merge.c
 // A command that succeeded may ask for another exit code than 0 (3..125:
 // a3fta sweep --interrupted-exit). Every rank must ask for the same one.
 void a3_cli_request_exit_code(int code); // src/cli/main.c
+
+// Starts MPI (MPI_Init_thread, the world's checks) unless started already:
+// every rank, after parsing its options and before any MPI or HDF5 call.
+// main() finishes it. src/cli/main.c
+a3_status a3_cli_start_mpi(void) A3_WARN_UNUSED;
 
 #endif

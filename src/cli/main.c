@@ -19,23 +19,21 @@ typedef struct {
   const char *name;
   const char *summary;
   a3_status (*run)(int argc, char **argv);
-  int needs_mpi; // commands that touch HDF5 files or ranks start MPI first
 } command_entry;
 
 static const command_entry commands[] = {
     {"import", "import a dataset (Fashion-MNIST IDX files, a folder of PNGs) into HDF5",
-     a3_cmd_import, 1},
-    {"info", "summarise a dataset file (checkpoints and results files later)", a3_cmd_info, 1},
-    {"config", "show, check or hash a resolved config; print the config schema", a3_cmd_config, 0},
-    {"train", "train or fine-tune one model (data-parallel over the MPI ranks)", a3_cmd_train, 1},
-    {"sweep", "run a hyperparameter sweep over MPI rank groups; resumable", a3_cmd_sweep, 1},
-    {"merge", "combine the results files of a sweep's slices (job arrays) into one", a3_cmd_merge,
-     1},
-    {"sample", "sample images from a checkpoint (DDPM or DDIM)", a3_cmd_sample, 1},
+     a3_cmd_import},
+    {"info", "summarise a dataset file (checkpoints and results files later)", a3_cmd_info},
+    {"config", "show, check or hash a resolved config; print the config schema", a3_cmd_config},
+    {"train", "train or fine-tune one model (data-parallel over the MPI ranks)", a3_cmd_train},
+    {"sweep", "run a hyperparameter sweep over MPI rank groups; resumable", a3_cmd_sweep},
+    {"merge", "combine the results files of a sweep's slices (job arrays) into one", a3_cmd_merge},
+    {"sample", "sample images from a checkpoint (DDPM or DDIM)", a3_cmd_sample},
     {"export", "export a fine-tune's trained weights (adapter, LoRA, ...) as safetensors",
-     a3_cmd_export, 1},
+     a3_cmd_export},
     {"eval", "evaluate a checkpoint's samples: FID, KID, precision/recall, diversity, memorization",
-     a3_cmd_eval, 1},
+     a3_cmd_eval},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 
@@ -118,18 +116,18 @@ static int requested_exit_code = 0;
 
 void a3_cli_request_exit_code(int code) { requested_exit_code = code; }
 
+// The MPI world: started by the command once its options are parsed
+// (a3_cli_start_mpi), so that --help and a usage error start no MPI (an
+// Open MPI singleton's start costs 0.5-2 s); finished by run_command, which
+// agrees on the exit code over the ranks when MPI runs.
+static a3_world world;
+
+a3_status a3_cli_start_mpi(void) {
+  return world.initialized ? A3_OK : a3_world_init(NULL, NULL, &world);
+}
+
 static int run_command(const command_entry *cmd, int argc, char **argv) {
-  int code = 0;
-  if (!cmd->needs_mpi) {
-    a3_status s = cmd->run(argc - 1, argv + 1);
-    a3_log_error_status(s);
-    code = a3_status_exit_code(s);
-  } else {
-    a3_world world = {0};
-    a3_status s = a3_world_init(&argc, &argv, &world);
-    if (s == A3_OK) s = cmd->run(argc - 1, argv + 1);
-    code = a3_world_finish(&world, s);
-  }
+  const int code = a3_world_finish(&world, cmd->run(argc - 1, argv + 1));
   return code == 0 ? requested_exit_code : code;
 }
 

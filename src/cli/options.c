@@ -137,12 +137,3 @@ a3_status a3_cli_backend(const char *command, const char *name, bool *set, int *
   return A3_FAIL(A3_ERR_USAGE, "a3fta %s: --backend expects auto, cpu or cuda, got '%s'", command,
                  name);
 }
-
-a3_status a3_cli_need_mpi(const char *command) {
-  int initialized = 0;
-  MPI_Initialized(&initialized);
-  if (!initialized)
-    return A3_FAIL(A3_ERR_INTERNAL, "'a3fta %s' runs without MPI started (main.c: needs_mpi)",
-                   command);
-  return A3_OK;
-}

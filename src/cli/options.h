@@ -53,10 +53,6 @@ typedef struct {
 // with a message naming the offending argument and pointing at --help.
 a3_status a3_cli_parse(const a3_cli_command *cmd, int argc, char **argv, a3_cli_args *out);
 
-// A3_ERR_INTERNAL unless main.c started MPI for `command` (its needs_mpi
-// list): the command opens datasets with MPI-IO or talks to other ranks.
-a3_status a3_cli_need_mpi(const char *command);
-
 // --backend NAME of `command` (auto, cpu or cuda) as an a3_backend_kind in
 // *kind; *set = false when name is NULL (the option was not given).
 // A3_ERR_USAGE naming the choices otherwise.

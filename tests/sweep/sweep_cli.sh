@@ -49,11 +49,6 @@ grep -q -- "--force-new" "$dir/help" || failed "help names --force-new"
 
 write_config "$dir/a.yaml" "$dir/a" 2 dynamic 4
 run 2 "$dir/dry" sweep "$dir/a.yaml" --dry-run
-if grep -q "runs without MPI started" "$dir/dry"; then
-  echo "skipped: main.c does not start MPI for 'sweep' yet (needs_mpi)"
-  rm -rf "$dir"
-  exit 77
-fi
 expect 0 "--dry-run" "$dir/dry"
 grep -q "^3	strategy.name=lora, train.lr=0.01$" "$dir/dry" || failed "--dry-run lists point 3"
 [ ! -e "$dir/a" ] || failed "--dry-run wrote $dir/a"
