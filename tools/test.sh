@@ -6,7 +6,7 @@
 # emulator (build-emu/ under ASan + UBSan, build-emu-long/ without). Each
 # phase's start time is printed. Exits non-zero on any failure.
 #   tools/test.sh            everything
-#   tools/test.sh --fast     skip the sanitizer build
+#   tools/test.sh --fast     skip the sanitizer and emulator builds
 #   tools/test.sh -L mpi     pass options on to ctest (both builds)
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -52,30 +52,19 @@ fi
 # bounds on buffers of their own. Without sanitizers, 4-5x faster: the tests
 # labelled emu_long, whole models, training runs and sweeps (their tensors
 # are slices of one arena, where ASan sees no bounds anyway).
-emu_build() { # dir, cmake options..., --, targets...
-  local dir=$1 opts=() targets=()
-  shift
-  while [ "$1" != -- ]; do opts+=("$1"); shift; done
-  shift
-  targets=("$@")
-  step "configure $dir (the CUDA backend on the CPU emulator; ${opts[*]})"
-  cmake -S . -B "$dir" -DA3FTA_WERROR=ON -DA3FTA_CUDA=OFF -DA3FTA_CUDA_EMU=ON "${opts[@]}" \
-    >"$dir.configure.log" 2>&1 || { cat "$dir.configure.log" >&2; return 1; }
-  step "build $dir"
-  cmake --build "$dir" -j"$(nproc)" --target "${targets[@]}" >"$dir.build.log" 2>&1 || {
-    grep -E -B2 -A6 'error|Error' "$dir.build.log" | head -80 >&2; return 1; }
-}
 if [ "$fast" = 0 ]; then
-  if emu_build build-emu -DA3FTA_SANITIZE=ON -- test_cuda_ops test_unet_golden test_cuda_nccl \
-       test_cuda_fault test_emu_streams test_emu_barriers a3fta_bench_step; then
+  emu=(-DA3FTA_WERROR=ON -DA3FTA_CUDA=OFF -DA3FTA_CUDA_EMU=ON)
+  if configure_and_build build-emu "${emu[@]}" -DA3FTA_SANITIZE=ON -- test_cuda_ops \
+       test_unet_golden test_cuda_nccl test_cuda_fault test_emu_streams test_emu_barriers \
+       a3fta_bench_step; then
     step "ctest in build-emu (ASan + UBSan)"
     ctest --test-dir build-emu --output-on-failure -j"$(nproc)" -L emu -LE emu_long \
       "${ctest_args[@]}" || failed=1
   else
     failed=1
   fi
-  if emu_build build-emu-long -DA3FTA_SANITIZE=OFF -- test_cuda_unet test_cuda_sample a3fta \
-       trainer_make_dataset test_trainer_train test_cuda_nccl; then
+  if configure_and_build build-emu-long "${emu[@]}" -DA3FTA_SANITIZE=OFF -- test_cuda_unet \
+       test_cuda_sample a3fta trainer_make_dataset test_trainer_train test_cuda_nccl; then
     step "ctest in build-emu-long"
     ctest --test-dir build-emu-long --output-on-failure -j"$(nproc)" -L emu_long \
       "${ctest_args[@]}" || failed=1

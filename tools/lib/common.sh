@@ -52,13 +52,17 @@ coretype=$(best_openblas_coretype)
 [ -n "$coretype" ] && export OPENBLAS_CORETYPE=$coretype
 unset coretype
 
-# configure_and_build BUILD_DIR [cmake options...]
+# configure_and_build BUILD_DIR [cmake options...] [-- targets...]
+# (every target when none is named)
 configure_and_build() {
-  local dir=$1; shift
-  step "configure $dir ($*)"
-  cmake -S "$A3FTA_ROOT" -B "$dir" "$@" >"$dir.configure.log" 2>&1 || {
+  local dir=$1 opts=() targets=()
+  shift
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
+  if [ $# -gt 0 ]; then shift; targets=(--target "$@"); fi
+  step "configure $dir (${opts[*]})"
+  cmake -S "$A3FTA_ROOT" -B "$dir" "${opts[@]}" >"$dir.configure.log" 2>&1 || {
     cat "$dir.configure.log" >&2; return 1; }
   step "build $dir"
-  cmake --build "$dir" -j"$(nproc)" >"$dir.build.log" 2>&1 || {
+  cmake --build "$dir" -j"$(nproc)" "${targets[@]}" >"$dir.build.log" 2>&1 || {
     grep -E -B2 -A6 'error|Error' "$dir.build.log" | head -80 >&2; return 1; }
 }
