@@ -84,6 +84,11 @@ a3_status a3_ckpt_list(const a3_ckpt_reader *r, const char *group, char ***names
                        int *count) A3_WARN_UNUSED;
 void a3_ckpt_free_names(char **names, int count);
 
+// The shape of tensor group/name as the file holds it (out->name = name).
+// Missing: A3_ERR_INPUT naming the dataset path.
+a3_status a3_ckpt_tensor_spec(const a3_ckpt_reader *r, const char *group, const char *name,
+                              a3_ckpt_spec *out) A3_WARN_UNUSED;
+
 // Reads one tensor into dst (numel(spec) floats). It must exist with exactly
 // spec's shape and a float type: otherwise A3_ERR_INPUT naming the dataset
 // path ("ckpt.h5: /params/conv_in.weight: shape (8, 1, 3, 3) in the file,
@@ -107,5 +112,21 @@ typedef struct {
 // read unless every name and shape checks out.
 a3_status a3_ckpt_read_set(const a3_ckpt_reader *r, const char *group, a3_ckpt_item *items,
                            int n_items, char ***extra, int *n_extra) A3_WARN_UNUSED;
+
+// ---------------------------------------------------------------- scanning
+// What the tensors of one group hold (a3fta info): a diverged run leaves
+// NaN or infinite values, which this finds without knowing the model.
+typedef struct {
+  int tensors;
+  int64_t values;
+  int64_t nonfinite;         // NaN or infinite values
+  int nonfinite_tensors;     // tensors holding at least one
+  char first_nonfinite[256]; // the first such tensor's name ("" when none)
+  double max_abs;            // the largest finite |value| (0 when none)
+} a3_ckpt_group_scan;
+
+// Reads every tensor of `group` once (one tensor in memory at a time).
+a3_status a3_ckpt_scan_group(const a3_ckpt_reader *r, const char *group,
+                             a3_ckpt_group_scan *out) A3_WARN_UNUSED;
 
 #endif

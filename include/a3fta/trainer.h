@@ -49,6 +49,7 @@
 #include <mpi.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 // RNG stream of the flip augmentation (diffusion owns 16..19).
 enum { A3_STREAM_HFLIP = 24 };
@@ -154,6 +155,15 @@ a3_status a3_model_checkpoint_read_state(const char *path, a3_unet *m, const a3_
 // *used_ema says whether they were.
 a3_status a3_model_checkpoint_load(const char *path, bool use_ema, a3_config *cfg, a3_unet **out,
                                    bool *used_ema) A3_WARN_UNUSED;
+
+// a3fta info CHECKPOINT (serial): loads the file as sampling does, then
+// prints its step, main config keys, hashes, the model's and the strategy's
+// tensor counts, and per group (/params, /ema, /optimizer/m, /optimizer/v)
+// tensors, values, the largest |value| and the NaN or infinite ones.
+// A file that does not load is the loader's error.
+a3_status a3_model_checkpoint_print(const char *path, FILE *f) A3_WARN_UNUSED;
+// The config stored in the checkpoint, verbatim.
+a3_status a3_model_checkpoint_print_config(const char *path, FILE *f) A3_WARN_UNUSED;
 
 // ---------------------------------------------------------------- the trainer
 typedef struct a3_trainer a3_trainer;

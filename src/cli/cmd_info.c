@@ -1,20 +1,22 @@
 // a3fta info FILE: recognise the file by its root `format` attribute and
-// summarise it: datasets, and results files (a table of points, --csv for
-// tools). Checkpoints come later.
+// summarise it: datasets, results files (a table of points, --csv for
+// tools) and training checkpoints (--config: their stored config).
 // a3fta info --model CONFIG: the parameter table of the U-Net a config builds.
+#include "a3fta/checkpoint.h"
 #include "a3fta/config.h"
 #include "a3fta/dataset.h"
 #include "a3fta/diffusers.h"
 #include "a3fta/model.h"
 #include "a3fta/results.h"
 #include "a3fta/strategy.h"
+#include "a3fta/trainer.h"
 #include "cli/commands.h"
 #include "cli/options.h"
 
 #include <string.h>
 #include <sys/stat.h>
 
-typedef enum { KIND_DATASET, KIND_RESULTS } file_kind;
+typedef enum { KIND_DATASET, KIND_RESULTS, KIND_CHECKPOINT } file_kind;
 
 // Rank 0 looks at the file alone (no MPI-IO) and tells the others, so that a
 // wrong file gives one message, not one per rank.
@@ -26,16 +28,18 @@ static a3_status check_kind(const char *path, int rank, file_kind *kind) {
     s = a3_file_format(path, format, sizeof format);
     if (s == A3_OK && !format[0])
       s = A3_FAIL(A3_ERR_INPUT,
-                  "%s: not an a3fta dataset (no 'format' attribute); a3fta info reads datasets "
-                  "and results files (checkpoints come later)",
+                  "%s: not an a3fta file (no 'format' attribute); a3fta info reads datasets, "
+                  "results files and checkpoints",
                   path);
     else if (s == A3_OK && !strcmp(format, A3_RESULTS_FORMAT))
       k = KIND_RESULTS;
+    else if (s == A3_OK && !strcmp(format, A3_CHECKPOINT_FORMAT))
+      k = KIND_CHECKPOINT;
     else if (s == A3_OK && strcmp(format, A3_DATASET_FORMAT))
       s = A3_FAIL(A3_ERR_INPUT,
-                  "%s: format '%s' is not one a3fta info reads yet; it reads datasets "
-                  "(format '%s') and results files (format '%s')",
-                  path, format, A3_DATASET_FORMAT, A3_RESULTS_FORMAT);
+                  "%s: format '%s' is not one a3fta info reads; it reads datasets "
+                  "(format '%s'), results files (format '%s') and checkpoints (format '%s')",
+                  path, format, A3_DATASET_FORMAT, A3_RESULTS_FORMAT, A3_CHECKPOINT_FORMAT);
   }
   int msg[2] = {(int)s, k};
   MPI_Bcast(msg, 2, MPI_INT, 0, MPI_COMM_WORLD);
@@ -52,9 +56,20 @@ static a3_status dataset_info(const char *path) {
   return A3_OK;
 }
 
+// What --csv and --config ask of a results file or a checkpoint.
+typedef struct {
+  int csv, config;
+} print_flags;
+
+static a3_status print_serial(file_kind kind, const char *path, print_flags flags) {
+  if (kind == KIND_RESULTS) return a3_results_print(path, stdout, flags.csv);
+  if (flags.config) return a3_model_checkpoint_print_config(path, stdout);
+  return a3_model_checkpoint_print(path, stdout);
+}
+
 // Rank 0 reads and prints; the exit code is agreed so no rank hides a failure.
-static a3_status results_info(const char *path, int csv, int rank) {
-  a3_status s = rank == 0 ? a3_results_print(path, stdout, csv) : A3_OK;
+static a3_status serial_info(file_kind kind, const char *path, print_flags flags, int rank) {
+  a3_status s = rank == 0 ? print_serial(kind, path, flags) : A3_OK;
   int code = (int)s;
   MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD);
   if (rank != 0) return A3_OK; // rank 0 reports
@@ -145,7 +160,7 @@ a3_status a3_cmd_info(int argc, char **argv) {
   const char *model = NULL;
   int all_params = 0;
   long batch = 0;
-  int csv = 0;
+  print_flags flags = {0, 0};
   a3_cli_list overrides = {0};
   const a3_cli_option options[] = {
       {"model", 'm', A3_OPT_STRING, "CONFIG",
@@ -157,19 +172,24 @@ a3_status a3_cmd_info(int argc, char **argv) {
        0},
       {"batch", 'b', A3_OPT_INT, "N", "with --model: plan and report activation memory for batch N",
        &batch, 1, 1 << 20},
-      {"csv", 0, A3_OPT_FLAG, NULL, "for a results file: print the points as CSV (for tools)", &csv,
-       0, 0},
+      {"csv", 0, A3_OPT_FLAG, NULL, "for a results file: print the points as CSV (for tools)",
+       &flags.csv, 0, 0},
+      {"config", 0, A3_OPT_FLAG, NULL, "for a checkpoint: print the config it was trained with",
+       &flags.config, 0, 0},
   };
   const a3_cli_command cmd = {
       "info",
-      "FILE [--csv] | --model CONFIG [--params] [--batch N]",
-      "Summarise an a3fta file (datasets, results; checkpoints later), or a model config.",
+      "FILE [--csv | --config] | --model CONFIG [--params] [--batch N]",
+      "Summarise an a3fta file (dataset, results, checkpoint), or a model config.",
       "For a dataset: its source, classes, and per split the image count and shape, pixel\n"
       "mean and standard deviation (a parallel read when run under mpirun) and the number of\n"
       "images of each class. For a sweep's results file: one row per point with its status,\n"
       "varied keys, final loss, wall time, metrics ('-' = not computed) and failure reason;\n"
-      "--csv prints the same as CSV (empty = not computed). With --model: parameter count, "
-      "tensors, attention and bias\n"
+      "--csv prints the same as CSV (empty = not computed). For a checkpoint: its step,\n"
+      "main config keys, config and base-model hashes, what the strategy trains, and per\n"
+      "group (params, ema, optimizer moments) tensors, values, the largest |value| and the\n"
+      "NaN or infinite values a diverged run leaves; --config prints its stored config.\n"
+      "With --model: parameter count, tensors, attention and bias\n"
       "shares by diffusers name, and what each strategy trains (-o strategy.adapter.rank=16 ...).\n"
       "Printed to stdout by rank 0.",
       options,
@@ -191,6 +211,6 @@ a3_status a3_cmd_info(int argc, char **argv) {
   const a3_status s = check_kind(path, rank, &kind);
   if (s != A3_OK && rank != 0) return A3_OK;
   A3_TRY(s);
-  if (kind == KIND_RESULTS) return results_info(path, csv, rank);
-  return dataset_info(path);
+  if (kind == KIND_DATASET) return dataset_info(path);
+  return serial_info(kind, path, flags, rank);
 }

@@ -415,6 +415,21 @@ a3_status a3_ckpt_list(const a3_ckpt_reader *r, const char *group, char ***names
   return A3_OK;
 }
 
+// "file.h5: /params/conv_in.bias" (for messages).
+static void tensor_where(const a3_ckpt_reader *r, const char *gpath, const char *name, char *buf,
+                         size_t size) {
+  snprintf(buf, size, "%s: %s/%s", r->path, strcmp(gpath, "/") ? gpath : "", name);
+}
+
+// Opens dataset `name` of g (at `where`, for messages).
+static a3_status open_dataset(hid_t g, const char *name, const char *where, hid_t *ds) {
+  if (!name[0] || strchr(name, '/') || H5Lexists(g, name, H5P_DEFAULT) <= 0)
+    return A3_FAIL(A3_ERR_INPUT, "%s is missing", where);
+  *ds = H5Dopen2(g, name, H5P_DEFAULT);
+  if (*ds < 0) return A3_FAIL(A3_ERR_INPUT, "%s: not a dataset%s", where, a3_h5_detail());
+  return A3_OK;
+}
+
 // Checks that dataset `ds` (at `where`) is float with exactly spec's shape.
 static a3_status check_dataset(hid_t ds, const a3_ckpt_spec *spec, const char *where) {
   hid_t type = H5Dget_type(ds), space = H5Dget_space(ds);
@@ -440,11 +455,9 @@ static a3_status check_dataset(hid_t ds, const a3_ckpt_spec *spec, const char *w
 static a3_status read_checked(const a3_ckpt_reader *r, hid_t g, const char *gpath,
                               const a3_ckpt_spec *spec, float *dst) {
   char where[2200];
-  snprintf(where, sizeof where, "%s: %s/%s", r->path, strcmp(gpath, "/") ? gpath : "", spec->name);
-  if (!spec->name[0] || strchr(spec->name, '/') || H5Lexists(g, spec->name, H5P_DEFAULT) <= 0)
-    return A3_FAIL(A3_ERR_INPUT, "%s is missing", where);
-  hid_t ds = H5Dopen2(g, spec->name, H5P_DEFAULT);
-  if (ds < 0) return A3_FAIL(A3_ERR_INPUT, "%s: not a dataset%s", where, a3_h5_detail());
+  tensor_where(r, gpath, spec->name, where, sizeof where);
+  hid_t ds = H5I_INVALID_HID;
+  A3_TRY(open_dataset(g, spec->name, where, &ds));
   a3_status s = check_dataset(ds, spec, where);
   if (s == A3_OK && dst && a3_ckpt_spec_numel(spec) > 0 &&
       H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0)
@@ -459,6 +472,36 @@ a3_status a3_ckpt_read_tensor(const a3_ckpt_reader *r, const char *group, const 
   A3_TRY(reader_group(r, group, &g));
   char gpath[1024];
   a3_status s = read_checked(r, g, slash_path(group, gpath, sizeof gpath), spec, dst);
+  H5Gclose(g);
+  A3_TRY(s);
+  return A3_OK;
+}
+
+// The shape of dataset `name` in g (spec->name is left to the caller).
+static a3_status dataset_shape(hid_t g, const char *name, const char *where, a3_ckpt_spec *spec) {
+  hid_t ds = H5I_INVALID_HID;
+  A3_TRY(open_dataset(g, name, where, &ds));
+  hid_t space = H5Dget_space(ds);
+  const int ndim = H5Sget_simple_extent_ndims(space);
+  hsize_t dims[H5S_MAX_RANK] = {0};
+  if (ndim > 0 && ndim <= A3_CKPT_MAX_DIMS) H5Sget_simple_extent_dims(space, dims, NULL);
+  H5Sclose(space);
+  H5Dclose(ds);
+  if (ndim < 0 || ndim > A3_CKPT_MAX_DIMS)
+    return A3_FAIL(A3_ERR_INPUT, "%s: %d dimensions (at most %d)", where, ndim, A3_CKPT_MAX_DIMS);
+  spec->ndim = ndim;
+  for (int d = 0; d < ndim; d++) spec->shape[d] = (int64_t)dims[d];
+  return A3_OK;
+}
+
+a3_status a3_ckpt_tensor_spec(const a3_ckpt_reader *r, const char *group, const char *name,
+                              a3_ckpt_spec *out) {
+  hid_t g = H5I_INVALID_HID;
+  A3_TRY(reader_group(r, group, &g));
+  char gpath[1024], where[2200];
+  tensor_where(r, slash_path(group, gpath, sizeof gpath), name, where, sizeof where);
+  *out = (a3_ckpt_spec){name, 0, {0}};
+  const a3_status s = dataset_shape(g, name, where, out);
   H5Gclose(g);
   A3_TRY(s);
   return A3_OK;

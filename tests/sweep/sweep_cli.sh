@@ -4,7 +4,7 @@
 # everything, the same per-point results with np 1 and 2 (ranks_per_run 1,
 # static and dynamic) and close ones with ranks_per_run 2, SIGUSR1 mid-sweep
 # (exit 0, message) and the resume, another sweep's file, --force-new;
-# a3fta info on a results file (table and --csv) and on other HDF5 files.
+# a3fta info on a results file (table and --csv), a checkpoint and other HDF5 files.
 # Usage: sweep_cli.sh MPIEXEC MAKE_DATASET_BIN   (A3FTA_BIN set by CTest)
 # Exit 77 (skipped) while main.c does not start MPI for 'sweep'.
 set -u
@@ -141,14 +141,14 @@ print("ok")
 PY
   failed "info --csv: $(cat "$dir/csv.cmp")"
 "$PY" -c "import h5py, sys; h5py.File(sys.argv[1], 'w')['x'] = [1]" "$dir/plain.h5"
-run 1 "$dir/plain.out" info "$dir/plain.h5" --csv
+run 2 "$dir/plain.out" info "$dir/plain.h5" --csv
 expect 2 "info on a plain HDF5 file" "$dir/plain.out"
-grep -q "not an a3fta dataset (no 'format' attribute)" "$dir/plain.out" ||
-  failed "info on a plain HDF5 file: $(cat "$dir/plain.out")"
+[ "$(grep -c "not an a3fta file (no 'format' attribute)" "$dir/plain.out")" = 1 ] ||
+  failed "info on a plain HDF5 file, 2 ranks: one message: $(cat "$dir/plain.out")"
 run 2 "$dir/ckpt.out" info "$dir/a/point-000003/checkpoint.h5"
-expect 2 "info on a checkpoint" "$dir/ckpt.out"
-[ "$(grep -c "is not one a3fta info reads yet" "$dir/ckpt.out")" = 1 ] ||
-  failed "info on a checkpoint: one message: $(cat "$dir/ckpt.out")"
+expect 0 "info on a checkpoint" "$dir/ckpt.out"
+[ "$(grep -c "^values      all finite" "$dir/ckpt.out")" = 1 ] ||
+  failed "info on a checkpoint, 2 ranks: printed once: $(cat "$dir/ckpt.out")"
 
 # SIGUSR1 while points run: exit 0 with the message, then the rerun finishes.
 # 8 points on 2 groups: when the first is done, at least 4 have not started,

@@ -1,6 +1,7 @@
 // Checkpoint files: the generic named-tensor file (round trip bitwise,
 // errors naming the dataset path, atomic replacement) and the model mapping
 // (params, AdamW moments, EMA, step; config hash check; model.init rules).
+#define _POSIX_C_SOURCE 200809L // open_memstream
 #include "a3fta/checkpoint.h"
 #include "a3fta/diffusers.h"
 #include "a3fta/safetensors.h"
@@ -10,7 +11,9 @@
 #include "test_util.h"
 #include "trainer_test_util.h"
 
+#include <math.h>
 #include <mpi.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +52,31 @@ static int write_generic(const char *path, const float *a, const float *b, const
     a3_ckpt_discard(w);
   if (s != A3_OK) a3_log_error_status(s);
   return s != A3_OK;
+}
+
+static double max_abs(const float *x, int n) {
+  double m = 0;
+  for (int i = 0; i < n; i++) m = fabs((double)x[i]) > m ? fabs((double)x[i]) : m;
+  return m;
+}
+
+// Shapes as the file holds them, and a group's scan (write_generic's file).
+static void test_scan(const a3_ckpt_reader *r, const float *a, const float *b) {
+  a3_ckpt_spec spec;
+  CHECK(a3_ckpt_tensor_spec(r, "params", "down_blocks.0.resnets.0.conv1.weight", &spec) == A3_OK &&
+        spec.ndim == 4 && spec.shape[0] == 8 && spec.shape[1] == 4 && spec.shape[3] == 3);
+  CHECK(a3_ckpt_tensor_spec(r, "optimizer/m", "gate", &spec) == A3_OK && spec.ndim == 0);
+  CHECK(a3_ckpt_tensor_spec(r, "params", "nothere", &spec) == A3_ERR_INPUT);
+  CHECK_MSG(has(a3_error_message(), "/params/nothere is missing"), "%s", a3_error_message());
+  a3_ckpt_group_scan g;
+  CHECK(a3_ckpt_scan_group(r, "params", &g) == A3_OK);
+  const double want = fmax(max_abs(a, 288), max_abs(b, 8));
+  CHECK_MSG(g.tensors == 2 && g.values == 296 && g.nonfinite == 0 && !g.first_nonfinite[0] &&
+                g.max_abs == want,
+            "%d tensors, %lld values, %lld non-finite, max %g (want %g)", g.tensors,
+            (long long)g.values, (long long)g.nonfinite, g.max_abs, want);
+  CHECK(a3_ckpt_scan_group(r, "optimizer/m", &g) == A3_OK && g.tensors == 2 && g.values == 1);
+  CHECK(a3_ckpt_scan_group(r, "ema", &g) == A3_ERR_INPUT);
 }
 
 static void test_generic(const char *dir) {
@@ -108,6 +136,7 @@ static void test_generic(const char *dir) {
   CHECK(!memcmp(untouched, b, sizeof b) && items[0].found && !items[1].found);
   CHECK(n_extra == 1 && extra && !strcmp(extra[0], "down_blocks.0.resnets.0.conv1.weight"));
   a3_ckpt_free_names(extra, n_extra);
+  test_scan(r, a, b);
   a3_ckpt_close(r);
 }
 
@@ -216,6 +245,56 @@ static void test_model(const char *dir) {
   a3_config_free(&cfg);
 }
 
+// a3fta info's summary of a model checkpoint: counts that agree with the
+// model's table, and a NaN and an infinity found and named.
+static void test_info(const char *dir) {
+  a3_config cfg;
+  if (tt_config(&cfg, "unused.h5", dir, (const char *[]){"strategy.name=a3fta"}, 1)) {
+    CHECK(0);
+    return;
+  }
+  a3_unet *m = NULL;
+  CHECK(a3_strategy_build_model(&cfg, &m) == A3_OK);
+  a3_strategy_stats st = {0};
+  CHECK(m && a3_strategy_apply(m, A3_STRATEGY_A3FTA, &st) == A3_OK);
+  if (!m) return;
+  a3_unet_init_random(m, 3);
+  const size_t nt = trainable_numel(m);
+  const a3_param *victim = a3_unet_param_at(m, 5);
+  a3_unet_params(m)[victim->offset + 1] = NAN;
+  float *ema = calloc(nt, 4);
+  ema[nt - 1] = -INFINITY;
+  char *yaml = NULL;
+  CHECK(a3_config_to_yaml(&cfg, &yaml, NULL) == A3_OK);
+  const char *path = io_path(dir, "info.h5");
+  const a3_model_ckpt ck = {yaml, a3_config_hash(&cfg), 7, 5, NULL, NULL, ema, "random"};
+  CHECK(a3_model_checkpoint_write(path, m, &ck) == A3_OK);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  CHECK(f && a3_model_checkpoint_print(path, f) == A3_OK);
+  if (f) fclose(f);
+  char want[4][256];
+  snprintf(want[0], sizeof want[0], "step        7 of train.steps %lld (unfinished)",
+           (long long)cfg.train.steps);
+  snprintf(want[1], sizeof want[1], "trainable   %d tensors, %zu parameters", st.trainable_tensors,
+           nt);
+  snprintf(want[2], sizeof want[2],
+           "/params holds 1 NaN or infinite values in 1 tensors (first: %s)", victim->name);
+  snprintf(want[3], sizeof want[3], "config      hash %016llx", (unsigned long long)ck.config_hash);
+  for (int i = 0; i < 4; i++)
+    CHECK_MSG(text && has(text, want[i]), "no '%s' in:\n%s", want[i], text);
+  CHECK_MSG(text && has(text, "/ema holds 1 NaN or infinite values") &&
+                has(text, "/optimizer/m  absent") && has(text, "values      NOT all finite") &&
+                has(text, "strategy.adapter.rank") && !has(text, "strategy.lora.rank"),
+            "%s", text);
+  free(text);
+  free(yaml);
+  free(ema);
+  a3_unet_free(m);
+  a3_config_free(&cfg);
+}
+
 // model.init = a diffusers folder: every parameter by name, older attention
 // names accepted, a missing base tensor named in the error.
 static void test_diffusers_init(const char *dir) {
@@ -267,6 +346,7 @@ int main(int argc, char **argv) {
     test_not_checkpoint(dir);
     test_atomic(dir);
     test_model(dir);
+    test_info(dir);
     test_diffusers_init(dir);
     io_remove_tree(dir);
     free(dir);

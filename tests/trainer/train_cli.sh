@@ -48,6 +48,7 @@ check "train --help names --resume" grep -q -- "--resume" "$dir/out"
 expect_rc 0 "train" "$bin" train "$dir/tiny.yaml"
 check "log line with loss" grep -q "step 6/6  loss" "$dir/out"
 check "a3fta trains attention and adapters" grep -q "strategy a3fta trains" "$dir/out"
+trains=$(grep -o "strategy a3fta trains [0-9]*" "$dir/out")
 for f in checkpoint.h5 losses.csv config.yaml samples.png samples.h5; do
   check "run/$f written" test -s "$dir/run/$f"
 done
@@ -56,6 +57,20 @@ check "no temporary files left" test -z "$(ls "$dir/run" | grep '\.tmp$')"
 expect_rc 0 "train --resume of a finished run (logging more often is the same run)" "$bin" train \
   "$dir/tiny.yaml" --resume --no-samples -o train.log_every=1
 check "resume says where it continues" grep -q "continuing from step 6" "$dir/out"
+
+# a3fta info on the checkpoint: its step, what the strategy trains (the count the
+# training log gave), every group finite; --config is the config the run was trained with
+# (run/config.yaml now has the resume's train.log_every).
+expect_rc 0 "info on a checkpoint" "$bin" info "$dir/run/checkpoint.h5"
+check "info: step" grep -q "^step        6 of train.steps 6$" "$dir/out"
+check "info: trainable count as the training log ('${trains##* }')" \
+  grep -q "^trainable   [0-9]* tensors, ${trains##* } parameters" "$dir/out"
+check "info: adapter rank" grep -q "strategy.adapter.rank  4" "$dir/out"
+check "info: EMA and both moments, all finite" test "$(grep -cE '^  /(params|ema|optimizer/[mv]) .* 0$' "$dir/out")" = 4
+check "info: all finite" grep -q "^values      all finite" "$dir/out"
+"$bin" config show "$dir/tiny.yaml" >"$dir/shown.yaml"
+expect_rc 0 "info --config" "$bin" info "$dir/run/checkpoint.h5" --config
+check "info --config is the trained config" diff -q "$dir/out" "$dir/shown.yaml"
 
 expect_rc 0 "sample" "$bin" sample "$dir/run/checkpoint.h5" --out "$dir/s.h5" --num 3 --steps 2 \
   --png "$dir/s.png" --seed 4
