@@ -404,6 +404,14 @@ typedef struct {
 a3_status a3_sample_checkpoint(MPI_Comm comm, const char *checkpoint,
                                const a3_sample_request *req) A3_WARN_UNUSED;
 
+// A finished run's samples (a3fta train and sweep): num images from
+// output.dir/checkpoint.h5 with the eval sampler, train.seed, and the EMA
+// weights when train.ema, into output.dir/samples.h5 and samples.png
+// (A3_SAMPLES_H5, A3_SAMPLES_PNG). Collective.
+#define A3_SAMPLES_H5 "samples.h5"
+#define A3_SAMPLES_PNG "samples.png"
+a3_status a3_sample_run(MPI_Comm comm, const a3_config *cfg, int64_t num) A3_WARN_UNUSED;
+
 // /samples (N, C, H, W) uint8 with attributes layout and source (serial; atomic).
 a3_status a3_write_samples_h5(const char *path, const uint8_t *images, int64_t n, int channels,
                               int height, int width, const char *source) A3_WARN_UNUSED;

@@ -281,19 +281,9 @@ static a3_status train_point(const a3_config *pc, MPI_Comm group, a3_run_result 
   A3_TRY(eval_point(pc, group, grank, ctx, r, &got_samples));
   if (got_samples || r->status == A3_POINT_FAILED || !ctx->samples || r->samples_cap <= 0)
     return A3_OK;
-  char ckpt[PATH_CAP], h5[PATH_CAP], png[PATH_CAP];
-  snprintf(ckpt, sizeof ckpt, "%s/checkpoint.h5", pc->output.dir);
-  snprintf(h5, sizeof h5, "%s/samples.h5", pc->output.dir);
-  snprintf(png, sizeof png, "%s/samples.png", pc->output.dir);
-  const a3_sample_request req = {.num = r->samples_cap,
-                                 .sampler = pc->eval.sampler,
-                                 .steps = pc->eval.sampler_steps,
-                                 .eta = pc->eval.eta,
-                                 .seed = (uint64_t)pc->train.seed,
-                                 .use_ema = pc->train.ema,
-                                 .out_h5 = h5,
-                                 .out_png = png};
-  A3_TRY(a3_sample_checkpoint(group, ckpt, &req));
+  A3_TRY(a3_sample_run(group, pc, r->samples_cap));
+  char h5[PATH_CAP];
+  snprintf(h5, sizeof h5, "%s/" A3_SAMPLES_H5, pc->output.dir);
   s = grank == 0 ? read_samples(h5, r) : A3_OK;
   A3_TRY(group_agree(group, grank, s, "reading the point's samples"));
   return A3_OK;

@@ -9,8 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-enum { PATH_CAP = A3_CONFIG_STR_MAX + 32 };
-
 static int world_rank(void) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -30,20 +28,9 @@ static a3_status print_config(const a3_config *cfg) {
 // output.samples_per_run images from the final checkpoint, with the eval sampler.
 static a3_status sample_grid(const a3_config *cfg) {
   if (cfg->output.samples_per_run <= 0) return A3_OK;
-  char ckpt[PATH_CAP], png[PATH_CAP], h5[PATH_CAP];
-  snprintf(ckpt, sizeof ckpt, "%s/checkpoint.h5", cfg->output.dir);
-  snprintf(png, sizeof png, "%s/samples.png", cfg->output.dir);
-  snprintf(h5, sizeof h5, "%s/samples.h5", cfg->output.dir);
-  const a3_sample_request req = {.num = cfg->output.samples_per_run,
-                                 .sampler = cfg->eval.sampler,
-                                 .steps = cfg->eval.sampler_steps,
-                                 .eta = cfg->eval.eta,
-                                 .seed = (uint64_t)cfg->train.seed,
-                                 .use_ema = cfg->train.ema,
-                                 .out_h5 = h5,
-                                 .out_png = png};
-  A3_TRY(a3_sample_checkpoint(MPI_COMM_WORLD, ckpt, &req));
-  if (world_rank() == 0) a3_info("samples: %s and %s", png, h5);
+  A3_TRY(a3_sample_run(MPI_COMM_WORLD, cfg, cfg->output.samples_per_run));
+  if (world_rank() == 0)
+    a3_info("samples: %s/" A3_SAMPLES_PNG " and " A3_SAMPLES_H5, cfg->output.dir);
   return A3_OK;
 }
 

@@ -340,6 +340,23 @@ static a3_status sample_loaded(MPI_Comm comm, const char *checkpoint, const a3_s
   return s;
 }
 
+a3_status a3_sample_run(MPI_Comm comm, const a3_config *cfg, int64_t num) {
+  char ckpt[A3_CONFIG_STR_MAX + 32], h5[A3_CONFIG_STR_MAX + 32], png[A3_CONFIG_STR_MAX + 32];
+  snprintf(ckpt, sizeof ckpt, "%s/checkpoint.h5", cfg->output.dir);
+  snprintf(h5, sizeof h5, "%s/" A3_SAMPLES_H5, cfg->output.dir);
+  snprintf(png, sizeof png, "%s/" A3_SAMPLES_PNG, cfg->output.dir);
+  const a3_sample_request req = {.num = num,
+                                 .sampler = cfg->eval.sampler,
+                                 .steps = cfg->eval.sampler_steps,
+                                 .eta = cfg->eval.eta,
+                                 .seed = (uint64_t)cfg->train.seed,
+                                 .use_ema = cfg->train.ema,
+                                 .out_h5 = h5,
+                                 .out_png = png};
+  A3_TRY(a3_sample_checkpoint(comm, ckpt, &req));
+  return A3_OK;
+}
+
 a3_status a3_sample_checkpoint(MPI_Comm comm, const char *checkpoint,
                                const a3_sample_request *req) {
   a3_config cfg;
