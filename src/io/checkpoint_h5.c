@@ -209,13 +209,7 @@ a3_status a3_ckpt_write_tensor(a3_ckpt_writer *w, const char *group, const a3_ck
 }
 
 a3_status a3_ckpt_commit(a3_ckpt_writer *w) {
-  const herr_t rc = H5Fclose(w->file);
-  w->file = H5I_INVALID_HID;
-  a3_status s = A3_OK;
-  if (rc < 0)
-    s = A3_FAIL(A3_ERR_HDF5, "%s: cannot close the file%s; is the disk full?", w->tmp_path,
-                a3_h5_detail());
-  if (s == A3_OK) s = a3_publish_file(w->tmp_path, w->path);
+  const a3_status s = a3_h5_close_and_publish(&w->file, w->tmp_path, w->path);
   if (s != A3_OK) {
     a3_error_trace(__FILE__, __LINE__);
     a3_ckpt_discard(w);

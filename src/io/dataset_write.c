@@ -203,12 +203,7 @@ a3_status a3_ds_writer_write(a3_ds_writer *w, int64_t begin, int64_t count, cons
 static a3_status finish_file(a3_ds_writer *w) {
   A3_TRY(check_split_complete(w));
   close_split(w);
-  const herr_t rc = H5Fclose(w->file);
-  w->file = H5I_INVALID_HID;
-  if (rc < 0)
-    return A3_FAIL(A3_ERR_HDF5, "%s: cannot close the file%s; is the disk full?", w->tmp_path,
-                   a3_h5_detail());
-  A3_TRY(a3_publish_file(w->tmp_path, w->path));
+  A3_TRY(a3_h5_close_and_publish(&w->file, w->tmp_path, w->path));
   return A3_OK;
 }
 

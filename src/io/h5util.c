@@ -204,3 +204,13 @@ a3_status a3_h5_write_int_attr(hid_t obj, const char *name, int32_t value, const
   H5Sclose(space);
   return s;
 }
+
+a3_status a3_h5_close_and_publish(hid_t *file, const char *tmp_path, const char *path) {
+  const herr_t rc = H5Fclose(*file);
+  *file = H5I_INVALID_HID;
+  if (rc < 0)
+    return A3_FAIL(A3_ERR_HDF5, "%s: cannot close the file%s; is the disk full?", tmp_path,
+                   a3_h5_detail());
+  A3_TRY(a3_publish_file(tmp_path, path));
+  return A3_OK;
+}

@@ -33,4 +33,9 @@ a3_status a3_h5_write_strings_attr(hid_t obj, const char *name, const char *cons
                                    int count, const char *where);
 a3_status a3_h5_write_int_attr(hid_t obj, const char *name, int32_t value, const char *where);
 
+// The end of an atomic write: closes *file (left invalid) and renames
+// tmp_path over path (a3_publish_file). A failed close is most often a full
+// disk, and says so.
+a3_status a3_h5_close_and_publish(hid_t *file, const char *tmp_path, const char *path);
+
 #endif
