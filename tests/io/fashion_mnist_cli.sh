@@ -88,7 +88,7 @@ if /usr/bin/python3 -c 'import h5py' 2>/dev/null; then
   rc=$?
   cat "$tmp/err"
   [ $rc -eq 2 ] || fail "info on a plain HDF5 file: exit $rc, expected 2"
-  grep -q "not an a3fta dataset (no 'format' attribute); a3fta info reads datasets" "$tmp/err" ||
+  grep -q "not an a3fta file (no 'format' attribute); a3fta info reads datasets, results files and checkpoints" "$tmp/err" ||
     fail "info on a plain HDF5 file: unclear message"
 fi
 
