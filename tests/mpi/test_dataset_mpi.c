@@ -7,7 +7,7 @@
 // than it (an empty shard), read correctly without hanging.
 #define _POSIX_C_SOURCE 200809L
 #include "a3fta/dataset.h"
-#include "test_util.h"
+#include "mpi_test_util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -204,11 +204,7 @@ int main(int argc, char **argv) {
     *strrchr(path, '/') = '\0';
     rmdir(path);
   }
-  int failures = test_failures, total = 0, checks = 0;
-  MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-  MPI_Allreduce(&test_checks, &checks, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-  if (rank == 0)
-    fprintf(stderr, "test_mpi_dataset: %d ranks, %d checks, %d failed\n", nranks, checks, total);
+  const int rc = test_done_all_ranks("test_mpi_dataset", MPI_COMM_WORLD);
   MPI_Finalize();
-  return total > 0 ? 1 : 0;
+  return rc;
 }

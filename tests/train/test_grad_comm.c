@@ -13,7 +13,7 @@
 // must be bitwise alike, and every rank must form the same buckets.
 #include "a3fta/comm.h"
 #include "a3fta/trainer.h"
-#include "test_util.h"
+#include "mpi_test_util.h"
 
 #include <float.h>
 #include <math.h>
@@ -209,9 +209,7 @@ int main(int argc, char **argv) {
     a3_grad_comm_free(c);
   }
   free(ref), free(g), free(g2), free(scratch);
-  int failures = test_failures, total = 0;
-  MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  const int rc = test_done_all_ranks("test_train_grad_comm", MPI_COMM_WORLD);
   MPI_Finalize();
-  if (rank == 0) return TEST_DONE("test_train_grad_comm") || total;
-  return total != 0;
+  return rc;
 }

@@ -11,7 +11,7 @@
 //   (A3FTA_BUCKET_BYTES=2^40): bucketing and overlap change no bit.
 #define _POSIX_C_SOURCE 200809L // setenv
 #include "io/io_test_util.h"
-#include "test_util.h"
+#include "mpi_test_util.h"
 #include "trainer/trainer_test_util.h"
 
 #include <math.h>
@@ -113,13 +113,9 @@ int main(int argc, char **argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   CHECK(size == 2);
-  char dir[4096];
-  tt_shared_temp_dir(MPI_COMM_WORLD, "grad-comm", dir, sizeof dir);
-  char data[4200];
-  snprintf(data, sizeof data, "%s/data.h5", dir);
-  int ok = dir[0] != '\0';
-  if (rank == 0 && ok) ok = tt_make_dataset(data) == 0;
-  MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  char dir[4096], data[4200];
+  const int ok = tt_shared_dataset(MPI_COMM_WORLD, "grad-comm", tt_make_dataset, dir, sizeof dir,
+                                   data, sizeof data);
   CHECK(ok);
   if (ok && size == 2) {
     check_strategy(dir, data, "full", rank);
@@ -127,9 +123,7 @@ int main(int argc, char **argv) {
   }
   MPI_Barrier(MPI_COMM_WORLD);
   if (rank == 0 && dir[0]) io_remove_tree(dir);
-  int failures = test_failures, total = 0;
-  MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  const int rc = test_done_all_ranks("test_train_grad_comm_trainer", MPI_COMM_WORLD);
   MPI_Finalize();
-  if (rank == 0) return TEST_DONE("test_train_grad_comm_trainer") || total;
-  return total != 0;
+  return rc;
 }

@@ -6,7 +6,7 @@
 #include "a3fta/trainer.h"
 #include "heldout_test_util.h"
 #include "io/io_test_util.h"
-#include "test_util.h"
+#include "mpi_test_util.h"
 #include "trainer_test_util.h"
 
 #include <math.h>
@@ -44,16 +44,12 @@ int main(int argc, char **argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   CHECK(size == 2);
-  char dir[4096];
-  tt_shared_temp_dir(MPI_COMM_WORLD, "heldout-mpi", dir, sizeof dir);
-  char data[4200], one[4200], two[4200];
-  snprintf(data, sizeof data, "%s/data.h5", dir);
+  char dir[4096], data[4200], one[4200], two[4200];
+  const int ok = tt_shared_dataset(MPI_COMM_WORLD, "heldout-mpi", ht_make_dataset, dir, sizeof dir,
+                                   data, sizeof data);
+  CHECK(ok);
   snprintf(one, sizeof one, "%s/one", dir);
   snprintf(two, sizeof two, "%s/two", dir);
-  int ok = dir[0] != '\0';
-  if (rank == 0 && ok) ok = ht_make_dataset(data) == 0;
-  MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  CHECK(ok);
   if (ok) {
     double ref = NAN;
     if (rank == 0) ref = fixed_model_loss(data, one, MPI_COMM_SELF);
@@ -90,9 +86,7 @@ int main(int argc, char **argv) {
   }
   MPI_Barrier(MPI_COMM_WORLD);
   if (rank == 0 && dir[0]) io_remove_tree(dir);
-  int failures = test_failures, total = 0;
-  MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  const int rc = test_done_all_ranks("test_trainer_heldout_mpi", MPI_COMM_WORLD);
   MPI_Finalize();
-  if (rank == 0) return TEST_DONE("test_trainer_heldout_mpi") || total;
-  return total != 0;
+  return rc;
 }

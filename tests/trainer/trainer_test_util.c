@@ -85,6 +85,18 @@ int tt_train(const a3_config *cfg, MPI_Comm comm, int resume, int64_t stop_after
   return s != A3_OK;
 }
 
+int tt_shared_dataset(MPI_Comm comm, const char *tag, int (*make)(const char *path), char *dir,
+                      size_t dir_size, char *data, size_t data_size) {
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  tt_shared_temp_dir(comm, tag, dir, dir_size);
+  snprintf(data, data_size, "%s/data.h5", dir);
+  int ok = dir[0] != '\0';
+  if (rank == 0 && ok) ok = make(data) == 0;
+  MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
+  return ok;
+}
+
 void tt_shared_temp_dir(MPI_Comm comm, const char *tag, char *out, size_t size) {
   int rank = 0;
   MPI_Comm_rank(comm, &rank);

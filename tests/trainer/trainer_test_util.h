@@ -33,6 +33,11 @@ void tt_record(void *ctx, int64_t step, double loss, double lr);
 // A fresh temporary folder made by rank 0 of comm and shared with every rank
 // (out = "" when it could not be made).
 void tt_shared_temp_dir(MPI_Comm comm, const char *tag, char *out, size_t size);
+// That folder, and in it data = "<dir>/data.h5" written by rank 0 with make
+// (tt_make_dataset or another maker, 0 on success). Collective: 1 on every
+// rank when both are there, else 0 on every rank.
+int tt_shared_dataset(MPI_Comm comm, const char *tag, int (*make)(const char *path), char *dir,
+                      size_t dir_size, char *data, size_t data_size);
 
 // a3_train with recording; prints the error and returns non-zero on failure.
 int tt_train(const a3_config *cfg, MPI_Comm comm, int resume, int64_t stop_after, tt_losses *out);
