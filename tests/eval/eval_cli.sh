@@ -14,17 +14,7 @@ bin=${A3FTA_BIN:?}
 src=${A3FTA_SOURCE_DIR:?}
 PY=/usr/bin/python3 # Debian's h5py belongs to it
 dir=$(mktemp -d "${TMPDIR:-/tmp}/a3fta-eval-cli-XXXXXX")
-fail=0
-failed() { echo "FAILED: $*" >&2; fail=1; }
-run() { # run NP OUTFILE a3fta-args... ; sets rc
-  local np=$1 out=$2
-  shift 2
-  "$MPIEXEC" -np "$np" --oversubscribe "$bin" "$@" > "$out" 2>&1
-  rc=$?
-}
-expect() { # expect RC WHAT OUTFILE
-  [ "$rc" = "$1" ] || { failed "$2: exit $rc, expected $1:"; tail -20 "$3" >&2; }
-}
+. "$(dirname "$0")/../lib/script_test.sh"
 
 "$PY" "$src/tests/eval/make_eval_dataset.py" "$dir/data.h5" 40 60 7 9
 rc=$?

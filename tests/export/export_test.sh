@@ -16,18 +16,7 @@ if ! "$python" -c "import torch, h5py, numpy" 2>/dev/null; then
     "python3-h5py python3-numpy)" >&2
   exit 1
 fi
-fail=0
-expect_rc() { # expect_rc RC DESCRIPTION COMMAND...
-  local want=$1 what=$2
-  shift 2
-  "$@" >"$dir/out" 2>&1
-  local rc=$?
-  if [ "$rc" != "$want" ]; then
-    echo "FAILED: $what: exit $rc, expected $want; output:" >&2
-    cat "$dir/out" >&2
-    fail=1
-  fi
-}
+. "$(dirname "$0")/../lib/script_test.sh"
 
 # NAME:STRATEGY[:raw]|overrides of the fine-tune (raw: exported and run with --no-ema)
 cases=(

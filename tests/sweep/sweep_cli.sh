@@ -12,17 +12,7 @@ MPIEXEC=$1 make_dataset=$2
 bin=${A3FTA_BIN:?}
 PY=/usr/bin/python3 # Debian's h5py belongs to it
 dir=$(mktemp -d "${TMPDIR:-/tmp}/a3fta-sweep-cli-XXXXXX")
-fail=0
-failed() { echo "FAILED: $*" >&2; fail=1; }
-run() { # run NP OUTFILE a3fta-args... ; sets rc
-  local np=$1 out=$2
-  shift 2
-  "$MPIEXEC" -np "$np" --oversubscribe "$bin" "$@" > "$out" 2>&1
-  rc=$?
-}
-expect() { # expect RC WHAT OUTFILE
-  [ "$rc" = "$1" ] || { failed "$2: exit $rc, expected $1:"; tail -20 "$3" >&2; }
-}
+. "$(dirname "$0")/../lib/script_test.sh"
 
 "$make_dataset" "$dir/data.h5" || exit 1
 write_config() { # FILE OUTDIR RANKS_PER_RUN SCHEDULE STEPS

@@ -7,26 +7,7 @@ make_dataset=$1
 bin=${A3FTA_BIN:?}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/a3fta-train-cli-XXXXXX")
 trap 'rm -rf "$dir"' EXIT
-fail=0
-check() { # check DESCRIPTION COMMAND...
-  local what=$1
-  shift
-  if ! "$@"; then
-    echo "FAILED: $what" >&2
-    fail=1
-  fi
-}
-expect_rc() { # expect_rc RC DESCRIPTION COMMAND...
-  local want=$1 what=$2
-  shift 2
-  "$@" >"$dir/out" 2>&1
-  local rc=$?
-  if [ "$rc" != "$want" ]; then
-    echo "FAILED: $what: exit $rc, expected $want; output:" >&2
-    cat "$dir/out" >&2
-    fail=1
-  fi
-}
+. "$(dirname "$0")/../lib/script_test.sh"
 
 "$make_dataset" "$dir/data.h5" || exit 1
 cat >"$dir/tiny.yaml" <<YAML
