@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 enum {
   A3_ST_MAX_DIMS = 8, // more is rejected (diffusers uses at most 4)
@@ -119,5 +120,14 @@ a3_status a3_safetensors_write_f32(const char *path, const a3_st_f32_tensor *ten
 // Whether s[0..len) is well-formed UTF-8 (no overlongs, surrogates or code
 // points past U+10FFFF). On false, *bad_at (if not NULL) is the byte offset.
 bool a3_utf8_valid(const char *s, size_t len, size_t *bad_at);
+
+// ---------------------------------------------------------------- summary
+// a3fta info FILE.safetensors: path and size, metadata, tensor count by
+// dtype, every tensor (name, dtype, shape) when list_tensors, and the
+// floating-point values scanned: the largest |value| and any NaN or infinity.
+a3_status a3_safetensors_print_summary(const char *path, bool list_tensors, FILE *f) A3_WARN_UNUSED;
+// The "config" metadata entry (an a3fta export's training config), verbatim;
+// A3_ERR_INPUT when the file has none.
+a3_status a3_safetensors_print_config(const char *path, FILE *f) A3_WARN_UNUSED;
 
 #endif

@@ -8,6 +8,7 @@
 #include "a3fta/diffusers.h"
 #include "a3fta/model.h"
 #include "a3fta/results.h"
+#include "a3fta/safetensors.h"
 #include "a3fta/strategy.h"
 #include "a3fta/trainer.h"
 #include "cli/commands.h"
@@ -16,14 +17,21 @@
 #include <string.h>
 #include <sys/stat.h>
 
-typedef enum { KIND_DATASET, KIND_RESULTS, KIND_CHECKPOINT } file_kind;
+typedef enum { KIND_DATASET, KIND_RESULTS, KIND_CHECKPOINT, KIND_SAFETENSORS } file_kind;
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && !strcmp(s + n - k, suffix);
+}
 
 // Rank 0 looks at the file alone (no MPI-IO) and tells the others, so that a
 // wrong file gives one message, not one per rank.
 static a3_status check_kind(const char *path, int rank, file_kind *kind) {
   a3_status s = A3_OK;
   int k = KIND_DATASET;
-  if (rank == 0) {
+  if (rank == 0 && ends_with(path, ".safetensors"))
+    k = KIND_SAFETENSORS;
+  else if (rank == 0) {
     char format[256];
     s = a3_file_format(path, format, sizeof format);
     if (s == A3_OK && !format[0])
@@ -56,13 +64,15 @@ static a3_status dataset_info(const char *path) {
   return A3_OK;
 }
 
-// What --csv and --config ask of a results file or a checkpoint.
+// What --csv, --config and --params ask of a results, checkpoint or safetensors file.
 typedef struct {
-  int csv, config;
+  int csv, config, params;
 } print_flags;
 
 static a3_status print_serial(file_kind kind, const char *path, print_flags flags) {
   if (kind == KIND_RESULTS) return a3_results_print(path, stdout, flags.csv);
+  if (kind == KIND_SAFETENSORS && flags.config) return a3_safetensors_print_config(path, stdout);
+  if (kind == KIND_SAFETENSORS) return a3_safetensors_print_summary(path, flags.params, stdout);
   if (flags.config) return a3_model_checkpoint_print_config(path, stdout);
   return a3_model_checkpoint_print(path, stdout);
 }
@@ -75,11 +85,6 @@ static a3_status serial_info(file_kind kind, const char *path, print_flags flags
   if (rank != 0) return A3_OK; // rank 0 reports
   A3_TRY(s);
   return A3_OK;
-}
-
-static int ends_with(const char *s, const char *suffix) {
-  size_t n = strlen(s), k = strlen(suffix);
-  return n >= k && !strcmp(s + n - k, suffix);
 }
 
 // A model config is an a3fta YAML file, a diffusers config.json, or a
@@ -158,9 +163,8 @@ static a3_status model_info(const char *path, const a3_cli_list *overrides, int 
 
 a3_status a3_cmd_info(int argc, char **argv) {
   const char *model = NULL;
-  int all_params = 0;
   long batch = 0;
-  print_flags flags = {0, 0};
+  print_flags flags = {0, 0, 0};
   a3_cli_list overrides = {0};
   const a3_cli_option options[] = {
       {"model", 'm', A3_OPT_STRING, "CONFIG",
@@ -168,19 +172,19 @@ a3_status a3_cmd_info(int argc, char **argv) {
        0, 0},
       {"override", 'o', A3_OPT_LIST, "KEY=VALUE", "override a config key (with --model)",
        &overrides, 0, 0},
-      {"params", 0, A3_OPT_FLAG, NULL, "with --model: list every parameter tensor", &all_params, 0,
-       0},
+      {"params", 0, A3_OPT_FLAG, NULL,
+       "with --model or a .safetensors file: list every parameter tensor", &flags.params, 0, 0},
       {"batch", 'b', A3_OPT_INT, "N", "with --model: plan and report activation memory for batch N",
        &batch, 1, 1 << 20},
       {"csv", 0, A3_OPT_FLAG, NULL, "for a results file: print the points as CSV (for tools)",
        &flags.csv, 0, 0},
-      {"config", 0, A3_OPT_FLAG, NULL, "for a checkpoint: print the config it was trained with",
-       &flags.config, 0, 0},
+      {"config", 0, A3_OPT_FLAG, NULL,
+       "for a checkpoint or an export: print the config it was trained with", &flags.config, 0, 0},
   };
   const a3_cli_command cmd = {
       "info",
-      "FILE [--csv | --config] | --model CONFIG [--params] [--batch N]",
-      "Summarise an a3fta file (dataset, results, checkpoint), or a model config.",
+      "FILE [--csv | --config | --params] | --model CONFIG [--params] [--batch N]",
+      "Summarise an a3fta file (dataset, results, checkpoint, safetensors), or a model config.",
       "For a dataset: its source, classes, and per split the image count and shape, pixel\n"
       "mean and standard deviation (a parallel read when run under mpirun) and the number of\n"
       "images of each class. For a sweep's results file: one row per point with its status,\n"
@@ -189,6 +193,9 @@ a3_status a3_cmd_info(int argc, char **argv) {
       "main config keys, config and base-model hashes, what the strategy trains, and per\n"
       "group (params, ema, optimizer moments) tensors, values, the largest |value| and the\n"
       "NaN or infinite values a diverged run leaves; --config prints its stored config.\n"
+      "For a .safetensors file (a3fta export's deltas, diffusers weights): its metadata,\n"
+      "tensors by dtype, the largest |value| and any NaN or infinity; --params lists them,\n"
+      "--config prints the training config an a3fta export carries.\n"
       "With --model: parameter count, tensors, attention and bias\n"
       "shares by diffusers name, and what each strategy trains (-o strategy.adapter.rank=16 ...).\n"
       "Printed to stdout by rank 0.",
@@ -202,7 +209,7 @@ a3_status a3_cmd_info(int argc, char **argv) {
   A3_TRY(a3_cli_start_mpi());
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (model) return model_info(model, &overrides, all_params, batch, rank);
+  if (model) return model_info(model, &overrides, flags.params, batch, rank);
   if (args.n_positional != 1)
     return A3_FAIL(A3_ERR_USAGE, "a3fta info: give a FILE or --model CONFIG (see --help)");
   const char *path = args.positional[0];

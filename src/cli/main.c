@@ -24,7 +24,8 @@ typedef struct {
 static const command_entry commands[] = {
     {"import", "import a dataset (Fashion-MNIST IDX files, a folder of PNGs) into HDF5",
      a3_cmd_import},
-    {"info", "summarise a dataset, results file or checkpoint, or a model config", a3_cmd_info},
+    {"info", "summarise a dataset, results, checkpoint or safetensors file, or a model config",
+     a3_cmd_info},
     {"config", "show, check or hash a resolved config; print the config schema", a3_cmd_config},
     {"train", "train or fine-tune one model (data-parallel over the MPI ranks)", a3_cmd_train},
     {"sweep", "run a hyperparameter sweep over MPI rank groups; resumable", a3_cmd_sweep},

@@ -65,6 +65,11 @@ static a3_status open_failure(const char *path) {
 a3_status a3_file_format(const char *path, char *format, size_t cap) {
   a3_h5_quiet();
   format[0] = '\0';
+  if (access(path, R_OK) == 0 && H5Fis_hdf5(path) <= 0)
+    return A3_FAIL(A3_ERR_INPUT,
+                   "%s is not an HDF5 file (a3fta's datasets, results files and checkpoints are; "
+                   "a safetensors file's name ends in .safetensors)",
+                   path);
   hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   if (file < 0) A3_TRY(open_failure(path));
   int exists = 0;

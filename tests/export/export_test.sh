@@ -33,9 +33,18 @@ cat "$dir/out"
 # test_export.)
 expect_rc 0 "a3fta export" "$bin" export "$dir/a3fta_pre/checkpoint.h5" --out "$dir/cli.safetensors"
 grep -q "export: 60 tensors .* of strategy a3fta, EMA weights of step 4" "$dir/out" ||
-  { echo "FAILED: export's summary line: $(cat "$dir/out")" >&2; fail=1; }
+  failed "export's summary line: $(cat "$dir/out")"
 cmp -s "$dir/cli.safetensors" "$dir/a3fta_pre.safetensors" ||
-  { echo "FAILED: a3fta export wrote another file than a3_export_deltas" >&2; fail=1; }
+  failed "a3fta export wrote another file than a3_export_deltas"
+# a3fta info on the export: its metadata and tensors, and --config is the config of the
+# checkpoint it came from.
+expect_rc 0 "info on an export" "$bin" info "$dir/cli.safetensors"
+check "info: the export's strategy" grep -q "^             strategy: a3fta$" "$dir/out"
+check "info: 60 F32 tensors, all finite" grep -qE "^tensors      60, [0-9]+ values: 60 F32$" "$dir/out"
+check "info: values all finite" grep -q "; all finite$" "$dir/out"
+"$bin" info "$dir/a3fta_pre/checkpoint.h5" --config >"$dir/ckpt-config.yaml" 2>&1
+expect_rc 0 "info --config on an export" "$bin" info "$dir/cli.safetensors" --config
+check "info --config: the checkpoint's config" diff -q "$dir/out" "$dir/ckpt-config.yaml"
 expect_rc 2 "export without --out" "$bin" export "$dir/base/checkpoint.h5"
 
 names=()

@@ -1,6 +1,6 @@
 // safetensors: write -> read round trips (bitwise), the writer's exact
 // layout, F16/BF16/F64 conversion against independent oracles, read errors,
-// a sparse 5 GB file read by offset.
+// a sparse 5 GB file read by offset; a3fta info's summary.
 #define _POSIX_C_SOURCE 200809L
 #include "a3fta/safetensors.h"
 #include "st_test_util.h"
@@ -291,6 +291,64 @@ static void test_utf8(void) {
   CHECK(a3_utf8_valid("", 0, NULL));
 }
 
+// a3fta info's summary: metadata (a text of several lines by its size, a
+// long one cut), tensors by dtype, a NaN found and named, integer tensors
+// not scanned; --config's entry.
+static void test_summary(void) {
+  const int64_t sa[2] = {2, 3}, sb[1] = {4};
+  const float a[6] = {0.5f, NAN, -1.0f, 2.0f, 0.0f, 1.0f}, b[4] = {1.0f, -7.5f, 3.0f, 0.25f};
+  const a3_st_f32_tensor t[2] = {{"up.weight", 2, sa, a}, {"up.bias", 1, sb, b}};
+  char long_value[201];
+  memset(long_value, 'x', 200);
+  long_value[200] = '\0';
+  const a3_st_metadata meta[3] = {{"config", "model:\n  init: random\ntrain:\n  steps: 3\n"},
+                                  {"long", long_value},
+                                  {"strategy", "a3fta"}};
+  const char *path = io_path(dir, "summary.safetensors");
+  CHECK(a3_safetensors_write_f32(path, t, 2, meta, 3) == A3_OK);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  CHECK(f && a3_safetensors_print_summary(path, true, f) == A3_OK);
+  if (f) fclose(f);
+  const char *want[] = {"config: 4 lines",
+                        "long: xxxxxxxx",
+                        "... (200 characters)",
+                        "strategy: a3fta",
+                        "tensors      2, 10 values: 2 F32",
+                        "up.bias",
+                        "F32   (4)",
+                        "up.weight",
+                        "F32   (2, 3)",
+                        "largest |value| 7.5; NOT all finite: 1 NaN or infinite values in 1 "
+                        "tensors (first: up.weight)"};
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+    CHECK_MSG(text && st_has(text, want[i]), "no '%s' in:\n%s", want[i], text);
+  free(text);
+  f = open_memstream(&text, &len);
+  CHECK(f && a3_safetensors_print_config(path, f) == A3_OK);
+  if (f) fclose(f);
+  CHECK(text && !strcmp(text, meta[0].value));
+  free(text);
+  // An integer tensor is not scanned; a file without a config says so.
+  const char *ipath = io_path(dir, "int.safetensors");
+  const int32_t ints[2] = {7, -3};
+  CHECK(st_write_header(ipath, "{\"i\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+                        ints, sizeof ints) == 0);
+  f = open_memstream(&text, &len);
+  CHECK(f && a3_safetensors_print_summary(ipath, false, f) == A3_OK);
+  if (f) fclose(f);
+  CHECK_MSG(text && st_has(text, "all finite (1 integer tensors not scanned)") &&
+                st_has(text, "1 I32"),
+            "%s", text);
+  free(text);
+  f = open_memstream(&text, &len);
+  CHECK(f && a3_safetensors_print_config(ipath, f) == A3_ERR_INPUT);
+  if (f) fclose(f);
+  free(text);
+  CHECK(st_has(a3_error_message(), "no 'config' in its metadata"));
+}
+
 int main(void) {
   dir = io_make_temp_dir("safetensors");
   if (!dir) return 1;
@@ -303,6 +361,7 @@ int main(void) {
   test_unreadable();
   test_sparse_5gb();
   test_utf8();
+  test_summary();
   io_remove_tree(dir);
   free(dir);
   return TEST_DONE("test_safetensors");
