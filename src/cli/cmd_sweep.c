@@ -332,6 +332,64 @@ static void list_points(const a3_config *cfg, int64_t slice_index, int64_t slice
   a3_sweep_plan_free(p);
 }
 
+// What the command line asks of a sweep run.
+typedef struct {
+  train_ctx point;
+  bool force_new;
+  int64_t slice_index, slice_count; // slice_count 0: the whole sweep
+} run_request;
+
+// --dry-run: every point checked (collectively) and listed by rank 0.
+static a3_status dry_run_list(const a3_config *cfg, int64_t slice_index, int64_t slice_count) {
+  a3_sweep_plan *p = NULL;
+  a3_status s = a3_sweep_plan_make(cfg, &p);
+  s = a3_sweep_agree(MPI_COMM_WORLD, s, p ? p->agree_hash : 0);
+  a3_sweep_plan_free(p);
+  A3_TRY(s);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank == 0) list_points(cfg, slice_index, slice_count);
+  return A3_OK;
+}
+
+static a3_status run_sweep(const a3_config *cfg, const run_request *req, a3_sweep_summary *sum) {
+  train_ctx ctx = req->point;
+  char slice_path[PATH_CAP + 64];
+  if (req->slice_count > 0)
+    snprintf(slice_path, sizeof slice_path, "%s/results-slice-%lld-of-%lld.h5", cfg->output.dir,
+             (long long)req->slice_index, (long long)req->slice_count);
+  const a3_sweep_options opt = {.run = train_point,
+                                .lost = a3_backend_cuda_lost,
+                                .ctx = &ctx,
+                                .results_path = req->slice_count > 0 ? slice_path : NULL,
+                                .force_new = req->force_new,
+                                .handle_signals = true,
+                                .slice_index = req->slice_index,
+                                .slice_count = req->slice_count};
+  A3_TRY(a3_sweep_run(MPI_COMM_WORLD, cfg, &opt, sum));
+  return A3_OK;
+}
+
+// Rank 0's closing lines: what remains and how to go on.
+static void report(const a3_sweep_summary *sum, int64_t slice_index, int64_t slice_count) {
+  if (sum->interrupted)
+    a3_warn("interrupted: %lld points remain; rerun the same command to resume",
+            (long long)(sum->n_selected - sum->done - sum->failed));
+  else if (sum->failed)
+    a3_warn("sweep finished with %lld of %lld points failed (their reasons are in /reason of "
+            "%s); rerunning the same command retries each up to %d attempts",
+            (long long)sum->failed, (long long)sum->n_points, sum->results_path,
+            A3_RESULT_MAX_ATTEMPTS);
+  char of_all[96] = "";
+  if (slice_count > 0)
+    snprintf(of_all, sizeof of_all, " (slice %lld/%lld of the sweep's %lld)",
+             (long long)slice_index, (long long)slice_count, (long long)sum->n_points);
+  a3_info("sweep: %lld done, %lld failed, %lld pending of %lld points%s (%lld run now) in %.1f "
+          "s; results in %s",
+          (long long)sum->done, (long long)sum->failed, (long long)sum->pending,
+          (long long)sum->n_selected, of_all, (long long)sum->ran, sum->seconds, sum->results_path);
+}
+
 a3_status a3_cmd_sweep(int argc, char **argv) {
   a3_cli_list overrides = {0};
   int force_new = 0, dry_run = 0, no_samples = 0, no_eval = 0;
@@ -406,51 +464,17 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
   a3_status s = a3_config_load(args.positional[0], overrides.items, overrides.count, &cfg);
   // A config that fails to load on some ranks only must not leave the others waiting.
   A3_TRY(a3_sweep_agree(MPI_COMM_WORLD, s, 0));
-  if (dry_run) {
-    a3_sweep_plan *p = NULL;
-    s = a3_sweep_plan_make(&cfg, &p);
-    s = a3_sweep_agree(MPI_COMM_WORLD, s, p ? p->agree_hash : 0);
-    a3_sweep_plan_free(p);
-    if (s == A3_OK && rank == 0) list_points(&cfg, slice_index, slice_count);
-    a3_config_free(&cfg);
-    A3_TRY(s);
-    return A3_OK;
-  }
-  train_ctx ctx = {.samples = !no_samples, .eval = !no_eval};
-  char slice_path[PATH_CAP + 64];
-  if (slice_count > 0)
-    snprintf(slice_path, sizeof slice_path, "%s/results-slice-%lld-of-%lld.h5", cfg.output.dir,
-             (long long)slice_index, (long long)slice_count);
-  const a3_sweep_options opt = {.run = train_point,
-                                .lost = a3_backend_cuda_lost,
-                                .ctx = &ctx,
-                                .results_path = slice_count > 0 ? slice_path : NULL,
-                                .force_new = force_new != 0,
-                                .handle_signals = true,
-                                .slice_index = slice_index,
-                                .slice_count = slice_count};
+  const run_request req = {.point = {.samples = !no_samples, .eval = !no_eval},
+                           .force_new = force_new != 0,
+                           .slice_index = slice_index,
+                           .slice_count = slice_count};
   a3_sweep_summary sum;
-  s = a3_sweep_run(MPI_COMM_WORLD, &cfg, &opt, &sum);
+  s = dry_run ? dry_run_list(&cfg, slice_index, slice_count) : run_sweep(&cfg, &req, &sum);
   a3_config_free(&cfg);
   A3_TRY(s);
+  if (dry_run) return A3_OK;
   // Every rank has the same summary: all exit with the same code.
   if (sum.interrupted && interrupted_exit) a3_cli_request_exit_code((int)interrupted_exit);
-  if (rank != 0) return A3_OK;
-  if (sum.interrupted)
-    a3_warn("interrupted: %lld points remain; rerun the same command to resume",
-            (long long)(sum.n_selected - sum.done - sum.failed));
-  else if (sum.failed)
-    a3_warn("sweep finished with %lld of %lld points failed (their reasons are in /reason of "
-            "%s); rerunning the same command retries each up to %d attempts",
-            (long long)sum.failed, (long long)sum.n_points, sum.results_path,
-            A3_RESULT_MAX_ATTEMPTS);
-  char of_all[96] = "";
-  if (slice_count > 0)
-    snprintf(of_all, sizeof of_all, " (slice %lld/%lld of the sweep's %lld)",
-             (long long)slice_index, (long long)slice_count, (long long)sum.n_points);
-  a3_info("sweep: %lld done, %lld failed, %lld pending of %lld points%s (%lld run now) in %.1f "
-          "s; results in %s",
-          (long long)sum.done, (long long)sum.failed, (long long)sum.pending,
-          (long long)sum.n_selected, of_all, (long long)sum.ran, sum.seconds, sum.results_path);
+  if (rank == 0) report(&sum, slice_index, slice_count);
   return A3_OK;
 }
