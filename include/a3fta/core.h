@@ -24,6 +24,7 @@ typedef enum {
   A3_ERR_CUDA,          // CUDA / cuBLAS / NCCL failure            -> exit 1
   A3_ERR_INTERNAL,      // broken invariant (a bug in a3fta)       -> exit 1
   A3_ERR_UNIMPLEMENTED, // feature not built yet              -> exit 1
+  A3_ERR_DIVERGED,      // the training loss became NaN or infinite -> exit 1
 } a3_status;
 
 #if defined(__GNUC__)

@@ -57,6 +57,7 @@ const char *a3_status_name(a3_status s) {
   case A3_ERR_CUDA: return "CUDA error";
   case A3_ERR_INTERNAL: return "internal error";
   case A3_ERR_UNIMPLEMENTED: return "not implemented yet";
+  case A3_ERR_DIVERGED: return "training diverged";
   }
   return "unknown error";
 }

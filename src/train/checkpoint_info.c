@@ -108,8 +108,8 @@ static a3_status print_groups(const char *path, FILE *f) {
   a3_ckpt_close(r);
   A3_TRY(s);
   fprintf(f, "values      %s\n",
-          bad ? "NOT all finite: the run diverged (lower train.lr, or resume from an earlier "
-                "checkpoint)"
+          bad ? "NOT all finite: the run has most likely diverged (a lower train.lr or "
+                "train.grad_clip may help)"
               : "all finite");
   return A3_OK;
 }

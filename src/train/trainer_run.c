@@ -195,6 +195,23 @@ static void write_row(run_state *r, int64_t step, double loss, double lr, double
   fputc('\n', r->csv);
 }
 
+// A NaN or infinite loss: the run has diverged, and every later step would
+// only spend compute on NaN weights. Every rank holds the same losses, so all
+// stop here together, before this take's checkpoint (losses.csv keeps the
+// rows, the log the error).
+static a3_status check_finite(const run_state *r, const a3_step_losses *L) {
+  for (int64_t i = 0; i < L->n; i++) {
+    if (isfinite(L->loss[i])) continue;
+    return A3_FAIL(A3_ERR_DIVERGED,
+                   "train: the loss is %g at step %lld (output.dir %s). Lower train.lr (%g "
+                   "now) or train.grad_clip (%g now, 0 = off), or check the base (model.init "
+                   "%s) with 'a3fta info'; the last checkpoint, if any, is %s",
+                   L->loss[i], (long long)(L->first_step + i), r->cfg->output.dir, r->cfg->train.lr,
+                   r->cfg->train.grad_clip, r->cfg->model.init, r->ckpt);
+  }
+  return A3_OK;
+}
+
 // The pending steps' losses into losses.csv, on_step and the log; then the
 // held-out loss and checkpoint the last of them is due for.
 static a3_status take_losses(run_state *r, a3_trainer *t, const a3_train_options *opt) {
@@ -213,6 +230,7 @@ static a3_status take_losses(run_state *r, a3_trainer *t, const a3_train_options
     r->last_loss = L.loss[i];
   }
   if (r->csv) fflush(r->csv); // a killed run keeps its rows
+  A3_TRY(check_finite(r, &L));
   if (last == r->cfg->train.steps || every_due(last, r->cfg->train.checkpoint_every))
     A3_TRY(a3_trainer_save(t, r->ckpt));
   return A3_OK;

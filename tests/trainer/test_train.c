@@ -171,6 +171,40 @@ static void test_init_from_checkpoint(const tt_losses *ref) {
   a3_config_free(&cfg);
 }
 
+// A base with one NaN weight (model.init): the loss is NaN from step 1 and
+// the run stops at the first loss it reads, A3_ERR_DIVERGED naming the step,
+// its rows in losses.csv, no checkpoint of NaN weights written.
+static void test_diverged(void) {
+  a3_config cfg;
+  a3_unet *m = NULL;
+  bool used_ema = false;
+  CHECK(a3_model_checkpoint_load(io_path(dir, "ref/checkpoint.h5"), false, &cfg, &m, &used_ema) ==
+        A3_OK);
+  if (!m) return;
+  a3_unet_params(m)[a3_unet_param_at(m, 0)->offset] = NAN; // conv_in.weight[0]
+  char *yaml = NULL;
+  CHECK(a3_config_to_yaml(&cfg, &yaml, NULL) == A3_OK);
+  const a3_model_ckpt st = {yaml, a3_config_hash(&cfg), 0, 0, NULL, NULL, NULL, "random"};
+  const char *nan_base = io_path(dir, "nan-base.h5");
+  CHECK(a3_model_checkpoint_write(nan_base, m, &st) == A3_OK);
+  free(yaml);
+  a3_unet_free(m);
+  a3_config_free(&cfg);
+  char init[4200];
+  snprintf(init, sizeof init, "model.init=%s", nan_base);
+  const char *extra[] = {init, "train.log_every=3", "train.checkpoint_every=2"};
+  if (load(&cfg, "diverged", extra, 3)) return;
+  const a3_train_options opt = {0};
+  a3_train_result res;
+  CHECK(a3_train(&cfg, MPI_COMM_WORLD, &opt, &res) == A3_ERR_DIVERGED);
+  CHECK_MSG(strstr(a3_error_message(), "the loss is nan at step 1 (output.dir ") &&
+                strstr(a3_error_message(), "Lower train.lr"),
+            "%s", a3_error_message());
+  CHECK(count_lines(io_path(dir, "diverged/losses.csv")) == 3); // header + steps 1, 2
+  CHECK(!io_exists(io_path(dir, "diverged/checkpoint.h5")));
+  a3_config_free(&cfg);
+}
+
 // Configs the trainer refuses before doing anything.
 static void test_refusals(void) {
   // batch_size not a multiple of grad_accum: the config itself is refused.
@@ -233,6 +267,7 @@ int main(int argc, char **argv) {
       test_grad_accum(&ref);
       test_strategies_start_equal(&ref);
       test_init_from_checkpoint(&ref);
+      test_diverged();
       test_sample();
     }
     test_frozen();

@@ -53,6 +53,22 @@ check "info: all finite" grep -q "^values      all finite" "$dir/out"
 expect_rc 0 "info --config" "$bin" info "$dir/run/checkpoint.h5" --config
 check "info --config is the trained config" diff -q "$dir/out" "$dir/shown.yaml"
 
+# A base with a NaN weight: info names it; training from it stops at the first loss
+# it reads (exit 1, the step named), before writing a checkpoint.
+/usr/bin/python3 - "$dir/run/checkpoint.h5" "$dir/nan.h5" <<'PY' || failed "writing nan.h5 with h5py"
+import shutil, sys, h5py
+shutil.copy(sys.argv[1], sys.argv[2])
+with h5py.File(sys.argv[2], "r+") as f:
+    w = f["params/conv_in.weight"]
+    w[0, 0, 0, 0] = float("nan")
+PY
+expect_rc 0 "info on a checkpoint holding a NaN" "$bin" info "$dir/nan.h5"
+check "info: names the NaN" grep -q "NOT FINITE: /params holds 1 NaN or infinite values in 1 tensors (first: conv_in.weight)" "$dir/out"
+expect_rc 1 "training from a NaN base" "$bin" train "$dir/tiny.yaml" --no-samples \
+  -o model.init="$dir/nan.h5" -o output.dir="$dir/nanrun"
+check "train: says the run diverged at step 1" grep -q "training diverged: train: the loss is nan at step 1 (output.dir .*Lower train.lr" "$dir/out"
+check "train: no checkpoint of NaN weights" test ! -e "$dir/nanrun/checkpoint.h5"
+
 expect_rc 0 "sample" "$bin" sample "$dir/run/checkpoint.h5" --out "$dir/s.h5" --num 3 --steps 2 \
   --png "$dir/s.png" --seed 4
 check "sample files" test -s "$dir/s.h5" -a -s "$dir/s.png"
