@@ -24,12 +24,31 @@ static int ends_with(const char *s, const char *suffix) {
   return n >= k && !strcmp(s + n - k, suffix);
 }
 
+// A sweep's or a run's folder stands for the file that sums it up: its
+// results.h5, else its checkpoint.h5 (the path itself when neither is there).
+static const char *file_in_folder(const char *path, char *buf, size_t size) {
+  static const char *const names[] = {"results.h5", "checkpoint.h5"};
+  struct stat st;
+  if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return path;
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    snprintf(buf, size, "%s/%s", path, names[i]);
+    if (stat(buf, &st) == 0 && S_ISREG(st.st_mode)) return buf;
+  }
+  return path;
+}
+
 // Rank 0 looks at the file alone (no MPI-IO) and tells the others, so that a
 // wrong file gives one message, not one per rank.
 static a3_status check_kind(const char *path, int rank, file_kind *kind) {
   a3_status s = A3_OK;
   int k = KIND_DATASET;
-  if (rank == 0 && ends_with(path, ".safetensors"))
+  struct stat st;
+  if (rank == 0 && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+    s = A3_FAIL(A3_ERR_INPUT,
+                "%s is a folder without results.h5 or checkpoint.h5; give a3fta info a dataset, "
+                "results, checkpoint or .safetensors file",
+                path);
+  else if (rank == 0 && ends_with(path, ".safetensors"))
     k = KIND_SAFETENSORS;
   else if (rank == 0) {
     char format[256];
@@ -198,6 +217,7 @@ a3_status a3_cmd_info(int argc, char **argv) {
       "--config prints the training config an a3fta export carries.\n"
       "With --model: parameter count, tensors, attention and bias\n"
       "shares by diffusers name, and what each strategy trains (-o strategy.adapter.rank=16 ...).\n"
+      "FILE may be a sweep's output.dir (its results.h5) or a run's (its checkpoint.h5).\n"
       "Printed to stdout by rank 0.",
       options,
       (int)(sizeof options / sizeof options[0]),
@@ -212,7 +232,8 @@ a3_status a3_cmd_info(int argc, char **argv) {
   if (model) return model_info(model, &overrides, flags.params, batch, rank);
   if (args.n_positional != 1)
     return A3_FAIL(A3_ERR_USAGE, "a3fta info: give a FILE or --model CONFIG (see --help)");
-  const char *path = args.positional[0];
+  char in_folder[4096];
+  const char *path = file_in_folder(args.positional[0], in_folder, sizeof in_folder);
   // Only rank 0 reports a wrong file; the others end quietly (exit code is agreed).
   file_kind kind = KIND_DATASET;
   const a3_status s = check_kind(path, rank, &kind);

@@ -85,6 +85,9 @@ PY
 cp "$dir/b/results.h5" "$dir/info.h5"
 run 1 "$dir/info.out" info "$dir/b/results.h5"
 expect 0 "info on a results file" "$dir/info.out"
+run 1 "$dir/info-dir.out" info "$dir/b"
+expect 0 "info on a sweep's folder" "$dir/info-dir.out"
+cmp -s "$dir/info.out" "$dir/info-dir.out" || failed "info on a sweep's folder differs from its results.h5's"
 "$PY" - "$dir/b/results.h5" "$dir/info.out" > "$dir/info.cmp" 2>&1 <<'PY' ||
 import sys, math, h5py
 f = h5py.File(sys.argv[1], "r")

@@ -49,6 +49,11 @@ check "info: trainable count as the training log ('${trains##* }')" \
 check "info: adapter rank" grep -q "strategy.adapter.rank  4" "$dir/out"
 check "info: EMA and both moments, all finite" test "$(grep -cE '^  /(params|ema|optimizer/[mv]) .* 0$' "$dir/out")" = 4
 check "info: all finite" grep -q "^values      all finite" "$dir/out"
+expect_rc 0 "info on a run's folder" "$bin" info "$dir/run"
+check "info on a run's folder reads its checkpoint" grep -q "^checkpoint  $dir/run/checkpoint.h5" "$dir/out"
+mkdir -p "$dir/empty"
+expect_rc 2 "info on a folder without results or checkpoint" "$bin" info "$dir/empty"
+check "info names the folder's problem" grep -q "is a folder without results.h5 or checkpoint.h5" "$dir/out"
 "$bin" config show "$dir/tiny.yaml" >"$dir/shown.yaml"
 expect_rc 0 "info --config" "$bin" info "$dir/run/checkpoint.h5" --config
 check "info --config is the trained config" diff -q "$dir/out" "$dir/shown.yaml"
