@@ -204,20 +204,21 @@ a3_status a3_cmd_info(int argc, char **argv) {
       "info",
       "FILE [--csv | --config | --params] | --model CONFIG [--params] [--batch N]",
       "Summarise an a3fta file (dataset, results, checkpoint, safetensors), or a model config.",
-      "For a dataset: its source, classes, and per split the image count and shape, pixel\n"
-      "mean and standard deviation (a parallel read when run under mpirun) and the number of\n"
-      "images of each class. For a sweep's results file: one row per point with its status,\n"
-      "varied keys, final loss, wall time, metrics ('-' = not computed) and failure reason;\n"
-      "--csv prints the same as CSV (empty = not computed). For a checkpoint: its step,\n"
-      "main config keys, config and base-model hashes, what the strategy trains, and per\n"
-      "group (params, ema, optimizer moments) tensors, values, the largest |value| and the\n"
-      "NaN or infinite values a diverged run leaves; --config prints its stored config.\n"
-      "For a .safetensors file (a3fta export's deltas, diffusers weights): its metadata,\n"
-      "tensors by dtype, the largest |value| and any NaN or infinity; --params lists them,\n"
-      "--config prints the training config an a3fta export carries.\n"
-      "With --model: parameter count, tensors, attention and bias\n"
-      "shares by diffusers name, and what each strategy trains (-o strategy.adapter.rank=16 ...).\n"
-      "FILE may be a sweep's output.dir (its results.h5) or a run's (its checkpoint.h5).\n"
+      "By kind of FILE (HDF5 files by their format attribute):\n"
+      "  dataset       source, classes, per split the image count and shape, pixel mean and\n"
+      "                standard deviation (a parallel read under mpirun), images per class\n"
+      "  results       one row per point: status, varied keys, final loss, wall time, metrics\n"
+      "                ('-' = not computed), failure reason; --csv: the same as CSV\n"
+      "  checkpoint    step, main config keys, config and base-model hashes, what the strategy\n"
+      "                trains, and per group (params, ema, optimizer moments) tensors, values,\n"
+      "                the largest |value| and any NaN or infinity (a diverged run);\n"
+      "                --config: the config it was trained with\n"
+      "  .safetensors  an a3fta export or diffusers weights: metadata, tensors by dtype, the\n"
+      "                largest |value| and any NaN or infinity; --params lists the tensors,\n"
+      "                --config prints the training config an export carries\n"
+      "  a folder      a sweep's output.dir (its results.h5) or a run's (its checkpoint.h5)\n"
+      "--model CONFIG: parameter count, tensors, attention and bias shares by diffusers name,\n"
+      "and what each strategy trains (-o strategy.adapter.rank=16 ...).\n"
       "Printed to stdout by rank 0.",
       options,
       (int)(sizeof options / sizeof options[0]),
