@@ -54,7 +54,8 @@ static void test_errors(void) {
   CHECK(a3_status_exit_code(A3_ERR_INPUT) == 2);
   CHECK(a3_status_exit_code(A3_ERR_IO) == 1);
   CHECK(a3_status_exit_code(A3_ERR_UNIMPLEMENTED) == 1);
-  for (int s = A3_OK; s <= A3_ERR_UNIMPLEMENTED; s++)
+  CHECK(a3_status_exit_code(A3_ERR_DIVERGED) == 1);
+  for (int s = A3_OK; s <= A3_ERR_DIVERGED; s++)
     CHECK(strcmp(a3_status_name((a3_status)s), "unknown error") != 0);
 }
 
