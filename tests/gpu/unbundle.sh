@@ -23,7 +23,9 @@ export LD_LIBRARY_PATH="$a3b/lib$cuda_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export OMPI_MCA_mca_base_component_path="$a3b/openmpi/lib/openmpi3"
 export PMIX_MCA_mca_base_component_path="$a3b/pmix/lib/pmix"
 export OPAL_PKGDATADIR="$a3b/openmpi/share"
-export OMPI_MCA_ess_singleton_isolated=1 # a lone rank needs no orted
+# A lone rank needs no orted. Isolated singletons share one session folder, which
+# the first to exit removes: fine here, as run.sh starts one process at a time.
+export OMPI_MCA_ess_singleton_isolated=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export A3FTA_GPU_PREBUILT="$a3b/bin"
 echo "bundle: $a3b; CUDA libraries from:${cuda_libs//:/ }"
