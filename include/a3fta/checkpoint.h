@@ -114,8 +114,9 @@ a3_status a3_ckpt_read_set(const a3_ckpt_reader *r, const char *group, a3_ckpt_i
                            int n_items, char ***extra, int *n_extra) A3_WARN_UNUSED;
 
 // ---------------------------------------------------------------- scanning
-// What the tensors of one group hold (a3fta info): a diverged run leaves
-// NaN or infinite values, which this finds without knowing the model.
+// What a set of named float tensors holds (a3fta info: a checkpoint group,
+// a safetensors file): a diverged run leaves NaN or infinite values, which
+// this finds without knowing the model.
 typedef struct {
   int tensors;
   int64_t values;
@@ -125,6 +126,8 @@ typedef struct {
   double max_abs;            // the largest finite |value| (0 when none)
 } a3_ckpt_group_scan;
 
+// Adds tensor `name`'s n values to *acc (start from a zeroed struct).
+void a3_ckpt_scan_values(const float *x, int64_t n, const char *name, a3_ckpt_group_scan *acc);
 // Reads every tensor of `group` once (one tensor in memory at a time).
 a3_status a3_ckpt_scan_group(const a3_ckpt_reader *r, const char *group,
                              a3_ckpt_group_scan *out) A3_WARN_UNUSED;

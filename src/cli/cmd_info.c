@@ -1,6 +1,8 @@
-// a3fta info FILE: recognise the file by its root `format` attribute and
-// summarise it: datasets, results files (a table of points, --csv for
-// tools) and training checkpoints (--config: their stored config).
+// a3fta info FILE: recognise the file (HDF5 by its root `format` attribute,
+// safetensors by its name, a sweep's or run's folder by its results.h5 or
+// checkpoint.h5) and summarise it: datasets, results files (a table of
+// points, --csv for tools), training checkpoints and safetensors files
+// (--config: the config they were trained with).
 // a3fta info --model CONFIG: the parameter table of the U-Net a config builds.
 #include "a3fta/checkpoint.h"
 #include "a3fta/config.h"

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static void scan_values(const float *x, int64_t n, const char *name, a3_ckpt_group_scan *out) {
+void a3_ckpt_scan_values(const float *x, int64_t n, const char *name, a3_ckpt_group_scan *out) {
   int64_t bad = 0;
   for (int64_t i = 0; i < n; i++) {
     const double v = fabs((double)x[i]);
@@ -32,7 +32,7 @@ static a3_status scan_tensor(const a3_ckpt_reader *r, const char *group, const c
   float *x = NULL;
   A3_TRY(a3_alloc((void **)&x, (size_t)(n ? n : 1), sizeof *x));
   const a3_status s = a3_ckpt_read_tensor(r, group, &spec, x);
-  if (s == A3_OK) scan_values(x, n, name, out);
+  if (s == A3_OK) a3_ckpt_scan_values(x, n, name, out);
   free(x);
   A3_TRY(s);
   return A3_OK;

@@ -1,45 +1,27 @@
 // a3fta info FILE.safetensors: what a safetensors file holds (an a3fta
 // export's deltas, or a diffusers model's weights): its metadata, tensors
 // by dtype, and the floating-point values scanned for NaN or infinities.
+#include "a3fta/checkpoint.h"
 #include "a3fta/safetensors.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-typedef struct {
-  int64_t values, nonfinite;
-  int nonfinite_tensors, unscanned_tensors;
-  const char *first_nonfinite;
-  double max_abs;
-} value_scan;
-
 static int is_float(a3_st_dtype t) {
   return t == A3_ST_F16 || t == A3_ST_BF16 || t == A3_ST_F32 || t == A3_ST_F64;
 }
 
-static a3_status scan_tensor(const a3_safetensors *st, const a3_st_tensor *t, value_scan *out) {
-  if (!is_float(t->dtype)) {
-    out->unscanned_tensors++;
-    return A3_OK;
-  }
+// A float tensor's values into *acc (integer tensors are not scanned).
+static a3_status scan_tensor(const a3_safetensors *st, const a3_st_tensor *t,
+                             a3_ckpt_group_scan *acc) {
   float *x = NULL;
   A3_TRY(a3_alloc((void **)&x, (size_t)(t->numel ? t->numel : 1), sizeof *x));
   const a3_status s = a3_safetensors_read_f32(st, t, x, t->numel);
-  int64_t bad = 0;
-  for (int64_t i = 0; s == A3_OK && i < t->numel; i++) {
-    const double v = fabs((double)x[i]);
-    if (!isfinite(v))
-      bad++;
-    else if (v > out->max_abs)
-      out->max_abs = v;
-  }
+  if (s == A3_OK) a3_ckpt_scan_values(x, t->numel, t->name, acc);
   free(x);
   A3_TRY(s);
-  out->nonfinite += bad;
-  if (bad && !out->nonfinite_tensors++) out->first_nonfinite = t->name;
   return A3_OK;
 }
 
@@ -59,26 +41,29 @@ static void print_dtypes(const a3_safetensors *st, FILE *f) {
 static void print_tensor_list(const a3_safetensors *st, FILE *f) {
   for (int i = 0; i < a3_safetensors_count(st); i++) {
     const a3_st_tensor *t = a3_safetensors_tensor(st, i);
-    char shape[160] = "(";
-    for (int d = 0; d < t->ndim; d++) {
-      const size_t used = strlen(shape);
-      snprintf(shape + used, sizeof shape - used, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
-    }
-    fprintf(f, "  %-64s %-5s %s)\n", t->name, a3_st_dtype_name(t->dtype), shape);
+    char shape[160];
+    a3_ckpt_format_shape(t->ndim, t->shape, shape, sizeof shape);
+    fprintf(f, "  %-64s %-5s %s\n", t->name, a3_st_dtype_name(t->dtype), shape);
   }
 }
 
 static a3_status print_values(const a3_safetensors *st, FILE *f) {
-  value_scan v = {0};
-  for (int i = 0; i < a3_safetensors_count(st); i++)
-    A3_TRY(scan_tensor(st, a3_safetensors_tensor(st, i), &v));
+  a3_ckpt_group_scan v = {0};
+  int unscanned = 0;
+  for (int i = 0; i < a3_safetensors_count(st); i++) {
+    const a3_st_tensor *t = a3_safetensors_tensor(st, i);
+    if (is_float(t->dtype))
+      A3_TRY(scan_tensor(st, t, &v));
+    else
+      unscanned++;
+  }
   fprintf(f, "values       largest |value| %.4g; ", v.max_abs);
   if (v.nonfinite)
     fprintf(f, "NOT all finite: %lld NaN or infinite values in %d tensors (first: %s)",
             (long long)v.nonfinite, v.nonfinite_tensors, v.first_nonfinite);
   else
     fprintf(f, "all finite");
-  if (v.unscanned_tensors) fprintf(f, " (%d integer tensors not scanned)", v.unscanned_tensors);
+  if (unscanned) fprintf(f, " (%d integer tensors not scanned)", unscanned);
   fputc('\n', f);
   return A3_OK;
 }

@@ -95,17 +95,14 @@ static a3_status print_group(const a3_ckpt_reader *r, const char *group, FILE *f
   return A3_OK;
 }
 
-static a3_status print_groups(const char *path, FILE *f) {
+static a3_status print_groups(const a3_ckpt_reader *r, FILE *f) {
   static const char *const groups[] = {"params", "ema", "optimizer/m", "optimizer/v"};
-  a3_ckpt_reader *r = NULL;
-  A3_TRY(a3_ckpt_open(path, &r));
   fprintf(f, "  %-13s %8s %12s %12s %10s\n", "group", "tensors", "values", "max |value|",
           "non-finite");
   a3_status s = A3_OK;
   int bad = 0;
   for (size_t i = 0; s == A3_OK && i < sizeof groups / sizeof groups[0]; i++)
     s = print_group(r, groups[i], f, &bad);
-  a3_ckpt_close(r);
   A3_TRY(s);
   fprintf(f, "values      %s\n",
           bad ? "NOT all finite: the run has most likely diverged (a lower train.lr or "
@@ -114,13 +111,10 @@ static a3_status print_groups(const char *path, FILE *f) {
   return A3_OK;
 }
 
-static a3_status print_loaded(const char *path, a3_config *cfg, a3_unet *m, FILE *f) {
+static a3_status print_loaded(const a3_ckpt_reader *r, a3_config *cfg, a3_unet *m, FILE *f) {
+  const char *path = a3_ckpt_path(r);
   root_attrs attrs;
-  a3_ckpt_reader *r = NULL;
-  A3_TRY(a3_ckpt_open(path, &r));
-  const a3_status s = read_root(r, &attrs);
-  a3_ckpt_close(r);
-  A3_TRY(s);
+  A3_TRY(read_root(r, &attrs));
   a3_strategy_stats stats = {0};
   A3_TRY(a3_strategy_apply(m, cfg->strategy.name, &stats));
   char base[A3_BASE_HASH_MAX];
@@ -129,7 +123,7 @@ static a3_status print_loaded(const char *path, a3_config *cfg, a3_unet *m, FILE
   A3_TRY(print_keys(cfg, f));
   fprintf(f, "base model  %s\n", base);
   print_model(&stats, f);
-  return print_groups(path, f);
+  return print_groups(r, f);
 }
 
 a3_status a3_model_checkpoint_print(const char *path, FILE *f) {
@@ -137,7 +131,10 @@ a3_status a3_model_checkpoint_print(const char *path, FILE *f) {
   a3_unet *m = NULL;
   bool used_ema = false;
   A3_TRY(a3_model_checkpoint_load(path, false, &cfg, &m, &used_ema));
-  const a3_status s = print_loaded(path, &cfg, m, f);
+  a3_ckpt_reader *r = NULL;
+  a3_status s = a3_ckpt_open(path, &r);
+  if (s == A3_OK) s = print_loaded(r, &cfg, m, f);
+  a3_ckpt_close(r);
   a3_unet_free(m);
   a3_config_free(&cfg);
   A3_TRY(s);
