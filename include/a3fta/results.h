@@ -10,7 +10,7 @@
 //                          sweep section included; a variable-length string, so any size),
 //                          created_utc ("2024-05-01T12:00:00Z"), varied_keys (strings)
 //                          merged_from (strings; only in a file written by a3fta merge: its inputs)
-//   /status        int8    (N)        0 pending, 1 done, 2 failed, 3 running
+//   /status        int8    (N)        0 pending, 1 done, 2 failed, 3 running, 4 diverged
 //   /attempts      int32   (N)        times the point was started (resume retries
 //                                     a failed point while attempts < A3_RESULT_MAX_ATTEMPTS)
 //   /reason        string  (N)        fixed A3_RESULT_REASON_MAX bytes: why a point failed
@@ -101,7 +101,16 @@ typedef enum {
   A3_POINT_DONE = 1,
   A3_POINT_FAILED = 2,
   A3_POINT_RUNNING = 3,
+  // Its training loss became NaN or infinite (A3_ERR_DIVERGED). Failed for
+  // good: a rerun of the same point diverges again, so resume never retries it.
+  A3_POINT_DIVERGED = 4,
 } a3_point_status;
+
+const char *a3_point_status_name(int status); // "pending", "done", ..., "?" if unknown
+bool a3_point_failed(int status);             // failed or diverged
+// Whether a resumed sweep runs the point: not done, not diverged, and not
+// failed A3_RESULT_MAX_ATTEMPTS times (a point left running is pending).
+bool a3_point_to_run(int status, int32_t attempts);
 
 // Metric slots (each one dataset /metrics/<name>); NaN until a run fills it.
 typedef enum {
@@ -249,7 +258,7 @@ a3_status a3_results_close(a3_results *r) A3_WARN_UNUSED;
 // ---------------------------------------------------------------- merging
 typedef struct {
   int64_t n_points;
-  int64_t done, failed, pending; // statuses in the merged file
+  int64_t done, failed, pending; // statuses in the merged file (failed: diverged included)
   int64_t not_started;           // points no input had started (pending in the merged file)
 } a3_merge_summary;
 
@@ -273,13 +282,13 @@ a3_status a3_results_merge(const char *out_path, const char *const *inputs, int 
 
 // ---------------------------------------------------------------- reporting
 // Serial (one rank, default driver): prints one row per point to f: point,
-// status (pending/done/failed/running), each varied key (/points/<key>),
+// status (pending/done/failed/running/diverged), each varied key (/points/<key>),
 // final_loss, wall_s, the step timings when the file has /timing
 // (step_compute_s and step_comm_s: means over the group's ranks, idle_s; in
 // CSV also steps, grad_bytes and step_compute_s_rK, step_comm_s_rK for each
 // rank K), each metric, the parameter counts when the file has them
 // (trainable_params, and in CSV total_params, in the table trainable_% of
-// all), reason (failed points only). As an aligned table
+// all), reason (failed and diverged points only). As an aligned table
 // after a summary line (NaN as "-"), or with csv as a header line plus rows
 // (RFC 4180 quoting, NaN empty, numbers that read back exactly).
 a3_status a3_results_print(const char *path, FILE *f, bool csv) A3_WARN_UNUSED;

@@ -28,13 +28,13 @@
 // consecutive ranks (an error unless it divides); group rank 0 is the
 // leader. Every rank of a group calls the run function with the same point
 // config and the group's communicator; the leader's result is recorded
-// (status: failed if the run failed on any rank of the group, with that
-// rank's reason; wall_s and peak_mem_bytes: the group's maximum).
+// (status: failed or diverged if the run was on any rank of the group, with
+// that rank's status and reason; wall_s and peak_mem_bytes: the group's maximum).
 //
 // Scheduling. Before anything runs, world rank 0 reads the results file and
 // every rank receives the same list of pending points: not done, and not
-// failed A3_RESULT_MAX_ATTEMPTS times (points left running count as
-// pending). `dynamic`: leaders take the next pending point from a counter in
+// failed A3_RESULT_MAX_ATTEMPTS times, and not diverged (points left running
+// count as pending). `dynamic`: leaders take the next pending point from a counter in
 // an MPI window on world rank 0 (MPI_Fetch_and_op under a shared passive-
 // target lock; rank 0 runs points like every other rank) and broadcast it to
 // their group; the list is ordered longest first (estimated cost
@@ -62,8 +62,9 @@
 // Trains (and evaluates) one point on the ranks of `group` (collective over
 // it). Fills `result` (already initialised by a3_run_result_init, inputs
 // set). A returned failure marks the point failed with the error message as
-// reason, exactly like result->status = A3_POINT_FAILED with a reason; the
-// sweep goes on either way.
+// reason, exactly like result->status = A3_POINT_FAILED with a reason
+// (A3_ERR_DIVERGED: A3_POINT_DIVERGED, which is never retried); the sweep
+// goes on either way.
 typedef a3_status (*a3_run_fn)(const a3_config *point_cfg, MPI_Comm group, a3_run_result *result,
                                void *ctx);
 
@@ -140,6 +141,7 @@ typedef struct {
                                  // the end (pending: neither done nor failed); a rerun
                                  // retries failed points started fewer than
                                  // A3_RESULT_MAX_ATTEMPTS times
+  int64_t diverged;              // of the failed: diverged ones (never retried)
   int64_t done_before;           // points already done when this invocation started
   int64_t ran;                   // points this invocation ran, all groups
   bool interrupted;              // a stop was requested and selected points remain

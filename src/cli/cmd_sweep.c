@@ -100,12 +100,12 @@ static a3_status read_losses(const a3_config *pc, a3_run_result *r) {
     r->final_loss = last > 0 ? loss[last - 1] : NAN;
     for (int64_t i = 0; i < last; i++)
       if (!isfinite(loss[i])) {
-        r->status = A3_POINT_FAILED;
+        r->status = A3_POINT_DIVERGED;
         snprintf(r->reason, sizeof r->reason, "training diverged: loss is %g at step %lld", loss[i],
                  (long long)i + 1);
         break;
       }
-    if (r->status != A3_POINT_FAILED && last < n) {
+    if (!a3_point_failed(r->status) && last < n) {
       r->status = A3_POINT_FAILED;
       snprintf(r->reason, sizeof r->reason, "losses.csv has losses for %lld of %lld steps",
                (long long)last, (long long)n);
@@ -274,12 +274,12 @@ static a3_status train_point(const a3_config *pc, MPI_Comm group, a3_run_result 
   s = grank == 0 ? read_losses(pc, r) : A3_OK;
   if (s == A3_OK && grank == 0) s = count_params(pc, r);
   A3_TRY(group_agree(group, grank, s, "reading the point's losses and parameter counts"));
-  int failed = r->status == A3_POINT_FAILED;
+  int failed = a3_point_failed(r->status);
   MPI_Bcast(&failed, 1, MPI_INT, 0, group);
   if (failed) return A3_OK;
   bool got_samples = false;
   A3_TRY(eval_point(pc, group, grank, ctx, r, &got_samples));
-  if (got_samples || r->status == A3_POINT_FAILED || !ctx->samples || r->samples_cap <= 0)
+  if (got_samples || a3_point_failed(r->status) || !ctx->samples || r->samples_cap <= 0)
     return A3_OK;
   A3_TRY(a3_sample_run(group, pc, r->samples_cap));
   char h5[PATH_CAP];
@@ -375,18 +375,26 @@ static void report(const a3_sweep_summary *sum, int64_t slice_index, int64_t sli
   if (sum->interrupted)
     a3_warn("interrupted: %lld points remain; rerun the same command to resume",
             (long long)(sum->n_selected - sum->done - sum->failed));
-  else if (sum->failed)
+  else if (sum->failed > sum->diverged)
     a3_warn("sweep finished with %lld of %lld points failed (their reasons are in /reason of "
             "%s); rerunning the same command retries each up to %d attempts",
-            (long long)sum->failed, (long long)sum->n_points, sum->results_path,
+            (long long)(sum->failed - sum->diverged), (long long)sum->n_points, sum->results_path,
             A3_RESULT_MAX_ATTEMPTS);
+  if (!sum->interrupted && sum->diverged)
+    a3_warn("%lld of %lld points diverged (their loss became NaN or infinite; the step is in "
+            "/reason of %s): a rerun does not retry them, since the same run diverges again; "
+            "try them with a lower train.lr or train.grad_clip in a new sweep",
+            (long long)sum->diverged, (long long)sum->n_points, sum->results_path);
   char of_all[96] = "";
   if (slice_count > 0)
     snprintf(of_all, sizeof of_all, " (slice %lld/%lld of the sweep's %lld)",
              (long long)slice_index, (long long)slice_count, (long long)sum->n_points);
-  a3_info("sweep: %lld done, %lld failed, %lld pending of %lld points%s (%lld run now) in %.1f "
+  char diverged[48] = "";
+  if (sum->diverged)
+    snprintf(diverged, sizeof diverged, " (%lld diverged)", (long long)sum->diverged);
+  a3_info("sweep: %lld done, %lld failed%s, %lld pending of %lld points%s (%lld run now) in %.1f "
           "s; results in %s",
-          (long long)sum->done, (long long)sum->failed, (long long)sum->pending,
+          (long long)sum->done, (long long)sum->failed, diverged, (long long)sum->pending,
           (long long)sum->n_selected, of_all, (long long)sum->ran, sum->seconds, sum->results_path);
 }
 
@@ -440,6 +448,8 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
       "\n"
       "Resume: run the same command again. Done points are skipped, failed ones retried\n"
       "(up to 3 attempts), interrupted ones started again (from their checkpoint).\n"
+      "A point whose loss became NaN or infinite is marked diverged (status 4) and never\n"
+      "retried: the same run diverges again.\n"
       "SIGTERM or SIGUSR1 (Slurm before a time limit) stops taking new points, finishes\n"
       "the running ones, closes the file and exits 0 (or --interrupted-exit's CODE when\n"
       "points are left; jobs/sweep.sbatch requeues the job on it).\n"

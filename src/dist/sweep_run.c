@@ -22,8 +22,9 @@ typedef struct {
   int8_t *status;    // (n_points) at the start, every rank
   int32_t *attempts; // (n_points) at the start, kept up to date by leaders
   int64_t *pending, n_pending;
-  int64_t n_selected; // points of the slice (all without one)
-  int64_t done_before, failed_for_good;
+  int64_t n_selected;                   // points of the slice (all without one)
+  int64_t done_before, failed_for_good; // failed for good: diverged, or failed too often
+  int64_t diverged_before;
   a3_results *results;
   a3_sweep_sched *sched;
   double t0;
@@ -185,12 +186,13 @@ static a3_status share_state(engine *e) {
   for (int64_t i = 0; i < n; i++) {
     if (!selected(e, i)) continue;
     e->n_selected++;
-    if (e->status[i] == A3_POINT_DONE)
-      e->done_before++;
-    else if (e->status[i] == A3_POINT_FAILED && e->attempts[i] >= A3_RESULT_MAX_ATTEMPTS)
-      e->failed_for_good++;
-    else
+    if (a3_point_to_run(e->status[i], e->attempts[i]))
       e->pending[e->n_pending++] = i;
+    else if (e->status[i] == A3_POINT_DONE)
+      e->done_before++;
+    else
+      e->failed_for_good++;
+    if (e->status[i] == A3_POINT_DIVERGED) e->diverged_before++;
   }
   if (e->rank == 0 && e->opt->slice_count > 0)
     a3_info("slice %lld/%lld: %lld of the %lld points (those with index %% %lld == %lld)",
@@ -200,9 +202,10 @@ static a3_status share_state(engine *e) {
   if (e->rank == 0 && e->create)
     a3_info("results: %s (new)", e->path);
   else if (e->rank == 0 && e->failed_for_good)
-    a3_info("results: %s (resuming: %lld done, %lld failed %d times and not retried, %lld to "
-            "run)",
+    a3_info("results: %s (resuming: %lld done, %lld not retried (%lld diverged, %lld failed %d "
+            "times), %lld to run)",
             e->path, (long long)e->done_before, (long long)e->failed_for_good,
+            (long long)e->diverged_before, (long long)(e->failed_for_good - e->diverged_before),
             A3_RESULT_MAX_ATTEMPTS, (long long)e->n_pending);
   else if (e->rank == 0)
     a3_info("results: %s (resuming: %lld done, %lld to run)", e->path, (long long)e->done_before,
@@ -232,21 +235,24 @@ static void gather_timing(engine *e, a3_run_result *r, double *timing) {
   r->idle_s = sum / R; // NaN when any rank reported none
 }
 
-// The group's outcome on its leader: failed if any rank failed (that rank's
-// reason), the slowest wall time, the largest peak memory, the step timings.
+// The group's outcome on its leader: failed (or diverged) if any rank was
+// (the lowest such rank's status and reason), the slowest wall time, the
+// largest peak memory, the step timings.
 static a3_status combine_group(engine *e, a3_run_result *r, double *timing) {
-  const int first = lowest_rank(e->group, e->group_rank, r->status == A3_POINT_FAILED);
+  const int first = lowest_rank(e->group, e->group_rank, a3_point_failed(r->status));
   if (first != INT_MAX && first != 0) {
     char reason[A3_RESULT_REASON_MAX];
     memcpy(reason, r->reason, sizeof reason);
     reason[sizeof reason - 1] = '\0';
+    int status = r->status;
     MPI_Bcast(reason, (int)sizeof reason, MPI_CHAR, first, e->group);
+    MPI_Bcast(&status, 1, MPI_INT, first, e->group);
     if (e->group_rank == 0) {
       char text[A3_RESULT_REASON_MAX + 64];
       snprintf(text, sizeof text, "rank %d of the group: %s", first, reason);
       memcpy(r->reason, text, sizeof r->reason - 1);
       r->reason[sizeof r->reason - 1] = '\0';
-      r->status = A3_POINT_FAILED;
+      r->status = status;
     }
   }
   double wall = 0.0;
@@ -279,15 +285,15 @@ static void run_point(engine *e, int64_t point, a3_run_result *r, uint8_t *sampl
   }
   r->wall_s = MPI_Wtime() - t;
   if (s != A3_OK) {
-    r->status = A3_POINT_FAILED;
+    r->status = s == A3_ERR_DIVERGED ? A3_POINT_DIVERGED : A3_POINT_FAILED;
     char text[A3_RESULT_REASON_MAX + 64];
     snprintf(text, sizeof text, "%s: %s", a3_status_name(s), a3_error_message());
     memcpy(r->reason, text, sizeof r->reason - 1);
     r->reason[sizeof r->reason - 1] = '\0';
     a3_error_clear();
-  } else if (r->status == A3_POINT_FAILED && !r->reason[0]) {
+  } else if (a3_point_failed(r->status) && !r->reason[0]) {
     snprintf(r->reason, sizeof r->reason, "the run reported a failure without a reason");
-  } else if (r->status != A3_POINT_FAILED) {
+  } else if (!a3_point_failed(r->status)) {
     r->status = A3_POINT_DONE;
     r->reason[0] = '\0';
   }
@@ -318,11 +324,11 @@ static void log_progress(const engine *e, int64_t point, const a3_run_result *r,
   const long long running = (long long)(c->started - finished);
   const long long done = (long long)(e->done_before + c->done);
   const long long failed = (long long)(e->failed_for_good + c->failed);
-  if (r->status == A3_POINT_FAILED)
-    a3_warn("point %lld failed after %s: %s | sweep: %lld/%lld done, %lld failed, %lld running, "
+  if (a3_point_failed(r->status))
+    a3_warn("point %lld %s after %s: %s | sweep: %lld/%lld done, %lld failed, %lld running, "
             "ETA %s",
-            (long long)point, wall, r->reason, done, (long long)e->n_selected, failed, running,
-            eta);
+            (long long)point, a3_point_status_name(r->status), wall, r->reason, done,
+            (long long)e->n_selected, failed, running, eta);
   else
     a3_info("point %lld done in %s (loss %.5g) | sweep: %lld/%lld done, %lld failed, %lld "
             "running, ETA %s",
@@ -334,7 +340,7 @@ static void log_progress(const engine *e, int64_t point, const a3_run_result *r,
 static a3_status record_point(engine *e, int64_t point, const a3_run_result *r) {
   A3_TRY(a3_results_write_point(e->results, point, r));
   a3_sweep_counts c = {0, 0, 0};
-  A3_TRY(a3_sweep_sched_report(e->sched, r->status == A3_POINT_FAILED, &c));
+  A3_TRY(a3_sweep_sched_report(e->sched, a3_point_failed(r->status), &c));
   log_progress(e, point, r, &c);
   return A3_OK;
 }
@@ -411,7 +417,7 @@ static a3_status run_points(engine *e, int64_t *ran) {
 // ---------------------------------------------------------------- finishing
 static a3_status count_final(engine *e, a3_sweep_summary *sum) {
   const int64_t n = e->plan->n_points;
-  int64_t counts[3] = {0, 0, 0}; // done, failed, pending
+  int64_t counts[4] = {0, 0, 0, 0}; // done, failed (diverged included), pending, diverged
   a3_status s = A3_OK;
   if (e->rank == 0) {
     s = a3_results_read_status(e->results, e->status);
@@ -419,17 +425,19 @@ static a3_status count_final(engine *e, a3_sweep_summary *sum) {
       if (!selected(e, i)) continue;
       if (e->status[i] == A3_POINT_DONE)
         counts[0]++;
-      else if (e->status[i] == A3_POINT_FAILED)
+      else if (a3_point_failed(e->status[i]))
         counts[1]++;
       else
         counts[2]++;
+      if (e->status[i] == A3_POINT_DIVERGED) counts[3]++;
     }
   }
   s = share_root_status(e, s);
-  MPI_Bcast(counts, 3, MPI_INT64_T, 0, e->world);
+  MPI_Bcast(counts, 4, MPI_INT64_T, 0, e->world);
   sum->done = counts[0];
   sum->failed = counts[1];
   sum->pending = counts[2];
+  sum->diverged = counts[3];
   return s;
 }
 

@@ -45,6 +45,27 @@ const char *a3_result_metric_description(int m) {
   return m >= 0 && m < A3_RESULT_N_METRICS ? metric_info[m].description : "?";
 }
 
+// ---------------------------------------------------------------- point status
+const char *a3_point_status_name(int status) {
+  switch (status) {
+  case A3_POINT_PENDING: return "pending";
+  case A3_POINT_DONE: return "done";
+  case A3_POINT_FAILED: return "failed";
+  case A3_POINT_RUNNING: return "running";
+  case A3_POINT_DIVERGED: return "diverged";
+  default: return "?";
+  }
+}
+
+bool a3_point_failed(int status) {
+  return status == A3_POINT_FAILED || status == A3_POINT_DIVERGED;
+}
+
+bool a3_point_to_run(int status, int32_t attempts) {
+  if (status == A3_POINT_FAILED) return attempts < A3_RESULT_MAX_ATTEMPTS;
+  return status != A3_POINT_DONE && status != A3_POINT_DIVERGED;
+}
+
 // ---------------------------------------------------------------- run results
 void a3_run_result_init(a3_run_result *r) {
   memset(r, 0, sizeof *r);
@@ -108,10 +129,11 @@ static const struct {
   const char *name, *description;
 } ds_info[N_DS] = {
     {"status", "per point: 0 pending, 1 done, 2 failed (see /reason), 3 running (a point left "
-               "running by a killed job is pending again on resume)"},
+               "running by a killed job is pending again on resume), 4 diverged (its loss became "
+               "NaN or infinite, see /reason; never retried)"},
     {"attempts", "per point: times the point was started; a failed point is retried on resume "
-                 "while attempts < 3"},
-    {"reason", "per point: why it failed (empty when done)"},
+                 "while attempts < 3 (a diverged one is not)"},
+    {"reason", "per point: why it failed or diverged (empty when done)"},
     {"final_loss", "per point: training loss of the last step; NaN until done"},
     {"loss_curve", "per point (N, K): mean training loss over each interval of the run "
                    "(loss_curve_step holds each interval's last step); NaN in unused slots"},
@@ -983,10 +1005,10 @@ static a3_status write_extras(a3_results *r, int64_t point, const a3_run_result 
 
 a3_status a3_results_write_point(a3_results *r, int64_t point, const a3_run_result *res) {
   A3_TRY(check_point(r, point));
-  const int8_t status = res->status == A3_POINT_FAILED ? A3_POINT_FAILED : A3_POINT_DONE;
+  const int8_t status = a3_point_failed(res->status) ? (int8_t)res->status : A3_POINT_DONE;
   char reason[A3_RESULT_REASON_MAX];
   memset(reason, 0, sizeof reason);
-  if (status == A3_POINT_FAILED)
+  if (a3_point_failed(status))
     snprintf(reason, sizeof reason, "%s", res->reason[0] ? res->reason : "failed (no reason)");
   hid_t reason_t = fixed_string_type(r->reason_len);
   a3_status s = r->reason_len == sizeof reason

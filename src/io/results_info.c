@@ -33,16 +33,6 @@ typedef struct {
   bool has_params;      // /trainable_params and /total_params (absent in older files)
 } table;
 
-static const char *status_name(int8_t s) {
-  switch (s) {
-  case A3_POINT_PENDING: return "pending";
-  case A3_POINT_DONE: return "done";
-  case A3_POINT_FAILED: return "failed";
-  case A3_POINT_RUNNING: return "running";
-  default: return "?";
-  }
-}
-
 static a3_status dup_cell(const char *text, char **out) {
   const size_t len = strlen(text) + 1;
   A3_TRY(a3_alloc((void **)out, len, 1));
@@ -220,7 +210,7 @@ static a3_status add_point_status(table *t) {
   for (int64_t i = 0; i < t->n; i++) {
     snprintf(buf, sizeof buf, "%lld", (long long)i);
     A3_TRY(dup_cell(buf, &point->cells[i]));
-    A3_TRY(dup_cell(status_name(t->status[i]), &status->cells[i]));
+    A3_TRY(dup_cell(a3_point_status_name(t->status[i]), &status->cells[i]));
   }
   return A3_OK;
 }
@@ -230,7 +220,7 @@ static a3_status add_reason(table *t) {
   if (type < 0) return A3_FAIL(A3_ERR_INPUT, "%s: /reason is not fixed-length strings", t->path);
   bool *skip = NULL;
   a3_status s = a3_alloc((void **)&skip, (size_t)t->n, sizeof *skip);
-  for (int64_t i = 0; i < t->n && s == A3_OK; i++) skip[i] = t->status[i] != A3_POINT_FAILED;
+  for (int64_t i = 0; i < t->n && s == A3_OK; i++) skip[i] = !a3_point_failed(t->status[i]);
   column *c = NULL;
   if (s == A3_OK) s = add_column(t, "reason", &c);
   if (s == A3_OK) s = fill_strings(t, c, "reason", type, skip);
@@ -426,13 +416,15 @@ static int column_width(const table *t, const column *c) {
 }
 
 static void print_summary(const table *t, FILE *f) {
-  int64_t count[4] = {0};
+  int64_t count[5] = {0};
   for (int64_t i = 0; i < t->n; i++)
-    if (t->status[i] >= 0 && t->status[i] < 4) count[t->status[i]]++;
-  fprintf(f, "results: %s\n%lld points: %lld done, %lld failed, %lld pending, %lld running\n\n",
+    if (t->status[i] >= 0 && t->status[i] <= A3_POINT_DIVERGED) count[t->status[i]]++;
+  fprintf(f,
+          "results: %s\n%lld points: %lld done, %lld failed, %lld diverged, %lld pending, %lld "
+          "running\n\n",
           t->path, (long long)t->n, (long long)count[A3_POINT_DONE],
-          (long long)count[A3_POINT_FAILED], (long long)count[A3_POINT_PENDING],
-          (long long)count[A3_POINT_RUNNING]);
+          (long long)count[A3_POINT_FAILED], (long long)count[A3_POINT_DIVERGED],
+          (long long)count[A3_POINT_PENDING], (long long)count[A3_POINT_RUNNING]);
 }
 
 // Every column left-aligned to its widest cell, two spaces apart.

@@ -128,13 +128,6 @@ static bool started(const input *in, int64_t i) {
   return in->attempts[i] > 0 || in->status[i] != A3_POINT_PENDING;
 }
 
-static const char *status_word(int8_t s) {
-  return s == A3_POINT_DONE      ? "done"
-         : s == A3_POINT_FAILED  ? "failed"
-         : s == A3_POINT_RUNNING ? "running"
-                                 : "pending";
-}
-
 // ---------------------------------------------------------------- datasets
 static herr_t visit_link(hid_t group, const char *name, const H5L_info_t *info, void *vlist) {
   dataset_list *list = vlist;
@@ -290,7 +283,8 @@ static a3_status assign_points(const input *in, int n_inputs, int *owner) {
       if (clashes++ < 8 && used < sizeof list) {
         const int w = snprintf(list + used, sizeof list - used, "%s%lld (%s there, %s here)",
                                clashes > 1 ? ", " : "", (long long)i,
-                               status_word(in[with].status[i]), status_word(in[k].status[i]));
+                               a3_point_status_name(in[with].status[i]),
+                               a3_point_status_name(in[k].status[i]));
         if (w > 0) used += (size_t)w;
       }
     }
@@ -410,7 +404,7 @@ static a3_status finish_status(hid_t f, const char *path, int64_t n, a3_merge_su
     }
     if (status[i] == A3_POINT_DONE)
       sum->done++;
-    else if (status[i] == A3_POINT_FAILED)
+    else if (a3_point_failed(status[i]))
       sum->failed++;
     else
       sum->pending++;

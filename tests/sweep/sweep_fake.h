@@ -36,10 +36,11 @@ enum { FAKE_TERMS = 1000, FAKE_MAX_STEPS = 400, FAKE_SAMPLES = 2 };
 typedef struct {
   char dir[1100]; // per-rank logs go here
   int world_rank;
-  int64_t fail_point; // this point fails on the group's last rank (-1: none)
-  int stop_after;     // > 0: world rank 0 requests a stop after running this many points
-  int ran;            // points this rank ran (as any group rank)
-  int sleep_ms;       // per point (0: 5 to 15 ms)
+  int64_t fail_point;    // this point fails on the group's last rank (-1: none)
+  int64_t diverge_point; // this point diverges (A3_ERR_DIVERGED) there (0: none)
+  int stop_after;        // > 0: world rank 0 requests a stop after running this many points
+  int ran;               // points this rank ran (as any group rank)
+  int sleep_ms;          // per point (0: 5 to 15 ms)
 } fake_ctx;
 
 FAKE_FN int64_t fake_lr_code(const a3_config *c) { return (int64_t)llround(c->train.lr * 1e6); }
@@ -114,6 +115,8 @@ FAKE_FN a3_status fake_run(const a3_config *c, MPI_Comm group, a3_run_result *r,
     a3_sweep_request_stop();
   if (r->point == ctx->fail_point && grank == gsize - 1)
     return A3_FAIL(A3_ERR_INPUT, "fake failure of point %lld", (long long)r->point);
+  if (r->point == ctx->diverge_point && r->point > 0 && grank == gsize - 1)
+    return A3_FAIL(A3_ERR_DIVERGED, "fake loss nan at step 3 of point %lld", (long long)r->point);
   return A3_OK;
 }
 

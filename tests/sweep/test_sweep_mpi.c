@@ -4,7 +4,8 @@
 //   resume    a stop after K points, then a rerun: nothing redone, values equal
 //             to an uninterrupted sweep
 //   failed    a failing point is marked failed with its reason; reruns retry
-//             it up to the attempt limit
+//             it up to the attempt limit; a diverging one is marked diverged
+//             with its reason and never retried
 //   other     a results file of another sweep (or not HDF5 at all) is a clear
 //             error on every rank; --force-new replaces it
 //   mismatch  ranks with different configs, a rank whose points are invalid,
@@ -94,10 +95,23 @@ static int read_dump(const char *path, dump *d) {
   return ok;
 }
 
-// Checks a finished sweep's file against the expected values (rank 0).
-// fail_point: that point must be failed with `reason`; -1 for none.
-static void check_file(const char *dir, int ranks_per_run, int64_t fail_point, const char *reason,
-                       int attempts) {
+// A point expected not done: its status, reason and attempts.
+typedef struct {
+  int64_t point; // -1: none
+  int8_t status;
+  const char *reason;
+  int attempts;
+} not_done;
+
+static const not_done *find_not_done(const not_done *list, int n, int64_t point) {
+  for (int k = 0; k < n; k++)
+    if (list[k].point == point) return &list[k];
+  return NULL;
+}
+
+// Checks a finished sweep's file against the expected values (rank 0): the
+// points of `fails` (n_fails of them) as they say, the others done.
+static void check_file(const char *dir, int ranks_per_run, const not_done *fails, int n_fails) {
   if (world_rank != 0) return;
   char path[600];
   snprintf(path, sizeof path, "%s/results.h5", dir);
@@ -137,10 +151,12 @@ static void check_file(const char *dir, int ranks_per_run, int64_t fail_point, c
     snprintf(want_dir, sizeof want_dir, "dir: %s/point-%06lld", dir, (long long)i);
     CHECK_MSG(strstr(d.config[i], want_dir) != NULL, "point %lld config lacks '%s'", (long long)i,
               want_dir);
-    if (i == fail_point) {
-      CHECK_MSG(d.status[i] == A3_POINT_FAILED, "point %lld status %d", (long long)i, d.status[i]);
-      CHECK_MSG(!strcmp(d.reason[i], reason), "reason '%s' vs '%s'", d.reason[i], reason);
-      CHECK(d.attempts[i] == attempts);
+    const not_done *x = find_not_done(fails, n_fails, i);
+    if (x) {
+      CHECK_MSG(d.status[i] == x->status, "point %lld status %d", (long long)i, d.status[i]);
+      CHECK_MSG(!strcmp(d.reason[i], x->reason), "reason '%s' vs '%s'", d.reason[i], x->reason);
+      CHECK_MSG(d.attempts[i] == x->attempts, "point %lld attempts %d vs %d", (long long)i,
+                d.attempts[i], x->attempts);
     } else {
       CHECK_MSG(d.status[i] == A3_POINT_DONE, "point %lld status %d", (long long)i, d.status[i]);
       CHECK_MSG(d.reason[i][0] == '\0', "point %lld reason '%s'", (long long)i, d.reason[i]);
@@ -226,7 +242,7 @@ static void scenario_run(void) {
           sum.ran == N_POINTS && !sum.interrupted && sum.done_before == 0);
     MPI_Barrier(MPI_COMM_WORLD);
     check_logs(dir, 1);
-    check_file(dir, cases[c].rpr, -1, NULL, 0);
+    check_file(dir, cases[c].rpr, NULL, 0);
     // Static: group g ran pending points g, g + G, ... (the logs say which rank led).
     if (world_rank == 0 && !strcmp(cases[c].schedule, "static")) {
       const int groups = world_size / cases[c].rpr;
@@ -302,7 +318,7 @@ static void scenario_resume(void) {
     }
     CHECK(n_first == first_done);
   }
-  check_file(dir, 1, -1, NULL, 0);
+  check_file(dir, 1, NULL, 0);
   // 3. Equal to an uninterrupted sweep, value for value.
   fake_ctx ctx3 = {.fail_point = -1};
   s = run_sweep(ref, extra, NULL, &ctx3, false, &sum);
@@ -333,24 +349,31 @@ static void scenario_failed(void) {
   char dir[512];
   make_temp_dir(MPI_COMM_WORLD, "sweep-failed", dir, sizeof dir);
   const char *extra = "parallel: {ranks_per_run: 2, schedule: dynamic}\n";
-  const char *reason = "rank 1 of the group: input error: fake failure of point 4";
+  enum { FAILS = 4, DIVERGES = 9 };
   for (int attempt = 1; attempt <= A3_RESULT_MAX_ATTEMPTS + 1; attempt++) {
-    fake_ctx ctx = {.fail_point = 4};
+    fake_ctx ctx = {.fail_point = FAILS, .diverge_point = DIVERGES};
     a3_sweep_summary sum;
     a3_status s = run_sweep(dir, extra, NULL, &ctx, false, &sum);
     CHECK_MSG(s == A3_OK, "%s", a3_error_message());
-    CHECK(sum.done == N_POINTS - 1 && sum.failed == 1 && sum.pending == 0 && !sum.interrupted);
-    // First all points; then only the failed one, until it was tried 3 times.
+    CHECK(sum.done == N_POINTS - 2 && sum.failed == 2 && sum.diverged == 1 && sum.pending == 0 &&
+          !sum.interrupted);
+    // First all points; then only the failed one, until it was tried 3 times;
+    // the diverged one never again.
+    const int tries = attempt < A3_RESULT_MAX_ATTEMPTS ? attempt : A3_RESULT_MAX_ATTEMPTS;
     const int64_t want_ran = attempt == 1 ? N_POINTS : attempt <= A3_RESULT_MAX_ATTEMPTS ? 1 : 0;
     CHECK_MSG(sum.ran == want_ran, "attempt %d ran %lld", attempt, (long long)sum.ran);
     MPI_Barrier(MPI_COMM_WORLD);
-    check_file(dir, 2, 4, reason,
-               attempt < A3_RESULT_MAX_ATTEMPTS ? attempt : A3_RESULT_MAX_ATTEMPTS);
+    const not_done fails[2] = {
+        {FAILS, A3_POINT_FAILED, "rank 1 of the group: input error: fake failure of point 4",
+         tries},
+        {DIVERGES, A3_POINT_DIVERGED,
+         "rank 1 of the group: training diverged: fake loss nan at step 3 of point 9", 1}};
+    check_file(dir, 2, fails, 2);
     if (world_rank == 0) {
       int counts[N_POINTS] = {0};
       read_logs(dir, world_size, N_POINTS, counts);
       for (int i = 0; i < N_POINTS; i++) {
-        const int want = i == 4 ? (attempt < A3_RESULT_MAX_ATTEMPTS ? attempt : 3) : 1;
+        const int want = i == FAILS ? tries : 1;
         CHECK_MSG(counts[i] == want, "attempt %d: point %d ran %d times", attempt, i, counts[i]);
       }
     }

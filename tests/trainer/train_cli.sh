@@ -73,6 +73,27 @@ expect_rc 1 "training from a NaN base" "$bin" train "$dir/tiny.yaml" --no-sample
   -o model.init="$dir/nan.h5" -o output.dir="$dir/nanrun"
 check "train: says the run diverged at step 1" grep -q "training diverged: train: the loss is nan at step 1 (output.dir .*Lower train.lr" "$dir/out"
 check "train: no checkpoint of NaN weights" test ! -e "$dir/nanrun/checkpoint.h5"
+# In a sweep the same point is marked diverged (status 4, the step in its reason), the
+# others go on, and a rerun does not retry it (the same run diverges again).
+cat >"$dir/sweep.yaml" <<YAML
+sweep: {grid: {model.init: [$dir/run/checkpoint.h5, $dir/nan.h5]}}
+output: {dir: $dir/sw}
+YAML
+expect_rc 0 "sweep with a diverging point" "$bin" sweep "$dir/tiny.yaml" --no-samples --no-eval \
+  -o "sweep=$(sed -n 's/^sweep: //p' "$dir/sweep.yaml")" -o output.dir="$dir/sw"
+check "sweep: point 1 diverged" grep -q "point 1 diverged after .*the loss is nan at step 1" "$dir/out"
+check "sweep: summary counts it" grep -q "sweep: 1 done, 1 failed (1 diverged), 0 pending of 2 points" "$dir/out"
+check "sweep: says it is not retried" grep -q "a rerun does not retry them" "$dir/out"
+expect_rc 0 "rerun of a sweep with a diverged point" "$bin" sweep "$dir/tiny.yaml" --no-samples \
+  --no-eval -o "sweep=$(sed -n 's/^sweep: //p' "$dir/sweep.yaml")" -o output.dir="$dir/sw"
+check "rerun: runs nothing" grep -q "1 not retried (1 diverged, 0 failed 3 times), 0 to run" "$dir/out"
+check "rerun: ran 0" grep -q "(0 run now)" "$dir/out"
+expect_rc 0 "info on the sweep" "$bin" info "$dir/sw"
+check "info: counts the diverged point" grep -q "2 points: 1 done, 0 failed, 1 diverged, 0 pending" "$dir/out"
+check "info: its row says diverged, with the step" grep -qE "^1 +diverged .*loss is nan at step 1" "$dir/out"
+expect_rc 0 "tools/report on the sweep" "$(dirname "$0")/../../tools/report" "$dir/sw/results.h5" "$dir/rep"
+check "report: counts the diverged point" grep -q "1 failed (1 diverged" "$dir/rep/index.md"
+check "report: lists it" grep -q "^- point 1 (init=$dir/nan.h5): diverged, not retried" "$dir/rep/index.md"
 
 expect_rc 0 "sample" "$bin" sample "$dir/run/checkpoint.h5" --out "$dir/s.h5" --num 3 --steps 2 \
   --png "$dir/s.png" --seed 4
