@@ -120,6 +120,8 @@ typedef struct {
   void *ctx;
   const char *results_path; // NULL: <output.dir>/results.h5
   bool force_new;           // replace an existing results file (of any sweep)
+  bool retry_failed;        // also run failed points started A3_RESULT_MAX_ATTEMPTS
+                            // times, and diverged ones (after a fix of their cause)
   bool handle_signals;      // SIGTERM/SIGUSR1 request a stop while the sweep runs
   // A slice of the points (job arrays): with slice_count > 0 this invocation
   // runs only the points i with i % slice_count == slice_index (0 <= index <

@@ -335,7 +335,7 @@ static void list_points(const a3_config *cfg, int64_t slice_index, int64_t slice
 // What the command line asks of a sweep run.
 typedef struct {
   train_ctx point;
-  bool force_new;
+  bool force_new, retry_failed;
   int64_t slice_index, slice_count; // slice_count 0: the whole sweep
 } run_request;
 
@@ -363,6 +363,7 @@ static a3_status run_sweep(const a3_config *cfg, const run_request *req, a3_swee
                                 .ctx = &ctx,
                                 .results_path = req->slice_count > 0 ? slice_path : NULL,
                                 .force_new = req->force_new,
+                                .retry_failed = req->retry_failed,
                                 .handle_signals = true,
                                 .slice_index = req->slice_index,
                                 .slice_count = req->slice_count};
@@ -377,13 +378,15 @@ static void report(const a3_sweep_summary *sum, int64_t slice_index, int64_t sli
             (long long)(sum->n_selected - sum->done - sum->failed));
   else if (sum->failed > sum->diverged)
     a3_warn("sweep finished with %lld of %lld points failed (their reasons are in /reason of "
-            "%s); rerunning the same command retries each up to %d attempts",
+            "%s); rerunning the same command retries each up to %d attempts (--retry-failed: "
+            "beyond that)",
             (long long)(sum->failed - sum->diverged), (long long)sum->n_points, sum->results_path,
             A3_RESULT_MAX_ATTEMPTS);
   if (!sum->interrupted && sum->diverged)
     a3_warn("%lld of %lld points diverged (their loss became NaN or infinite; the step is in "
-            "/reason of %s): a rerun does not retry them, since the same run diverges again; "
-            "try them with a lower train.lr or train.grad_clip in a new sweep",
+            "/reason of %s): a rerun does not retry them, since the same run diverges again "
+            "(--retry-failed does); try them with a lower train.lr or train.grad_clip in a new "
+            "sweep",
             (long long)sum->diverged, (long long)sum->n_points, sum->results_path);
   char of_all[96] = "";
   if (slice_count > 0)
@@ -400,7 +403,7 @@ static void report(const a3_sweep_summary *sum, int64_t slice_index, int64_t sli
 
 a3_status a3_cmd_sweep(int argc, char **argv) {
   a3_cli_list overrides = {0};
-  int force_new = 0, dry_run = 0, no_samples = 0, no_eval = 0;
+  int force_new = 0, retry_failed = 0, dry_run = 0, no_samples = 0, no_eval = 0;
   const char *slice = NULL;
   long interrupted_exit = 0;
   const a3_cli_option options[] = {
@@ -409,6 +412,10 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
       {"force-new", 0, A3_OPT_FLAG, NULL,
        "replace an existing OUTPUT_DIR/results.h5 (of this or another sweep) with a new one",
        &force_new, 0, 0},
+      {"retry-failed", 0, A3_OPT_FLAG, NULL,
+       "run every failed or diverged point again, however often it was tried (once its cause "
+       "is fixed); done points stay done",
+       &retry_failed, 0, 0},
       {"dry-run", 0, A3_OPT_FLAG, NULL,
        "check every point and list them (index and assignments); run nothing, write nothing",
        &dry_run, 0, 0},
@@ -428,9 +435,8 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
   };
   const a3_cli_command cmd = {
       "sweep",
-      "CONFIG [-o key.path=value]... [--force-new] [--dry-run] [--no-samples] [--no-eval]\n"
-      "                   [--slice I/N] "
-      "[--interrupted-exit CODE]",
+      "CONFIG [-o key.path=value]... [--force-new] [--retry-failed] [--dry-run]\n"
+      "                   [--no-samples] [--no-eval] [--slice I/N] [--interrupted-exit CODE]",
       "Run every point of a config's sweep grid across MPI rank groups.",
       "Points: every combination of sweep.grid and sweep.zip, then each of sweep.points\n"
       "(see configs/README.md). Launch with mpirun or srun; the ranks form groups of\n"
@@ -448,8 +454,9 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
       "\n"
       "Resume: run the same command again. Done points are skipped, failed ones retried\n"
       "(up to 3 attempts), interrupted ones started again (from their checkpoint).\n"
-      "A point whose loss became NaN or infinite is marked diverged (status 4) and never\n"
-      "retried: the same run diverges again.\n"
+      "A point whose loss became NaN or infinite is marked diverged (status 4) and not\n"
+      "retried: the same run diverges again. --retry-failed runs every failed or diverged\n"
+      "point again (from its checkpoint), e.g. after fixing a full disk.\n"
       "SIGTERM or SIGUSR1 (Slurm before a time limit) stops taking new points, finishes\n"
       "the running ones, closes the file and exits 0 (or --interrupted-exit's CODE when\n"
       "points are left; jobs/sweep.sbatch requeues the job on it).\n"
@@ -476,6 +483,7 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
   A3_TRY(a3_sweep_agree(MPI_COMM_WORLD, s, 0));
   const run_request req = {.point = {.samples = !no_samples, .eval = !no_eval},
                            .force_new = force_new != 0,
+                           .retry_failed = retry_failed != 0,
                            .slice_index = slice_index,
                            .slice_count = slice_count};
   a3_sweep_summary sum;

@@ -5,7 +5,7 @@
 //             to an uninterrupted sweep
 //   failed    a failing point is marked failed with its reason; reruns retry
 //             it up to the attempt limit; a diverging one is marked diverged
-//             with its reason and never retried
+//             with its reason and never retried; --retry-failed runs both again
 //   other     a results file of another sweep (or not HDF5 at all) is a clear
 //             error on every rank; --force-new replaces it
 //   mismatch  ranks with different configs, a rank whose points are invalid,
@@ -198,8 +198,10 @@ static void check_logs(const char *dir, int want_each) {
 }
 
 // The test sweep with a parallel section and an optional override ("sweep.points=[...]").
+enum { FORCE_NEW = 1, RETRY_FAILED = 2 }; // run_sweep's flags
+
 static a3_status run_sweep(const char *dir, const char *parallel_yaml, const char *override,
-                           fake_ctx *ctx, bool force_new, a3_sweep_summary *sum) {
+                           fake_ctx *ctx, unsigned flags, a3_sweep_summary *sum) {
   char yaml[4096];
   snprintf(yaml, sizeof yaml, "%s%s", SWEEP_YAML, parallel_yaml);
   a3_config cfg;
@@ -214,7 +216,10 @@ static a3_status run_sweep(const char *dir, const char *parallel_yaml, const cha
   }
   snprintf(ctx->dir, sizeof ctx->dir, "%s", dir);
   ctx->world_rank = world_rank;
-  const a3_sweep_options opt = {.run = fake_run, .ctx = ctx, .force_new = force_new};
+  const a3_sweep_options opt = {.run = fake_run,
+                                .ctx = ctx,
+                                .force_new = flags & FORCE_NEW,
+                                .retry_failed = flags & RETRY_FAILED};
   a3_status s = a3_sweep_run(MPI_COMM_WORLD, &cfg, &opt, sum);
   a3_config_free(&cfg);
   return s;
@@ -236,7 +241,7 @@ static void scenario_run(void) {
              cases[c].schedule);
     fake_ctx ctx = {.fail_point = -1};
     a3_sweep_summary sum;
-    a3_status s = run_sweep(dir, extra, NULL, &ctx, false, &sum);
+    a3_status s = run_sweep(dir, extra, NULL, &ctx, 0, &sum);
     CHECK_MSG(s == A3_OK, "rpr %d %s: %s", cases[c].rpr, cases[c].schedule, a3_error_message());
     CHECK(sum.n_points == N_POINTS && sum.done == N_POINTS && sum.failed == 0 && sum.pending == 0 &&
           sum.ran == N_POINTS && !sum.interrupted && sum.done_before == 0);
@@ -266,7 +271,7 @@ static void scenario_run(void) {
     MPI_Barrier(MPI_COMM_WORLD); // rank 0 has read the logs
     if (world_rank == 0) remove_logs(dir, world_size);
     MPI_Barrier(MPI_COMM_WORLD);
-    s = run_sweep(dir, extra, NULL, &ctx, false, &sum);
+    s = run_sweep(dir, extra, NULL, &ctx, 0, &sum);
     CHECK(s == A3_OK && sum.ran == 0 && sum.done_before == N_POINTS && sum.done == N_POINTS);
     MPI_Barrier(MPI_COMM_WORLD);
     check_logs(dir, 0);
@@ -286,7 +291,7 @@ static void scenario_resume(void) {
   // every point before rank 0's second one asks to stop.
   fake_ctx ctx = {.fail_point = -1, .stop_after = 2, .sleep_ms = 50};
   a3_sweep_summary sum;
-  a3_status s = run_sweep(dir, extra, NULL, &ctx, false, &sum);
+  a3_status s = run_sweep(dir, extra, NULL, &ctx, 0, &sum);
   CHECK_MSG(s == A3_OK, "%s", a3_error_message());
   CHECK_MSG(sum.interrupted && sum.done >= 2 && sum.done < N_POINTS && sum.pending > 0 &&
                 sum.done + sum.pending == N_POINTS && sum.ran == sum.done,
@@ -303,7 +308,7 @@ static void scenario_resume(void) {
   a3_sweep_clear_stop();
   MPI_Barrier(MPI_COMM_WORLD);
   fake_ctx ctx2 = {.fail_point = -1};
-  s = run_sweep(dir, extra, NULL, &ctx2, false, &sum);
+  s = run_sweep(dir, extra, NULL, &ctx2, 0, &sum);
   CHECK_MSG(s == A3_OK, "%s", a3_error_message());
   CHECK(!sum.interrupted && sum.done == N_POINTS && sum.done_before == first_done &&
         sum.ran == N_POINTS - first_done);
@@ -321,7 +326,7 @@ static void scenario_resume(void) {
   check_file(dir, 1, NULL, 0);
   // 3. Equal to an uninterrupted sweep, value for value.
   fake_ctx ctx3 = {.fail_point = -1};
-  s = run_sweep(ref, extra, NULL, &ctx3, false, &sum);
+  s = run_sweep(ref, extra, NULL, &ctx3, 0, &sum);
   CHECK(s == A3_OK && sum.done == N_POINTS);
   MPI_Barrier(MPI_COMM_WORLD);
   if (world_rank == 0) {
@@ -353,7 +358,7 @@ static void scenario_failed(void) {
   for (int attempt = 1; attempt <= A3_RESULT_MAX_ATTEMPTS + 1; attempt++) {
     fake_ctx ctx = {.fail_point = FAILS, .diverge_point = DIVERGES};
     a3_sweep_summary sum;
-    a3_status s = run_sweep(dir, extra, NULL, &ctx, false, &sum);
+    a3_status s = run_sweep(dir, extra, NULL, &ctx, 0, &sum);
     CHECK_MSG(s == A3_OK, "%s", a3_error_message());
     CHECK(sum.done == N_POINTS - 2 && sum.failed == 2 && sum.diverged == 1 && sum.pending == 0 &&
           !sum.interrupted);
@@ -379,6 +384,26 @@ static void scenario_failed(void) {
     }
     MPI_Barrier(MPI_COMM_WORLD);
   }
+  // --retry-failed: both run once more, whatever their attempts.
+  fake_ctx ctx = {.fail_point = -1};
+  a3_sweep_summary sum;
+  a3_status s = run_sweep(dir, extra, NULL, &ctx, RETRY_FAILED, &sum);
+  CHECK_MSG(s == A3_OK, "%s", a3_error_message());
+  CHECK_MSG(sum.ran == 2 && sum.done == N_POINTS && sum.failed == 0 && sum.diverged == 0,
+            "retry: ran %lld, done %lld, failed %lld", (long long)sum.ran, (long long)sum.done,
+            (long long)sum.failed);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank == 0) {
+    static dump d;
+    char path[600];
+    snprintf(path, sizeof path, "%s/results.h5", dir);
+    CHECK(read_dump(path, &d));
+    CHECK_MSG(d.attempts[FAILS] == A3_RESULT_MAX_ATTEMPTS + 1 && d.attempts[DIVERGES] == 2,
+              "retry: attempts %d and %d", d.attempts[FAILS], d.attempts[DIVERGES]);
+    CHECK(d.status[FAILS] == A3_POINT_DONE && d.status[DIVERGES] == A3_POINT_DONE);
+    CHECK(d.reason[FAILS][0] == '\0' && d.reason[DIVERGES][0] == '\0');
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
   if (world_rank == 0 && !test_failures) remove_tree(dir);
 }
 
@@ -395,17 +420,17 @@ static void scenario_other(void) {
   make_temp_dir(MPI_COMM_WORLD, "sweep-other", dir, sizeof dir);
   fake_ctx ctx = {.fail_point = -1};
   a3_sweep_summary sum;
-  a3_status s = run_sweep(dir, "", NULL, &ctx, false, &sum);
+  a3_status s = run_sweep(dir, "", NULL, &ctx, 0, &sum);
   CHECK(s == A3_OK && sum.done == N_POINTS);
   // Another sweep (other explicit points) in the same folder.
   const char *other = "sweep.points=[{train.lr: 0.5}]";
-  s = run_sweep(dir, "", other, &ctx, false, &sum);
+  s = run_sweep(dir, "", other, &ctx, 0, &sum);
   check_error(s, A3_ERR_CONFIG, "results file belongs to a different sweep (hash", "other sweep");
   // The schedule is not part of the sweep's identity: resuming under static is fine.
-  s = run_sweep(dir, "parallel: {schedule: static}\n", NULL, &ctx, false, &sum);
+  s = run_sweep(dir, "parallel: {schedule: static}\n", NULL, &ctx, 0, &sum);
   CHECK_MSG(s == A3_OK && sum.ran == 0 && sum.done == N_POINTS, "%s", a3_error_message());
   // --force-new replaces it.
-  s = run_sweep(dir, "", other, &ctx, true, &sum);
+  s = run_sweep(dir, "", other, &ctx, FORCE_NEW, &sum);
   CHECK_MSG(s == A3_OK && sum.n_points == 13 && sum.done == 13 && sum.ran == 13, "%s",
             a3_error_message());
   // Not an HDF5 file at all.
@@ -420,7 +445,7 @@ static void scenario_other(void) {
     }
   }
   MPI_Barrier(MPI_COMM_WORLD);
-  s = run_sweep(dir, "", NULL, &ctx, false, &sum);
+  s = run_sweep(dir, "", NULL, &ctx, 0, &sum);
   check_error(s, A3_ERR_INPUT, "is not a readable HDF5 file", "not HDF5");
   MPI_Barrier(MPI_COMM_WORLD);
   if (world_rank == 0 && !test_failures) remove_tree(dir);
@@ -433,15 +458,15 @@ static void scenario_mismatch(void) {
   a3_sweep_summary sum;
   // The last rank sees another grid.
   const char *grid = world_rank == world_size - 1 ? "sweep.grid={train.lr: [0.5]}" : NULL;
-  a3_status s = run_sweep(dir, "", grid, &ctx, false, &sum);
+  a3_status s = run_sweep(dir, "", grid, &ctx, 0, &sum);
   check_error(s, A3_ERR_CONFIG, "ranks disagree on the sweep (hash", "different configs");
   // Rank 1's sweep has an invalid point (warmup > steps).
   const char *bad = world_rank == 1 ? "sweep.points=[{train.warmup: 100}]" : NULL;
-  s = run_sweep(dir, "", bad, &ctx, false, &sum);
+  s = run_sweep(dir, "", bad, &ctx, 0, &sum);
   check_error(s, A3_ERR_CONFIG, world_rank == 1 ? "sweep point 12 (train.warmup=100)" : "rank 1",
               "invalid point on one rank");
   // ranks_per_run 3 does not divide 4 ranks.
-  s = run_sweep(dir, "parallel: {ranks_per_run: 3}\n", NULL, &ctx, false, &sum);
+  s = run_sweep(dir, "parallel: {ranks_per_run: 3}\n", NULL, &ctx, 0, &sum);
   check_error(s, A3_ERR_CONFIG, "parallel.ranks_per_run = 3 does not divide the 4 ranks",
               "ranks_per_run 3");
   // Nothing was created by any of these.

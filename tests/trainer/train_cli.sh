@@ -88,6 +88,10 @@ expect_rc 0 "rerun of a sweep with a diverged point" "$bin" sweep "$dir/tiny.yam
   --no-eval -o "sweep=$(sed -n 's/^sweep: //p' "$dir/sweep.yaml")" -o output.dir="$dir/sw"
 check "rerun: runs nothing" grep -q "1 not retried (1 diverged, 0 failed 3 times), 0 to run" "$dir/out"
 check "rerun: ran 0" grep -q "(0 run now)" "$dir/out"
+expect_rc 0 "rerun with --retry-failed" "$bin" sweep "$dir/tiny.yaml" --no-samples --no-eval \
+  --retry-failed -o "sweep=$(sed -n 's/^sweep: //p' "$dir/sweep.yaml")" -o output.dir="$dir/sw"
+check "--retry-failed: runs the diverged point again" grep -q "(1 run now)" "$dir/out"
+check "--retry-failed: it diverges again" grep -q "point 1 diverged after" "$dir/out"
 expect_rc 0 "info on the sweep" "$bin" info "$dir/sw"
 check "info: counts the diverged point" grep -q "2 points: 1 done, 0 failed, 1 diverged, 0 pending" "$dir/out"
 check "info: its row says diverged, with the step" grep -qE "^1 +diverged .*loss is nan at step 1" "$dir/out"
