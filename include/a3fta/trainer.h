@@ -312,6 +312,12 @@ typedef struct {
 a3_status a3_train(const a3_config *cfg, MPI_Comm comm, const a3_train_options *opt,
                    a3_train_result *result) A3_WARN_UNUSED;
 
+// A finished run's last step (a3fta train and sweep, after its samples and
+// evaluation): with output.save_weights false, rank 0 removes
+// output.dir/checkpoint.h5 (training still writes it, for resume), saying so.
+// Collective over comm; an error if the file cannot be removed.
+a3_status a3_run_drop_weights(MPI_Comm comm, const a3_config *cfg) A3_WARN_UNUSED;
+
 // ---------------------------------------------------------------- the backend
 // The backend parallel.backend picks for this rank of comm, for training and
 // sampling alike: *be = NULL for the CPU (cpu, or auto without a usable GPU,

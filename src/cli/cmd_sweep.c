@@ -279,14 +279,15 @@ static a3_status train_point(const a3_config *pc, MPI_Comm group, a3_run_result 
   if (failed) return A3_OK;
   bool got_samples = false;
   A3_TRY(eval_point(pc, group, grank, ctx, r, &got_samples));
-  if (got_samples || a3_point_failed(r->status) || !ctx->samples || r->samples_cap <= 0)
-    return A3_OK;
-  A3_TRY(a3_sample_run(group, pc, r->samples_cap));
-  char h5[PATH_CAP];
-  snprintf(h5, sizeof h5, "%s/" A3_SAMPLES_H5, pc->output.dir);
-  s = grank == 0 ? read_samples(h5, r) : A3_OK;
-  A3_TRY(group_agree(group, grank, s, "reading the point's samples"));
-  return A3_OK;
+  if (a3_point_failed(r->status)) return A3_OK; // its checkpoint stays, for a retry
+  if (!got_samples && ctx->samples && r->samples_cap > 0) {
+    A3_TRY(a3_sample_run(group, pc, r->samples_cap));
+    char h5[PATH_CAP];
+    snprintf(h5, sizeof h5, "%s/" A3_SAMPLES_H5, pc->output.dir);
+    s = grank == 0 ? read_samples(h5, r) : A3_OK;
+    A3_TRY(group_agree(group, grank, s, "reading the point's samples"));
+  }
+  return a3_run_drop_weights(group, pc);
 }
 
 // ---------------------------------------------------------------- the command

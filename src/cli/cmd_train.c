@@ -87,6 +87,7 @@ a3_status a3_cmd_train(int argc, char **argv) {
             (long long)result.steps_done, (long long)(result.steps_done - result.first_step),
             result.seconds, result.last_loss, cfg.output.dir, cfg.output.dir);
   if (s == A3_OK && !no_samples) s = sample_grid(&cfg);
+  if (s == A3_OK) s = a3_run_drop_weights(MPI_COMM_WORLD, &cfg);
   a3_config_free(&cfg);
   A3_TRY(s);
   return A3_OK;

@@ -251,7 +251,10 @@ static const a3_config_key schema[] = {
     STRING("output.dir", output.dir, "runs/default",
            "Directory for results, checkpoints and samples (created if missing)."),
     BOOL("output.save_weights", output.save_weights, "true",
-         "Write the trained (or fine-tuned) weights of each run."),
+         "Keep each finished run's checkpoint.h5 (weights, EMA, optimizer state; what eval, "
+         "sample, export and --resume read). false: removed once the run is trained, sampled "
+         "and evaluated, to save disk in large sweeps (still written during training, for "
+         "resume)."),
     INT("output.samples_per_run", output.samples_per_run, "16", 0, 1000000,
         "Sample images stored with each run's results."),
 };

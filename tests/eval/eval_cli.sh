@@ -6,7 +6,9 @@
 #  - a3fta eval on that point's checkpoint prints and writes (JSON) exactly the
 #    numbers of the results file, and the memorized-pairs PNG;
 #  - the point's stored samples are the images a3fta sample draws;
-#  - 2 ranks give the same metrics up to rounding; usage errors exit 2.
+#  - 2 ranks give the same metrics up to rounding; usage errors exit 2;
+#  - output.save_weights: false removes a done point's checkpoint after its
+#    evaluation and samples, and keeps a failed one's.
 # Usage: eval_cli.sh MPIEXEC   (A3FTA_BIN, A3FTA_SOURCE_DIR set by CTest)
 set -u
 MPIEXEC=$1
@@ -111,6 +113,25 @@ run 1 "$dir/e3.out" eval "$ck" --samples 3
 expect 2 "eval --samples 3" "$dir/e3.out"
 run 1 "$dir/e4.out" eval "$ck" --features "$dir/none.h5"
 [ "$rc" != 0 ] && grep -q "none.h5" "$dir/e4.out" || failed "missing --features: $(cat "$dir/e4.out")"
+
+# 6. output.save_weights: false: the point is evaluated and sampled from its checkpoint,
+# which is then removed; a failed evaluation keeps it (the retry resumes from it).
+A3FTA_FEATURES=$dir/no-such-net.h5 run 1 "$dir/n1.out" sweep "$dir/a.yaml" \
+  -o output.save_weights=false -o output.dir="$dir/nosave"
+expect 0 "sweep without saved weights, evaluation failing" "$dir/n1.out"
+[ -s "$dir/nosave/point-000000/checkpoint.h5" ] || failed "a failed point keeps its checkpoint"
+run 1 "$dir/n2.out" sweep "$dir/a.yaml" -o output.save_weights=false -o output.dir="$dir/nosave"
+expect 0 "sweep without saved weights" "$dir/n2.out"
+grep -q "sweep: 1 done, 0 failed" "$dir/n2.out" || failed "nosave: $(tail -3 "$dir/n2.out")"
+grep -q "removed $dir/nosave/point-000000/checkpoint.h5 (output.save_weights: false)" \
+  "$dir/n2.out" || failed "nosave: says it removed the checkpoint"
+[ ! -e "$dir/nosave/point-000000/checkpoint.h5" ] || failed "nosave: the checkpoint is removed"
+for f in eval.json samples.h5 losses.csv; do
+  [ -s "$dir/nosave/point-000000/$f" ] || failed "nosave: point-000000/$f written"
+done
+"$PY" -c 'import sys, h5py, math; f = h5py.File(sys.argv[1], "r")
+assert f["status"][0] == 1 and math.isfinite(f["metrics/fid"][0]) and f["n_samples"][0] == 4' \
+  "$dir/nosave/results.h5" || failed "nosave: the point has its metrics and samples"
 
 if [ $fail = 0 ]; then rm -rf "$dir"; else echo "kept $dir" >&2; fi
 exit $fail

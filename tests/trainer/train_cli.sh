@@ -99,6 +99,13 @@ expect_rc 0 "tools/report on the sweep" "$(dirname "$0")/../../tools/report" "$d
 check "report: counts the diverged point" grep -q "1 failed (1 diverged" "$dir/rep/index.md"
 check "report: lists it" grep -q "^- point 1 (init=$dir/nan.h5): diverged, not retried" "$dir/rep/index.md"
 
+# output.save_weights: false: the run samples from its checkpoint, then removes it.
+expect_rc 0 "train without saved weights" "$bin" train "$dir/tiny.yaml" \
+  -o output.save_weights=false -o output.dir="$dir/nosave"
+check "nosave: says it removed the checkpoint" grep -q "removed $dir/nosave/checkpoint.h5" "$dir/out"
+check "nosave: no checkpoint" test ! -e "$dir/nosave/checkpoint.h5"
+check "nosave: samples and losses written" test -s "$dir/nosave/samples.h5" -a -s "$dir/nosave/losses.csv"
+
 expect_rc 0 "sample" "$bin" sample "$dir/run/checkpoint.h5" --out "$dir/s.h5" --num 3 --steps 2 \
   --png "$dir/s.png" --seed 4
 check "sample files" test -s "$dir/s.h5" -a -s "$dir/s.png"
