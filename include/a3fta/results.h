@@ -107,7 +107,10 @@ typedef enum {
 } a3_point_status;
 
 const char *a3_point_status_name(int status); // "pending", "done", ..., "?" if unknown
-bool a3_point_failed(int status);             // failed or diverged
+// A comma-separated list of status names ("failed,diverged") as a mask with
+// bit (1 << status) per name; a usage error naming the choices otherwise.
+a3_status a3_point_status_mask(const char *list, unsigned *mask) A3_WARN_UNUSED;
+bool a3_point_failed(int status); // failed or diverged
 // Whether a resumed sweep runs the point: not done, not diverged, and not
 // failed A3_RESULT_MAX_ATTEMPTS times (a point left running is pending).
 bool a3_point_to_run(int status, int32_t attempts);
@@ -291,6 +294,9 @@ a3_status a3_results_merge(const char *out_path, const char *const *inputs, int 
 // all), reason (failed and diverged points only). As an aligned table
 // after a summary line (NaN as "-"), or with csv as a header line plus rows
 // (RFC 4180 quoting, NaN empty, numbers that read back exactly).
-a3_status a3_results_print(const char *path, FILE *f, bool csv) A3_WARN_UNUSED;
+// status_mask (a3_point_status_mask; 0 = all) selects the rows printed; the
+// summary line counts every point.
+a3_status a3_results_print(const char *path, FILE *f, bool csv,
+                           unsigned status_mask) A3_WARN_UNUSED;
 
 #endif

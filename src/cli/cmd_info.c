@@ -88,10 +88,13 @@ static a3_status dataset_info(const char *path) {
 // What --csv, --config and --params ask of a results, checkpoint or safetensors file.
 typedef struct {
   int csv, config, params;
+  unsigned status_mask; // --status (results files only); 0 = every point
 } print_flags;
 
 static a3_status print_serial(file_kind kind, const char *path, print_flags flags) {
-  if (kind == KIND_RESULTS) return a3_results_print(path, stdout, flags.csv);
+  if (kind == KIND_RESULTS) return a3_results_print(path, stdout, flags.csv, flags.status_mask);
+  if (flags.status_mask)
+    return A3_FAIL(A3_ERR_USAGE, "a3fta info: --status is for a results file; %s is not one", path);
   if (kind == KIND_SAFETENSORS && flags.config) return a3_safetensors_print_config(path, stdout);
   if (kind == KIND_SAFETENSORS) return a3_safetensors_print_summary(path, flags.params, stdout);
   if (flags.config) return a3_model_checkpoint_print_config(path, stdout);
@@ -185,7 +188,8 @@ static a3_status model_info(const char *path, const a3_cli_list *overrides, int 
 a3_status a3_cmd_info(int argc, char **argv) {
   const char *model = NULL;
   long batch = 0;
-  print_flags flags = {0, 0, 0};
+  print_flags flags = {0, 0, 0, 0};
+  const char *status = NULL;
   a3_cli_list overrides = {0};
   const a3_cli_option options[] = {
       {"model", 'm', A3_OPT_STRING, "CONFIG",
@@ -199,18 +203,24 @@ a3_status a3_cmd_info(int argc, char **argv) {
        &batch, 1, 1 << 20},
       {"csv", 0, A3_OPT_FLAG, NULL, "for a results file: print the points as CSV (for tools)",
        &flags.csv, 0, 0},
+      {"status", 0, A3_OPT_STRING, "LIST",
+       "for a results file: only the points of these statuses (e.g. failed,diverged; also "
+       "pending, done, running)",
+       &status, 0, 0},
       {"config", 0, A3_OPT_FLAG, NULL,
        "for a checkpoint or an export: print the config it was trained with", &flags.config, 0, 0},
   };
   const a3_cli_command cmd = {
       "info",
-      "FILE [--csv | --config | --params] | --model CONFIG [--params] [--batch N]",
+      "FILE [--csv] [--status LIST] | FILE [--config | --params] |\n"
+      "                  --model CONFIG [--params] [--batch N]",
       "Summarise an a3fta file (dataset, results, checkpoint, safetensors), or a model config.",
       "By kind of FILE (HDF5 files by their format attribute):\n"
       "  dataset       source, classes, per split the image count and shape, pixel mean and\n"
       "                standard deviation (a parallel read under mpirun), images per class\n"
       "  results       one row per point: status, varied keys, final loss, wall time, metrics\n"
-      "                ('-' = not computed), failure reason; --csv: the same as CSV\n"
+      "                ('-' = not computed), failure reason; --csv: the same as CSV;\n"
+      "                --status failed,diverged: only those points\n"
       "  checkpoint    step, main config keys, config and base-model hashes, what the strategy\n"
       "                trains, and per group (params, ema, optimizer moments) tensors, values,\n"
       "                the largest |value| and any NaN or infinity (a diverged run);\n"
@@ -229,6 +239,7 @@ a3_status a3_cmd_info(int argc, char **argv) {
   a3_cli_args args;
   A3_TRY(a3_cli_parse(&cmd, argc, argv, &args));
   if (args.help_requested) return A3_OK;
+  if (status) A3_TRY(a3_point_status_mask(status, &flags.status_mask));
   A3_TRY(a3_cli_start_mpi());
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

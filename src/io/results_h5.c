@@ -57,6 +57,25 @@ const char *a3_point_status_name(int status) {
   }
 }
 
+a3_status a3_point_status_mask(const char *list, unsigned *mask) {
+  *mask = 0;
+  for (const char *p = list;;) {
+    const size_t len = strcspn(p, ",");
+    int found = -1;
+    for (int k = A3_POINT_PENDING; k <= A3_POINT_DIVERGED && found < 0; k++)
+      if (len == strlen(a3_point_status_name(k)) && !strncmp(p, a3_point_status_name(k), len))
+        found = k;
+    if (found < 0)
+      return A3_FAIL(A3_ERR_USAGE,
+                     "--status: '%.*s' is not a point status; give a comma-separated list of "
+                     "pending, done, failed, running and diverged",
+                     (int)len, p);
+    *mask |= 1u << found;
+    if (!p[len]) return A3_OK;
+    p += len + 1;
+  }
+}
+
 bool a3_point_failed(int status) {
   return status == A3_POINT_FAILED || status == A3_POINT_DIVERGED;
 }

@@ -31,7 +31,13 @@ typedef struct {
   int n_cols, cap_cols;
   int64_t timing_ranks; // R of /timing/compute_s (N, R); 0: the file has no /timing
   bool has_params;      // /trainable_params and /total_params (absent in older files)
+  unsigned status_mask; // rows printed: bit (1 << status) set; 0 = all
 } table;
+
+static bool shown(const table *t, int64_t row) {
+  const int s = t->status[row];
+  return !t->status_mask || (s >= 0 && s < 32 && (t->status_mask >> s & 1u));
+}
 
 static a3_status dup_cell(const char *text, char **out) {
   const size_t len = strlen(text) + 1;
@@ -396,6 +402,7 @@ static void print_csv(const table *t, FILE *f) {
   }
   fputc('\n', f);
   for (int64_t i = 0; i < t->n; i++) {
+    if (!shown(t, i)) continue;
     for (int c = 0; c < t->n_cols; c++) {
       if (c) fputc(',', f);
       csv_field(f, t->cols[c].cells[i]);
@@ -411,7 +418,7 @@ static const char *table_cell(const column *c, int64_t i) {
 static int column_width(const table *t, const column *c) {
   size_t w = strlen(c->header);
   for (int64_t i = 0; i < t->n; i++)
-    if (strlen(table_cell(c, i)) > w) w = strlen(table_cell(c, i));
+    if (shown(t, i) && strlen(table_cell(c, i)) > w) w = strlen(table_cell(c, i));
   return (int)w;
 }
 
@@ -441,7 +448,8 @@ static void print_row(const table *t, FILE *f, const int *width, int64_t row) {
 static void print_table(const table *t, FILE *f, const int *width) {
   print_summary(t, f);
   print_row(t, f, width, -1);
-  for (int64_t i = 0; i < t->n; i++) print_row(t, f, width, i);
+  for (int64_t i = 0; i < t->n; i++)
+    if (shown(t, i)) print_row(t, f, width, i);
 }
 
 static a3_status print_aligned(const table *t, FILE *f) {
@@ -493,9 +501,9 @@ static void free_table(table *t) {
   if (t->keys) a3_h5_free_strings(t->keys, t->n_keys);
 }
 
-a3_status a3_results_print(const char *path, FILE *f, bool csv) {
+a3_status a3_results_print(const char *path, FILE *f, bool csv, unsigned status_mask) {
   a3_h5_quiet();
-  table t = {.path = path, .csv = csv};
+  table t = {.path = path, .csv = csv, .status_mask = status_mask};
   t.file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   if (t.file < 0) return A3_FAIL(A3_ERR_IO, "cannot open results file %s%s", path, a3_h5_detail());
   a3_status s = load(&t);

@@ -138,7 +138,29 @@ static void test_curve(void) {
   CHECK(r.n_curve == 0);
 }
 
+// Point statuses: names, which a resume runs, the --status list.
+static void test_point_status(void) {
+  CHECK(!strcmp(a3_point_status_name(A3_POINT_DIVERGED), "diverged"));
+  CHECK(!strcmp(a3_point_status_name(7), "?"));
+  CHECK(a3_point_failed(A3_POINT_DIVERGED) && a3_point_failed(A3_POINT_FAILED));
+  CHECK(!a3_point_failed(A3_POINT_DONE) && !a3_point_failed(A3_POINT_RUNNING));
+  CHECK(a3_point_to_run(A3_POINT_PENDING, 0) && a3_point_to_run(A3_POINT_RUNNING, 1));
+  CHECK(a3_point_to_run(A3_POINT_FAILED, A3_RESULT_MAX_ATTEMPTS - 1));
+  CHECK(!a3_point_to_run(A3_POINT_FAILED, A3_RESULT_MAX_ATTEMPTS));
+  CHECK(!a3_point_to_run(A3_POINT_DIVERGED, 1) && !a3_point_to_run(A3_POINT_DONE, 1));
+  unsigned mask = 0;
+  CHECK(a3_point_status_mask("failed,diverged", &mask) == A3_OK &&
+        mask == (1u << A3_POINT_FAILED | 1u << A3_POINT_DIVERGED));
+  CHECK(a3_point_status_mask("done", &mask) == A3_OK && mask == 1u << A3_POINT_DONE);
+  const char *bad[] = {"", "done,", "faild", "done,,failed", "failed diverged"};
+  for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+    CHECK_MSG(a3_point_status_mask(bad[k], &mask) == A3_ERR_USAGE, "'%s' accepted", bad[k]);
+    a3_error_clear();
+  }
+}
+
 int main(void) {
+  test_point_status();
   test_order();
   test_counts();
   test_errors();

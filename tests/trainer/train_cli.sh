@@ -95,6 +95,11 @@ check "--retry-failed: it diverges again" grep -q "point 1 diverged after" "$dir
 expect_rc 0 "info on the sweep" "$bin" info "$dir/sw"
 check "info: counts the diverged point" grep -q "2 points: 1 done, 0 failed, 1 diverged, 0 pending" "$dir/out"
 check "info: its row says diverged, with the step" grep -qE "^1 +diverged .*loss is nan at step 1" "$dir/out"
+expect_rc 0 "info --status diverged" "$bin" info "$dir/sw" --status failed,diverged
+check "info --status: only the diverged row" test "$(grep -cE '^[0-9]+ +(done|failed|diverged|pending|running) ' "$dir/out")" = 1 -a \
+  "$(grep -cE '^1 +diverged ' "$dir/out")" = 1
+expect_rc 2 "info --status with a wrong name" "$bin" info "$dir/sw" --status done,faild
+check "info --status: names the wrong name and the choices" grep -q "'faild' is not a point status; give" "$dir/out"
 expect_rc 0 "tools/report on the sweep" "$(dirname "$0")/../../tools/report" "$dir/sw/results.h5" "$dir/rep"
 check "report: counts the diverged point" grep -q "1 failed (1 diverged" "$dir/rep/index.md"
 check "report: lists it" grep -q "^- point 1 (init=$dir/nan.h5): diverged, not retried" "$dir/rep/index.md"
