@@ -1,6 +1,6 @@
 // Sweep points without MPI ranks: expansion order (grid x zip, last key
 // fastest, then explicit points), each point's config, the typed columns,
-// errors that name the point and key, what the hashes cover, loss curves.
+// errors that name the point and key, what the hashes cover, loss curves, point statuses.
 #include "sweep_fake.h"
 
 static a3_status plan_of(const char *yaml, a3_sweep_plan **p) {
