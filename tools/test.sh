@@ -29,18 +29,21 @@ if [ "$unformatted" != 0 ]; then
   failed=1
 fi
 
-run_suite() { # build_dir
-  step "ctest in $1"
-  ctest --test-dir "$1" --output-on-failure -j"$(nproc)" "${ctest_args[@]}" || failed=1
+run_suite() { # build_dir [ctest options]
+  local dir=$1
+  shift
+  step "ctest in $dir $*"
+  ctest --test-dir "$dir" --output-on-failure -j"$(nproc)" "$@" "${ctest_args[@]}" || failed=1
 }
 
 if configure_and_build build -DA3FTA_WERROR=ON; then run_suite build; else failed=1; fi
 if [ "$fast" = 0 ]; then
   # -O2 (RelWithDebInfo), as ASan's authors advise: the same checks, and
   # compute-bound tests run 1.5-5x faster than at -O0 (test_ops 24 s -> 5 s).
+  # Tests labelled `repeat` (tests/README.md) run in build/ only.
   if configure_and_build build-asan -DA3FTA_WERROR=ON -DA3FTA_SANITIZE=ON -DA3FTA_CUDA=OFF \
        -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
-    run_suite build-asan
+    run_suite build-asan -LE repeat
   else
     failed=1
   fi
