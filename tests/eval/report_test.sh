@@ -5,7 +5,8 @@
 # `a3fta info --model` counts them, /total_params, /heldout_curve, /memorized), index.md (one
 # table row per strategy and shot count, mean and std over 2 seeds, the lr chosen, the
 # trainable parameters), index.html (every section heading, every <img> an existing PNG), the
-# verdict line, and a report of an older file without the new datasets ("not recorded").
+# verdict line, the choice of lr around diverged points, and a report of an older file
+# without the new datasets ("not recorded").
 # With A3FTA_REPORT_KEEP set, the report folder is copied there (the fixture of
 # report_browser.sh; a SKIPPED file there when this test skips).
 # Usage: report_test.sh MPIEXEC   (A3FTA_BIN, A3FTA_SOURCE_DIR set by CTest)
@@ -175,6 +176,45 @@ for want in ("fid_vs_shots.png", "kid_vs_shots.png", "diversity_vs_memorization.
 print("ok")
 PY
   failed "index.md / index.html: $(cat "$dir/check")"
+
+# Diverged points (status 4): an lr at which a seed diverged does not win while another lr
+# has none (a3fta at 4 shots: its best lr loses a seed, the other lr wins); where every lr
+# lost one (full at 4 shots), the best of them wins and "seeds" says so; both are listed.
+cp "$dir/out/results.h5" "$dir/div.h5"
+"$PY" - "$dir/div.h5" "$src/tools/report" "$dir/rep-div" > "$dir/check-div" 2>&1 <<'PY' ||
+import sys, subprocess, h5py, numpy as np
+with h5py.File(sys.argv[1], "r+") as f:
+    strat = [s.decode() for s in f["points/strategy.name"][:]]
+    lr, shots, fid = f["points/train.lr"][:], f["points/data.shots"][:], f["metrics/fid"][:]
+    seed = f["points/train.seed"][:]
+    pts = lambda st, l: [i for i in range(len(strat)) if strat[i] == st and lr[i] == l and
+                         shots[i] == 4]
+    best = min(set(lr), key=lambda l: fid[pts("a3fta", l)].mean())
+    other = [l for l in set(lr) if l != best][0]
+    hit = [pts("a3fta", best)[0]] + [pts("full", l)[0] for l in set(lr)]
+    status = f["status"][:]
+    status[hit] = 4
+    f["status"][:] = status
+    reason = f["reason"][:]
+    for i in hit:
+        reason[i] = b"training diverged: train: the loss is nan at step 2"
+    f["reason"][:] = reason
+    # full's winner: the lr with the lower FID over its remaining seed
+    full_best = min(set(lr), key=lambda l: fid[pts("full", l)[1]])
+subprocess.run([sys.argv[2], sys.argv[1], sys.argv[3]], check=True, capture_output=True)
+md = open(sys.argv[3] + "/index.md").read().splitlines()
+head = [i for i, l in enumerate(md) if l.startswith("| method")][0]
+assert md[head - 2] == "### shots = 4", md[head - 2]
+rows = {r[0]: r for r in ([c.strip() for c in l.strip("|").split("|")]
+                          for l in md[head + 2:head + 4])}
+assert float(rows["a3fta"][2]) == other and rows["a3fta"][1] == "2", (rows, best, other)
+assert float(rows["full"][2]) == full_best and rows["full"][1] == "1 (+1 diverged)", rows
+assert any(l.startswith("16 points: 13 done, 3 failed (3 diverged") for l in md), md[:4]
+listed = [l for l in md if l.startswith("- point ") and "diverged, not retried" in l]
+assert len(listed) == 3 and all("lr=" in l and "seed=" in l for l in listed), listed
+print("ok")
+PY
+  failed "report with diverged points: $(cat "$dir/check-div")"
 
 # A results file of an older a3fta (no parameter counts, held-out curve, pairs): the report
 # says "not recorded" where they would be; a3fta info prints it without the counts.
