@@ -149,9 +149,10 @@ static const struct {
 } ds_info[N_DS] = {
     {"status", "per point: 0 pending, 1 done, 2 failed (see /reason), 3 running (a point left "
                "running by a killed job is pending again on resume), 4 diverged (its loss became "
-               "NaN or infinite, see /reason; never retried)"},
-    {"attempts", "per point: times the point was started; a failed point is retried on resume "
-                 "while attempts < 3 (a diverged one is not)"},
+               "NaN or infinite, see /reason; not retried)"},
+    {"attempts",
+     "per point: times the point was started; a failed point is retried on resume "
+     "while attempts < 3 (a diverged one is not; a3fta sweep --retry-failed retries both)"},
     {"reason", "per point: why it failed or diverged (empty when done)"},
     {"final_loss", "per point: training loss of the last step; NaN until done"},
     {"loss_curve", "per point (N, K): mean training loss over each interval of the run "
