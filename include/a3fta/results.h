@@ -102,7 +102,8 @@ typedef enum {
   A3_POINT_FAILED = 2,
   A3_POINT_RUNNING = 3,
   // Its training loss became NaN or infinite (A3_ERR_DIVERGED). Failed for
-  // good: a rerun of the same point diverges again, so resume never retries it.
+  // good: a rerun of the same point diverges again, so resume retries it only
+  // when asked to (a3_sweep_options.retry_failed).
   A3_POINT_DIVERGED = 4,
 } a3_point_status;
 
