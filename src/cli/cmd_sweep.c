@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 // ---------------------------------------------------------------- the command
 // Reads decimal digits at *p (at least one, at most 9) into *v.
@@ -38,25 +39,6 @@ static a3_status parse_slice(const char *text, int64_t *index, int64_t *count) {
   return A3_OK;
 }
 
-static void list_points(const a3_config *cfg, int64_t slice_index, int64_t slice_count) {
-  a3_sweep_plan *p = NULL;
-  if (a3_sweep_plan_make(cfg, &p) != A3_OK) return; // the sweep reported it already
-  char label[2048];
-  printf("# %lld points, sweep hash %016llx", (long long)p->n_points,
-         (unsigned long long)p->sweep_hash);
-  if (slice_count > 0)
-    printf("; slice %lld/%lld: the points with index %% %lld == %lld", (long long)slice_index,
-           (long long)slice_count, (long long)slice_count, (long long)slice_index);
-  printf("\n");
-  for (int64_t i = 0; i < p->n_points; i++) {
-    if (slice_count > 0 && i % slice_count != slice_index) continue;
-    a3_sweep_point_label(p, i, label, sizeof label);
-    printf("%lld\t%s\n", (long long)i, label[0] ? label : "(the config as given)");
-  }
-  fflush(stdout);
-  a3_sweep_plan_free(p);
-}
-
 // What the command line asks of a sweep run.
 typedef struct {
   a3_sweep_point_options point;
@@ -64,8 +46,103 @@ typedef struct {
   int64_t slice_index, slice_count; // slice_count 0: the whole sweep
 } run_request;
 
-// --dry-run: every point checked (collectively) and listed by rank 0.
-static a3_status dry_run_list(const a3_config *cfg, int64_t slice_index, int64_t slice_count) {
+// The results file a run of req writes: output.dir/results.h5, or the slice's.
+static void results_path(const a3_config *cfg, const run_request *req, char *out, size_t size) {
+  if (req->slice_count > 0)
+    snprintf(out, size, "%s/results-slice-%lld-of-%lld.h5", cfg->output.dir,
+             (long long)req->slice_index, (long long)req->slice_count);
+  else
+    snprintf(out, size, "%s/results.h5", cfg->output.dir);
+}
+
+static bool selected(const run_request *req, int64_t i) {
+  return req->slice_count <= 0 || i % req->slice_count == req->slice_index;
+}
+
+// The results file's state for a dry run: *status NULL without a file, or
+// when it cannot be read now (a running sweep holds it: said, not an error).
+// A file a run would refuse (another sweep's, not a results file) is its error.
+static a3_status read_state(const char *path, const a3_sweep_plan *p, int8_t **status,
+                            int32_t **attempts) {
+  *status = NULL;
+  *attempts = NULL;
+  if (access(path, F_OK) != 0) return A3_OK;
+  A3_TRY(a3_alloc((void **)status, (size_t)p->n_points + 1, sizeof **status));
+  a3_status s = a3_alloc((void **)attempts, (size_t)p->n_points + 1, sizeof **attempts);
+  if (s == A3_OK)
+    s = a3_results_inspect(path, p->sweep_hash, p->n_points, false, *status, *attempts);
+  if (s != A3_OK) {
+    free(*status);
+    free(*attempts);
+    *status = NULL;
+    *attempts = NULL;
+  }
+  if (s != A3_OK && s != A3_ERR_CONFIG && s != A3_ERR_INPUT) {
+    printf("# results: %s cannot be read now (%s); the points are listed without their state\n",
+           path, a3_error_message());
+    a3_error_clear();
+    return A3_OK;
+  }
+  return s;
+}
+
+// A point's state and what a run of req would do with it.
+static const char *point_plan(const run_request *req, int8_t status, int32_t attempts, bool *runs) {
+  *runs = a3_point_to_run(status, attempts) || (req->retry_failed && a3_point_failed(status));
+  if (status == A3_POINT_DONE) return "done";
+  if (status == A3_POINT_DIVERGED)
+    return *runs ? "diverged: runs again (--retry-failed)" : "diverged: not retried";
+  if (status == A3_POINT_FAILED)
+    return *runs ? "failed: runs again" : "failed 3 times: not retried (--retry-failed would)";
+  return status == A3_POINT_RUNNING ? "running or interrupted: runs" : "pending: runs";
+}
+
+static void print_points(const a3_sweep_plan *p, const run_request *req, const int8_t *status,
+                         const int32_t *attempts) {
+  char label[2048];
+  int64_t runs = 0, n = 0;
+  for (int64_t i = 0; i < p->n_points; i++) {
+    if (!selected(req, i)) continue;
+    a3_sweep_point_label(p, i, label, sizeof label);
+    printf("%lld\t%s", (long long)i, label[0] ? label : "(the config as given)");
+    bool run = true;
+    if (status) printf("\t%s", point_plan(req, status[i], attempts[i], &run));
+    printf("\n");
+    runs += run;
+    n++;
+  }
+  if (status)
+    printf("# a run now would run %lld of these %lld points\n", (long long)runs, (long long)n);
+}
+
+// Rank 0: the points (of the slice) and, when a results file exists, each
+// one's state there and whether a run of req would run it.
+static a3_status list_points(const a3_config *cfg, const run_request *req) {
+  a3_sweep_plan *p = NULL;
+  A3_TRY(a3_sweep_plan_make(cfg, &p));
+  printf("# %lld points, sweep hash %016llx", (long long)p->n_points,
+         (unsigned long long)p->sweep_hash);
+  if (req->slice_count > 0)
+    printf("; slice %lld/%lld: the points with index %% %lld == %lld", (long long)req->slice_index,
+           (long long)req->slice_count, (long long)req->slice_count, (long long)req->slice_index);
+  printf("\n");
+  char path[A3_CONFIG_STR_MAX + 96];
+  results_path(cfg, req, path, sizeof path);
+  int8_t *status = NULL;
+  int32_t *attempts = NULL;
+  a3_status s = req->force_new ? A3_OK : read_state(path, p, &status, &attempts);
+  if (s == A3_OK && status) printf("# results: %s (state of each point, last column)\n", path);
+  if (s == A3_OK) print_points(p, req, status, attempts);
+  fflush(stdout);
+  free(status);
+  free(attempts);
+  a3_sweep_plan_free(p);
+  return s;
+}
+
+// --dry-run: every point checked (collectively) and listed by rank 0, with
+// its state in an existing results file; the exit code is agreed.
+static a3_status dry_run_list(const a3_config *cfg, const run_request *req) {
   a3_sweep_plan *p = NULL;
   a3_status s = a3_sweep_plan_make(cfg, &p);
   s = a3_sweep_agree(MPI_COMM_WORLD, s, p ? p->agree_hash : 0);
@@ -73,16 +150,17 @@ static a3_status dry_run_list(const a3_config *cfg, int64_t slice_index, int64_t
   A3_TRY(s);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank == 0) list_points(cfg, slice_index, slice_count);
-  return A3_OK;
+  s = rank == 0 ? list_points(cfg, req) : A3_OK;
+  int code = (int)s;
+  MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  if (rank != 0 && code != A3_OK) return A3_FAIL((a3_status)code, "rank 0: the dry run failed");
+  return s;
 }
 
 static a3_status run_sweep(const a3_config *cfg, const run_request *req, a3_sweep_summary *sum) {
   a3_sweep_point_options ctx = req->point;
   char slice_path[A3_CONFIG_STR_MAX + 96];
-  if (req->slice_count > 0)
-    snprintf(slice_path, sizeof slice_path, "%s/results-slice-%lld-of-%lld.h5", cfg->output.dir,
-             (long long)req->slice_index, (long long)req->slice_count);
+  results_path(cfg, req, slice_path, sizeof slice_path);
   const a3_sweep_options opt = {.run = a3_sweep_train_point,
                                 .lost = a3_backend_cuda_lost,
                                 .ctx = &ctx,
@@ -142,7 +220,8 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
        "is fixed); done points stay done",
        &retry_failed, 0, 0},
       {"dry-run", 0, A3_OPT_FLAG, NULL,
-       "check every point and list them (index and assignments); run nothing, write nothing",
+       "check every point and list them (index and assignments) with, where OUTPUT_DIR has "
+       "results, each one's state and whether a run would run it; run nothing, write nothing",
        &dry_run, 0, 0},
       {"no-samples", 0, A3_OPT_FLAG, NULL, "store no sample images (skips sampling after each run)",
        &no_samples, 0, 0},
@@ -212,7 +291,7 @@ a3_status a3_cmd_sweep(int argc, char **argv) {
                            .slice_index = slice_index,
                            .slice_count = slice_count};
   a3_sweep_summary sum;
-  s = dry_run ? dry_run_list(&cfg, slice_index, slice_count) : run_sweep(&cfg, &req, &sum);
+  s = dry_run ? dry_run_list(&cfg, &req) : run_sweep(&cfg, &req, &sum);
   a3_config_free(&cfg);
   A3_TRY(s);
   if (dry_run) return A3_OK;

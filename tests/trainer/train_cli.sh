@@ -100,6 +100,19 @@ check "info --status: only the diverged row" test "$(grep -cE '^[0-9]+ +(done|fa
   "$(grep -cE '^1 +diverged ' "$dir/out")" = 1
 expect_rc 2 "info --status with a wrong name" "$bin" info "$dir/sw" --status done,faild
 check "info --status: names the wrong name and the choices" grep -q "'faild' is not a point status; give" "$dir/out"
+# --dry-run on the sweep's folder: each point's state and what a run would do.
+sweep_o="sweep=$(sed -n 's/^sweep: //p' "$dir/sweep.yaml")"
+expect_rc 0 "sweep --dry-run with results" "$bin" sweep "$dir/tiny.yaml" --dry-run -o "$sweep_o" \
+  -o output.dir="$dir/sw"
+check "--dry-run: point 0 done" grep -qP "^0\tmodel.init=.*\tdone$" "$dir/out"
+check "--dry-run: point 1 diverged, not retried" grep -qP "^1\tmodel.init=$dir/nan.h5\tdiverged: not retried$" "$dir/out"
+check "--dry-run: a run would run nothing" grep -q "^# a run now would run 0 of these 2 points$" "$dir/out"
+expect_rc 0 "sweep --dry-run --retry-failed" "$bin" sweep "$dir/tiny.yaml" --dry-run --retry-failed \
+  -o "$sweep_o" -o output.dir="$dir/sw"
+check "--dry-run --retry-failed: would run the diverged point" grep -q "^# a run now would run 1 of these 2 points$" "$dir/out"
+expect_rc 2 "sweep --dry-run on another sweep's results" "$bin" sweep "$dir/tiny.yaml" --dry-run \
+  -o "$sweep_o" -o output.dir="$dir/sw" -o train.steps=7
+check "--dry-run: another sweep's results is the run's error" grep -q "results file belongs to a different sweep" "$dir/out"
 expect_rc 0 "tools/report on the sweep" "$(dirname "$0")/../../tools/report" "$dir/sw/results.h5" "$dir/rep"
 check "report: counts the diverged point" grep -q "1 failed (1 diverged" "$dir/rep/index.md"
 check "report: lists it" grep -q "^- point 1 (init=$dir/nan.h5): diverged, not retried" "$dir/rep/index.md"
