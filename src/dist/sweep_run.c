@@ -24,7 +24,7 @@ typedef struct {
   int64_t *pending, n_pending;
   int64_t n_selected;                   // points of the slice (all without one)
   int64_t done_before, failed_for_good; // failed for good: diverged, or failed too often
-  int64_t diverged_before;
+  int64_t diverged_before;              // of those failed for good
   a3_results *results;
   a3_sweep_sched *sched;
   double t0;
@@ -191,9 +191,10 @@ static a3_status share_state(engine *e) {
       e->pending[e->n_pending++] = i;
     else if (e->status[i] == A3_POINT_DONE)
       e->done_before++;
-    else
+    else {
       e->failed_for_good++;
-    if (e->status[i] == A3_POINT_DIVERGED) e->diverged_before++;
+      e->diverged_before += e->status[i] == A3_POINT_DIVERGED;
+    }
   }
   if (e->rank == 0 && e->opt->slice_count > 0)
     a3_info("slice %lld/%lld: %lld of the %lld points (those with index %% %lld == %lld)",
