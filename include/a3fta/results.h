@@ -263,6 +263,7 @@ a3_status a3_results_close(a3_results *r) A3_WARN_UNUSED;
 typedef struct {
   int64_t n_points;
   int64_t done, failed, pending; // statuses in the merged file (failed: diverged included)
+  int64_t diverged;              // of the failed
   int64_t not_started;           // points no input had started (pending in the merged file)
 } a3_merge_summary;
 

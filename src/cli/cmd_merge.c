@@ -40,10 +40,13 @@ a3_status a3_cmd_merge(int argc, char **argv) {
   a3_merge_summary sum;
   A3_TRY(a3_results_merge(args.positional[0], &args.positional[1], args.n_positional - 1,
                           force != 0, &sum));
-  a3_info("merged %d file%s into %s: %lld points, %lld done, %lld failed, %lld pending (%lld "
+  char diverged[48] = "";
+  if (sum.diverged)
+    snprintf(diverged, sizeof diverged, " (%lld diverged)", (long long)sum.diverged);
+  a3_info("merged %d file%s into %s: %lld points, %lld done, %lld failed%s, %lld pending (%lld "
           "run by no input)",
           args.n_positional - 1, args.n_positional == 2 ? "" : "s", args.positional[0],
-          (long long)sum.n_points, (long long)sum.done, (long long)sum.failed,
+          (long long)sum.n_points, (long long)sum.done, (long long)sum.failed, diverged,
           (long long)sum.pending, (long long)sum.not_started);
   if (sum.pending)
     a3_warn("%lld of %lld points are not done in %s: run the missing slices and merge again, or "

@@ -408,6 +408,7 @@ static a3_status finish_status(hid_t f, const char *path, int64_t n, a3_merge_su
       sum->failed++;
     else
       sum->pending++;
+    sum->diverged += status[i] == A3_POINT_DIVERGED;
   }
   if (s == A3_OK && any_running &&
       H5Dwrite(ds, H5T_NATIVE_INT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, status) < 0)

@@ -100,6 +100,10 @@ check "info --status: only the diverged row" test "$(grep -cE '^[0-9]+ +(done|fa
   "$(grep -cE '^1 +diverged ' "$dir/out")" = 1
 expect_rc 2 "info --status with a wrong name" "$bin" info "$dir/sw" --status done,faild
 check "info --status: names the wrong name and the choices" grep -q "'faild' is not a point status; give" "$dir/out"
+expect_rc 0 "merge keeps the diverged point" "$bin" merge "$dir/merged.h5" "$dir/sw/results.h5"
+check "merge: counts it" grep -q "2 points, 1 done, 1 failed (1 diverged), 0 pending" "$dir/out"
+expect_rc 0 "info on the merged file" "$bin" info "$dir/merged.h5" --status diverged
+check "merge: status 4 kept" grep -qE "^1 +diverged " "$dir/out"
 # --dry-run on the sweep's folder: each point's state and what a run would do.
 sweep_o="sweep=$(sed -n 's/^sweep: //p' "$dir/sweep.yaml")"
 expect_rc 0 "sweep --dry-run with results" "$bin" sweep "$dir/tiny.yaml" --dry-run -o "$sweep_o" \
