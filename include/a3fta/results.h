@@ -113,8 +113,9 @@ const char *a3_point_status_name(int status); // "pending", "done", ..., "?" if 
 a3_status a3_point_status_mask(const char *list, unsigned *mask) A3_WARN_UNUSED;
 bool a3_point_failed(int status); // failed or diverged
 // Whether a resumed sweep runs the point: not done, not diverged, and not
-// failed A3_RESULT_MAX_ATTEMPTS times (a point left running is pending).
-bool a3_point_to_run(int status, int32_t attempts);
+// failed A3_RESULT_MAX_ATTEMPTS times (a point left running is pending); with
+// retry_failed (a3fta sweep --retry-failed) every failed or diverged one too.
+bool a3_point_to_run(int status, int32_t attempts, bool retry_failed);
 
 // Metric slots (each one dataset /metrics/<name>); NaN until a run fills it.
 typedef enum {

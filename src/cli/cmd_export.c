@@ -1,19 +1,12 @@
 // a3fta export: the tensors a fine-tune trained (adapter, LoRA, attention
 // weights, biases, ...) as a safetensors file for PyTorch/diffusers tooling.
+#include "a3fta/dist.h"
 #include "a3fta/export.h"
 #include "cli/commands.h"
 #include "cli/options.h"
 
 #include <mpi.h>
 #include <stdio.h>
-
-// Rank 0's status on every rank (the file is written once, by rank 0).
-static a3_status agree(int rank, a3_status mine) {
-  int code = (int)mine;
-  MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  if (rank != 0 && code != A3_OK) return A3_FAIL((a3_status)code, "rank 0 failed to export");
-  return mine;
-}
 
 a3_status a3_cmd_export(int argc, char **argv) {
   const char *out = NULL;
@@ -55,7 +48,7 @@ a3_status a3_cmd_export(int argc, char **argv) {
   const a3_export_options opt = {.use_ema = !no_ema};
   a3_export_report rep;
   a3_status s = rank == 0 ? a3_export_deltas(args.positional[0], out, &opt, &rep) : A3_OK;
-  A3_TRY(agree(rank, s));
+  A3_TRY(a3_agree(MPI_COMM_WORLD, s, "export")); // the file is written once, by rank 0
   if (rank == 0)
     a3_info("export: %d tensors (%zu parameters) of strategy %s, %s weights of step %lld -> %s "
             "(base model %s, config %s)",

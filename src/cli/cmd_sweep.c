@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "a3fta/backend.h"
 #include "a3fta/config.h"
+#include "a3fta/dist.h"
 #include "a3fta/sweep.h"
 #include "cli/commands.h"
 #include "cli/options.h"
@@ -88,7 +89,7 @@ static a3_status read_state(const char *path, const a3_sweep_plan *p, int8_t **s
 
 // A point's state and what a run of req would do with it.
 static const char *point_plan(const run_request *req, int8_t status, int32_t attempts, bool *runs) {
-  *runs = a3_point_to_run(status, attempts) || (req->retry_failed && a3_point_failed(status));
+  *runs = a3_point_to_run(status, attempts, req->retry_failed);
   if (status == A3_POINT_DONE) return "done";
   if (status == A3_POINT_DIVERGED)
     return *runs ? "diverged: runs again (--retry-failed)" : "diverged: not retried";
@@ -117,9 +118,7 @@ static void print_points(const a3_sweep_plan *p, const run_request *req, const i
 
 // Rank 0: the points (of the slice) and, when a results file exists, each
 // one's state there and whether a run of req would run it.
-static a3_status list_points(const a3_config *cfg, const run_request *req) {
-  a3_sweep_plan *p = NULL;
-  A3_TRY(a3_sweep_plan_make(cfg, &p));
+static a3_status list_points(const a3_config *cfg, const a3_sweep_plan *p, const run_request *req) {
   printf("# %lld points, sweep hash %016llx", (long long)p->n_points,
          (unsigned long long)p->sweep_hash);
   if (req->slice_count > 0)
@@ -136,7 +135,6 @@ static a3_status list_points(const a3_config *cfg, const run_request *req) {
   fflush(stdout);
   free(status);
   free(attempts);
-  a3_sweep_plan_free(p);
   return s;
 }
 
@@ -146,15 +144,15 @@ static a3_status dry_run_list(const a3_config *cfg, const run_request *req) {
   a3_sweep_plan *p = NULL;
   a3_status s = a3_sweep_plan_make(cfg, &p);
   s = a3_sweep_agree(MPI_COMM_WORLD, s, p ? p->agree_hash : 0);
-  a3_sweep_plan_free(p);
-  A3_TRY(s);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  s = rank == 0 ? list_points(cfg, req) : A3_OK;
-  int code = (int)s;
-  MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  if (rank != 0 && code != A3_OK) return A3_FAIL((a3_status)code, "rank 0: the dry run failed");
-  return s;
+  if (s != A3_OK) { // every rank has it (a collective agreement)
+    a3_sweep_plan_free(p);
+    return s;
+  }
+  if (rank == 0) s = list_points(cfg, p, req);
+  a3_sweep_plan_free(p);
+  return a3_agree(MPI_COMM_WORLD, s, "the dry run");
 }
 
 static a3_status run_sweep(const a3_config *cfg, const run_request *req, a3_sweep_summary *sum) {

@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli/sweep_point.h"
 
+#include "a3fta/dist.h"
 #include "a3fta/eval.h"
 #include "a3fta/strategy.h"
 #include "a3fta/trainer.h"
@@ -19,14 +20,6 @@
 enum { PATH_CAP = A3_CONFIG_STR_MAX + 32 };
 
 // ---------------------------------------------------------------- one point
-// Rank 0 of the group decides, the others follow (status and message).
-static a3_status group_agree(MPI_Comm group, int grank, a3_status s, const char *what) {
-  int code = (int)s;
-  MPI_Bcast(&code, 1, MPI_INT, 0, group);
-  if (grank == 0 || code == A3_OK) return grank == 0 ? s : A3_OK;
-  return A3_FAIL((a3_status)code, "%s failed on the group's first rank", what);
-}
-
 // Resume a point's training only from its own earlier attempt: the folder's
 // config.yaml (written by a3_train) must be this point's config.
 static a3_status same_config_on_disk(const a3_config *pc, bool *same) {
@@ -251,7 +244,7 @@ a3_status a3_sweep_train_point(const a3_config *pc, MPI_Comm group, a3_run_resul
   MPI_Comm_rank(group, &grank);
   bool resume = false;
   a3_status s = grank == 0 ? same_config_on_disk(pc, &resume) : A3_OK;
-  A3_TRY(group_agree(group, grank, s, "checking the point's folder"));
+  A3_TRY(a3_agree(group, s, "checking the point's folder"));
   int flag = resume;
   MPI_Bcast(&flag, 1, MPI_INT, 0, group);
   const a3_train_options opt = {.resume = flag != 0};
@@ -266,7 +259,7 @@ a3_status a3_sweep_train_point(const a3_config *pc, MPI_Comm group, a3_run_resul
   r->metrics[A3_RESULT_HELDOUT_LOSS] = tr.final_heldout_loss; // NaN without eval.heldout_every
   s = grank == 0 ? read_losses(pc, r) : A3_OK;
   if (s == A3_OK && grank == 0) s = count_params(pc, r);
-  A3_TRY(group_agree(group, grank, s, "reading the point's losses and parameter counts"));
+  A3_TRY(a3_agree(group, s, "reading the point's losses and parameter counts"));
   int failed = a3_point_failed(r->status);
   MPI_Bcast(&failed, 1, MPI_INT, 0, group);
   if (failed) return A3_OK;
@@ -278,7 +271,7 @@ a3_status a3_sweep_train_point(const a3_config *pc, MPI_Comm group, a3_run_resul
     char h5[PATH_CAP];
     snprintf(h5, sizeof h5, "%s/" A3_SAMPLES_H5, pc->output.dir);
     s = grank == 0 ? read_samples(h5, r) : A3_OK;
-    A3_TRY(group_agree(group, grank, s, "reading the point's samples"));
+    A3_TRY(a3_agree(group, s, "reading the point's samples"));
   }
   return a3_run_drop_weights(group, pc);
 }

@@ -186,8 +186,7 @@ static a3_status share_state(engine *e) {
   for (int64_t i = 0; i < n; i++) {
     if (!selected(e, i)) continue;
     e->n_selected++;
-    if (a3_point_to_run(e->status[i], e->attempts[i]) ||
-        (e->opt->retry_failed && a3_point_failed(e->status[i])))
+    if (a3_point_to_run(e->status[i], e->attempts[i], e->opt->retry_failed))
       e->pending[e->n_pending++] = i;
     else if (e->status[i] == A3_POINT_DONE)
       e->done_before++;

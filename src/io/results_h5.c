@@ -80,7 +80,8 @@ bool a3_point_failed(int status) {
   return status == A3_POINT_FAILED || status == A3_POINT_DIVERGED;
 }
 
-bool a3_point_to_run(int status, int32_t attempts) {
+bool a3_point_to_run(int status, int32_t attempts, bool retry_failed) {
+  if (retry_failed && a3_point_failed(status)) return true;
   if (status == A3_POINT_FAILED) return attempts < A3_RESULT_MAX_ATTEMPTS;
   return status != A3_POINT_DONE && status != A3_POINT_DIVERGED;
 }

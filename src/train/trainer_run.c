@@ -2,6 +2,7 @@
 // loop with its log lines, held-out losses, losses.csv, periodic checkpoints
 // and loss.png.
 #define _POSIX_C_SOURCE 200809L
+#include "a3fta/dist.h"
 #include "a3fta/plot.h"
 #include "a3fta/strategy.h"
 #include "a3fta/trainer.h"
@@ -46,15 +47,6 @@ static a3_status write_text(const char *path, const char *text) {
   const int ok = fwrite(text, 1, len, f) == len;
   if (fclose(f) != 0 || !ok) return A3_FAIL(A3_ERR_IO, "cannot write %s (disk full?)", path);
   return A3_OK;
-}
-
-// Rank 0's status, on every rank.
-static a3_status agree(MPI_Comm comm, int rank, a3_status mine, const char *what) {
-  int code = (int)mine;
-  MPI_Bcast(&code, 1, MPI_INT, 0, comm);
-  if (rank != 0 && code != A3_OK)
-    return A3_FAIL((a3_status)code, "rank 0 failed to %s (see its message)", what);
-  return mine;
 }
 
 static a3_status prepare_dir(const a3_config *cfg) {
@@ -366,7 +358,7 @@ static a3_status write_loss_png(const a3_config *cfg, double *last_heldout) {
 static a3_status finish_plot(run_state *r, double *final_heldout) {
   double history = NAN;
   a3_status s = r->rank == 0 ? write_loss_png(r->cfg, &history) : A3_OK;
-  s = agree(r->comm, r->rank, s, "write loss.png");
+  s = a3_agree(r->comm, s, "writing loss.png");
   *final_heldout = !isnan(r->last_heldout) ? r->last_heldout : history;
   if (r->cfg->eval.heldout_every <= 0) *final_heldout = NAN;
   MPI_Bcast(final_heldout, 1, MPI_DOUBLE, 0, r->comm);
@@ -392,7 +384,7 @@ static a3_status run(run_state *r, const a3_train_options *opt, a3_train_result 
   const int64_t first = a3_trainer_steps_done(t);
   if (s == A3_OK) { // the CSV is rank 0's
     const a3_status c = r->rank == 0 ? open_csv(r->cfg->output.dir, first, &r->csv) : A3_OK;
-    s = agree(r->comm, r->rank, c, "open losses.csv");
+    s = a3_agree(r->comm, c, "opening losses.csv");
   }
   if (s == A3_OK) s = loop(r, t, opt);
   double final_heldout = NAN;
@@ -425,8 +417,8 @@ a3_status a3_run_drop_weights(MPI_Comm comm, const a3_config *cfg) {
   if (cfg->output.save_weights) return A3_OK;
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
-  return agree(comm, rank, rank == 0 ? remove_checkpoint(cfg->output.dir) : A3_OK,
-               "remove the checkpoint");
+  return a3_agree(comm, rank == 0 ? remove_checkpoint(cfg->output.dir) : A3_OK,
+                  "removing the checkpoint");
 }
 
 a3_status a3_train(const a3_config *cfg, MPI_Comm comm, const a3_train_options *opt,
@@ -438,7 +430,7 @@ a3_status a3_train(const a3_config *cfg, MPI_Comm comm, const a3_train_options *
     memset(result, 0, sizeof *result);
     result->final_heldout_loss = NAN;
   }
-  A3_TRY(agree(comm, r.rank, r.rank == 0 ? prepare_dir(cfg) : A3_OK, "prepare the output folder"));
+  A3_TRY(a3_agree(comm, r.rank == 0 ? prepare_dir(cfg) : A3_OK, "preparing the output folder"));
   a3_status s = run(&r, opt, result);
   if (r.csv && fclose(r.csv) != 0 && s == A3_OK)
     s = A3_FAIL(A3_ERR_IO, "cannot write %s/losses.csv (disk full?)", cfg->output.dir);

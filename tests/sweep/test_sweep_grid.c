@@ -144,10 +144,10 @@ static void test_point_status(void) {
   CHECK(!strcmp(a3_point_status_name(7), "?"));
   CHECK(a3_point_failed(A3_POINT_DIVERGED) && a3_point_failed(A3_POINT_FAILED));
   CHECK(!a3_point_failed(A3_POINT_DONE) && !a3_point_failed(A3_POINT_RUNNING));
-  CHECK(a3_point_to_run(A3_POINT_PENDING, 0) && a3_point_to_run(A3_POINT_RUNNING, 1));
-  CHECK(a3_point_to_run(A3_POINT_FAILED, A3_RESULT_MAX_ATTEMPTS - 1));
-  CHECK(!a3_point_to_run(A3_POINT_FAILED, A3_RESULT_MAX_ATTEMPTS));
-  CHECK(!a3_point_to_run(A3_POINT_DIVERGED, 1) && !a3_point_to_run(A3_POINT_DONE, 1));
+  CHECK(a3_point_to_run(A3_POINT_PENDING, 0, false) && a3_point_to_run(A3_POINT_RUNNING, 1, false));
+  CHECK(a3_point_to_run(A3_POINT_FAILED, A3_RESULT_MAX_ATTEMPTS - 1, false));
+  CHECK(!a3_point_to_run(A3_POINT_FAILED, A3_RESULT_MAX_ATTEMPTS, false));
+  CHECK(!a3_point_to_run(A3_POINT_DIVERGED, 1, false) && !a3_point_to_run(A3_POINT_DONE, 1, false));
   unsigned mask = 0;
   CHECK(a3_point_status_mask("failed,diverged", &mask) == A3_OK &&
         mask == (1u << A3_POINT_FAILED | 1u << A3_POINT_DIVERGED));
